@@ -1,0 +1,1 @@
+"""Attention methods and kernels; knows nothing of tasks or models beyond q, k, v."""

@@ -1,0 +1,1 @@
+"""Models, runner, timing, sweeps, results store, reports and the CLI."""

