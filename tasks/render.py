@@ -2,6 +2,7 @@
 
 Prompts are assembled from token-id pieces (never re-tokenised as one string), so the length is exact.
 """
+import bisect
 
 _SLOT = "\u2063SLOT\u2063"
 
@@ -27,6 +28,16 @@ def assemble(tokenizer, target: int, head: str, filler_ids: list[int], inserts: 
 
     Inserts land on the filler token nearest their depth; filler is cut from its end to fit.
     """
+    return assemble_at(tokenizer, target, head, filler_ids, inserts, tail)[0]
+
+
+def assemble_at(tokenizer, target: int, head: str, filler_ids: list[int], inserts: list[tuple[float, str]],
+                tail: str, breaks: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """assemble(), also giving each insert's first token index in the prompt (in depth order).
+
+    With `breaks` (sorted filler positions after a sentence end), an insert at a depth strictly inside (0, 1)
+    moves back to the nearest break, as the original needle-in-a-haystack test does; the length stays exact.
+    """
     before, after = chat_frame(tokenizer)
     head_ids, tail_ids = text_ids(tokenizer, head), text_ids(tokenizer, tail)
     insert_ids = [(depth, text_ids(tokenizer, text)) for depth, text in inserts]
@@ -36,10 +47,15 @@ def assemble(tokenizer, target: int, head: str, filler_ids: list[int], inserts: 
         raise ValueError(f"the prompt needs {fixed} tokens without filler, more than the requested {target}")
     if room > len(filler_ids):
         raise ValueError(f"not enough filler text for {target} tokens (have {len(filler_ids)} filler tokens)")
-    body, start = [], 0
+    body, start, positions = [], 0, []
     for depth, ids in sorted(insert_ids, key=lambda item: item[0]):
         cut = round(depth * room)
-        body += filler_ids[start:cut] + ids
+        if breaks and 0 < depth < 1:
+            below = bisect.bisect_right(breaks, cut) - 1
+            cut = breaks[below] if below >= 0 and breaks[below] >= start else cut
+        body += filler_ids[start:cut]
+        positions.append(len(before) + len(head_ids) + len(body))
+        body += ids
         start = cut
     body += filler_ids[start:room]
-    return before + head_ids + body + tail_ids + after
+    return before + head_ids + body + tail_ids + after, positions

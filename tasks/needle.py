@@ -1,0 +1,88 @@
+"""Needle in a haystack (Kamradt): one fact hidden at a grid of depths in Paul Graham essays, asked back.
+
+A sample per (length, depth, i); meta carries the depth so results pivot into the usual heatmap.
+"""
+import random
+import re
+import string
+
+from tasks.base import Sample, Task, TaskError, register
+from tasks.haystack import haystack
+from tasks.render import assemble_at
+
+# The original test's needle and question (needlehaystack 0.1.0 defaults).
+NEEDLE = "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n"
+QUESTION = "What is the best thing to do in San Francisco?"
+ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day"
+HEAD = "Read the document below and answer the question after it. Keep your answer short and direct.\n\n<document>\n"
+TAIL = "\n</document>\n\n{question} Don't give information outside the document or repeat your findings."
+STOPWORDS = {"a", "an", "the", "and", "or", "of", "in", "on", "at", "to", "is", "are", "was", "for", "with", "by"}
+
+
+def normalize(text: str) -> str:
+    text = text.lower().translate(str.maketrans(string.punctuation, " " * len(string.punctuation)))
+    return " ".join(text.split())
+
+
+def keywords(text: str) -> list[str]:
+    return [w for w in normalize(text).split() if w not in STOPWORDS] or normalize(text).split()
+
+
+def parse_depths(value: str) -> list[float]:
+    """'10' -> 10 evenly spaced percents 0..100; '0+25+50' -> those percents."""
+    try:
+        if "+" not in value and "." not in value:
+            count = int(value)
+            if count < 1:
+                raise ValueError
+            return [0.0] if count == 1 else [round(100 * k / (count - 1)) for k in range(count)]
+        depths = [float(v) for v in value.split("+")]
+    except ValueError:
+        raise TaskError(f"needle: depths={value!r} must be a count (10) or percents joined by '+' (0+50+100)") from None
+    if not all(0 <= d <= 100 for d in depths):
+        raise TaskError(f"needle: depths={value!r} must lie in 0..100 (percent)")
+    return depths
+
+
+@register
+class Needle(Task):
+    name = "needle"
+    description = ("needle in a haystack: a fact hidden in Paul Graham essays at a grid of depths "
+                   "(options: depths=10|0+50+100, needle=, question=, answer=, haystack=/dir, max_new_tokens=)")
+
+    def __init__(self, depths: str = "10", needle: str = NEEDLE, question: str = QUESTION, answer: str = "",
+                 haystack: str = "", max_new_tokens: str = "48", **options):
+        super().__init__(**options)
+        if needle != NEEDLE and not answer:
+            raise TaskError("needle: a custom needle needs answer=... (the words the model should give back)")
+        self.depths = parse_depths(depths)
+        self.needle, self.question = needle, question
+        self.answer = answer or ANSWER
+        self.folder = haystack or None
+        self.max_new_tokens = int(max_new_tokens)
+
+    def samples(self, tokenizer, lengths, n=1, seed=0):
+        hay = haystack(tokenizer, self.folder)
+        for length in lengths:
+            for depth in self.depths:
+                for i in range(n):
+                    # Sample i starts at a seeded essay, the same for every depth, so a row of the heatmap
+                    # differs only in where the needle sits.
+                    essay = random.Random(f"needle-{seed}-{length}-{i}").randrange(len(hay.starts))
+                    filler, breaks = hay.window(hay.starts[essay], length)
+                    try:
+                        ids, (pos,) = assemble_at(tokenizer, length, HEAD, filler, [(depth / 100, self.needle)],
+                                                  TAIL.format(question=self.question), breaks)
+                    except ValueError as err:
+                        raise TaskError(f"needle: length {length}: {err}") from None
+                    yield Sample(id=f"needle-{length}-d{depth:g}-{i}", task=self.name, length=length,
+                                 input_ids=ids, answer=self.answer, max_new_tokens=self.max_new_tokens,
+                                 meta={"depth": depth, "needle_token": pos, "essay": essay})
+
+    def score(self, sample, prediction):
+        said = normalize(prediction)
+        words = set(said.split())
+        wanted = keywords(sample.answer)
+        exact = float(f" {normalize(sample.answer)} " in f" {said} ")
+        partial = sum(w in words for w in wanted) / len(wanted)
+        return {"score": partial, "exact": exact, "partial": partial}
