@@ -46,11 +46,11 @@ class DenseAttention(AttentionMethod):
             v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
         return sdpa_causal(q, k, v, scale, backend)
 
-    def backend_used(self, device: torch.device) -> str:
-        """The backend that runs: the forced one, or what 'auto' picks (flash on CUDA for bf16/fp16, else math)."""
+    def backend_used(self, device: str) -> str:
+        """The backend that runs: the forced one, or 'auto' (PyTorch picks by its priority list and the inputs)."""
         if self.config.backend != "auto":
             return self.config.backend
-        return "auto(cuda: flash/cudnn/efficient by priority)" if device.type == "cuda" else "auto(cpu)"
+        return f"auto({'cuda' if str(device).startswith('cuda') else 'cpu'})"
 
 
 @register

@@ -43,9 +43,11 @@ def make_attention_function(method: AttentionMethod):
 
 def install(model, method: AttentionMethod) -> str:
     """Route the model's attention through `method`; returns the attn_implementation name used."""
-    name = f"harness_{method.name}_{next(_names)}"
-    AttentionInterface.register(name, make_attention_function(method))
-    AttentionMaskInterface.register(name, sdpa_mask)
+    name = getattr(method, "_hf_name", None)
+    if name is None:  # register once per method object; switching back later is only a name change
+        name = method._hf_name = f"harness_{method.name}_{next(_names)}"
+        AttentionInterface.register(name, make_attention_function(method))
+        AttentionMaskInterface.register(name, sdpa_mask)
     model.set_attn_implementation(name)
     model._harness_method = method
     return name

@@ -1,0 +1,107 @@
+"""BigBird (Zaheer et al. 2020) as causal block-sparse prefill: window, global and random blocks.
+
+Each query block attends to its diagonal block and the `window_blocks - 1` blocks before it, the first
+`global_blocks` blocks, and `random_blocks` blocks drawn uniformly from the rest of its causal past
+(seeded per layer from `seed`, like transformers' BigBird, so runs repeat exactly).
+Defaults follow BigBird's ITC setting (2 global, 3 window, 3 random blocks) with 128-token blocks, the
+granularity FlexAttention's block masks run at. With `density` > 0 the random-block count is solved
+so that the kept share of the causal area is closest to it (window and global blocks stay fixed).
+"""
+import dataclasses
+
+import torch
+
+from attention.executor import run_pattern
+from attention.pattern import SparsePattern
+from attention.registry import AttentionMethod, ConfigError, MethodConfig, check_range, register
+
+
+@dataclasses.dataclass
+class BigBirdConfig(MethodConfig):
+    block: int = 128
+    window_blocks: int = 3    # diagonal block included
+    global_blocks: int = 2
+    random_blocks: int = 3    # per query block; replaced by the solved count when density > 0
+    density: float = 0.0      # 0 = use the block counts as given
+    seed: int = 0
+
+    def validate(self):
+        if self.block < 1:
+            raise ConfigError(f"block={self.block} must be a positive number of tokens")
+        if self.window_blocks < 1:
+            raise ConfigError(f"window_blocks={self.window_blocks} must be >= 1 (the diagonal block)")
+        if self.global_blocks < 0 or self.random_blocks < 0:
+            raise ConfigError("global_blocks and random_blocks must be >= 0")
+        check_range("density", self.density, 0.0, 1.0)
+
+
+def causal_cells(n: int, size: int, length: int) -> torch.Tensor:
+    """Causal (query, key) cells inside each block of a length x length prefill: float [n, n]."""
+    first = torch.arange(n) * size
+    width = (torch.clamp(first + size, max=length) - first).float()  # the last block may be short
+    below = width[:, None] * width[None, :]
+    return torch.tril(below, -1) + torch.diag(width * (width + 1) / 2)
+
+
+@register
+class BigBird(AttentionMethod):
+    name = "bigbird"
+    Config = BigBirdConfig
+    sparse = True
+    description = "BigBird block-sparse prefill: window + global + seeded random blocks"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._random = {}  # (layer, heads, n_blocks) -> random block table; the pattern is static per shape
+
+    def fixed_blocks(self, n: int) -> torch.Tensor:
+        """Window and global blocks, causal: bool [n, n]."""
+        row, col = torch.arange(n)[:, None], torch.arange(n)[None, :]
+        window = (row - col >= 0) & (row - col < self.config.window_blocks)
+        return window | ((col < self.config.global_blocks) & (col <= row))
+
+    def random_count(self, n: int, length: int) -> int:
+        """Random blocks per query block: the configured count, or the one closest to `density`."""
+        if self.config.density == 0:
+            return self.config.random_blocks
+        fixed = self.fixed_blocks(n)
+        cells = causal_cells(n, self.config.block, length)
+        free = (torch.tril(torch.ones(n, n, dtype=torch.bool)) & ~fixed).sum(1)  # eligible blocks per row
+        off_diagonal = cells[:, 0]  # cells of one whole block below the diagonal, per query-block row
+        counts = torch.arange(n + 1)[:, None]
+        kept = (cells * fixed).sum() + (torch.minimum(counts, free[None, :]) * off_diagonal[None, :]).sum(1)
+        total = cells.sum()
+        return int((kept / total - self.config.density).abs().argmin())
+
+    def pattern(self, heads: int, length: int, layer_idx: int) -> SparsePattern:
+        size = self.config.block
+        n = -(-length // size)
+        key = (layer_idx, heads, n, length)
+        if key not in self._random:
+            gen = torch.Generator().manual_seed(self.config.seed * 100_003 + layer_idx)
+            fixed = self.fixed_blocks(n)
+            eligible = torch.tril(torch.ones(n, n, dtype=torch.bool)) & ~fixed
+            # uniform draw without replacement: the r largest of uniform scores over eligible blocks
+            scores = torch.rand(heads, n, n, generator=gen).masked_fill(~eligible, -1.0)
+            count = min(self.random_count(n, length), n)
+            top = scores.topk(count, dim=-1) if count else None
+            chosen = torch.zeros(heads, n, n, dtype=torch.bool)
+            if top is not None:
+                chosen.scatter_(-1, top.indices, top.values >= 0)
+            self._random[key] = (fixed | chosen)[None]
+        return SparsePattern(blocks=self._random[key], block=size)
+
+    def kept_density(self, blocks: torch.Tensor, length: int) -> torch.Tensor:
+        """Exact share of the causal area kept, per head, from block counts (no S x S mask)."""
+        n = blocks.shape[-1]
+        cells = causal_cells(n, self.config.block, length)
+        return (blocks[0].float() * cells).sum((-2, -1)) / cells.sum()
+
+    def prefill(self, q, k, v, scale, layer_idx=0):
+        pattern = self.pattern(q.shape[1], k.shape[2], layer_idx)
+        self.record(layer_idx, density=self.kept_density(pattern.blocks, k.shape[2]).tolist())
+        return run_pattern(q, k, v, pattern, scale)
+
+    def keep_mask(self, q, k, scale, layer_idx=0):
+        batch, heads, q_len, _ = q.shape
+        return self.pattern(heads, k.shape[2], layer_idx).keep_mask(batch, heads, q_len, k.shape[2], q.device)

@@ -1,0 +1,98 @@
+"""H2O, Heavy-Hitter Oracle (Zhang et al. 2023), as KV-cache eviction after a dense prefill.
+
+Prefill attention is dense (SDPA); alongside it the attention mass each key receives is summed over
+all prompt queries (H2O's accumulated score), without ever holding the S x S matrix. Then, per kv head,
+the cache keeps `density` of the prompt (default 0.2, the paper's 20% budget): the most recent
+`recent_share` of the budget (default half, as the paper's 10% + 10% split) plus the heavy hitters, the
+highest-scoring older keys, summed over the query heads sharing that kv head. compress_cache evicts the
+rest, so decoding attends only to what was kept. The scoring runs inside prefill, so TTFT includes it.
+Eviction happens once after prefill; decoded tokens are appended without further eviction.
+"""
+import dataclasses
+import math
+
+import torch
+
+from attention.dense import sdpa_causal
+from attention.registry import AttentionMethod, ConfigError, MethodConfig, check_range, register
+
+SCORE_ELEMENTS = 1 << 26  # fp32 scores held at once while accumulating (256 MiB)
+
+
+@dataclasses.dataclass
+class H2OConfig(MethodConfig):
+    density: float = 0.2       # share of the prompt kept in the cache, per kv head
+    recent_share: float = 0.5  # share of that budget given to the most recent tokens
+
+    def validate(self):
+        check_range("density", self.density, 0.0, 1.0, low_open=True)
+        check_range("recent_share", self.recent_share, 0.0, 1.0)
+
+
+def accumulated_attention(q, k, scale: float) -> torch.Tensor:
+    """Sum over query rows of the causal softmax probabilities per key: fp32 [B, Hq, Sk].
+
+    Grouped query heads are matched to their kv head by a view, so k is never expanded; rows are taken
+    in chunks small enough that at most SCORE_ELEMENTS scores exist at once.
+    """
+    batch, heads, q_len, dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    rows = max(1, SCORE_ELEMENTS // (batch * heads * k_len))
+    mass = torch.zeros(batch, kv_heads, group, k_len, device=q.device)
+    grouped_q = q.view(batch, kv_heads, group, q_len, dim)
+    keys = k[:, :, None].transpose(-1, -2)  # [B, Hkv, 1, D, Sk]
+    key_pos = torch.arange(k_len, device=q.device)
+    for start in range(0, q_len, rows):
+        stop = min(start + rows, q_len)
+        scores = (grouped_q[:, :, :, start:stop] @ keys).float() * scale
+        q_pos = torch.arange(k_len - q_len + start, k_len - q_len + stop, device=q.device)
+        scores.masked_fill_(key_pos[None, :] > q_pos[:, None], float("-inf"))
+        mass += torch.softmax(scores, dim=-1).sum(dim=-2)
+    return mass.view(batch, heads, k_len)
+
+
+@register
+class H2O(AttentionMethod):
+    name = "h2o"
+    Config = H2OConfig
+    sparse = True
+    description = "H2O: dense prefill, then keep heavy-hitter + recent keys in the decode cache"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.kept: dict[int, torch.Tensor] = {}  # layer -> kept key positions [B, Hkv, budget], ascending
+        self.prompt_len: dict[int, int] = {}     # layer -> prompt length those positions refer to
+
+    def select(self, mass: torch.Tensor, kv_heads: int) -> torch.Tensor:
+        """Kept positions per kv head from per-query-head mass [B, Hq, S]: recent window + heavy hitters."""
+        batch, heads, length = mass.shape
+        budget = max(1, math.ceil(self.config.density * length))
+        recent = min(budget, round(budget * self.config.recent_share))
+        per_kv = mass.view(batch, kv_heads, heads // kv_heads, length).sum(2)
+        older = per_kv[..., :length - recent]  # heavy hitters come from before the recent window
+        heavy = older.topk(budget - recent, dim=-1).indices
+        recent_pos = torch.arange(length - recent, length, device=mass.device).expand(batch, kv_heads, -1)
+        return torch.cat([heavy, recent_pos], dim=-1).sort(dim=-1).values
+
+    def prefill(self, q, k, v, scale, layer_idx=0):
+        out = sdpa_causal(q, k, v, scale)
+        kept = self.select(accumulated_attention(q, k, scale), k.shape[1])
+        self.kept[layer_idx], self.prompt_len[layer_idx] = kept, k.shape[2]
+        self.record(layer_idx, density=kept.shape[-1] / k.shape[2])
+        return out
+
+    def compress_cache(self, layer_idx, k, v):
+        kept = self.kept.get(layer_idx)
+        if kept is None or kept.shape[:2] != k.shape[:2] or self.prompt_len[layer_idx] != k.shape[2]:
+            return None  # this layer was not prefilled by us (e.g. a sliding-window layer): keep it whole
+        index = kept[..., None].expand(-1, -1, -1, k.shape[-1])
+        return k.gather(2, index), v.gather(2, index)
+
+    def kept_mask(self, layer_idx: int, heads: int, k_len: int) -> torch.Tensor:
+        """Bool [B, Hq, 1, k_len] of the keys a decode step sees after eviction (later tokens all kept)."""
+        kept = self.kept[layer_idx]
+        mask = torch.zeros(*kept.shape[:2], k_len, dtype=torch.bool, device=kept.device)
+        mask.scatter_(-1, kept, True)
+        mask[..., self.prompt_len[layer_idx]:] = True
+        return mask.repeat_interleave(heads // kept.shape[1], dim=1)[:, :, None]

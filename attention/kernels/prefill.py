@@ -1,0 +1,126 @@
+"""Launcher for the sparse prefill kernel: turns a SparsePattern into the index tensors the kernel reads.
+
+All preparation is device-side tensor ops (sort, searchsorted, scatter): no host sync.
+"""
+import math
+
+import torch
+import triton
+
+from attention.kernels.sparse import sparse_fwd_kernel
+from attention.pattern import SparsePattern
+
+BIG = 1 << 30  # sorts after every real index
+LOG2E = 1.4426950408889634
+
+
+def block_config(head_dim: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per head dim; BLOCK_M is a multiple of BLOCK_N."""
+    if head_dim <= 64:
+        return 128, 64, 4, 3
+    if head_dim <= 128:
+        return 128, 64, 8, 3
+    return 64, 32, 4, 2
+
+
+def _per_head(x: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    return x.expand(batch, heads, x.shape[-1]) if x.dim() == 3 else x.expand(batch, heads, x.shape[-1])
+
+
+def prepare_columns(columns: torch.Tensor, batch: int, heads: int, k_len: int) -> torch.Tensor:
+    """Sorted, de-duplicated int64 [B, H, C] with unused slots (-1, out of range, repeats) moved to the end as BIG."""
+    c = _per_head(columns.long(), batch, heads)
+    c = torch.where((c >= 0) & (c < k_len), c, BIG).sort(-1).values
+    repeat = torch.zeros_like(c, dtype=torch.bool)
+    repeat[..., 1:] = c[..., 1:] == c[..., :-1]
+    return torch.where(repeat, BIG, c).sort(-1).values
+
+
+def hit_map(idx: torch.Tensor, batch: int, heads: int, k_len: int, device) -> torch.Tensor:
+    """int8 [B, H, k_len]: 1 where an index in idx (any order, unused slots out of range) occurs."""
+    idx = _per_head(idx.long(), batch, heads)
+    idx = torch.where((idx >= 0) & (idx < k_len), idx, k_len)
+    hit = torch.zeros(batch, heads, k_len + 1, dtype=torch.int8, device=device)
+    hit.scatter_(2, idx, 1)
+    return hit[..., :k_len].contiguous()
+
+
+def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, window: int, block_m: int,
+                 block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key-block offsets delta (sorted, unused = BIG) whose block [p0 - delta*BN, +BN) holds some kept diagonal.
+
+    Query row m and key n of such a block lie on diagonal delta*BN + m - n, so diagonal d needs every delta with
+    d - delta*BN in [-(BN-1), BM-1]. Diagonals inside the window are skipped (the window covers them).
+    """
+    d = _per_head(slashes.long(), batch, heads)
+    valid = (d >= window) & (d >= 0) & (d < k_len)
+    n_slots = k_len // block_n + block_m // block_n + 2
+    hit = torch.zeros(batch, heads, n_slots + 1, dtype=torch.bool, device=d.device)
+    top = torch.div(d + block_n - 1, block_n, rounding_mode="floor")
+    for back in range(block_m // block_n + 1):
+        delta = top - back
+        ok = valid & (delta >= 0) & (d - delta * block_n <= block_m - 1)
+        hit.scatter_(2, torch.where(ok, delta, n_slots).clamp(0, n_slots), True)
+    hit = hit[..., :n_slots]
+    slots = torch.arange(n_slots, device=d.device)
+    deltas = torch.where(hit, slots, BIG).sort(-1).values
+    return deltas, hit.sum(-1)
+
+
+def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run `pattern` (sink, window, columns, slashes; not blocks) with the Triton kernel. Returns [B, Hq, Sq, D]."""
+    if pattern.blocks is not None:
+        raise ValueError("sparse_attention runs sink/window/column/slash patterns; block masks go elsewhere")
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    if heads % kv_heads:
+        raise ValueError(f"query heads ({heads}) must be a multiple of kv heads ({kv_heads})")
+    if head_dim not in (16, 32, 64, 128, 256):
+        raise ValueError(f"head dim {head_dim} is not supported; use 16, 32, 64, 128 or 256")
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    out = torch.empty_like(q) if out is None else out
+    device = q.device
+    bm, bn, warps, stages = block_config(head_dim)
+    n_qb = triton.cdiv(q_len, bm)
+    q_off = k_len - q_len
+    sink, window = int(pattern.sink), int(pattern.window)
+    dummy = torch.zeros(1, dtype=torch.int32, device=device)
+    dummy8 = torch.zeros(1, dtype=torch.int8, device=device)
+
+    cols = col_lo = col_hi = dummy
+    col_slots = 0
+    has_cols = pattern.columns is not None and pattern.columns.shape[-1] > 0
+    if has_cols:
+        c = prepare_columns(pattern.columns.to(device), batch, heads, k_len)
+        col_slots = c.shape[-1]
+        col_lo = torch.searchsorted(c, torch.full((batch, heads, 1), sink, device=device, dtype=c.dtype))
+        last = (q_off + torch.arange(n_qb, device=device) * bm + bm - 1).clamp(max=k_len - 1) - window
+        col_hi = torch.searchsorted(c, last.expand(batch, heads, n_qb).contiguous(), right=True)
+        col_hi = torch.maximum(col_hi, col_lo)
+        cols, col_lo, col_hi = (x.to(torch.int32).contiguous() for x in (c, col_lo, col_hi))
+
+    deltas = n_delta = dummy
+    colhit = diaghit = dummy8
+    delta_slots = 0
+    has_slash = pattern.slashes is not None and pattern.slashes.shape[-1] > 0
+    if has_slash:
+        s = pattern.slashes.to(device)
+        deltas, n_delta = slash_blocks(s, batch, heads, k_len, window, bm, bn)
+        delta_slots = deltas.shape[-1]
+        deltas, n_delta = deltas.to(torch.int32).contiguous(), n_delta.to(torch.int32).contiguous()
+        diaghit = hit_map(s, batch, heads, k_len, device)
+        colhit = (hit_map(pattern.columns.to(device), batch, heads, k_len, device) if has_cols
+                  else torch.zeros(batch, heads, k_len, dtype=torch.int8, device=device))
+
+    grid = (n_qb, batch * heads)
+    sparse_fwd_kernel[grid](
+        q, k, v, out, cols, col_lo, col_hi, deltas, n_delta, colhit, diaghit,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        heads, heads // kv_heads, q_len, k_len, q_off, sink, window, col_slots, n_qb, delta_slots,
+        scale * LOG2E,
+        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash,
+        num_warps=warps, num_stages=stages,
+    )
+    return out

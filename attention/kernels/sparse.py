@@ -1,0 +1,112 @@
+"""Sparse prefill kernel: FlashAttention-style online softmax over sink + local window + gathered key columns
+(+ slash/diagonal stripes), each key counted once, causal, grouped-query heads read in place (never expanded).
+
+One program = one block of BLOCK_M queries of one (batch, query head). Four disjoint key sets, by mask:
+  sink     j < sink,                 i - j >= window
+  window   i - window < j <= i
+  columns  j in columns, j >= sink,  i - j >= window                        (gathered by index)
+  slashes  i - j in slashes, j >= sink, i - j >= window, j not a column     (key blocks along diagonals)
+"""
+import triton
+import triton.language as tl
+
+NEG_INF = float("-inf")
+
+
+@triton.jit
+def _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale):
+    # scores in log2 units; masked entries contribute exp2(-inf) = 0; fully masked rows keep m = -inf safely
+    s = tl.dot(q, tl.trans(k)) * qk_scale
+    s = tl.where(keep, s, NEG_INF)
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def sparse_fwd_kernel(
+    Q, K, V, O, COLS, COL_LO, COL_HI, DELTAS, N_DELTA, COLHIT, DIAGHIT,
+    sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
+    H, GROUP, Sq, Sk, q_off, sink, window, col_slots, n_qb, delta_slots, qk_scale,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_COLS: tl.constexpr, HAS_SLASH: tl.constexpr,
+):
+    qb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP
+    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < Sq
+    pos = q_off + offs_m  # absolute key position of each query
+    offs_d = tl.arange(0, HEAD_D)
+    q = tl.load(Q + b * sq_b + h * sq_h + offs_m[:, None] * sq_s + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    k_base = K + b * sk_b + hk * sk_h
+    v_base = V + b * sv_b + hk * sv_h
+    p_first = q_off + qb * BLOCK_M
+    p_last = tl.minimum(p_first + BLOCK_M - 1, q_off + Sq - 1)
+
+    acc = tl.zeros([BLOCK_M, HEAD_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    # sink keys outside the window
+    sink_end = tl.minimum(sink, p_last - window + 1)
+    for start in range(0, sink_end, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        kv_ok = offs_n < Sk
+        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        diff = pos[:, None] - offs_n[None, :]
+        keep = (offs_n[None, :] < sink) & (diff >= window) & (diff >= 0) & row_ok[:, None]
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+
+    # local window (diagonal included)
+    win_lo = tl.maximum(p_first - window + 1, 0)
+    for start in range((win_lo // BLOCK_N) * BLOCK_N, p_last + 1, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        kv_ok = offs_n < Sk
+        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        diff = pos[:, None] - offs_n[None, :]
+        keep = (diff < window) & (diff >= 0) & row_ok[:, None]
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+
+    # selected columns, gathered by index; COLS is sorted, [COL_LO, COL_HI) holds those this block can use
+    if HAS_COLS:
+        c_lo = tl.load(COL_LO + bh)
+        c_hi = tl.load(COL_HI + bh * n_qb + qb)
+        for c0 in range(c_lo, c_hi, BLOCK_N):
+            slot = c0 + tl.arange(0, BLOCK_N)
+            ok = slot < c_hi
+            cols = tl.load(COLS + bh * col_slots + slot, mask=ok, other=0)
+            k = tl.load(k_base + cols[:, None] * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+            v = tl.load(v_base + cols[:, None] * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+            diff = pos[:, None] - cols[None, :]
+            keep = ok[None, :] & (diff >= window) & (diff >= 0) & row_ok[:, None]
+            acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+
+    # slash stripes: key block starting delta * BLOCK_N before this query block holds diagonals near delta*BLOCK_N
+    if HAS_SLASH:
+        nd = tl.load(N_DELTA + bh)
+        for t in range(0, nd):
+            delta = tl.load(DELTAS + bh * delta_slots + t)
+            offs_n = p_first - delta * BLOCK_N + tl.arange(0, BLOCK_N)
+            kv_ok = (offs_n >= 0) & (offs_n < Sk)
+            k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+            diff = pos[:, None] - offs_n[None, :]
+            cand = kv_ok[None, :] & (diff >= window) & (diff >= 0) & (offs_n[None, :] >= sink) & row_ok[:, None]
+            on_diag = tl.load(DIAGHIT + bh * Sk + diff, mask=cand, other=0)
+            is_col = tl.load(COLHIT + bh * Sk + offs_n, mask=kv_ok, other=0)
+            keep = cand & (on_diag != 0) & (is_col[None, :] == 0)
+            acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
+    out = acc / l_safe[:, None]
+    tl.store(O + b * so_b + h * so_h + offs_m[:, None] * so_s + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=row_ok[:, None])

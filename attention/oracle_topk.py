@@ -1,0 +1,62 @@
+"""Oracle top-k: each query keeps its own largest dense attention scores, for diagnostics only.
+
+Query i keeps the ceil(density * (i + 1)) keys with the highest scores among its i + 1 causal keys
+(ties at the threshold are all kept), so every query gets the same share of its past and the total
+kept share equals `density` up to rounding. Knowing the dense scores first, it is the upper bound a
+sparse mask of that density can reach per query. Reference path only: fp32, chunked over query rows,
+never faster than dense. Default density 0.1.
+"""
+import dataclasses
+
+import torch
+
+from attention.reference import expand_kv
+from attention.registry import AttentionMethod, MethodConfig, check_range, register
+
+ROW_CHUNK = 256
+
+
+@dataclasses.dataclass
+class OracleTopKConfig(MethodConfig):
+    density: float = 0.1
+
+    def validate(self):
+        check_range("density", self.density, 0.0, 1.0, low_open=True)
+
+
+@register
+class OracleTopK(AttentionMethod):
+    name = "oracle-topk"
+    Config = OracleTopKConfig
+    sparse = True
+    description = "exact per-query top-k of dense attention at a given density (reference path; diagnostics)"
+
+    def _chunks(self, q, k, scale):
+        """Yield (start, stop, scores, keep) per query-row chunk; scores fp32 with non-kept set to -inf."""
+        q_len, k_len = q.shape[2], k.shape[2]
+        keys = expand_kv(k.float(), q.shape[1])
+        for start in range(0, q_len, ROW_CHUNK):
+            stop = min(start + ROW_CHUNK, q_len)
+            scores = torch.einsum("bhqd,bhkd->bhqk", q[:, :, start:stop].float(), keys) * scale
+            q_pos = torch.arange(k_len - q_len + start, k_len - q_len + stop, device=q.device)
+            causal = torch.arange(k_len, device=q.device)[None, :] <= q_pos[:, None]
+            scores = scores.masked_fill(~causal, float("-inf"))
+            budget = torch.ceil(self.config.density * (q_pos + 1)).long().clamp(min=1)  # keys kept per query
+            ranked = scores.sort(dim=-1, descending=True).values
+            threshold = ranked.gather(-1, (budget - 1).expand(*scores.shape[:2], -1)[..., None])
+            keep = causal & (scores >= threshold)
+            yield start, stop, scores.masked_fill(~keep, float("-inf")), keep
+
+    def prefill(self, q, k, v, scale, layer_idx=0):
+        out = torch.empty_like(q)
+        values = expand_kv(v.float(), q.shape[1])
+        kept = torch.zeros(q.shape[:2], device=q.device)
+        for start, stop, scores, keep in self._chunks(q, k, scale):
+            out[:, :, start:stop] = (torch.softmax(scores, dim=-1) @ values).to(q.dtype)
+            kept += keep.sum((-2, -1))
+        causal_area = q.shape[2] * (2 * k.shape[2] - q.shape[2] + 1) / 2
+        self.record(layer_idx, density=(kept / causal_area).flatten().tolist())
+        return out
+
+    def keep_mask(self, q, k, scale):
+        return torch.cat([keep for *_, keep in self._chunks(q, k, scale)], dim=2)

