@@ -1,0 +1,168 @@
+"""BABILong qa1-qa5: bAbI facts hidden in long background text (Kuratov et al. 2024).
+
+Sources: source=gen (default: seeded offline stories in Paul Graham essays, exact token lengths),
+source=hub (RMT-team/babilong) or hub1k (RMT-team/babilong-1k-samples) through `datasets`,
+or path=FILE_OR_DIR with the official rows (input, question, target) as JSON, JSONL or parquet.
+Prompts and answer matching are the official ones (booydar/babilong prompts.py and metrics.py).
+"""
+import json
+import random
+from functools import cache
+from pathlib import Path
+
+from tasks.babilong_gen import story
+from tasks.base import Sample, Task, TaskError, register
+from tasks.haystack import haystack
+from tasks.render import assemble_at, chat_frame, text_ids
+from tasks.tabular import read_rows
+
+QAS = ["qa1", "qa2", "qa3", "qa4", "qa5"]
+HUB = {"hub": "RMT-team/babilong", "hub1k": "RMT-team/babilong-1k-samples"}
+CONFIGS = ["0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k"]
+
+
+@cache
+def prompts() -> dict:
+    return json.loads((Path(__file__).parent / "data" / "babilong_prompts.json").read_text(encoding="utf-8"))
+
+
+def config_name(length: int) -> str:
+    """Official split name for a token length: 0 -> 0k, 4096 (or 4000) -> 4k."""
+    name = f"{round(length / 1024)}k" if length >= 512 else "0k"
+    if length and name == "0k" or name not in CONFIGS:
+        raise TaskError(f"babilong: no official split for length {length}; use one of {', '.join(CONFIGS)} "
+                        "(as 0, 1024, 2048, ...) or the offline generator (source=gen)")
+    return name
+
+
+def preprocess_output(output: str) -> str:
+    """Official: lower-case, first sentence, cut where the model starts inventing more prompt."""
+    output = output.lower().split(".")[0]
+    for marker in ("<context>", "<example>", "Question"):
+        output = output.split(marker)[0]
+    return output
+
+
+def compare_answers(target: str, output: str, question: str, task_labels) -> bool:
+    """Official BABILong matching: the target must be the only label in the first sentence, not counting
+    labels that the question itself mentions."""
+    output = preprocess_output(output)
+    labels = {label.lower() for label in task_labels}
+    in_question = {label for label in labels if label in question.lower()}
+    in_output = {label for label in labels if label in output} - in_question
+    return target.lower() in in_output and len(in_output) == 1
+
+
+def split_prompt(qa: str) -> tuple[str, str]:
+    """The official template around {context}: (text before, text after with {question})."""
+    cfg = prompts()[qa]
+    before, after = prompts()["template"].split("{context}")
+    return before.format(**cfg), after
+
+
+def find_local(path: Path, cfg: str, qa: str) -> Path:
+    if path.is_file():
+        return path
+    exts = (".jsonl", ".json", ".parquet")
+    patterns = [f"{cfg}/{qa}", f"{cfg}/{qa}-*", f"{cfg}/{qa}/*", f"{qa}/{cfg}", f"{qa}/{cfg}-*", f"{cfg}_{qa}",
+                f"{qa}_{cfg}"]
+    for pattern in patterns:
+        for ext in exts:
+            found = sorted(path.glob(f"**/{pattern}{ext}"))
+            if found:
+                return found[0]
+    raise TaskError(f"babilong: no {cfg}/{qa} file (.jsonl/.json/.parquet) under {path}; expected e.g. "
+                    f"{path}/{cfg}/{qa}.jsonl")
+
+
+def load_hub(repo: str, cfg: str, qa: str) -> list[dict]:
+    try:
+        import datasets
+    except ImportError:
+        raise TaskError(f"babilong: source=hub needs `pip install datasets`; or pass path=FILE_OR_DIR, "
+                        "or use the offline generator (source=gen)") from None
+    try:
+        return list(datasets.load_dataset(repo, cfg, split=qa))
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise TaskError(f"babilong: cannot load {repo} {cfg}/{qa} ({first}); run once online to cache it, pass "
+                        "path=FILE_OR_DIR with the official JSON/JSONL/parquet, or use source=gen") from None
+
+
+@register
+class Babilong(Task):
+    name = "babilong"
+    description = ("BABILong qa1-qa5 (options: qa=qa1+qa2, source=gen|hub|hub1k, path=FILE_OR_DIR, haystack=/dir, "
+                   "max_new_tokens=20)")
+
+    def __init__(self, qa: str = "+".join(QAS), source: str = "gen", path: str = "", haystack: str = "",
+                 max_new_tokens: str = "20", **options):
+        super().__init__(**options)
+        self.qas = qa.split("+")
+        bad = [q for q in self.qas if q not in QAS]
+        if bad:
+            raise TaskError(f"babilong: unknown qa {', '.join(bad)}; choose from {'+'.join(QAS)}")
+        self.source = "local" if path else source
+        if self.source not in ("gen", "local", *HUB):
+            raise TaskError(f"babilong: source={source!r}; choose gen, hub, hub1k or give path=FILE_OR_DIR")
+        self.path = Path(path).expanduser() if path else None
+        if self.path and not self.path.exists():
+            raise TaskError(f"babilong: path {path} does not exist; give the official BABILong JSON/JSONL/parquet "
+                            f"file or folder, or use source=hub ({HUB['hub']}) or source=gen")
+        self.folder = haystack or None
+        self.max_new_tokens = int(max_new_tokens)
+
+    def samples(self, tokenizer, lengths, n=1, seed=0):
+        for length in lengths:
+            for qa in self.qas:
+                if self.source == "gen":
+                    yield from self._generated(tokenizer, length, qa, n, seed)
+                else:
+                    yield from self._official(tokenizer, length, qa, n)
+
+    def _generated(self, tokenizer, length, qa, n, seed):
+        head, tail = split_prompt(qa)
+        hay = haystack(tokenizer, self.folder) if length else None
+        for i in range(n):
+            rng = random.Random(f"babilong-{seed}-{qa}-{length}-{i}")
+            facts, question, answer = story(qa, rng.random())
+            sid = f"babilong-{qa}-{length}-{i}" + (f"-s{seed}" if seed else "")
+            meta = {"qa": qa, "question": question, "source": "gen", "facts": len(facts)}
+            if not length:  # 0k: the facts alone, as in the official 0k split
+                before, after = chat_frame(tokenizer)
+                ids = before + text_ids(tokenizer, head + " ".join(facts) + tail.format(question=question)) + after
+                yield Sample(sid, self.name, length, ids, answer, self.max_new_tokens, {**meta, "tokens": len(ids)})
+                continue
+            start = rng.choice(hay.starts)
+            filler, breaks = hay.window(start, length)
+            depths = sorted(rng.random() for _ in facts)
+            try:
+                ids, positions = assemble_at(tokenizer, length, head, filler,
+                                             [(d, " " + f) for d, f in zip(depths, facts)],
+                                             tail.format(question=question), breaks)
+            except ValueError as err:
+                raise TaskError(f"babilong: {qa} at length {length}: {err}") from None
+            meta |= {"first_fact_token": positions[0], "last_fact_token": positions[-1]}
+            yield Sample(sid, self.name, length, ids, answer, self.max_new_tokens, meta)
+
+    def _official(self, tokenizer, length, qa, n):
+        cfg = config_name(length)
+        if self.source == "local":
+            rows = read_rows(find_local(self.path, cfg, qa))
+            origin = str(self.path)
+        else:
+            rows, origin = load_hub(HUB[self.source], cfg, qa), HUB[self.source]
+        head, tail = split_prompt(qa)
+        before, after = chat_frame(tokenizer)
+        for k, row in enumerate(rows if n <= 0 else rows[:n]):
+            text = (head + row["input"].strip() + tail.format(question=row["question"])).strip()
+            ids = before + text_ids(tokenizer, text) + after
+            yield Sample(f"babilong-{qa}-{cfg}-{k}", self.name, length, ids, row["target"], self.max_new_tokens,
+                         {"qa": qa, "question": row["question"], "source": origin, "config": cfg,
+                          "tokens": len(ids)})
+
+    def score(self, sample, prediction):
+        qa = sample.meta["qa"]
+        labels = prompts()["labels"][qa]
+        return {"score": float(compare_answers(sample.answer, prediction, sample.meta["question"], labels)),
+                "contains": float(sample.answer.lower() in prediction.lower())}
