@@ -54,15 +54,16 @@ def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, wind
     """
     d = _per_head(slashes.long(), batch, heads)
     valid = (d >= window) & (d >= 0) & (d < k_len)
-    n_slots = k_len // block_n + block_m // block_n + 2
+    shift = block_m // block_n  # delta can be negative (down to 1 - BM/BN): keys right of the block's first row
+    n_slots = k_len // block_n + 2 * shift + 2
     hit = torch.zeros(batch, heads, n_slots + 1, dtype=torch.bool, device=d.device)
     top = torch.div(d + block_n - 1, block_n, rounding_mode="floor")
-    for back in range(block_m // block_n + 1):
+    for back in range(shift + 1):
         delta = top - back
-        ok = valid & (delta >= 0) & (d - delta * block_n <= block_m - 1)
-        hit.scatter_(2, torch.where(ok, delta, n_slots).clamp(0, n_slots), True)
+        ok = valid & (delta > -shift) & (d - delta * block_n <= block_m - 1)
+        hit.scatter_(2, torch.where(ok, delta + shift, n_slots).clamp(0, n_slots), True)
     hit = hit[..., :n_slots]
-    slots = torch.arange(n_slots, device=d.device)
+    slots = torch.arange(n_slots, device=d.device) - shift
     deltas = torch.where(hit, slots, BIG).sort(-1).values
     return deltas, hit.sum(-1)
 

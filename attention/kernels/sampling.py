@@ -1,0 +1,91 @@
+"""Stage 1, query-guided sampling: exact causal softmax of sampled query rows, reduced to per-key-column
+(and per-diagonal) scores without ever holding the [rows, keys] matrix in memory.
+
+Two passes over the keys: row_stats_kernel finds each sampled row's max and normaliser; column_scores_kernel
+(one program per key block) recomputes the scores, normalises them and sums down the columns.
+Rows come as a padded int32 buffer of query indices, -1 = unused; blocks of BLOCK rows, ascending per block.
+"""
+import triton
+import triton.language as tl
+
+NEG_INF = float("-inf")
+
+
+@triton.jit
+def row_stats_kernel(
+    Q, K, ROWS, M_OUT, L_OUT,
+    sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
+    H, GROUP, Sk, q_off, n_rows, qk_scale,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    rb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    idx = rb * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.load(ROWS + idx)
+    ok = rows >= 0
+    pos = q_off + rows
+    offs_d = tl.arange(0, HEAD_D)
+    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+    k_base = K + b * sk_b + (h // GROUP) * sk_h
+    last = tl.max(tl.where(ok, pos, -1), 0)
+    m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for start in range(0, last + 1, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=(offs_n < Sk)[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.where(ok[:, None] & (offs_n[None, :] <= pos[:, None]), s, NEG_INF)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
+        l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), 1)
+        m_i = m_new
+    tl.store(M_OUT + bh * n_rows + idx, m_i)
+    tl.store(L_OUT + bh * n_rows + idx, l_i)
+
+
+@triton.jit
+def column_scores_kernel(
+    Q, K, ROWS, M_IN, L_IN, FIRST_RB, COL, DIAG,
+    sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
+    H, GROUP, Sk, q_off, n_rows, n_rb, qk_scale,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WITH_DIAG: tl.constexpr,
+):
+    kb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    kv_ok = offs_n < Sk
+    offs_d = tl.arange(0, HEAD_D)
+    k = tl.load(K + b * sk_b + (h // GROUP) * sk_h + offs_n[:, None] * sk_s + offs_d[None, :],
+                mask=kv_ok[:, None], other=0.0)
+    q_base = Q + b * sq_b + h * sq_h
+    col = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for rb in range(tl.load(FIRST_RB + kb), n_rb):  # earlier row blocks end before this key block
+        idx = rb * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows = tl.load(ROWS + idx)
+        ok = rows >= 0
+        pos = q_off + rows
+        q = tl.load(q_base + rows[:, None] * sq_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+        m = tl.load(M_IN + bh * n_rows + idx)
+        l = tl.load(L_IN + bh * n_rows + idx)
+        m = tl.where(ok, m, 0.0)
+        inv_l = tl.where(ok & (l > 0), 1.0 / l, 0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        keep = ok[:, None] & (offs_n[None, :] <= pos[:, None]) & kv_ok[None, :]
+        p = tl.where(keep, tl.exp2(s - m[:, None]) * inv_l[:, None], 0.0)
+        col += tl.sum(p, 0)
+        if WITH_DIAG:
+            # rows of a block are consecutive positions r0 + m here: row m, key n lie on diagonal r0 - k0 + m - n.
+            # Shear the tile so each column t holds one diagonal, then sum down it.
+            t = tl.arange(0, BLOCK_M + BLOCK_N)
+            src = tl.arange(0, BLOCK_M)[:, None] - t[None, :] + (BLOCK_N - 1)
+            inside = (src >= 0) & (src < BLOCK_N)
+            sheared = tl.gather(p, tl.where(inside, src, 0), axis=1)
+            diag_sum = tl.sum(tl.where(inside, sheared, 0.0), 0)
+            r0 = q_off + tl.load(ROWS + rb * BLOCK_M)
+            d = r0 - kb * BLOCK_N + t - (BLOCK_N - 1)
+            tl.atomic_add(DIAG + bh * Sk + d, diag_sum, mask=(d >= 0) & (d < Sk) & (diag_sum != 0.0))
+    tl.store(COL + bh * Sk + offs_n, col, mask=kv_ok)

@@ -1,0 +1,59 @@
+"""Launchers for stage 1 (sampled column / diagonal scores) and the whole-row column scores H2O reuses."""
+import torch
+import triton
+
+from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
+
+BLOCK = 64  # rows per sampled block and keys per key block; slash sampling takes runs of exactly BLOCK rows
+LOG2E = 1.4426950408889634
+
+
+def pad_rows(rows: torch.Tensor) -> torch.Tensor:
+    """int32 buffer padded with -1 to a multiple of BLOCK."""
+    rows = rows.to(torch.int32).flatten()
+    pad = (-rows.numel()) % BLOCK
+    return torch.cat([rows, rows.new_full((pad,), -1)]) if pad else rows.contiguous()
+
+
+def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = False):
+    """Sum over the sampled query rows of their exact causal softmax probabilities.
+
+    q [B, Hq, Sq, D], k [B, Hkv, Sk, D]; rows: query indices into q (ascending within each BLOCK; -1 = unused).
+    Returns (columns [B, Hq, Sk] fp32, diagonals [B, Hq, Sk] fp32 or None), diagonal d = query pos - key pos.
+    with_diag needs every BLOCK of rows to be consecutive positions (a run), padding only at a run's end.
+    """
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    if q.stride(-1) != 1 or k.stride(-1) != 1:
+        q, k = q.contiguous(), k.contiguous()
+    rows = pad_rows(rows.to(q.device))
+    n_rows = rows.numel()
+    n_rb = n_rows // BLOCK
+    q_off = k_len - q_len
+    bh = batch * heads
+    m = torch.empty(bh, n_rows, dtype=torch.float32, device=q.device)
+    l = torch.empty_like(m)
+    warps = 4 if head_dim <= 128 else 8
+    common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+              heads, heads // kv_heads, k_len, q_off, n_rows)
+    row_stats_kernel[(n_rb, bh)](q, k, rows, m, l, *common, scale * LOG2E,
+                                 HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, num_warps=warps, num_stages=3)
+    # first row block whose last row reaches each key block (blocks are ascending)
+    block_last = torch.where(rows >= 0, rows + q_off, -1).view(n_rb, BLOCK).amax(1)
+    block_last = torch.cummax(block_last, 0).values.contiguous()
+    n_kb = triton.cdiv(k_len, BLOCK)
+    key_first = torch.arange(n_kb, device=q.device, dtype=block_last.dtype) * BLOCK
+    first_rb = torch.searchsorted(block_last, key_first).to(torch.int32)
+    col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
+    diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
+    column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, first_rb, col, diag, *common, n_rb, scale * LOG2E,
+                                     HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, WITH_DIAG=with_diag,
+                                     num_warps=warps, num_stages=3)
+    return col, (diag if with_diag else None)
+
+
+def column_scores(q, k, scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 [B, Hq, Sk]: column sums of causal softmax attention over `rows` (default: every query row; H2O)."""
+    if rows is None:
+        rows = torch.arange(q.shape[2], device=q.device)
+    return sampled_scores(q, k, scale, rows)[0]

@@ -1,0 +1,48 @@
+"""Stage 2, score-based KV filtering, on the device with no host sync: sort, cumulative sum, count.
+
+Scores are per (batch, head); the outputs keep a fixed shape (one slot per key) so nothing waits on the host.
+"""
+import torch
+
+from attention.kernels.prefill import BIG
+
+
+def group_scores(scores: torch.Tensor, granularity: int) -> torch.Tensor:
+    """Sum scores over consecutive key blocks of `granularity` keys: [B, H, ceil(S / g)]."""
+    if granularity <= 1:
+        return scores
+    pad = (-scores.shape[-1]) % granularity
+    padded = torch.nn.functional.pad(scores, (0, pad))
+    return padded.view(*scores.shape[:-1], -1, granularity).sum(-1)
+
+
+def top_mass(scores: torch.Tensor, alpha: float) -> torch.Tensor:
+    """bool like scores: per row, the fewest entries whose sum reaches alpha of the row's total (alpha>=1: all)."""
+    if alpha >= 1.0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    values, order = scores.sort(-1, descending=True)
+    csum = values.cumsum(-1)
+    count = (csum < alpha * csum[..., -1:]).sum(-1, keepdim=True) + 1
+    ranked = torch.arange(scores.shape[-1], device=scores.device) < count
+    return torch.zeros_like(ranked).scatter(-1, order, ranked)
+
+
+def top_area(scores: torch.Tensor, area: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """bool like scores: best-scored entries first while their summed area (cells of the mask) stays within budget."""
+    values, order = scores.sort(-1, descending=True)
+    csum = area.expand_as(scores).gather(-1, order).cumsum(-1)
+    ranked = csum <= budget
+    return torch.zeros_like(ranked).scatter(-1, order, ranked)
+
+
+def expand_blocks(keep_blocks: torch.Tensor, granularity: int, length: int) -> torch.Tensor:
+    if granularity <= 1:
+        return keep_blocks
+    return keep_blocks.repeat_interleave(granularity, dim=-1)[..., :length]
+
+
+def to_indices(keep: torch.Tensor) -> torch.Tensor:
+    """bool [B, H, S] -> long [B, H, S] of kept positions ascending, -1 in unused slots at the end."""
+    pos = torch.arange(keep.shape[-1], device=keep.device)
+    idx = torch.where(keep, pos, BIG).sort(-1).values
+    return torch.where(idx < BIG, idx, -1)
