@@ -118,8 +118,9 @@ def build_method(name: str, options: dict[str, str] | None = None) -> AttentionM
     return cls(config)
 
 
-def parse_methods(text: str) -> list[AttentionMethod]:
-    """'dense,sample:alpha=0.9,r_row=0.05,bigbird' -> methods; key=value items attach to the method before them."""
+def parse_method_specs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """'dense,sample:alpha=0.9,r_row=0.05,bigbird' -> [(name, options)]; key=value items attach to the method
+    before them."""
     specs: list[tuple[str, dict]] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -139,7 +140,11 @@ def parse_methods(text: str) -> list[AttentionMethod]:
         specs[-1][1][key.strip()] = value.strip()
     if not specs:
         raise ConfigError("no method given; choose from: " + ", ".join(sorted(available_methods())))
-    return [build_method(name, options) for name, options in specs]
+    return specs
+
+
+def parse_methods(text: str) -> list[AttentionMethod]:
+    return [build_method(name, options) for name, options in parse_method_specs(text)]
 
 
 def available_methods() -> dict[str, type[AttentionMethod]]:

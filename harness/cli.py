@@ -32,13 +32,19 @@ def parse_lengths(text: str) -> list[int]:
     return lengths
 
 
-def add_common(parser, lengths_default="1024,2048"):
-    parser.add_argument("--model", default="smollm2-135m",
-                        help="embedded name (smollm2-135m, gemma3-270m), local folder, .gguf file or cached hub id")
+def add_common(parser, lengths_default="1024,2048", grid=False):
+    """Flags shared by run, sweep and diagnose; grid=True takes several models and tasks."""
+    if grid:
+        parser.add_argument("--models", default="smollm2-135m", help="comma list of models")
+        parser.add_argument("--task", action="append", help="task spec; repeat the flag for several tasks")
+    else:
+        parser.add_argument("--model", default="smollm2-135m", help="embedded name (smollm2-135m, gemma3-270m), "
+                            "local folder, .gguf file or cached hub id")
+        parser.add_argument("--task", default="passkey",
+                            help="task spec, e.g. passkey, needle, babilong:qa=qa1 (see `tasks`)")
     parser.add_argument("--methods", default="dense",
                         help="comma list, each optionally name:key=value,... e.g. dense,sample:alpha=0.9,bigbird")
     parser.add_argument("--lengths", default=lengths_default, help="comma list of prompt lengths in tokens; 8k accepted")
-    parser.add_argument("--task", default="passkey", help="task spec, e.g. passkey, needle, babilong:qa=qa1 (see `tasks`)")
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
     parser.add_argument("--out", default="results/runs", help="folder that receives the run folder")
     parser.add_argument("--name", default=None, help="run folder suffix (default: the subcommand and model)")
@@ -47,7 +53,11 @@ def add_common(parser, lengths_default="1024,2048"):
     parser.add_argument("--max-new-tokens", type=int, default=None, help="decode budget (default: the task's)")
     parser.add_argument("--repeats", type=int, default=None, help="timed prefills per cell (default 3 GPU, 1 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed prefills first (default 1 GPU, 0 CPU)")
+    parser.add_argument("--beyond-context", action="store_true",
+                        help="also run lengths above the model's context (for timing; accuracy is meaningless)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue a run folder with its own stored grid, skipping finished cells")
 
 
 def build_parser() -> Parser:
@@ -56,7 +66,10 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser("run", help="one model x methods x lengths on one task; writes a run folder")
     add_common(run)
-    run.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run folder, skipping finished cells")
+    sweep = sub.add_parser("sweep", help="a grid of models x methods (x settings) x tasks x lengths x samples")
+    add_common(sweep, grid=True)
+    sweep.add_argument("spec", nargs="?", default=None, help="YAML sweep file (keys: models, methods, tasks, lengths, "
+                       "samples, seed, device, repeats, warmup, max_new_tokens, beyond_context); flags otherwise")
     sub.add_parser("methods", help="list attention methods with their options and defaults")
     sub.add_parser("tasks", help="list tasks")
     commands.add_extra_subcommands(sub, add_common)

@@ -1,13 +1,12 @@
-"""What each CLI subcommand does; validation happens before anything is loaded or written."""
+"""What each CLI subcommand does; every input is validated before anything is loaded or written."""
 import dataclasses
-import os
 import shlex
 import sys
 from pathlib import Path
 
-from attention.registry import ConfigError, available_methods, parse_methods
-from harness.models import ModelError, resolve
-from tasks.base import TaskError, available_tasks, build_task
+from attention.registry import ConfigError, available_methods
+from harness.models import ModelError
+from tasks.base import TaskError, available_tasks
 
 
 class InputError(Exception):
@@ -15,97 +14,67 @@ class InputError(Exception):
 
 
 def dispatch(args) -> int:
-    handlers = {"run": cmd_run, "methods": cmd_methods, "tasks": cmd_tasks, **EXTRA_HANDLERS}
+    handlers = {"run": cmd_run, "sweep": cmd_sweep, "methods": cmd_methods, "tasks": cmd_tasks, **EXTRA_HANDLERS}
     try:
         return handlers[args.command](args)
-    except (ConfigError, TaskError, ModelError) as err:
-        raise InputError(str(err)) from None
+    except (ConfigError, TaskError, ModelError, ValueError) as err:
+        raise InputError(str(err).splitlines()[0]) from None
 
 
-def with_dense_baseline(methods):
-    """Relative numbers need the dense baseline measured in the same process: put it first if missing."""
-    from attention.registry import build_method
+def spec_from_flags(args, models: list[str], tasks: list[str]):
+    from harness.sweep import SweepSpec
 
-    if not any(m.name == "dense" for m in methods):
-        print("note: adding the dense baseline (dense) so speedups and relative accuracy exist", file=sys.stderr)
-        methods = [build_method("dense"), *methods]
-    return sorted(methods, key=lambda m: m.name != "dense")
-
-
-RESUMABLE = ("model", "methods", "lengths", "task", "device", "samples", "seed", "max_new_tokens", "repeats",
-             "warmup")
-
-
-def adopt_resumed_arguments(args) -> None:
-    """--resume RUN_DIR: the run's own stored arguments define the grid, so no cell is added or lost."""
-    from harness.store import RunStore
-
-    try:
-        stored = RunStore.open(Path(args.resume)).manifest().get("arguments", {})
-    except FileNotFoundError as err:
-        raise InputError(str(err)) from None
-    for name in RESUMABLE:
-        if name in stored:
-            setattr(args, name, stored[name])
-
-
-def prepare(args):
-    """Validate every input (methods, task, model, device) without loading anything heavy."""
-    from harness.runner import RunOptions, resolve_device
-
-    if getattr(args, "resume", None):
-        adopt_resumed_arguments(args)
-    methods = with_dense_baseline(parse_methods(args.methods))
-    task = build_task(args.task)
-    resolve(args.model)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        raise InputError(str(err)) from None
-    for flag in ("samples", "repeats", "max_new_tokens"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise InputError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.warmup is not None and args.warmup < 0:
-        raise InputError("--warmup must be 0 or more")
-    gpu = device.startswith("cuda")
-    options = RunOptions(device=device, repeats=args.repeats or (3 if gpu else 1),
-                         warmup=args.warmup if args.warmup is not None else (1 if gpu else 0),
-                         max_new_tokens=args.max_new_tokens)
-    return methods, task, options
-
-
-def open_or_create_store(args, manifest: dict):
-    from harness.store import RunStore
-
-    if getattr(args, "resume", None):
-        store = RunStore.open(Path(args.resume))
-        store.repair_torn_tail()
-        done = {c["key"] for c in store.cells() if c.get("status") == "ok" or c.get("status") == "too_long"}
-        return store, done
-    return RunStore.create(Path(args.out), args.name or f"{args.command}-{Path(args.model).stem}", manifest), set()
+    return SweepSpec(models=models, methods=[args.methods], tasks=tasks, lengths=args.lengths,
+                     samples=args.samples, seed=args.seed, device=args.device, repeats=args.repeats,
+                     warmup=args.warmup, max_new_tokens=args.max_new_tokens, beyond_context=args.beyond_context)
 
 
 def cmd_run(args) -> int:
-    from harness.models import load_model
-    from harness.runner import run_grid
-    from harness.store import provenance
+    spec = None if args.resume else spec_from_flags(args, [args.model], [args.task])
+    return execute_sweep(args, spec, default_name=f"run-{Path(args.model).stem}")
 
-    methods, task, options = prepare(args)
-    loaded = load_model(args.model, options.device)
-    manifest = {"command": " ".join(shlex.quote(a) for a in sys.argv), "subcommand": "run",
-                "arguments": {name: getattr(args, name) for name in RESUMABLE},
-                "model": {"name": loaded.name, "source": loaded.source, "dtype": loaded.dtype,
-                          "max_context": loaded.max_context},
-                "methods": [m.spec() for m in methods], "task": args.task, "lengths": args.lengths,
-                "samples": args.samples, "seed": args.seed, "options": dataclasses.asdict(options),
-                "sdpa_backends": sdpa_backend_flags(), **provenance(options.device)}
-    store, done = open_or_create_store(args, manifest)
-    print(f"run folder: {store.folder}", file=sys.stderr)
-    counts = run_grid(loaded, methods, task, args.lengths, options, store, args.samples, args.seed, done,
-                      progress=not args.no_progress)
+
+def cmd_sweep(args) -> int:
+    from harness.sweep import SweepSpec, load_spec_file
+
+    spec = None
+    if not args.resume:
+        if args.spec:
+            spec = SweepSpec.from_dict(load_spec_file(args.spec))
+        else:
+            spec = spec_from_flags(args, [m for m in args.models.split(",") if m], args.task or ["passkey"])
+    name = Path(args.spec).stem if getattr(args, "spec", None) else "sweep"
+    return execute_sweep(args, spec, default_name=name)
+
+
+def execute_sweep(args, spec, default_name: str) -> int:
+    """Validate, create (or reopen with --resume) the run folder, run every missing cell, summarise."""
+    from harness import sweep
+    from harness.store import RunStore, provenance
+
+    store, done = None, set()
+    if args.resume:
+        try:
+            store = RunStore.open(Path(args.resume))
+        except FileNotFoundError as err:
+            raise InputError(str(err)) from None
+        spec = sweep.SweepSpec(**store.manifest()["spec"])
+    methods, tasks, options = sweep.validate(spec)
+    if store is None:
+        manifest = {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
+                    "subcommand": args.command, "spec": dataclasses.asdict(spec),
+                    "methods": [m.spec() for m in methods], "tasks": [t.name for t in tasks],
+                    "options": dataclasses.asdict(options), "sdpa_backends": sdpa_backend_flags(),
+                    **provenance(options.device)}
+        store = RunStore.create(Path(args.out), args.name or default_name, manifest)
+    else:
+        store.repair_torn_tail()
+        done = {c["key"] for c in store.cells() if c.get("status") in ("ok", "too_long")}
+    print(f"run folder: {store.folder} ({sweep.total_cells(spec, methods, tasks)} cells, "
+          f"{len(done)} already done)", file=sys.stderr)
+    counts = sweep.execute(spec, store, done, progress=not args.no_progress)
     print_summary(store)
-    print(f"results: {store.folder} ({', '.join(f'{k}={v}' for k, v in counts.items())})")
+    print(f"results: {store.folder} ({', '.join(f'{k}={v}' for k, v in counts.items()) or 'nothing to do'})")
     return 0
 
 
@@ -124,8 +93,8 @@ def print_summary(store) -> None:
     if not cells:
         return
     frame = pd.DataFrame(cells)
-    table = frame.groupby(["method_spec", "length"]).agg(ttft_ms=("ttft_ms", "median"), score=("score", "mean"),
-                                                         cells=("key", "count"))
+    table = frame.groupby(["model", "task", "method_spec", "length"]).agg(
+        ttft_ms=("ttft_ms", "median"), score=("score", "mean"), cells=("key", "count"))
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))
 
 
@@ -149,9 +118,10 @@ EXTRA_HANDLERS: dict = {}
 
 
 def add_extra_subcommands(sub, add_common) -> None:
-    """Subcommands defined in their own modules (sweep, report, reproduce, diagnose) register here."""
+    """Subcommands that live in their own modules (report, reproduce, diagnose) register here."""
     import importlib
-    for module in ("harness.sweep_cli",):
+
+    for module in ("harness.report_cli",):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

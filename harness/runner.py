@@ -4,9 +4,9 @@ The model is loaded once; methods are switched through the transformers bridge b
 """
 import dataclasses
 import statistics
+import sys
 
 import torch
-from tqdm.auto import tqdm
 
 from attention import hf
 from attention.registry import AttentionMethod
@@ -19,6 +19,7 @@ class RunOptions:
     repeats: int = 1           # timed prefills per cell (median reported)
     warmup: int = 0            # untimed prefills before timing (compilation, caches)
     max_new_tokens: int | None = None  # None: the task's own per-sample budget
+    beyond_context: bool = False       # run lengths above the model's context (timing only)
 
 
 def resolve_device(device: str) -> str:
@@ -100,24 +101,22 @@ def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
 
 
 def run_grid(loaded, methods: list[AttentionMethod], task, lengths: list[int], options: RunOptions, store,
-             samples: int = 1, seed: int = 0, done: set[str] = frozenset(), progress: bool = True) -> dict:
+             samples: int = 1, seed: int = 0, done=frozenset(), bar=None, counts=None) -> dict:
     """Every (length x sample x method) cell, dense first; finished cells (keys in `done`) are skipped.
 
-    A CUDA out-of-memory or a length beyond the model's context is recorded as such and the grid goes on.
-    Returns counts by status.
+    A CUDA out-of-memory, a failing cell or a length beyond the model's context is recorded as such and
+    the grid goes on. Returns counts by status.
     """
-    counts: dict[str, int] = {}
-    total = len(methods) * len(lengths) * samples
-    bar = tqdm(total=total, desc=f"{loaded.name}/{task.name}", unit="cell", disable=not progress)
+    counts = {} if counts is None else counts
     for length in lengths:
-        too_long = loaded.max_context is not None and length > loaded.max_context
-        sample_list = [] if too_long else list(task.samples(loaded.tokenizer, [length], samples, seed))
-        placeholders = [None] * samples if too_long else sample_list
-        for index, sample in enumerate(placeholders):
+        too_long = (loaded.max_context is not None and length > loaded.max_context and not options.beyond_context)
+        sample_list = [None] * samples if too_long else list(task.samples(loaded.tokenizer, [length], samples, seed))
+        for index, sample in enumerate(sample_list):
             sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
             for method in methods:
                 key = cell_key(loaded.name, method.spec(), task.name, sample_id)
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
                 if key in done:
                     counts["resumed"] = counts.get("resumed", 0) + 1
                     continue
@@ -130,11 +129,13 @@ def run_grid(loaded, methods: list[AttentionMethod], task, lengths: list[int], o
                     cell.update(status="too_long", error=f"length {length} > model context {loaded.max_context}")
                 else:
                     cell.update(answer=sample.answer, meta=sample.meta)
+                    if loaded.max_context and length > loaded.max_context:
+                        cell["beyond_context"] = True
                     cell.update(execute_cell(loaded, method, sample, options, task))
                 store.append(cell)
                 counts[cell["status"]] = counts.get(cell["status"], 0) + 1
-                bar.set_postfix(counts)
-    bar.close()
+                if bar is not None:
+                    bar.set_postfix(counts, refresh=False)
     return counts
 
 
@@ -145,6 +146,10 @@ def execute_cell(loaded, method, sample, options, task) -> dict:
     except torch.cuda.OutOfMemoryError as err:
         torch.cuda.empty_cache()
         return {"status": "oom", "error": str(err).splitlines()[0]}
+    except (RuntimeError, ValueError) as err:  # one broken cell must not end a long sweep; it is recorded
+        message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        print(f"warning: {method.spec()} failed on {sample.id}: {message}", file=sys.stderr)
+        return {"status": "error", "error": message}
     result["scores"] = task.score(sample, result["prediction"])
     result["score"] = result["scores"].get("score")
     result["status"] = "ok"
