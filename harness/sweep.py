@@ -88,7 +88,7 @@ def validate(spec: SweepSpec):
 
 
 def total_cells(spec: SweepSpec, methods, tasks) -> int:
-    return len(spec.models) * len(tasks) * len(spec.lengths) * spec.samples * len(methods)
+    return len(spec.models) * len(spec.lengths) * len(methods) * sum(t.count(spec.samples) for t in tasks)
 
 
 def execute(spec: SweepSpec, store, done: set[str], progress: bool = True) -> dict:

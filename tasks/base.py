@@ -31,6 +31,10 @@ class Task:
     def samples(self, tokenizer, lengths: list[int], n: int = 1, seed: int = 0) -> Iterator[Sample]:
         raise NotImplementedError
 
+    def count(self, n: int) -> int:
+        """How many samples samples() yields per length for n requested (a grid task yields more)."""
+        return n
+
     def score(self, sample: Sample, prediction: str) -> dict[str, float]:
         """Metrics for one prediction; always includes 'score' (the task's headline metric, 0..1)."""
         raise NotImplementedError
