@@ -38,5 +38,6 @@ def run_lm_eval(model, tokenizer, tasks: str | list[str], *, limit: int | float 
                                           limit=limit, num_fewshot=num_fewshot, task_manager=manager,
                                           apply_chat_template=apply_chat_template, **kwargs)
     except KeyError as err:  # lm-eval names an unknown task with a KeyError
-        raise TaskError(f"lm-eval does not know task {err}; check the name, or pass include_path=DIR") from None
+        raise TaskError(f"lm-eval: {err.args[0] if err.args else err}; check the task name, or pass "
+                        "include_path=DIR") from None
     return dict(results or {})
