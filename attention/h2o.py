@@ -1,7 +1,8 @@
 """H2O, Heavy-Hitter Oracle (Zhang et al. 2023), as KV-cache eviction after a dense prefill.
 
 Prefill attention is dense (SDPA); alongside it the attention mass each key receives is summed over
-all prompt queries (H2O's accumulated score), without ever holding the S x S matrix. Then, per kv head,
+all prompt queries (H2O's accumulated score), without ever holding the S x S matrix: on CUDA by the fused
+Triton column-score kernel (attention.kernels.column_scores), elsewhere by chunked PyTorch. Then, per kv head,
 the cache keeps `density` of the prompt (default 0.2, the paper's 20% budget): the most recent
 `recent_share` of the budget (default half, as the paper's 10% + 10% split) plus the heavy hitters, the
 highest-scoring older keys, summed over the query heads sharing that kv head. compress_cache evicts the
@@ -14,6 +15,7 @@ import math
 import torch
 
 from attention.dense import sdpa_causal
+from attention.executor import triton_enabled
 from attention.registry import AttentionMethod, ConfigError, MethodConfig, check_range, register
 
 SCORE_ELEMENTS = 1 << 26  # fp32 scores held at once while accumulating (256 MiB)
@@ -75,9 +77,15 @@ class H2O(AttentionMethod):
         recent_pos = torch.arange(length - recent, length, device=mass.device).expand(batch, kv_heads, -1)
         return torch.cat([heavy, recent_pos], dim=-1).sort(dim=-1).values
 
+    def scores(self, q, k, scale):
+        if triton_enabled(q.device):  # the fused Triton column-sum kernel shared with SampleAttention's stage 1
+            from attention.kernels import column_scores
+            return column_scores(q, k, scale)
+        return accumulated_attention(q, k, scale)
+
     def prefill(self, q, k, v, scale, layer_idx=0):
         out = sdpa_causal(q, k, v, scale)
-        kept = self.select(accumulated_attention(q, k, scale), k.shape[1])
+        kept = self.select(self.scores(q, k, scale), k.shape[1])
         self.kept[layer_idx], self.prompt_len[layer_idx] = kept, k.shape[2]
         self.record(layer_idx, density=kept.shape[-1] / k.shape[2])
         return out

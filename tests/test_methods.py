@@ -240,3 +240,13 @@ def test_pattern_structures_are_what_the_docstrings_say():
     assert torch.equal(blocks, small("bigbird", random_blocks="2").pattern(2, 96, 0).blocks[0])  # seeded
     assert not torch.equal(blocks, small("bigbird", random_blocks="2", seed="1").pattern(2, 96, 0).blocks[0])
     assert not torch.equal(blocks, bigbird.pattern(2, 96, layer_idx=1).blocks[0])
+
+
+def test_h2o_fused_scores_match_the_chunked_ones():
+    from attention.executor import use_backend
+
+    q, k, v = qkv(length=70)
+    method = build_method("h2o")
+    with use_backend("triton"):  # the Triton column-score kernel, interpreted on the CPU
+        fused = method.scores(q, k, 0.3)
+    torch.testing.assert_close(fused, accumulated_attention(q, k, 0.3), atol=1e-4, rtol=1e-4)
