@@ -31,7 +31,8 @@ def spec_from_flags(args, models: list[str], tasks: list[str]):
 
 def cmd_run(args) -> int:
     spec = None if args.resume else spec_from_flags(args, [args.model], [args.task])
-    return execute_sweep(args, spec, default_name=f"run-{Path(args.model).stem}")
+    execute_sweep(args, spec, default_name=f"run-{Path(args.model).stem}")
+    return 0
 
 
 def cmd_sweep(args) -> int:
@@ -44,11 +45,14 @@ def cmd_sweep(args) -> int:
         else:
             spec = spec_from_flags(args, [m for m in args.models.split(",") if m], args.task or ["passkey"])
     name = Path(args.spec).stem if getattr(args, "spec", None) else "sweep"
-    return execute_sweep(args, spec, default_name=name)
+    execute_sweep(args, spec, default_name=name)
+    return 0
 
 
 def execute_sweep(args, spec, default_name: str) -> int:
-    """Validate, create (or reopen with --resume) the run folder, run every missing cell, summarise."""
+    """Validate, create (or reopen with --resume) the run folder, run every missing cell, summarise.
+
+    Returns the run folder."""
     from harness import sweep
     from harness.store import RunStore, provenance
 
@@ -75,7 +79,7 @@ def execute_sweep(args, spec, default_name: str) -> int:
     counts = sweep.execute(spec, store, done, progress=not args.no_progress)
     print_summary(store)
     print(f"results: {store.folder} ({', '.join(f'{k}={v}' for k, v in counts.items()) or 'nothing to do'})")
-    return 0
+    return store.folder
 
 
 def sdpa_backend_flags() -> dict:
@@ -121,7 +125,7 @@ def add_extra_subcommands(sub, add_common) -> None:
     """Subcommands that live in their own modules (report, reproduce, diagnose) register here."""
     import importlib
 
-    for module in ("harness.report_cli",):
+    for module in ("harness.report_cli", "harness.diagnose_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

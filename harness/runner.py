@@ -110,7 +110,7 @@ def run_grid(loaded, methods: list[AttentionMethod], task, lengths: list[int], o
     counts = {} if counts is None else counts
     for length in lengths:
         too_long = (loaded.max_context is not None and length > loaded.max_context and not options.beyond_context)
-        sample_list = [None] * samples if too_long else list(task.samples(loaded.tokenizer, [length], samples, seed))
+        sample_list = [None] * task.count(samples) if too_long else list(task.samples(loaded.tokenizer, [length], samples, seed))
         for index, sample in enumerate(sample_list):
             sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
             for method in methods:

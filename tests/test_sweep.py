@@ -1,0 +1,90 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from attention.registry import REGISTRY, AttentionMethod, register
+from harness.cli import main
+from harness.sweep import SweepSpec, expand_alternatives
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_method_settings_expand_into_one_method_each():
+    methods = expand_alternatives("dense:backend=math|efficient")
+    assert [m.config.backend for m in methods] == ["math", "efficient"]
+
+
+def test_sweep_file_with_unknown_key_is_rejected(tmp_path, capsys):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("models: [smollm2-135m]\nmethods: [dense]\ntasks: [passkey]\nlengths: [256]\nspeed: 3\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "runs")]) == 2
+    assert "unknown key(s) speed" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+class OutOfMemoryAt(AttentionMethod):
+    """A method that runs dense but raises CUDA out-of-memory at one length, like a too-large prefill would."""
+
+    name = "test-oom"
+
+    def prefill(self, q, k, v, scale, layer_idx=0):
+        if q.shape[2] == 240:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return REGISTRY["dense"]().prefill(q, k, v, scale, layer_idx)
+
+
+def test_out_of_memory_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    register(OutOfMemoryAt)
+    try:
+        assert main(["sweep", "--methods", "dense,test-oom", "--lengths", "200,240,280", "--out", str(tmp_path),
+                     "--no-progress", "--max-new-tokens", "2"]) == 0
+    finally:
+        REGISTRY.pop("test-oom")
+    (folder,) = tmp_path.iterdir()
+    cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+    status = {(c["method"], c["length"]): c["status"] for c in cells}
+    assert status == {("dense", 200): "ok", ("test-oom", 200): "ok", ("dense", 240): "ok",
+                      ("test-oom", 240): "oom", ("dense", 280): "ok", ("test-oom", 280): "ok"}
+
+
+def test_lengths_beyond_the_model_context_are_recorded_not_run(tmp_path):
+    assert main(["sweep", "--methods", "dense", "--lengths", "200,9000", "--out", str(tmp_path), "--no-progress",
+                 "--max-new-tokens", "2"]) == 0
+    (folder,) = tmp_path.iterdir()
+    cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+    assert [(c["length"], c["status"]) for c in cells] == [(200, "ok"), (9000, "too_long")]
+
+
+def test_killed_sweep_resumes_without_losing_or_duplicating_cells(tmp_path):
+    argv = [sys.executable, "-m", "harness.cli", "sweep", "--methods", "dense,dense:backend=math",
+            "--lengths", "160,176,192", "--out", str(tmp_path), "--no-progress", "--max-new-tokens", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    cells_file = None
+    while time.time() < deadline:  # kill as soon as the first cells are on disk, mid-sweep
+        found = list(tmp_path.glob("*/cells.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            cells_file = found[0]
+            break
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert cells_file is not None, "the sweep wrote no cell in time"
+    before = [json.loads(line) for line in cells_file.read_text().splitlines() if line.endswith("}")]
+    assert 2 <= len(before) < 6
+    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "--resume", str(cells_file.parent),
+                              "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = [json.loads(line) for line in cells_file.read_text().splitlines() if line.endswith("}")]
+    keys = [c["key"] for c in after]
+    assert len(keys) == 6 and len(set(keys)) == 6
+    assert after[:len(before)] == before  # finished cells untouched
