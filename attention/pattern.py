@@ -23,14 +23,19 @@ class SparsePattern:
     blocks: torch.Tensor | None = None    # bool [B, Hq, ceil(Sq/block), ceil(Sk/block)]
     block: int = 128
 
-    def keep_mask(self, batch: int, heads: int, q_len: int, k_len: int, device=None, q_start: int | None = None
-                  ) -> torch.Tensor:
+    def keep_mask(self, batch: int, heads: int, q_len: int, k_len: int, device=None, q_start: int | None = None,
+                  q_positions: torch.Tensor | None = None) -> torch.Tensor:
         """Dense bool [B, Hq, Sq, Sk] of this pattern, causal included. Small sizes only (tests, diagnostics).
 
-        Queries are positions q_start .. q_start + q_len - 1 (default: the last q_len of the k_len keys).
+        Queries are positions q_start .. q_start + q_len - 1 (default: the last q_len of the k_len keys), or the
+        given q_positions (long [Sq], any order; q_len and q_start are then ignored), e.g. sampled rows.
         """
-        q_start = k_len - q_len if q_start is None else q_start
-        q_pos = torch.arange(q_start, q_start + q_len, device=device)[:, None]
+        if q_positions is not None:
+            q_pos = q_positions.to(device=device, dtype=torch.long)[:, None]
+            q_len = q_pos.shape[0]
+        else:
+            q_start = k_len - q_len if q_start is None else q_start
+            q_pos = torch.arange(q_start, q_start + q_len, device=device)[:, None]
         k_pos = torch.arange(k_len, device=device)[None, :]
         keep = (k_pos < self.sink) | (q_pos - k_pos < self.window)
         keep = keep.expand(batch, heads, q_len, k_len).clone()

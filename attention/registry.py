@@ -49,6 +49,16 @@ class AttentionMethod:
         """Dense bool [B, Hq, S, S] of what prefill attends (small sizes; None = dense causal)."""
         return None
 
+    def sparse_pattern(self, q, k, scale: float, layer_idx: int = 0):
+        """The SparsePattern prefill runs for these q, k (diagnostics), or None when prefill is dense causal.
+
+        Sparse methods override this (or get an adapter in attention.diagnostics); a sparse method with neither
+        raises, so a mask is never silently taken for dense.
+        """
+        if self.sparse:
+            raise NotImplementedError(f"{self.name}: no sparse_pattern; diagnostics cannot see its prefill mask")
+        return None
+
     def compress_cache(self, layer_idx: int, k, v):
         """Optional hook after prefill: return (k, v) to keep in the cache, or None to keep all."""
         return None
