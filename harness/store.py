@@ -89,29 +89,35 @@ class RunStore:
     def manifest(self) -> dict:
         return json.loads(self.manifest_path.read_text())
 
-    def append(self, cell: dict) -> None:
+    def lines_path(self, file: str | None = None) -> Path:
+        """cells.jsonl, or another JSON-lines file of the run folder (e.g. diagnostics.jsonl)."""
+        return self.cells_path if file is None else self.folder / file
+
+    def append(self, cell: dict, file: str | None = None) -> None:
         line = json.dumps(cell, default=str)
-        with open(self.cells_path, "a", encoding="utf-8") as handle:
+        with open(self.lines_path(file), "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
-    def cells(self) -> list[dict]:
+    def cells(self, file: str | None = None) -> list[dict]:
         """Every complete line; a torn last line (process killed mid-write) is ignored."""
-        if not self.cells_path.is_file():
+        path = self.lines_path(file)
+        if not path.is_file():
             return []
         cells = []
-        for line in self.cells_path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 cells.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
         return cells
 
-    def repair_torn_tail(self) -> None:
+    def repair_torn_tail(self, file: str | None = None) -> None:
         """Before appending to an existing run: end a torn last line so the next cell starts on its own line."""
-        if self.cells_path.is_file() and self.cells_path.stat().st_size:
-            with open(self.cells_path, "rb+") as handle:
+        path = self.lines_path(file)
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb+") as handle:
                 handle.seek(-1, os.SEEK_END)
                 if handle.read(1) != b"\n":
                     handle.write(b"\n")
