@@ -107,6 +107,9 @@ class LongBench(Task):
             self._rows[dataset] = load_rows(dataset + ("_e" if self.e else ""), self.path)
         return self._rows[dataset]
 
+    def count(self, n):
+        return sum(len(self.rows(d)) if n <= 0 else min(n, len(self.rows(d))) for d in self.datasets)
+
     def samples(self, tokenizer, lengths, n=1, seed=0):
         for dataset in self.datasets:
             cfg = config()["datasets"][dataset]

@@ -61,6 +61,9 @@ class Needle(Task):
         self.folder = haystack or None
         self.max_new_tokens = int(max_new_tokens)
 
+    def count(self, n):
+        return n * len(self.depths)
+
     def samples(self, tokenizer, lengths, n=1, seed=0):
         hay = haystack(tokenizer, self.folder)
         for length in lengths:

@@ -141,3 +141,8 @@ def test_hub_source_offline_names_the_dataset_and_the_alternatives(tok, monkeypa
     with pytest.raises(TaskError, match="RMT-team/babilong-1k-samples .*path=FILE_OR_DIR.*source=gen") as err:
         next(task.samples(tok, [4096]))
     assert "\n" not in str(err.value)
+
+
+def test_count_matches_samples_per_length(tok):
+    task = build_task("babilong:qa=qa2+qa5")
+    assert task.count(2) == len(list(task.samples(tok, [600], n=2))) == 4

@@ -148,3 +148,9 @@ def test_missing_data_and_missing_lm_eval_are_one_line_errors(tok, tmp_path, mon
     with pytest.raises(TaskError, match="pip install lm-eval rouge jieba fuzzywuzzy"):
         longbench_metrics.score("qa_f1", "a", ["a"])
     longbench_metrics._lm_eval_metrics.cache_clear()
+
+
+def test_count_matches_samples_per_length(tok):
+    task = build_task(f"longbench:datasets=qasper+trec,path={FIXTURES}")
+    assert task.count(5) == len(list(task.samples(tok, [800], n=5))) == 3
+    assert task.count(1) == 2 and task.count(0) == 3

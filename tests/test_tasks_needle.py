@@ -113,3 +113,8 @@ def test_local_haystack_folder(tok, tmp_path):
     (tmp_path / "a.txt").write_text("Alpha beta gamma. " * 300)
     s = next(build_task(f"needle:depths=1,haystack={tmp_path}").samples(tok, [600]))
     assert len(s.input_ids) == 600 and "Alpha beta gamma." in tok.decode(s.input_ids)
+
+
+def test_count_matches_samples_per_length(tok):
+    task = build_task("needle:depths=4")
+    assert task.count(3) == len(list(task.samples(tok, [500], n=3))) == 12
