@@ -2,7 +2,7 @@
 
 All preparation is device-side tensor ops (sort, searchsorted, scatter): no host sync.
 """
-import math
+import os
 
 import torch
 import triton
@@ -12,6 +12,11 @@ from attention.pattern import SparsePattern
 
 BIG = 1 << 30  # sorts after every real index
 LOG2E = 1.4426950408889634
+
+
+def interpreter_f32(x: torch.Tensor) -> bool:
+    """Under TRITON_INTERPRET=1, bf16 dots must be done on upcast operands (the interpreter has no bf16 math)."""
+    return os.environ.get("TRITON_INTERPRET") == "1" and x.dtype == torch.bfloat16
 
 
 def block_config(head_dim: int) -> tuple[int, int, int, int]:
@@ -89,17 +94,18 @@ def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.T
     dummy = torch.zeros(1, dtype=torch.int32, device=device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=device)
 
-    cols = col_lo = col_hi = dummy
+    cols = col_lo = col_full = col_hi = dummy
     col_slots = 0
     has_cols = pattern.columns is not None and pattern.columns.shape[-1] > 0
     if has_cols:
         c = prepare_columns(pattern.columns.to(device), batch, heads, k_len)
         col_slots = c.shape[-1]
         col_lo = torch.searchsorted(c, torch.full((batch, heads, 1), sink, device=device, dtype=c.dtype))
-        last = (q_off + torch.arange(n_qb, device=device) * bm + bm - 1).clamp(max=k_len - 1) - window
-        col_hi = torch.searchsorted(c, last.expand(batch, heads, n_qb).contiguous(), right=True)
-        col_hi = torch.maximum(col_hi, col_lo)
-        cols, col_lo, col_hi = (x.to(torch.int32).contiguous() for x in (c, col_lo, col_hi))
+        first = q_off + torch.arange(n_qb, device=device) * bm
+        last = (first + bm - 1).clamp(max=k_len - 1)
+        col_full, col_hi = (torch.maximum(torch.searchsorted(c, (x - window).expand(batch, heads, n_qb).contiguous(),
+                                                             right=True), col_lo) for x in (first, last))
+        cols, col_lo, col_full, col_hi = (x.to(torch.int32).contiguous() for x in (c, col_lo, col_full, col_hi))
 
     deltas = n_delta = dummy
     colhit = diaghit = dummy8
@@ -116,12 +122,12 @@ def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.T
 
     grid = (n_qb, batch * heads)
     sparse_fwd_kernel[grid](
-        q, k, v, out, cols, col_lo, col_hi, deltas, n_delta, colhit, diaghit,
+        q, k, v, out, cols, col_lo, col_full, col_hi, deltas, n_delta, colhit, diaghit,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         heads, heads // kv_heads, q_len, k_len, q_off, sink, window, col_slots, n_qb, delta_slots,
         scale * LOG2E,
-        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash,
+        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash, F32=interpreter_f32(q),
         num_warps=warps, num_stages=stages,
     )
     return out

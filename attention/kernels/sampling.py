@@ -8,7 +8,9 @@ Rows come as a padded int32 buffer of query indices, -1 = unused; blocks of BLOC
 import triton
 import triton.language as tl
 
-NEG_INF = float("-inf")
+from attention.kernels.sparse import dot
+
+NEG_INF = tl.constexpr(float("-inf"))
 
 
 @triton.jit
@@ -16,7 +18,7 @@ def row_stats_kernel(
     Q, K, ROWS, M_OUT, L_OUT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
     H, GROUP, Sk, q_off, n_rows, qk_scale,
-    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, F32: tl.constexpr,
 ):
     rb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -35,7 +37,7 @@ def row_stats_kernel(
     for start in range(0, last + 1, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=(offs_n < Sk)[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = dot(q, tl.trans(k), F32) * qk_scale
         s = tl.where(ok[:, None] & (offs_n[None, :] <= pos[:, None]), s, NEG_INF)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
@@ -51,6 +53,7 @@ def column_scores_kernel(
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
     H, GROUP, Sk, q_off, n_rows, n_rb, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WITH_DIAG: tl.constexpr,
+    F32: tl.constexpr,
 ):
     kb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -62,7 +65,7 @@ def column_scores_kernel(
     k = tl.load(K + b * sk_b + (h // GROUP) * sk_h + offs_n[:, None] * sk_s + offs_d[None, :],
                 mask=kv_ok[:, None], other=0.0)
     q_base = Q + b * sq_b + h * sq_h
-    col = tl.zeros([BLOCK_N], dtype=tl.float32)
+    col = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # summed down the rows once, after the loop
     for rb in range(tl.load(FIRST_RB + kb), n_rb):  # earlier row blocks end before this key block
         idx = rb * BLOCK_M + tl.arange(0, BLOCK_M)
         rows = tl.load(ROWS + idx)
@@ -72,11 +75,11 @@ def column_scores_kernel(
         m = tl.load(M_IN + bh * n_rows + idx)
         l = tl.load(L_IN + bh * n_rows + idx)
         m = tl.where(ok, m, 0.0)
-        inv_l = tl.where(ok & (l > 0), 1.0 / l, 0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        inv_l = tl.where(ok & (l > 0), 1.0 / tl.where(l > 0, l, 1.0), 0.0)
+        s = dot(q, tl.trans(k), F32) * qk_scale
         keep = ok[:, None] & (offs_n[None, :] <= pos[:, None]) & kv_ok[None, :]
         p = tl.where(keep, tl.exp2(s - m[:, None]) * inv_l[:, None], 0.0)
-        col += tl.sum(p, 0)
+        col += p
         if WITH_DIAG:
             # rows of a block are consecutive positions r0 + m here: row m, key n lie on diagonal r0 - k0 + m - n.
             # Shear the tile so each column t holds one diagonal, then sum down it.
@@ -88,4 +91,4 @@ def column_scores_kernel(
             r0 = q_off + tl.load(ROWS + rb * BLOCK_M)
             d = r0 - kb * BLOCK_N + t - (BLOCK_N - 1)
             tl.atomic_add(DIAG + bh * Sk + d, diag_sum, mask=(d >= 0) & (d < Sk) & (diag_sum != 0.0))
-    tl.store(COL + bh * Sk + offs_n, col, mask=kv_ok)
+    tl.store(COL + bh * Sk + offs_n, tl.sum(col, 0), mask=kv_ok)

@@ -2,6 +2,7 @@
 import torch
 import triton
 
+from attention.kernels.prefill import interpreter_f32
 from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
 
 BLOCK = 64  # rows per sampled block and keys per key block; slash sampling takes runs of exactly BLOCK rows
@@ -37,7 +38,7 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
     common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               heads, heads // kv_heads, k_len, q_off, n_rows)
     row_stats_kernel[(n_rb, bh)](q, k, rows, m, l, *common, scale * LOG2E,
-                                 HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, num_warps=warps, num_stages=3)
+                                 HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, F32=interpreter_f32(q), num_warps=warps, num_stages=3)
     # first row block whose last row reaches each key block (blocks are ascending)
     block_last = torch.where(rows >= 0, rows + q_off, -1).view(n_rb, BLOCK).amax(1)
     block_last = torch.cummax(block_last, 0).values.contiguous()
@@ -47,7 +48,7 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
     col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
     diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
     column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, first_rb, col, diag, *common, n_rb, scale * LOG2E,
-                                     HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, WITH_DIAG=with_diag,
+                                     HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, WITH_DIAG=with_diag, F32=interpreter_f32(q),
                                      num_warps=warps, num_stages=3)
     return col, (diag if with_diag else None)
 

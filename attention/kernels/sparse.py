@@ -10,30 +10,55 @@ One program = one block of BLOCK_M queries of one (batch, query head). Four disj
 import triton
 import triton.language as tl
 
-NEG_INF = float("-inf")
+NEG_INF = tl.constexpr(float("-inf"))
 
 
 @triton.jit
-def _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale):
+def dot(a, b, F32: tl.constexpr):
+    # F32: Triton's CPU interpreter multiplies bf16 as raw bits, so tests upcast the (already rounded) operands
+    if F32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+    return tl.dot(a, b)
+
+
+@triton.jit
+def _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, MASKED: tl.constexpr = True, F32: tl.constexpr = False):
     # scores in log2 units; masked entries contribute exp2(-inf) = 0; fully masked rows keep m = -inf safely
-    s = tl.dot(q, tl.trans(k)) * qk_scale
-    s = tl.where(keep, s, NEG_INF)
+    s = dot(q, tl.trans(k), F32) * qk_scale
+    if MASKED:
+        s = tl.where(keep, s, NEG_INF)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
     p = tl.exp2(s - m_safe[:, None])
     alpha = tl.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, F32)
     return acc, m_new, l_i
 
 
 @triton.jit
+def _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, sk_s, sv_s, Sk, window, qk_scale,
+                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, F32: tl.constexpr):
+    offs_n = start + tl.arange(0, BLOCK_N)
+    if MASKED:
+        kv_ok = offs_n < Sk
+        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        diff = pos[:, None] - offs_n[None, :]
+        keep = (diff < window) & (diff >= 0) & row_ok[:, None]
+        return _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
+    k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :])
+    v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :])
+    return _online_step(acc, m_i, l_i, q, k, v, row_ok[:, None], qk_scale, False, F32)
+
+
+@triton.jit
 def sparse_fwd_kernel(
-    Q, K, V, O, COLS, COL_LO, COL_HI, DELTAS, N_DELTA, COLHIT, DIAGHIT,
+    Q, K, V, O, COLS, COL_LO, COL_FULL, COL_HI, DELTAS, N_DELTA, COLHIT, DIAGHIT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
     H, GROUP, Sq, Sk, q_off, sink, window, col_slots, n_qb, delta_slots, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_COLS: tl.constexpr, HAS_SLASH: tl.constexpr,
+    HAS_COLS: tl.constexpr, HAS_SLASH: tl.constexpr, F32: tl.constexpr,
 ):
     qb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -63,22 +88,28 @@ def sparse_fwd_kernel(
         v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
         diff = pos[:, None] - offs_n[None, :]
         keep = (offs_n[None, :] < sink) & (diff >= window) & (diff >= 0) & row_ok[:, None]
-        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
 
-    # local window (diagonal included)
-    win_lo = tl.maximum(p_first - window + 1, 0)
-    for start in range((win_lo // BLOCK_N) * BLOCK_N, p_last + 1, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        kv_ok = offs_n < Sk
-        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-        diff = pos[:, None] - offs_n[None, :]
-        keep = (diff < window) & (diff >= 0) & row_ok[:, None]
-        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+    # local window (diagonal included): masked edge blocks, unmasked blocks every row sees whole, masked diagonal
+    if window > 0:
+        win_lo = (tl.maximum(p_first - window + 1, 0) // BLOCK_N) * BLOCK_N
+        full_lo = tl.cdiv(tl.maximum(p_last - window + 1, 0), BLOCK_N) * BLOCK_N
+        full_hi = tl.maximum((p_first + 1) // BLOCK_N * BLOCK_N, full_lo)
+        for start in range(win_lo, tl.minimum(full_lo, p_last + 1), BLOCK_N):
+            acc, m_i, l_i = _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, sk_s, sv_s,
+                                          Sk, window, qk_scale, BLOCK_N, True, F32)
+        for start in range(full_lo, full_hi, BLOCK_N):
+            acc, m_i, l_i = _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, sk_s, sv_s,
+                                          Sk, window, qk_scale, BLOCK_N, False, F32)
+        for start in range(full_hi, p_last + 1, BLOCK_N):
+            acc, m_i, l_i = _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, sk_s, sv_s,
+                                          Sk, window, qk_scale, BLOCK_N, True, F32)
 
-    # selected columns, gathered by index; COLS is sorted, [COL_LO, COL_HI) holds those this block can use
+    # selected columns, gathered by index; COLS is sorted: [COL_LO, COL_FULL) every row of the block may use,
+    # [COL_FULL, COL_HI) only some rows (the rest are inside their window or in their future)
     if HAS_COLS:
         c_lo = tl.load(COL_LO + bh)
+        c_full = tl.load(COL_FULL + bh * n_qb + qb)
         c_hi = tl.load(COL_HI + bh * n_qb + qb)
         for c0 in range(c_lo, c_hi, BLOCK_N):
             slot = c0 + tl.arange(0, BLOCK_N)
@@ -86,9 +117,12 @@ def sparse_fwd_kernel(
             cols = tl.load(COLS + bh * col_slots + slot, mask=ok, other=0)
             k = tl.load(k_base + cols[:, None] * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
             v = tl.load(v_base + cols[:, None] * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
-            diff = pos[:, None] - cols[None, :]
-            keep = ok[None, :] & (diff >= window) & (diff >= 0) & row_ok[:, None]
-            acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+            if c0 + BLOCK_N <= c_full:
+                acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, ok[None, :], qk_scale, True, F32)
+            else:
+                diff = pos[:, None] - cols[None, :]
+                keep = ok[None, :] & (diff >= window) & (diff >= 0) & row_ok[:, None]
+                acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
 
     # slash stripes: key block starting delta * BLOCK_N before this query block holds diagonals near delta*BLOCK_N
     if HAS_SLASH:
@@ -104,7 +138,7 @@ def sparse_fwd_kernel(
             on_diag = tl.load(DIAGHIT + bh * Sk + diff, mask=cand, other=0)
             is_col = tl.load(COLHIT + bh * Sk + offs_n, mask=kv_ok, other=0)
             keep = cand & (on_diag != 0) & (is_col[None, :] == 0)
-            acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale)
+            acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
     out = acc / l_safe[:, None]
