@@ -148,9 +148,16 @@ def load_model(name: str, device: str = "cpu", dtype=None) -> LoadedModel:
     if gguf and importlib.util.find_spec("gguf") is None:
         raise ModelError("loading GGUF weights needs the gguf package; run `pip install gguf`")
     kwargs = {"gguf_file": gguf} if gguf else {}
+    try:  # transformers >= 5.23 keeps GGUF weights packed unless asked; TTFT must time a plain dense model
+        from transformers import GgufConfig
+
+        model_kwargs = {"quantization_config": GgufConfig(gguf_file=gguf, dequantize=True)} if gguf else {}
+    except ImportError:  # older transformers always dequantize GGUF weights
+        model_kwargs = {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa",
+                                                     **kwargs, **model_kwargs)
     except OSError as err:
         raise ModelError(f"could not load {name!r} offline ({str(err).splitlines()[0]}); "
                          "download it first or pass a local folder") from None
