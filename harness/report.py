@@ -99,8 +99,10 @@ def write_table(table: pd.DataFrame, out: Path, stem: str, digits: int = 3) -> s
 
 
 def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None) -> Path:
-    from harness import plots
+    from harness import diagnose_report, plots
 
+    if not any((Path(d) / "cells.jsonl").is_file() for d in run_dirs) and diagnose_report.has_diagnostics(run_dirs):
+        return diagnose_report.build(run_dirs, out)  # `diagnose` run folders: diagnostics only
     frame = load_cells(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
     base = baseline_spec(frame, baseline)
@@ -118,6 +120,8 @@ def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None) -
     figures = plots.all_plots(frame, base, out)
     for stem, title in figures:
         sections.append(f"## {title}\n\n![{title}]({stem}.png)\n")
+    if diagnose_report.has_diagnostics(run_dirs):
+        sections += diagnose_report.diagnostics_section(run_dirs, out)
     report = out / "report.md"
     report.write_text("\n".join(sections))
     return report
