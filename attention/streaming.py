@@ -2,7 +2,7 @@
 
 Each query attends to the first `n_sink` tokens (default 4, the paper's setting) and the `window` most
 recent ones, itself included (default 2048, a cache size the paper evaluates). With `density` > 0 the
-window is solved instead, so the kept share of the causal area is closest to `density`.
+window is solved instead: the smallest whose kept share of the causal area reaches `density`.
 Runs on the shared executor: on CUDA a sink+window pattern is a block mask (see kernels/flex_blocks.py).
 """
 import dataclasses
