@@ -13,6 +13,7 @@ from pathlib import Path
 from tasks.babilong_gen import story
 from tasks.base import Sample, Task, TaskError, register
 from tasks.haystack import haystack
+from tasks.options import whole_number
 from tasks.render import assemble_at, chat_frame, text_ids
 from tasks.tabular import read_rows
 
@@ -110,7 +111,7 @@ class Babilong(Task):
             raise TaskError(f"babilong: path {path} does not exist; give the official BABILong JSON/JSONL/parquet "
                             f"file or folder, or use source=hub ({HUB['hub']}) or source=gen")
         self.folder = haystack or None
-        self.max_new_tokens = int(max_new_tokens)
+        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens)
 
     def count(self, n):
         # n <= 0 asks for every official row, a number known only once a split is loaded

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tasks import longbench_metrics
 from tasks.base import Sample, Task, TaskError, register
+from tasks.options import flag, whole_number
 from tasks.render import chat_frame, text_ids
 from tasks.tabular import read_rows
 
@@ -93,12 +94,12 @@ class LongBench(Task):
 
     def __init__(self, datasets: str = "all", e: str = "0", path: str = "", max_new_tokens: str = "", **options):
         super().__init__(**options)
-        self.e = e.lower() in ("1", "true", "yes")
+        self.e = flag(self.name, "e", e)
         self.datasets = resolve_datasets(datasets, self.e)
         self.path = Path(path).expanduser() if path else None
         if self.path and not self.path.is_dir():
             raise TaskError(f"longbench: path {path} is not a folder; {MISSING}")
-        self.max_new_tokens = int(max_new_tokens) if max_new_tokens else None
+        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens) if max_new_tokens else None
         self._rows: dict[str, list[dict]] = {}
         self._ids: dict[tuple, list[int]] = {}
 

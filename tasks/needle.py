@@ -8,6 +8,7 @@ import string
 
 from tasks.base import Sample, Task, TaskError, register
 from tasks.haystack import haystack
+from tasks.options import whole_number
 from tasks.render import assemble_at
 
 # The original test's needle and question (needlehaystack 0.1.0 defaults).
@@ -59,7 +60,7 @@ class Needle(Task):
         self.needle, self.question = needle, question
         self.answer = answer or ANSWER
         self.folder = haystack or None
-        self.max_new_tokens = int(max_new_tokens)
+        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens)
 
     def count(self, n):
         return n * len(self.depths)

@@ -154,3 +154,14 @@ def test_count_matches_samples_per_length(tok):
     task = build_task(f"longbench:datasets=qasper+trec,path={FIXTURES}")
     assert task.count(5) == len(list(task.samples(tok, [800], n=5))) == 3
     assert task.count(1) == 2 and task.count(0) == 3
+
+
+def test_bad_option_values_are_task_errors():
+    with pytest.raises(TaskError, match="e='maybe'"):
+        build_task(f"longbench:e=maybe,path={FIXTURES}")
+    with pytest.raises(TaskError, match="max_new_tokens"):
+        build_task(f"longbench:max_new_tokens=lots,path={FIXTURES}")
+    with pytest.raises(TaskError, match="max_new_tokens"):
+        build_task("needle:max_new_tokens=0")
+    with pytest.raises(TaskError, match="unknown option"):
+        build_task("babilong:colour=blue")
