@@ -64,8 +64,11 @@ class AttentionMethod:
         return None
 
     def spec(self) -> str:
-        fields = ",".join(f"{f.name}={getattr(self.config, f.name)}" for f in dataclasses.fields(self.config))
-        return f"{self.name}:{fields}" if fields else self.name
+        """Name plus the options that differ from their defaults, e.g. 'sample:alpha=0.8' (the full config is
+        stored beside it in every cell)."""
+        changed = [f"{f.name}={getattr(self.config, f.name)}" for f in dataclasses.fields(self.config)
+                   if getattr(self.config, f.name) != f.default]
+        return f"{self.name}:{','.join(changed)}" if changed else self.name
 
     def record(self, layer_idx: int, **values) -> None:
         self.stats.append({"layer": layer_idx, **values})

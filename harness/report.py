@@ -36,7 +36,7 @@ def baseline_spec(frame: pd.DataFrame, requested: str | None = None) -> str:
         return requested
     if not specs:
         raise ValueError("these runs have no dense cells, so nothing is relative to dense; add --methods dense")
-    return "dense:backend=auto" if "dense:backend=auto" in specs else specs[0]
+    return "dense" if "dense" in specs else specs[0]
 
 
 def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:

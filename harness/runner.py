@@ -61,8 +61,9 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 def summarize_stats(stats: list[dict]) -> dict:
     """Mean density over layers and heads, the per-layer list, and how many layers fell back to dense."""
+    stats = [{k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in s.items()} for s in stats]
     densities = [s["density"] for s in stats if "density" in s]
-    flat = [float(x) for d in densities for x in (d if isinstance(d, (list, tuple)) else [d])]
+    flat = [float(x) for d in densities for x in (d if isinstance(d, list) else [d])]
     summary = {"layers": stats} if stats else {}
     if flat:
         summary["density"] = statistics.fmean(flat)

@@ -12,7 +12,7 @@ def synthetic_run(root):
     store = RunStore.create(root, "synthetic", {"note": "made by a test"})
     for length in (1024, 2048):
         for depth in (0, 100):
-            for spec, method, ttft, score in (("dense:backend=auto", "dense", 100.0 * length / 1024, 1.0),
+            for spec, method, ttft, score in (("dense", "dense", 100.0 * length / 1024, 1.0),
                                               ("sample:alpha=0.95", "sample", 50.0 * length / 1024,
                                                0.0 if (length, depth) == (2048, 100) else 1.0)):
                 store.append({"key": f"{spec}|{length}|{depth}", "status": "ok", "model": "m", "task": "needle",
@@ -29,14 +29,14 @@ def test_tables_hold_the_known_values(tmp_path):
     assert len(frame) == 8  # the oom cell is not a result
     acc = accuracy_table(frame)
     assert acc.loc[("m", "needle", "sample:alpha=0.95"), 2048] == 0.5
-    assert acc.loc[("m", "needle", "dense:backend=auto"), 2048] == 1.0
-    rel = relative_accuracy_table(frame, "dense:backend=auto")
+    assert acc.loc[("m", "needle", "dense"), 2048] == 1.0
+    rel = relative_accuracy_table(frame, "dense")
     assert rel.loc[("m", "needle", "sample:alpha=0.95"), 1024] == 1.0
     assert rel.loc[("m", "needle", "sample:alpha=0.95"), 2048] == 0.5
-    assert ttft_table(frame).loc[("m", "dense:backend=auto"), 2048] == 200.0
-    speed = speedup_table(frame, "dense:backend=auto")
+    assert ttft_table(frame).loc[("m", "dense"), 2048] == 200.0
+    speed = speedup_table(frame, "dense")
     assert math.isclose(speed.loc[("m", "sample:alpha=0.95"), 1024], 2.0)
-    assert math.isclose(speed.loc[("m", "dense:backend=auto"), 2048], 1.0)
+    assert math.isclose(speed.loc[("m", "dense"), 2048], 1.0)
 
 
 def test_report_writes_tables_plots_and_markdown(tmp_path):
