@@ -169,6 +169,31 @@ def bench(fn, warmup_ms, rep_ms):
     return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
 
 
+def real_model_rows(path, gpu, warmup_ms, rep_ms):
+    """SampleAttention at its defaults on q/k/v captured from a real model (scripts/capture_qk.py): adaptive density."""
+    data = torch.load(path)
+    rows = []
+    for layer, t in sorted(data["layers"].items()):
+        q, k, v = (t[x].cuda() for x in ("q", "k", "v"))
+        case = Case(q, k, v, q.shape[2], None, t["scale"], {})
+        dense_ms = bench(sdpa("cudnn")(case), warmup_ms, rep_ms)
+        for name, opts in (("sample_real", {}), ("sample_real_slash", {"pattern": "column_slash"}),
+                           ("sample_real_block64", {"granularity": "64"})):
+            method = build_method("sample", opts)
+
+            def call():
+                method.stats.clear()
+                return method.prefill(q, k, v, case.scale, layer)
+            ms = bench(call, warmup_ms, rep_ms)
+            real = float(method.stats[-1]["density"].mean())
+            label = f"{name}:{data['model']}:L{layer}:H{q.shape[1]}/{k.shape[1]}:D{q.shape[3]}"
+            rows.append({"gpu": gpu, "method": label, "seq_len": q.shape[2], "density": round(real, 4),
+                         "measured_density": real, "ms": ms, "speedup_vs_cudnn": dense_ms / ms,
+                         "speedup_vs_flash": "", "speedup_vs_flex": ""})
+            print(f"{label:40s} density {real:.3f} {ms:.3f} ms (cudnn {dense_ms:.3f} ms)", flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default="8192,32768,131072")
@@ -179,6 +204,7 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--warmup-ms", type=float, default=100)
     ap.add_argument("--rep-ms", type=float, default=500)
+    ap.add_argument("--qk", help="q/k/v captured by scripts/capture_qk.py: adds adaptive-density rows")
     ap.add_argument("--out", default=os.environ.get("OUT", "results/bench"))
     args = ap.parse_args(argv)
     gpu = torch.cuda.get_device_name().replace("NVIDIA ", "").replace(" ", "_")
@@ -187,7 +213,7 @@ def main(argv=None):
     path = out / f"attention_{gpu}.csv"
     names = [m for m in args.methods.split(",") if m]
     rows = []
-    for seq_len in (int(x) for x in args.lengths.split(",")):
+    for seq_len in (int(x) for x in args.lengths.split(",") if x):
         q, k, v = planted_inputs(seq_len, args.heads, args.kv_heads, args.dim)
         base = {}
         shared = {}
@@ -218,6 +244,8 @@ def main(argv=None):
             row["speedup_vs_flex"] = flex_ms / row["ms"] if flex_ms and row["method"] != "flex" else ""
         del q, k, v
         torch.cuda.empty_cache()
+    if args.qk:
+        rows += real_model_rows(args.qk, gpu, args.warmup_ms, args.rep_ms)
     fields = ["gpu", "method", "seq_len", "density", "measured_density", "ms", "speedup_vs_cudnn", "speedup_vs_flash",
               "speedup_vs_flex"]
     with open(path, "w", newline="") as f:
