@@ -17,6 +17,7 @@ import torch
 from attention.kernels.density import pattern_density
 from attention.pattern import SparsePattern
 from attention.pattern import density as mask_density
+from attention.reference import causal_mask
 from attention.registry import AttentionMethod
 
 SCORE_ELEMENTS = 1 << 24       # fp32 scores held at once per chunk of sampled rows (64 MiB)
@@ -42,7 +43,10 @@ def _keep_mask(method, q, k, scale, layer_idx):
                                   "for its dense keep_mask; add a sparse_pattern override")
     takes_layer = "layer_idx" in inspect.signature(method.keep_mask).parameters
     keep = method.keep_mask(q, k, scale, layer_idx=layer_idx) if takes_layer else method.keep_mask(q, k, scale)
-    return None if keep is None else FullMask(keep)
+    if keep is None:  # a sparse method whose mask nobody can see: never report it as dense
+        raise NotImplementedError(f"{method.name}: neither sparse_pattern nor keep_mask; diagnostics cannot see "
+                                  "its prefill mask")
+    return FullMask(keep.to(torch.bool) & causal_mask(q.shape[2], k.shape[2], q.device))
 
 
 # name -> (method, q, k, scale, layer_idx) -> SparsePattern | RowTopK | FullMask | None (None = dense causal)
@@ -115,8 +119,8 @@ def plan_density(plan, batch: int, heads: int, length: int, device) -> torch.Ten
     if plan is None:
         return torch.ones(batch, heads, device=device)
     if isinstance(plan, RowTopK):
-        pos = torch.arange(length, device=device, dtype=torch.float64)
-        kept = torch.ceil(plan.density * (pos + 1)).clamp(min=1).sum()  # ties would add a few cells
+        pos = torch.arange(length, device=device)  # the same fp32 arithmetic as oracle-topk's own budget
+        kept = torch.ceil(plan.density * (pos + 1)).clamp(min=1).double().sum()  # ties would add a few cells
         return (kept / causal_cells(length, length)).float().expand(batch, heads).clone()
     if isinstance(plan, FullMask):
         return mask_density(plan.keep).expand(batch, heads).to(device)
@@ -174,7 +178,6 @@ def layer_diagnostics(method: AttentionMethod, q, k, scale: float, layer_idx: in
     density = plan_density(plan, batch, heads, length, device)
     chunk = max(1, SCORE_ELEMENTS // (batch * heads * length))
     recall, oracle, curve = [], [], []
-    shares = torch.tensor(frontier, device=device, dtype=torch.float64)
     for start in range(0, len(rows), chunk):
         pos = rows[start:start + chunk]
         scores = row_scores(q, k, scale, pos)
@@ -183,7 +186,8 @@ def layer_diagnostics(method: AttentionMethod, q, k, scale: float, layer_idx: in
         recall.append((probs * keep).sum(-1))
         cum = probs.sort(dim=-1, descending=True).values.cumsum(-1)
         oracle.append(topk_mass(cum, keep.sum(-1, keepdim=True)).squeeze(-1))
-        budget = torch.ceil(shares[:, None] * (pos[None, :] + 1)).clamp(min=1)  # [G, r]
+        # the same fp32 budget arithmetic as oracle-topk, so the curve equals that method at each share
+        budget = torch.stack([torch.ceil(share * (pos + 1)).clamp(min=1) for share in frontier])  # [G, r]
         curve.append(topk_mass(cum, budget.T.expand(batch, heads, -1, -1)))  # [B, H, r, G]
         del scores, probs, keep, cum
     recall = torch.cat(recall, dim=2).clamp(max=1.0)  # fp32 sums may pass 1 by an ulp
