@@ -82,3 +82,21 @@ def test_unknown_task_and_missing_lm_eval(model, tok, local_task, monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(TaskError, match="pip install lm-eval"):
         run_lm_eval(model, tok, "tiny_even")
+
+
+def test_lm_eval_prefills_go_through_the_installed_attention_method(model, tok, local_task, monkeypatch):
+    from attention import hf
+    from attention.registry import build_method
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(local_task / "cache"))
+    method = build_method("dense")
+    prefills = []
+    real = method.prefill
+    monkeypatch.setattr(method, "prefill", lambda *a, **k: prefills.append(1) or real(*a, **k))
+    hf.install(model, method)
+    try:
+        results = run_lm_eval(model, tok, "tiny_even", include_path=str(local_task))
+    finally:
+        model.set_attn_implementation("sdpa")  # the model fixture is shared with the other tests
+    assert prefills, "lm-eval's forward passes did not reach the installed method"
+    assert results["results"]["tiny_even"]["acc,none"] == pytest.approx(_expected_accuracy(model, tok))
