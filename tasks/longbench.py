@@ -86,6 +86,11 @@ def middle_truncate(ids: list[int], budget: int) -> list[int]:
     return ids[:half] + ids[len(ids) - (budget - half):]
 
 
+def default_specials(tokenizer) -> list[int]:
+    """The special tokens the tokenizer adds by default (BOS for most), as official pred.py's plain prompts get."""
+    return tokenizer("", add_special_tokens=True)["input_ids"]
+
+
 @register
 class LongBench(Task):
     name = "longbench"
@@ -115,7 +120,7 @@ class LongBench(Task):
         for dataset in self.datasets:
             cfg = config()["datasets"][dataset]
             rows = self.rows(dataset)
-            before, after = chat_frame(tokenizer) if cfg["chat"] else (text_ids_special(tokenizer), [])
+            before, after = chat_frame(tokenizer) if cfg["chat"] else (default_specials(tokenizer), [])
             for length in lengths:
                 budget = length - len(before) - len(after)
                 if budget < 16:
@@ -147,8 +152,3 @@ class LongBench(Task):
         value = longbench_metrics.score(cfg["metric"], prediction, answers, sample.meta.get("all_classes"),
                                         cfg["first_line"])
         return {"score": value, cfg["metric"]: value}
-
-
-def text_ids_special(tokenizer) -> list[int]:
-    """The special tokens the tokenizer adds by default (BOS for most), as official pred.py's plain prompts get."""
-    return tokenizer("", add_special_tokens=True)["input_ids"]
