@@ -129,8 +129,10 @@ class Babilong(Task):
         head, tail = split_prompt(qa)
         hay = haystack(tokenizer, self.folder) if length else None
         for i in range(n):
+            # The story depends on (seed, qa, i) only, so sample i asks the same thing at every length, as the
+            # official splits do; where it lands in which essay depends on the length too.
+            facts, question, answer = story(qa, f"{seed}-{qa}-{i}")
             rng = random.Random(f"babilong-{seed}-{qa}-{length}-{i}")
-            facts, question, answer = story(qa, rng.random())
             sid = f"babilong-{qa}-{length}-{i}" + (f"-s{seed}" if seed else "")
             meta = {"qa": qa, "question": question, "source": "gen", "facts": len(facts)}
             if not length:  # 0k: the facts alone, as in the official 0k split

@@ -146,3 +146,11 @@ def test_hub_source_offline_names_the_dataset_and_the_alternatives(tok, monkeypa
 def test_count_matches_samples_per_length(tok):
     task = build_task("babilong:qa=qa2+qa5")
     assert task.count(2) == len(list(task.samples(tok, [600], n=2))) == 4
+
+
+def test_generated_sample_asks_the_same_story_at_every_length(tok):
+    task = build_task("babilong:qa=qa2")
+    short, long = task.samples(tok, [0, 1500], n=1)
+    assert (short.meta["question"], short.answer, short.meta["facts"]) == \
+        (long.meta["question"], long.answer, long.meta["facts"])
+    assert len(long.input_ids) == 1500 and len(short.input_ids) < 1500
