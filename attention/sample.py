@@ -11,7 +11,7 @@ import torch
 
 from attention.executor import run_pattern, triton_enabled
 from attention.kernels import selection
-from attention.kernels.density import pattern_density
+from attention.kernels.density import base_cells, pattern_density
 from attention.kernels.torch_scores import torch_sampled_scores
 from attention.pattern import SparsePattern
 from attention.registry import AttentionMethod, ConfigError, MethodConfig, check_range, register
@@ -106,10 +106,8 @@ class SampleAttention(AttentionMethod):
             keys = torch.arange(k_len, device=col.device)
             area = (k_len - torch.clamp(keys + window, min=k_len - q_len)).clamp(min=0).float()
             area = torch.where(keys >= self.config.sink, area, 0.0)
-            probe = SparsePattern(sink=self.config.sink, window=window)
-            base = pattern_density(probe, 1, 1, q_len, k_len, col.device)[0, 0]
-            causal = q_len * (q_len + 1) / 2 + q_len * (k_len - q_len)
-            budget = (self.config.density - base).clamp(min=0) * causal
+            base, causal = base_cells(q_len, k_len, window, self.config.sink)
+            budget = max(0.0, self.config.density * causal - base)
             keep = selection.top_area(scores, selection.group_scores(area[None, None], g), budget)
         else:
             keep = selection.top_mass(scores, alpha)

@@ -20,7 +20,11 @@ def interpreter_f32(x: torch.Tensor) -> bool:
 
 
 def block_config(head_dim: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per head dim; BLOCK_M is a multiple of BLOCK_N."""
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per head dim; BLOCK_M is a multiple of BLOCK_N.
+
+    ATTN_SPARSE_BLOCKS="128,64,8,3" overrides it for head dim 128 (scripts/sweep_configs.py compares configs)."""
+    if os.environ.get("ATTN_SPARSE_BLOCKS") and head_dim == 128:
+        return tuple(int(x) for x in os.environ["ATTN_SPARSE_BLOCKS"].split(","))
     if head_dim <= 64:
         return 128, 64, 4, 3
     if head_dim <= 128:
@@ -33,12 +37,17 @@ def _per_head(x: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
 
 
 def prepare_columns(columns: torch.Tensor, batch: int, heads: int, k_len: int) -> torch.Tensor:
-    """Sorted, de-duplicated int64 [B, H, C] with unused slots (-1, out of range, repeats) moved to the end as BIG."""
+    """Sorted int64 [B, H, C], unused slots (-1, out of range) moved to the end as BIG. Repeats stay next to
+    each other; the kernel and first_of_run skip all but the first."""
     c = _per_head(columns.long(), batch, heads)
-    c = torch.where((c >= 0) & (c < k_len), c, BIG).sort(-1).values
-    repeat = torch.zeros_like(c, dtype=torch.bool)
-    repeat[..., 1:] = c[..., 1:] == c[..., :-1]
-    return torch.where(repeat, BIG, c).sort(-1).values
+    return torch.where((c >= 0) & (c < k_len), c, BIG).sort(-1).values
+
+
+def first_of_run(c: torch.Tensor) -> torch.Tensor:
+    """bool like sorted c: True on real entries that differ from their left neighbour."""
+    first = c < BIG
+    first[..., 1:] &= c[..., 1:] != c[..., :-1]
+    return first
 
 
 def hit_map(idx: torch.Tensor, batch: int, heads: int, k_len: int, device) -> torch.Tensor:
@@ -94,18 +103,22 @@ def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.T
     dummy = torch.zeros(1, dtype=torch.int32, device=device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=device)
 
-    cols = col_lo = col_full = col_hi = dummy
+    # sinks ride along as the first columns: one gathered chunk instead of a masked block of their own
+    columns = pattern.columns.to(device) if pattern.columns is not None else None
+    if sink:
+        sinks = torch.arange(min(sink, k_len), device=device).expand(batch, heads, -1)
+        columns = sinks if columns is None else torch.cat([sinks, _per_head(columns.long(), batch, heads)], -1)
+    cols = col_full = col_hi = dummy
     col_slots = 0
-    has_cols = pattern.columns is not None and pattern.columns.shape[-1] > 0
+    has_cols = columns is not None and columns.shape[-1] > 0
     if has_cols:
-        c = prepare_columns(pattern.columns.to(device), batch, heads, k_len)
+        c = prepare_columns(columns, batch, heads, k_len)
         col_slots = c.shape[-1]
-        col_lo = torch.searchsorted(c, torch.full((batch, heads, 1), sink, device=device, dtype=c.dtype))
         first = q_off + torch.arange(n_qb, device=device) * bm
         last = (first + bm - 1).clamp(max=k_len - 1)
-        col_full, col_hi = (torch.maximum(torch.searchsorted(c, (x - window).expand(batch, heads, n_qb).contiguous(),
-                                                             right=True), col_lo) for x in (first, last))
-        cols, col_lo, col_full, col_hi = (x.to(torch.int32).contiguous() for x in (c, col_lo, col_full, col_hi))
+        col_full, col_hi = (torch.searchsorted(c, (x - window).expand(batch, heads, n_qb).contiguous(), right=True)
+                            for x in (first, last))
+        cols, col_full, col_hi = (x.to(torch.int32).contiguous() for x in (c, col_full, col_hi))
 
     deltas = n_delta = dummy
     colhit = diaghit = dummy8
@@ -117,15 +130,15 @@ def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.T
         delta_slots = deltas.shape[-1]
         deltas, n_delta = deltas.to(torch.int32).contiguous(), n_delta.to(torch.int32).contiguous()
         diaghit = hit_map(s, batch, heads, k_len, device)
-        colhit = (hit_map(pattern.columns.to(device), batch, heads, k_len, device) if has_cols
+        colhit = (hit_map(columns, batch, heads, k_len, device) if has_cols
                   else torch.zeros(batch, heads, k_len, dtype=torch.int8, device=device))
 
     grid = (n_qb, batch * heads)
     sparse_fwd_kernel[grid](
-        q, k, v, out, cols, col_lo, col_full, col_hi, deltas, n_delta, colhit, diaghit,
+        q, k, v, out, cols, col_full, col_hi, deltas, n_delta, colhit, diaghit,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        heads, heads // kv_heads, q_len, k_len, q_off, sink, window, col_slots, n_qb, delta_slots,
+        heads, heads // kv_heads, q_len, k_len, q_off, window, col_slots, n_qb, delta_slots,
         scale * LOG2E,
         HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash, F32=interpreter_f32(q),
         num_warps=warps, num_stages=stages,

@@ -20,7 +20,7 @@ def row_stats_kernel(
     H, GROUP, Sk, q_off, n_rows, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, F32: tl.constexpr,
 ):
-    rb = tl.program_id(0)
+    rb = tl.num_programs(0) - 1 - tl.program_id(0)  # later rows see more keys: start them first
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H

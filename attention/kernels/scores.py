@@ -1,12 +1,22 @@
 """Launchers for stage 1 (sampled column / diagonal scores) and the whole-row column scores H2O reuses."""
+import os
+
 import torch
 import triton
 
 from attention.kernels.prefill import interpreter_f32
 from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
 
-BLOCK = 64  # rows per sampled block and keys per key block; slash sampling takes runs of exactly BLOCK rows
+BLOCK = 64  # rows per sampled block (and keys per block with diagonals); slash sampling takes runs of BLOCK rows
 LOG2E = 1.4426950408889634
+
+
+def scores_config(head_dim: int) -> tuple[int, int, int, int]:
+    """(keys per block in pass 1, in pass 2, num_warps, num_stages); ATTN_SCORES_CFG="64,64,4,3" overrides it
+    for head dim 128."""
+    if os.environ.get("ATTN_SCORES_CFG") and head_dim == 128:
+        return tuple(int(x) for x in os.environ["ATTN_SCORES_CFG"].split(","))
+    return 64, 64, (4 if head_dim <= 128 else 8), 3
 
 
 def pad_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -34,22 +44,23 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
     bh = batch * heads
     m = torch.empty(bh, n_rows, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
-    warps = 4 if head_dim <= 128 else 8
+    kb1, kb2, warps, stages = scores_config(head_dim)
+    kb2 = BLOCK if with_diag else kb2  # the diagonal shear is written for square BLOCK x BLOCK tiles
     common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               heads, heads // kv_heads, k_len, q_off, n_rows)
-    row_stats_kernel[(n_rb, bh)](q, k, rows, m, l, *common, scale * LOG2E,
-                                 HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, F32=interpreter_f32(q), num_warps=warps, num_stages=3)
+    row_stats_kernel[(n_rb, bh)](q, k, rows, m, l, *common, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK,
+                                 BLOCK_N=kb1, F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
     # first row block whose last row reaches each key block (blocks are ascending)
     block_last = torch.where(rows >= 0, rows + q_off, -1).view(n_rb, BLOCK).amax(1)
     block_last = torch.cummax(block_last, 0).values.contiguous()
-    n_kb = triton.cdiv(k_len, BLOCK)
-    key_first = torch.arange(n_kb, device=q.device, dtype=block_last.dtype) * BLOCK
+    n_kb = triton.cdiv(k_len, kb2)
+    key_first = torch.arange(n_kb, device=q.device, dtype=block_last.dtype) * kb2
     first_rb = torch.searchsorted(block_last, key_first).to(torch.int32)
     col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
     diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
     column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, first_rb, col, diag, *common, n_rb, scale * LOG2E,
-                                     HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=BLOCK, WITH_DIAG=with_diag, F32=interpreter_f32(q),
-                                     num_warps=warps, num_stages=3)
+                                     HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
+                                     F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
     return col, (diag if with_diag else None)
 
 

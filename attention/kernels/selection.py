@@ -27,7 +27,7 @@ def top_mass(scores: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.zeros_like(ranked).scatter(-1, order, ranked)
 
 
-def top_area(scores: torch.Tensor, area: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+def top_area(scores: torch.Tensor, area: torch.Tensor, budget: float) -> torch.Tensor:
     """bool like scores: best-scored entries first while their summed area (cells of the mask) stays within budget."""
     values, order = scores.sort(-1, descending=True)
     csum = area.expand_as(scores).gather(-1, order).cumsum(-1)

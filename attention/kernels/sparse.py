@@ -1,11 +1,10 @@
-"""Sparse prefill kernel: FlashAttention-style online softmax over sink + local window + gathered key columns
+"""Sparse prefill kernel: FlashAttention-style online softmax over local window + gathered key columns
 (+ slash/diagonal stripes), each key counted once, causal, grouped-query heads read in place (never expanded).
 
-One program = one block of BLOCK_M queries of one (batch, query head). Four disjoint key sets, by mask:
-  sink     j < sink,                 i - j >= window
+One program = one block of BLOCK_M queries of one (batch, query head). Three disjoint key sets, by mask:
   window   i - window < j <= i
-  columns  j in columns, j >= sink,  i - j >= window                        (gathered by index)
-  slashes  i - j in slashes, j >= sink, i - j >= window, j not a column     (key blocks along diagonals)
+  columns  j in columns, i - j >= window             (gathered by index; the launcher adds the sinks here)
+  slashes  i - j in slashes, i - j >= window, j not a column     (key blocks along diagonals)
 """
 import triton
 import triton.language as tl
@@ -54,13 +53,13 @@ def _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, 
 
 @triton.jit
 def sparse_fwd_kernel(
-    Q, K, V, O, COLS, COL_LO, COL_FULL, COL_HI, DELTAS, N_DELTA, COLHIT, DIAGHIT,
+    Q, K, V, O, COLS, COL_FULL, COL_HI, DELTAS, N_DELTA, COLHIT, DIAGHIT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
-    H, GROUP, Sq, Sk, q_off, sink, window, col_slots, n_qb, delta_slots, qk_scale,
+    H, GROUP, Sq, Sk, q_off, window, col_slots, n_qb, delta_slots, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_COLS: tl.constexpr, HAS_SLASH: tl.constexpr, F32: tl.constexpr,
 ):
-    qb = tl.program_id(0)
+    qb = tl.num_programs(0) - 1 - tl.program_id(0)  # the last query blocks have the most work: start them first
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -79,17 +78,6 @@ def sparse_fwd_kernel(
     m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
-    # sink keys outside the window
-    sink_end = tl.minimum(sink, p_last - window + 1)
-    for start in range(0, sink_end, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        kv_ok = offs_n < Sk
-        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-        diff = pos[:, None] - offs_n[None, :]
-        keep = (offs_n[None, :] < sink) & (diff >= window) & (diff >= 0) & row_ok[:, None]
-        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
-
     # local window (diagonal included): masked edge blocks, unmasked blocks every row sees whole, masked diagonal
     if window > 0:
         win_lo = (tl.maximum(p_first - window + 1, 0) // BLOCK_N) * BLOCK_N
@@ -105,16 +93,16 @@ def sparse_fwd_kernel(
             acc, m_i, l_i = _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, sk_s, sv_s,
                                           Sk, window, qk_scale, BLOCK_N, True, F32)
 
-    # selected columns, gathered by index; COLS is sorted: [COL_LO, COL_FULL) every row of the block may use,
-    # [COL_FULL, COL_HI) only some rows (the rest are inside their window or in their future)
+    # selected columns, gathered by index; COLS is sorted: [0, COL_FULL) every row of the block may use,
+    # [COL_FULL, COL_HI) only some rows (the rest are inside their window or in their future); repeats skipped
     if HAS_COLS:
-        c_lo = tl.load(COL_LO + bh)
         c_full = tl.load(COL_FULL + bh * n_qb + qb)
         c_hi = tl.load(COL_HI + bh * n_qb + qb)
-        for c0 in range(c_lo, c_hi, BLOCK_N):
+        for c0 in range(0, c_hi, BLOCK_N):
             slot = c0 + tl.arange(0, BLOCK_N)
-            ok = slot < c_hi
-            cols = tl.load(COLS + bh * col_slots + slot, mask=ok, other=0)
+            cols = tl.load(COLS + bh * col_slots + slot, mask=slot < c_hi, other=0)
+            prev = tl.load(COLS + bh * col_slots + slot - 1, mask=(slot < c_hi) & (slot > 0), other=-1)
+            ok = (slot < c_hi) & (cols != prev)
             k = tl.load(k_base + cols[:, None] * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
             v = tl.load(v_base + cols[:, None] * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
             if c0 + BLOCK_N <= c_full:
@@ -134,7 +122,7 @@ def sparse_fwd_kernel(
             k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
             v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
             diff = pos[:, None] - offs_n[None, :]
-            cand = kv_ok[None, :] & (diff >= window) & (diff >= 0) & (offs_n[None, :] >= sink) & row_ok[:, None]
+            cand = kv_ok[None, :] & (diff >= window) & (diff >= 0) & row_ok[:, None]
             on_diag = tl.load(DIAGHIT + bh * Sk + diff, mask=cand, other=0)
             is_col = tl.load(COLHIT + bh * Sk + offs_n, mask=kv_ok, other=0)
             keep = cand & (on_diag != 0) & (is_col[None, :] == 0)
