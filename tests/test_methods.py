@@ -44,7 +44,8 @@ def _usable(name):
 
 
 METHODS = sorted(name for name in available_methods() if _usable(name))
-DENSITY_METHODS = [n for n in METHODS if "density" in {f.name for f in dataclasses.fields(available_methods()[n].Config)}]
+DENSITY_METHODS = [n for n in METHODS
+                   if "density" in {f.name for f in dataclasses.fields(available_methods()[n].Config)}]
 
 
 def small(name, **extra):

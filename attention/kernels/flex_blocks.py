@@ -4,7 +4,8 @@ Chosen over a Triton block-sparse kernel of our own by measurement (results/benc
 random 128x128 block masks at 128K ran at 1.45 / 1.64 / 1.38 x density x cuDNN dense time for densities
 0.05 / 0.1 / 0.2 (18.7 / 42.4 / 71.3 ms vs 258 ms), and our Triton sparse kernel, at equal density on its own
 column pattern, was no faster (0.79-0.99x flex's speed): a new kernel has little to win.
-FlexAttention skips empty tiles, runs fully kept tiles without a mask and evaluates mask_mod only on partial ones (the causal diagonal, window and sink edges, finer pattern blocks).
+FlexAttention skips empty tiles, runs fully kept tiles without a mask and evaluates mask_mod only on partial
+ones (the causal diagonal, window and sink edges, finer pattern blocks).
 The BlockMask is built from block-level tables, never by evaluating mask_mod over all S x S positions.
 Tiles are 128 tokens whatever the pattern's block: compiled with 64-token blocks it failed on an H100
 (torch 2.11); smaller or unaligned pattern blocks are resolved by mask_mod inside partial tiles.
