@@ -19,7 +19,7 @@ def interpreter_f32(x: torch.Tensor) -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1" and x.dtype == torch.bfloat16
 
 
-def block_config(head_dim: int) -> tuple[int, int, int, int]:
+def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) per head dim; BLOCK_M is a multiple of BLOCK_N.
 
     ATTN_SPARSE_BLOCKS="128,64,8,3" overrides it for head dim 128 (scripts/sweep_configs.py compares configs)."""
@@ -28,7 +28,8 @@ def block_config(head_dim: int) -> tuple[int, int, int, int]:
     if head_dim <= 64:
         return 128, 64, 4, 3
     if head_dim <= 128:
-        return 128, 64, 8, 3
+        # H100 sweep (results/bench/v2/sweep.log): 64x64 tiles won at 32K (more programs to fill 132 SMs), 128x64 at 128K
+        return (64, 64, 4, 3) if q_len <= 49152 else (128, 64, 8, 3)
     return 64, 32, 4, 2
 
 
@@ -96,7 +97,7 @@ def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.T
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = torch.empty_like(q) if out is None else out
     device = q.device
-    bm, bn, warps, stages = block_config(head_dim)
+    bm, bn, warps, stages = block_config(head_dim, q_len)
     n_qb = triton.cdiv(q_len, bm)
     q_off = k_len - q_len
     sink, window = int(pattern.sink), int(pattern.window)

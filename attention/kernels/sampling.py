@@ -18,22 +18,27 @@ def row_stats_kernel(
     Q, K, ROWS, M_OUT, L_OUT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
     H, GROUP, Sk, q_off, n_rows, qk_scale,
-    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, F32: tl.constexpr,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PACK: tl.constexpr, F32: tl.constexpr,
 ):
+    # PACK query heads of one kv group share a program: their BLOCK_M rows each stack into one PACK*BLOCK_M tile,
+    # so every key tile is read once for all of them (pass 1 is bound by re-reading K otherwise)
     rb = tl.num_programs(0) - 1 - tl.program_id(0)  # later rows see more keys: start them first
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    idx = rb * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid = tl.program_id(1)
+    b = pid // (H // PACK)
+    h0 = (pid % (H // PACK)) * PACK
+    r = tl.arange(0, PACK * BLOCK_M)
+    heads = h0 + r // BLOCK_M
+    idx = rb * BLOCK_M + r % BLOCK_M
     rows = tl.load(ROWS + idx)
     ok = rows >= 0
     pos = q_off + rows
     offs_d = tl.arange(0, HEAD_D)
-    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_s + offs_d[None, :], mask=ok[:, None], other=0.0)
-    k_base = K + b * sk_b + (h // GROUP) * sk_h
+    q = tl.load(Q + b * sq_b + heads[:, None] * sq_h + rows[:, None] * sq_s + offs_d[None, :], mask=ok[:, None],
+                other=0.0)
+    k_base = K + b * sk_b + (h0 // GROUP) * sk_h
     last = tl.max(tl.where(ok, pos, -1), 0)
-    m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([PACK * BLOCK_M], NEG_INF, dtype=tl.float32)
+    l_i = tl.zeros([PACK * BLOCK_M], dtype=tl.float32)
     for start in range(0, last + 1, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=(offs_n < Sk)[:, None], other=0.0)
@@ -43,8 +48,9 @@ def row_stats_kernel(
         m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
         l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), 1)
         m_i = m_new
-    tl.store(M_OUT + bh * n_rows + idx, m_i)
-    tl.store(L_OUT + bh * n_rows + idx, l_i)
+    out = (b * H + heads) * n_rows + idx
+    tl.store(M_OUT + out, m_i)
+    tl.store(L_OUT + out, l_i)
 
 
 @triton.jit

@@ -13,10 +13,20 @@ LOG2E = 1.4426950408889634
 
 def scores_config(head_dim: int) -> tuple[int, int, int, int]:
     """(keys per block in pass 1, in pass 2, num_warps, num_stages); ATTN_SCORES_CFG="64,64,4,3" overrides it
-    for head dim 128."""
+    for head dim 128. Measured on an H100 (results/bench/NOTES.md): 128-key blocks in pass 2 halve its re-reads
+    of the sampled queries."""
     if os.environ.get("ATTN_SCORES_CFG") and head_dim == 128:
         return tuple(int(x) for x in os.environ["ATTN_SCORES_CFG"].split(","))
-    return 64, 64, (4 if head_dim <= 128 else 8), 3
+    return 64, (128 if head_dim <= 128 else 64), (4 if head_dim <= 128 else 8), 3
+
+
+def head_pack(group: int, head_dim: int) -> int:
+    """Query heads per pass-1 program: the largest power of two dividing the group, at most 4, with the stacked
+    query tile within 64 KB."""
+    pack = 1
+    while pack < 4 and group % (pack * 2) == 0 and (pack * 2) * BLOCK * head_dim * 2 <= 65536:
+        pack *= 2
+    return pack
 
 
 def pad_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -48,8 +58,10 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
     kb2 = BLOCK if with_diag else kb2  # the diagonal shear is written for square BLOCK x BLOCK tiles
     common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               heads, heads // kv_heads, k_len, q_off, n_rows)
-    row_stats_kernel[(n_rb, bh)](q, k, rows, m, l, *common, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK,
-                                 BLOCK_N=kb1, F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
+    pack = head_pack(heads // kv_heads, head_dim)
+    row_stats_kernel[(n_rb, bh // pack)](q, k, rows, m, l, *common, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK,
+                                         BLOCK_N=kb1, PACK=pack, F32=interpreter_f32(q),
+                                         num_warps=max(warps, 2 * pack), num_stages=stages)
     # first row block whose last row reaches each key block (blocks are ascending)
     block_last = torch.where(rows >= 0, rows + q_off, -1).view(n_rb, BLOCK).amax(1)
     block_last = torch.cummax(block_last, 0).values.contiguous()
