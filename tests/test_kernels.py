@@ -107,6 +107,15 @@ def test_sampled_scores_match_plain_pytorch(seq, heads, kv, dim):
             assert diag is None
 
 
+def test_packed_heads_pass_gives_the_same_scores(monkeypatch):
+    q, k, _ = random_qkv(100, 8, 2, 64, seed=12, stripes=0.05)
+    rows = strided_rows(100, 0.2, "cpu")
+    plain = sampled_scores(q, k, 0.125, rows)[0]
+    monkeypatch.setenv("ATTN_SCORES_PACK", "4")
+    assert rel_err(sampled_scores(q, k, 0.125, rows)[0], plain) < 1e-5
+    assert rel_err(plain, plain_scores(q, k, 0.125, rows)[0]) < 1e-3
+
+
 def test_column_scores_over_all_rows_for_h2o():
     q, k, _ = random_qkv(100, 4, 2, 64, dtype=torch.float32, seed=11)
     want = attention_probs(q, k, scale=0.125).sum(2)

@@ -13,18 +13,19 @@ LOG2E = 1.4426950408889634
 
 def scores_config(head_dim: int) -> tuple[int, int, int, int]:
     """(keys per block in pass 1, in pass 2, num_warps, num_stages); ATTN_SCORES_CFG="64,64,4,3" overrides it
-    for head dim 128. Measured on an H100 (results/bench/NOTES.md): 128-key blocks in pass 2 halve its re-reads
-    of the sampled queries."""
+    for head dim 128. Default = the H100 sweep's best (results/bench/v2/sweep.log): 128-key blocks in both passes."""
     if os.environ.get("ATTN_SCORES_CFG") and head_dim == 128:
         return tuple(int(x) for x in os.environ["ATTN_SCORES_CFG"].split(","))
-    return 64, (128 if head_dim <= 128 else 64), (4 if head_dim <= 128 else 8), 3
+    return (128, 128, 4, 3) if head_dim <= 128 else (64, 64, 8, 3)
 
 
 def head_pack(group: int, head_dim: int) -> int:
-    """Query heads per pass-1 program: the largest power of two dividing the group, at most 4, with the stacked
-    query tile within 64 KB."""
+    """Query heads per pass-1 program (ATTN_SCORES_PACK, default 1): the largest power of two dividing the group,
+    at most that, with the stacked query tile within 64 KB. Packing 4 heads measured no faster on the H100 at 128K
+    and slower at 32K (results/bench/NOTES.md, v3), so it is off by default."""
+    limit = int(os.environ.get("ATTN_SCORES_PACK", "1"))
     pack = 1
-    while pack < 4 and group % (pack * 2) == 0 and (pack * 2) * BLOCK * head_dim * 2 <= 65536:
+    while pack < limit and group % (pack * 2) == 0 and (pack * 2) * BLOCK * head_dim * 2 <= 65536:
         pack *= 2
     return pack
 
