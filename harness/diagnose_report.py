@@ -144,6 +144,9 @@ def below_alpha(table, out, stem):
                 label=f"{label} (alpha {group['alpha'].iloc[0]:g})" + (f", {model}" if table.index.get_level_values(
                     "model").nunique() > 1 else ""))
     ax.set_xscale("log", base=2)
+    lengths = sorted(table.index.get_level_values("length").unique())
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
     ax.set(ylim=(-0.02, 1.02), xlabel="prompt length (tokens)", ylabel="share of heads",
            title="heads whose worst sampled row has recall < alpha")
     ax.legend(fontsize=6)

@@ -222,3 +222,42 @@ def test_bad_diagnose_input_is_one_line_exit_2_and_writes_nothing(argv, message,
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not any(tmp_path.iterdir())
+
+
+def synthetic_diagnostics(root):
+    """Two methods with hand-set per-head numbers: 2 layers x 2 heads each, at one length."""
+    from harness.diagnose import DIAGNOSTICS_FILE
+    from harness.store import RunStore
+
+    store = RunStore.create(root, "diag", {"subcommand": "diagnose"})
+    for method, alpha, density_, worst in (("sample", 0.9, [[0.2, 0.4], [0.6, 0.8]], [[0.92, 0.85], [0.5, 0.99]]),
+                                           ("streaming", 0.95, [[0.3, 0.3], [0.3, 0.3]], [[0.96, 0.97], [0.94, 0.99]])):
+        layers = [{"layer": i, "density": density_[i], "recall_mean": [0.99, 0.98], "recall_min": worst[i],
+                   "oracle_recall_mean": [1.0, 1.0], "frontier_share": [0.1, 0.5],
+                   "frontier_recall": [[0.7, 0.95], [0.8, 0.97]]} for i in range(2)]
+        store.append({"key": method, "status": "ok", "model": "m", "method": method, "method_spec": method,
+                      "method_config": {}, "alpha": alpha, "length": 1024, "sample_id": "s", "layers": layers},
+                     DIAGNOSTICS_FILE)
+    store.append({"key": "x", "status": "oom", "model": "m", "method": "sample", "length": 4096}, DIAGNOSTICS_FILE)
+    return store.folder
+
+
+def test_summary_counts_heads_below_each_methods_own_alpha(tmp_path):
+    from harness.diagnose_report import load_heads, summary_table
+
+    table = summary_table(load_heads([synthetic_diagnostics(tmp_path)]))
+    sample, streaming = table.loc[("m", "sample", 1024)], table.loc[("m", "streaming", 1024)]
+    assert sample["density"] == pytest.approx(0.5) and sample["worst_row"] == pytest.approx(0.5)
+    assert sample["heads_below_alpha"] == pytest.approx(2 / 4)     # 0.85 and 0.5 are below 0.9 (0.92 is not)
+    assert streaming["heads_below_alpha"] == pytest.approx(1 / 4)  # only 0.94 is below 0.95
+    assert len(table) == 2  # the oom line is not a result
+
+
+def test_report_of_runs_and_diagnostics_holds_both(tmp_path):
+    from harness.report import build_report
+    from tests.test_report import synthetic_run
+
+    report = build_report([synthetic_run(tmp_path), synthetic_diagnostics(tmp_path)], tmp_path / "report")
+    text = report.read_text()
+    assert "Accuracy" in text and "Mask diagnostics" in text and "diag_heads_below_alpha.png" in text
+    assert (tmp_path / "report" / "diag_heatmap_recall_min.png").stat().st_size > 1000
