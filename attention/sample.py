@@ -53,7 +53,8 @@ def strided_rows(q_len: int, r_row: float, device) -> torch.Tensor:
     """Every round(1/r_row)-th query counted back from the end, plus the whole last RUN rows; ascending."""
     stride = max(1, round(1 / r_row))
     tail = max(0, q_len - RUN)
-    head = torch.arange((q_len - 1) % stride, tail, stride, device=device)
+    start = (q_len - 1) % stride
+    head = torch.arange(start, max(start, tail), stride, device=device)
     return torch.cat([head, torch.arange(tail, q_len, device=device)])
 
 

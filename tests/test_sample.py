@@ -9,7 +9,7 @@ from attention.kernels.prefill import BIG
 from attention.pattern import density
 from attention.reference import attention_probs, reference_attention
 from attention.registry import ConfigError, build_method
-from attention.sample import strided_rows
+from attention.sample import chunk_rows, strided_rows
 from tests.kernel_helpers import random_qkv, rel_err
 from tests.tiny_models import tiny_model
 
@@ -79,6 +79,28 @@ def test_output_matches_reference_under_own_mask(backend, options):
     assert method.stats[-1]["layer"] == 3 and per_head.shape == (4,)
     assert torch.allclose(per_head, density(keep)[0], atol=1e-6)
     assert per_head.max() < 1.0  # sparse, not dense by accident
+
+
+@pytest.mark.parametrize("seq", [1, 5, 48, 64, 65, 130])
+def test_sampled_rows_for_any_length(seq):
+    for r_row in (0.05, 0.5, 1.0):
+        rows = strided_rows(seq, r_row, "cpu")
+        assert rows.unique().numel() == rows.numel() and rows.max() == seq - 1 and rows.min() >= 0
+        assert (rows[-min(seq, 64):] == torch.arange(max(0, seq - 64), seq)).all()  # the last block is included
+    runs = chunk_rows(seq, 4, "cpu")
+    real = runs[runs >= 0]
+    assert real.unique().numel() == real.numel() and real.max() == seq - 1 and runs.numel() % 64 == 0
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_short_prompt_runs(backend):
+    q, k, v = random_qkv(48, 2, 1, 64, seed=9)
+    for options in ({}, {"pattern": "column_slash"}):
+        method = build_method("sample", options)
+        with use_backend(backend):
+            out = method.prefill(q, k, v, 0.125)
+            keep = method.keep_mask(q, k, 0.125)
+        assert rel_err(out, reference_attention(q, k, v, keep, 0.125)) < 1e-2
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
