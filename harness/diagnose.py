@@ -70,7 +70,11 @@ def diagnose_sample(loaded, method: AttentionMethod, input_ids: list[int], devic
                     ) -> list[dict]:
     """Per-layer diagnostics of one prefill of `input_ids` with `method`."""
     method.stats.clear()  # the wrapped method still records its own per-layer stats
-    wrapper = Diagnosing(method, rows, seed)
+    wrapper = getattr(method, "_diagnosing", None)
+    if wrapper is None or (wrapper.n_rows, wrapper.seed) != (rows, seed):
+        # one wrapper per method, so the bridge registers one attention function per method, not per prefill
+        wrapper = method._diagnosing = Diagnosing(method, rows, seed)
+    wrapper.layers = []
     hf.install(loaded.model, wrapper)
     ids = torch.tensor([input_ids], device=device)
     loaded.model(input_ids=ids, use_cache=False, logits_to_keep=1)
