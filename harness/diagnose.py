@@ -140,5 +140,6 @@ def measure(loaded, method, sample, device, rows, seed) -> dict:
         print(f"warning: diagnose {method.spec()} failed on {sample.id}: {message}", file=sys.stderr)
         return {"status": "error", "error": message}
     alpha = diagnostics.method_alpha(method)
-    return {"status": "ok", "prompt_tokens": len(sample.input_ids), "rows": rows, "seconds": time.perf_counter() - start,
+    return {"status": "ok", "prompt_tokens": len(sample.input_ids), "rows": rows,
+            "seconds": time.perf_counter() - start,
             **diagnostics.summary(layers), "heads_below_alpha": heads_below(layers, alpha), "layers": layers}
