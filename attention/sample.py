@@ -30,7 +30,8 @@ class SampleConfig(MethodConfig):
     chunk_n: int = 8           # column_slash: sample the last RUN rows of each of chunk_n chunks
     granularity: int = 1       # 1 = single key columns; 64 / 128 = whole key blocks
     sink: int = 4              # first tokens always kept
-    density: float = 0.0       # > 0: fixed budget, best columns until this share of the causal area (ignores alpha)
+    density: float = 0.0       # > 0: fixed budget, best columns until this share of the causal area (replaces
+                               # alpha / alpha_c; column_slash still adds its alpha_s diagonals on top)
 
     def validate(self):
         check_range("alpha", self.alpha, 0, 1, low_open=True)

@@ -34,7 +34,8 @@ def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
 
 
 def _per_head(x: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
-    return x.expand(batch, heads, x.shape[-1]) if x.dim() == 3 else x.expand(batch, heads, x.shape[-1])
+    """[C], [1, 1, C] or [B, H, C] -> a [B, H, C] view."""
+    return x.expand(batch, heads, x.shape[-1])
 
 
 def prepare_columns(columns: torch.Tensor, batch: int, heads: int, k_len: int) -> torch.Tensor:

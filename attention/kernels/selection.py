@@ -23,7 +23,7 @@ def top_mass(scores: torch.Tensor, alpha: float) -> torch.Tensor:
     values, order = scores.sort(-1, descending=True)
     csum = values.cumsum(-1)
     count = (csum < alpha * csum[..., -1:]).sum(-1, keepdim=True) + 1
-    ranked = torch.arange(scores.shape[-1], device=scores.device) < count
+    ranked = (torch.arange(scores.shape[-1], device=scores.device) < count) & (values > 0)  # never a zero score
     return torch.zeros_like(ranked).scatter(-1, order, ranked)
 
 
