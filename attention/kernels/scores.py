@@ -78,7 +78,14 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
 
 
 def column_scores(q, k, scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """fp32 [B, Hq, Sk]: column sums of causal softmax attention over `rows` (default: every query row; H2O)."""
+    """fp32 [B, Hq, Sk]: column sums of causal softmax attention over `rows` (default: every query row; H2O).
+
+    Runs the Triton kernel where the executor would (CUDA, or ATTENTION_BACKEND=triton), else plain PyTorch."""
+    from attention.executor import triton_enabled
+    from attention.kernels.torch_scores import torch_sampled_scores
+
     if rows is None:
         rows = torch.arange(q.shape[2], device=q.device)
-    return sampled_scores(q, k, scale, rows)[0]
+    if triton_enabled(q.device):
+        return sampled_scores(q, k, scale, rows)[0]
+    return torch_sampled_scores(q, k, scale, rows)[0]
