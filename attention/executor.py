@@ -57,4 +57,10 @@ def run_pattern(q, k, v, pattern: SparsePattern, scale: float) -> torch.Tensor:
     if pattern.blocks is None and triton_enabled(q.device) and q.shape[-1] in (16, 32, 64, 128, 256):
         from attention.kernels import sparse_attention  # imported lazily: triton is only needed here
         return sparse_attention(q, k, v, pattern, scale)
+    if pattern.blocks is not None and q.is_cuda:
+        # block patterns (BigBird) run on compiled FlexAttention: as fast as our kernel at equal density
+        from attention.kernels.flex_blocks import flex_block_attention, supports
+
+        if supports(pattern):
+            return flex_block_attention(q, k, v, pattern, scale)
     return torch_pattern_attention(q, k, v, pattern, scale)
