@@ -21,7 +21,8 @@ def git_commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # a copy without .git (the GPU machine gets only the working tree): the caller names the commit
+        return os.environ.get("SAMPLEATTN_GIT_COMMIT", "unknown")
 
 
 def package_versions() -> dict[str, str | None]:

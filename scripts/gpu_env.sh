@@ -1,5 +1,6 @@
 # Source on the GPU machine from the repo root: carried wheels into /tmp/site, stashed models, repo on the path.
 # Usage: source scripts/gpu_env.sh   (after scripts/gpu_stash.py assemble, see that file)
+# The device copy has no .git: start the command with SAMPLEATTN_GIT_COMMIT=<sha> so manifests name the commit.
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
 fi

@@ -7,22 +7,22 @@ set -uo pipefail
 OUT=${1:-results}
 PARTS=${EVIDENCE_PARTS:-"bench ttft accuracy diagnose gemma"}
 mkdir -p "$OUT/runs" "$OUT/bench"
-cli() { python3 -m harness.cli "$@" --out "$OUT/runs" --device cuda --no-progress; }
-step() {  # step NAME command...: run with its timeout, keep going on failure
+step() {  # step NAME sampleattn-arguments...: run with its timeout, keep going on failure
   local name=$1; shift
   local cap_var="TIMEOUT_$name"; local cap=${!cap_var:-0}
   echo "== $name ($(date -u +%T), cap ${cap}s)"
-  timeout "$cap" "$@" || echo "== $name ended with status $?"
+  timeout "$cap" python3 -m harness.cli "$@" --out "$OUT/runs" --device cuda --no-progress \
+    || echo "== $name ended with status $?"
 }
 for part in $PARTS; do
   case $part in
-    bench) step bench python3 scripts/bench_attention.py --out "$OUT/bench" ;;
-    ttft) step ttft cli sweep scripts/sweeps/smollm2_ttft.yaml --name smollm2-ttft ;;
-    accuracy) step accuracy cli sweep scripts/sweeps/smollm2_accuracy.yaml --name smollm2-accuracy ;;
-    diagnose) step diagnose cli diagnose --model smollm2-135m --task needle:depths=50 \
+    bench) timeout "${TIMEOUT_bench:-0}" python3 scripts/bench_attention.py --out "$OUT/bench" || echo "== bench failed" ;;
+    ttft) step ttft sweep scripts/sweeps/smollm2_ttft.yaml --name smollm2-ttft ;;
+    accuracy) step accuracy sweep scripts/sweeps/smollm2_accuracy.yaml --name smollm2-accuracy ;;
+    diagnose) step diagnose diagnose --model smollm2-135m --task needle:depths=50 \
         --methods "sample:alpha=0.8|0.95,sample:pattern=column_slash,bigbird:density=0.55,streaming:density=0.55,oracle-topk:density=0.1|0.3|0.55" \
         --lengths 2k,8k --name smollm2-diagnose ;;
-    gemma) step gemma cli sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle ;;
+    gemma) step gemma sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle ;;
     *) echo "unknown part $part (bench ttft accuracy diagnose gemma)"; exit 2 ;;
   esac
 done
