@@ -16,7 +16,7 @@ import torch
 
 from attention.dense import sdpa_causal
 from attention.executor import triton_enabled
-from attention.registry import AttentionMethod, ConfigError, MethodConfig, check_range, register
+from attention.registry import AttentionMethod, MethodConfig, check_range, register
 
 SCORE_ELEMENTS = 1 << 26  # fp32 scores held at once while accumulating (256 MiB)
 

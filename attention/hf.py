@@ -5,7 +5,6 @@ express (padding, sliding-window layers such as Gemma-3's local ones), use dense
 """
 import itertools
 
-import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask

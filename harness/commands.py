@@ -54,7 +54,7 @@ def execute_sweep(args, spec, default_name: str) -> int:
 
     Returns the run folder."""
     from harness import sweep
-    from harness.store import RunStore, provenance
+    from harness.store import RunStore
 
     store, done = None, set()
     if args.resume:
@@ -65,11 +65,7 @@ def execute_sweep(args, spec, default_name: str) -> int:
         spec = sweep.SweepSpec(**store.manifest()["spec"])
     methods, tasks, options = sweep.validate(spec)
     if store is None:
-        manifest = {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
-                    "subcommand": args.command, "spec": dataclasses.asdict(spec),
-                    "methods": [m.spec() for m in methods], "tasks": [t.name for t in tasks],
-                    "options": dataclasses.asdict(options), "sdpa_backends": sdpa_backend_flags(),
-                    **provenance(options.device)}
+        manifest = run_manifest(args.command, spec, methods, tasks, options)
         store = RunStore.create(Path(args.out), args.name or default_name, manifest)
     else:
         store.repair_torn_tail()
@@ -80,6 +76,17 @@ def execute_sweep(args, spec, default_name: str) -> int:
     print_summary(store)
     print(f"results: {store.folder} ({', '.join(f'{k}={v}' for k, v in counts.items()) or 'nothing to do'})")
     return store.folder
+
+
+def run_manifest(subcommand: str, spec, methods, tasks, options, **extra) -> dict:
+    """What a run folder records about itself: command, grid, resolved methods, options and provenance."""
+    from harness.store import provenance
+
+    return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
+            "subcommand": subcommand, "spec": dataclasses.asdict(spec),
+            "methods": [m.spec() for m in methods], "tasks": [t.name for t in tasks],
+            "options": dataclasses.asdict(options), "sdpa_backends": sdpa_backend_flags(), **extra,
+            **provenance(options.device)}
 
 
 def sdpa_backend_flags() -> dict:

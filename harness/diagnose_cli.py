@@ -1,6 +1,4 @@
 """CLI subcommand `diagnose`: per layer and head, density and true recall of each method's mask on a real model."""
-import dataclasses
-import shlex
 import sys
 from pathlib import Path
 
@@ -17,8 +15,8 @@ def add_subcommands(sub, add_common) -> dict:
 def cmd_diagnose(args) -> int:
     from attention.diagnostics import FRONTIER
     from harness import diagnose
-    from harness.commands import InputError, sdpa_backend_flags, spec_from_flags
-    from harness.store import RunStore, provenance
+    from harness.commands import InputError, run_manifest, spec_from_flags
+    from harness.store import RunStore
     from harness.sweep import SweepSpec
 
     store, done = None, set()
@@ -37,12 +35,8 @@ def cmd_diagnose(args) -> int:
         raise ValueError("--rows must be at least 1")
     methods, tasks, options = diagnose.validate(spec)  # all input checked before anything is written
     if store is None:
-        manifest = {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
-                    "subcommand": "diagnose", "spec": dataclasses.asdict(spec),
-                    "methods": [m.spec() for m in methods], "tasks": [t.name for t in tasks],
-                    "options": dataclasses.asdict(options), "sdpa_backends": sdpa_backend_flags(),
-                    "diagnostics": {"rows": rows, "frontier": list(FRONTIER), "file": diagnose.DIAGNOSTICS_FILE},
-                    **provenance(options.device)}
+        manifest = run_manifest("diagnose", spec, methods, tasks, options, diagnostics={
+            "rows": rows, "frontier": list(FRONTIER), "file": diagnose.DIAGNOSTICS_FILE})
         store = RunStore.create(Path(args.out), args.name or f"diagnose-{Path(args.model).stem}", manifest)
     else:
         store.repair_torn_tail(diagnose.DIAGNOSTICS_FILE)

@@ -140,7 +140,6 @@ def default_dtype(device: str):
 
 def load_model(name: str, device: str = "cpu", dtype=None) -> LoadedModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, gguf, max_context = resolve(name)

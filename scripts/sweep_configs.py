@@ -7,7 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -80,7 +80,7 @@ def load_hub(repo: str, cfg: str, qa: str) -> list[dict]:
     try:
         import datasets
     except ImportError:
-        raise TaskError(f"babilong: source=hub needs `pip install datasets`; or pass path=FILE_OR_DIR, "
+        raise TaskError("babilong: source=hub needs `pip install datasets`; or pass path=FILE_OR_DIR, "
                         "or use the offline generator (source=gen)") from None
     try:
         return list(datasets.load_dataset(repo, cfg, split=qa))

@@ -3,7 +3,6 @@
 A sample per (length, depth, i); meta carries the depth so results pivot into the usual heatmap.
 """
 import random
-import re
 import string
 
 from tasks.base import Sample, Task, TaskError, register

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness.cli import main, parse_lengths, UsageError
+from harness.cli import main, parse_lengths
 
 
 def test_lengths_accept_k_suffix():

@@ -6,12 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from attention.registry import REGISTRY, AttentionMethod, register
 from harness.cli import main
-from harness.sweep import SweepSpec, expand_alternatives
+from harness.sweep import expand_alternatives
 
 ROOT = Path(__file__).resolve().parents[1]
 

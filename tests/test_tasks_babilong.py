@@ -6,7 +6,6 @@ import pytest
 from tasks.babilong import Babilong, compare_answers, config_name, prompts
 from tasks.babilong_gen import GENERATORS, story
 from tasks.base import TaskError, build_task
-from tasks.render import text_ids
 from tests.fixtures.tokenizer import smollm2_tokenizer
 
 FIXTURES = "tests/fixtures/babilong"

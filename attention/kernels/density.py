@@ -5,7 +5,7 @@ so it costs O(columns + diagonals) instead of building the [Sq, Sk] mask. Window
 """
 import torch
 
-from attention.kernels.prefill import BIG, first_of_run, prepare_columns
+from attention.kernels.prefill import first_of_run, prepare_columns
 from attention.pattern import SparsePattern
 
 
