@@ -118,7 +118,9 @@ class BigBird(AttentionMethod):
         self.record(layer_idx, density=share)
         return run_pattern(q, k, v, SparsePattern(blocks=blocks, block=self.config.block), scale)
 
+    def sparse_pattern(self, q, k, scale, layer_idx=0):
+        return self.pattern(q.shape[1], k.shape[2], layer_idx, q.device)  # drawn where prefill draws them
+
     def keep_mask(self, q, k, scale, layer_idx=0):
         batch, heads, q_len, _ = q.shape
-        return self.pattern(heads, k.shape[2], layer_idx, q.device).keep_mask(batch, heads, q_len, k.shape[2],
-                                                                              q.device)
+        return self.sparse_pattern(q, k, scale, layer_idx).keep_mask(batch, heads, q_len, k.shape[2], q.device)

@@ -50,12 +50,9 @@ def _keep_mask(method, q, k, scale, layer_idx):
 
 
 # name -> (method, q, k, scale, layer_idx) -> SparsePattern | RowTopK | FullMask | None (None = dense causal)
+# (the methods whose keep set is a SparsePattern say so through their own sparse_pattern)
 ADAPTERS = {
-    "sample": lambda m, q, k, scale, layer: m.build_pattern(q, k, scale),
-    "bigbird": lambda m, q, k, scale, layer: m.pattern(q.shape[1], k.shape[2], layer),
-    "streaming": lambda m, q, k, scale, layer: m.pattern(k.shape[2]),
-    "oracle-topk": lambda m, q, k, scale, layer: RowTopK(m.config.density),
-    "h2o": lambda m, q, k, scale, layer: None,  # dense prefill; its sparsity is the decode cache
+    "oracle-topk": lambda m, q, k, scale, layer: RowTopK(m.config.density),  # score-dependent: not a pattern
 }
 
 

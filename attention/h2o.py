@@ -83,6 +83,9 @@ class H2O(AttentionMethod):
             return column_scores(q, k, scale)
         return accumulated_attention(q, k, scale)
 
+    def sparse_pattern(self, q, k, scale, layer_idx=0):
+        return None  # prefill is dense; H2O's sparsity is the decode cache it keeps
+
     def prefill(self, q, k, v, scale, layer_idx=0):
         out = sdpa_causal(q, k, v, scale)
         kept = self.select(self.scores(q, k, scale), k.shape[1])

@@ -125,3 +125,6 @@ class SampleAttention(AttentionMethod):
     def keep_mask(self, q, k, scale):
         pattern = self.build_pattern(q, k, scale)
         return pattern.keep_mask(q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
+
+    def sparse_pattern(self, q, k, scale, layer_idx=0):
+        return self.build_pattern(q, k, scale)

@@ -69,6 +69,9 @@ class StreamingLLM(AttentionMethod):
         self.record(layer_idx, density=share, window=pattern.window)
         return run_pattern(q, k, v, pattern, scale)
 
+    def sparse_pattern(self, q, k, scale, layer_idx=0):
+        return self.pattern(k.shape[2])
+
     def keep_mask(self, q, k, scale):
         batch, heads, q_len, _ = q.shape
         return self.pattern(k.shape[2]).keep_mask(batch, heads, q_len, k.shape[2], q.device)
