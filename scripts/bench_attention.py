@@ -144,6 +144,19 @@ def sample_adaptive(case):
     return call
 
 
+def baseline(name):
+    """A baseline method's whole prefill (pattern + executor) at the case's density; h2o: dense + its scoring."""
+    def factory(case):
+        opts = {"density": str(case.density)} if case.density is not None else {}
+        method = case.cache.setdefault((name, case.density), build_method(name, opts))
+
+        def call():
+            method.stats.clear()
+            return method.prefill(case.q, case.k, case.v, case.scale)
+        return call
+    return factory
+
+
 # name -> (kind, factory(case) -> zero-argument callable to time). kind: "dense" (one row per length),
 # "fixed" (one row per requested density), "adaptive" (one row per length, density measured).
 METHODS = {
@@ -154,6 +167,9 @@ METHODS = {
     "sample_kernel": ("fixed", sample_kernel),
     "sample": ("fixed", sample_total),
     "sample_adaptive": ("adaptive", sample_adaptive),
+    "bigbird": ("fixed", baseline("bigbird")),      # FlexAttention block mask on CUDA
+    "streaming": ("fixed", baseline("streaming")),  # sink + window on the SampleAttention kernel
+    "h2o": ("dense", baseline("h2o")),              # dense prefill + fused column-score kernel
 }
 
 
