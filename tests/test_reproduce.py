@@ -1,0 +1,34 @@
+from harness.cli import main
+from harness.store import RunStore
+
+
+def run_with(root, task, lengths):
+    """Dense scores 1.0; sample scores 0.5 and is twice as fast, at every length."""
+    store = RunStore.create(root, "paper", {})
+    for length in lengths:
+        for spec, method, ttft, score in (("dense", "dense", 100.0, 1.0), ("sample", "sample", 50.0, 0.5)):
+            store.append({"key": f"{spec}|{length}", "status": "ok", "model": "m", "task": task, "method": method,
+                          "method_spec": spec, "length": length, "ttft_ms": ttft, "score": score,
+                          "meta": {"depth": 50}})
+    return store.folder
+
+
+def test_reproduce_accuracy_puts_ours_beside_the_papers(tmp_path, capsys):
+    run = run_with(tmp_path, "babilong", [1024])
+    assert main(["reproduce", "accuracy", "--from", str(run)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| sample "))
+    assert "0.5" in row and "unconfirmed" in out
+    # the paper's relative score for SampleAttention on ChatGLM2-6B: 833.00 / 837.40
+    assert f"{833.00 / 837.40:.3f}" in out
+    assert (run / "report" / "reproduce-accuracy.md").is_file()
+
+
+def test_reproduce_ttft_lists_our_speedups_and_the_papers(tmp_path, capsys):
+    run = run_with(tmp_path, "passkey", [8192, 16384])
+    assert main(["reproduce", "ttft", "--from", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "| m " in out and "2.42" in out and "5.29" in out
+    ours = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()
+            if line.startswith("| m ") and "sample" in line]
+    assert [(row[1], row[2], float(row[3])) for row in ours] == [("sample", "8192", 2.0), ("sample", "16384", 2.0)]
