@@ -5,6 +5,9 @@ Prompts are assembled from token-id pieces (never re-tokenised as one string), s
 import bisect
 
 _SLOT = "\u2063SLOT\u2063"
+# A model without a chat template (a base model, e.g. Gemma-3-270M's GGUF) continues the document's format
+# instead of answering; a completion cue makes it answer.
+ANSWER_CUE = "\nAnswer:"
 
 
 def chat_frame(tokenizer) -> tuple[list[int], list[int]]:
@@ -39,6 +42,8 @@ def assemble_at(tokenizer, target: int, head: str, filler_ids: list[int], insert
     moves back to the nearest break, as the original needle-in-a-haystack test does; the length stays exact.
     """
     before, after = chat_frame(tokenizer)
+    if not getattr(tokenizer, "chat_template", None) and not tail.rstrip().endswith("Answer:"):
+        tail += ANSWER_CUE
     head_ids, tail_ids = text_ids(tokenizer, head), text_ids(tokenizer, tail)
     insert_ids = [(depth, text_ids(tokenizer, text)) for depth, text in inserts]
     fixed = len(before) + len(head_ids) + len(tail_ids) + len(after) + sum(len(ids) for _, ids in insert_ids)

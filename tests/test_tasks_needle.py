@@ -63,6 +63,8 @@ def test_chat_template_frame_and_plain_fallback(tok):
     assert len(plain.input_ids) == 500 and plain.input_ids[0] == plain_tok.bos_token_id
     assert "system" not in plain_tok.decode(plain.input_ids[:5])  # SmolLM2's BOS is <|im_start|> itself
     assert not plain_tok.decode(plain.input_ids).endswith("assistant\n")
+    assert plain_tok.decode(plain.input_ids).endswith("findings.\nAnswer:")  # base models need the cue
+    assert not tok.decode(chat.input_ids).rstrip().endswith("Answer:")
 
 
 def test_seeded_haystack_is_deterministic(tok):
