@@ -1,5 +1,14 @@
 """GPU correctness check of the Triton kernels in bf16 against the fp32 reference, beside a plain PyTorch bf16
-implementation's error (the bar the CPU tests also use). Prints one line per case; exits 1 on a failure."""
+implementation's error (the bar the CPU tests also use). Every sparse kernel path (portable gather kernel, Hopper
+TMA kernel where the card has TMA) runs on --shapes random shapes: lengths off the block sizes, GQA ratios 1-8,
+head dims 64/128/256, sinks, windows from 0 to past the length, columns and slashes overlapping the window and
+the sinks (repeats and unused slots included), queries shorter than keys. Prints failures and a summary per path;
+exits 1 on any failure (error above 2x the bf16 bar, a NaN, an unwritten output, a density mismatch).
+
+  PYTHONPATH=. python scripts/check_kernels_gpu.py --shapes 200
+"""
+import argparse
+import random
 import sys
 from pathlib import Path
 
@@ -7,7 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attention.kernels import pattern_density, sampled_scores, sparse_attention  # noqa: E402
+from attention.kernels import pattern_density, sampled_scores  # noqa: E402
+from attention.kernels.hopper import sparse_attention_tma, supported  # noqa: E402
+from attention.kernels.prefill import sparse_attention  # noqa: E402
 from attention.kernels.torch_scores import torch_sampled_scores  # noqa: E402
 from attention.pattern import SparsePattern, density  # noqa: E402
 from attention.reference import expand_kv, reference_attention  # noqa: E402
@@ -19,38 +30,98 @@ def bf16_torch(q, k, v, keep, scale):
     kx, vx = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
     s = (q @ kx.transpose(-1, -2)) * scale
     s = s.masked_fill(~keep, float("-inf"))
-    return torch.softmax(s, -1).to(q.dtype) @ vx
+    return torch.nan_to_num(torch.softmax(s, -1)).to(q.dtype) @ vx
 
 
-def main():
-    torch.manual_seed(0)
-    failed = 0
-    for seq, heads, kv, dim in [(1000, 4, 1, 64), (777, 6, 2, 128), (1100, 8, 8, 256), (4096, 8, 2, 128)]:
-        q, k, v = (torch.randn(1, h, seq, dim, device="cuda", dtype=torch.bfloat16) for h in (heads, kv, kv))
-        cols = torch.randint(0, seq, (1, heads, seq // 20), device="cuda")
-        sl = torch.randint(0, seq, (1, heads, 12), device="cuda")
-        p = SparsePattern(sink=4, window=seq // 16, columns=cols, slashes=sl)
-        keep = p.keep_mask(1, heads, seq, seq, "cuda")
+def portable(q, k, v, scale, *, sink, window, columns=None, slashes=None, out=None):
+    return sparse_attention(q, k, v, SparsePattern(sink=sink, window=window, columns=columns, slashes=slashes), scale,
+                            out=out)
+
+
+def random_case(rng: random.Random, device):
+    """One random shape and pattern; columns/slashes deliberately overlap sinks and window."""
+    kv = rng.choice([1, 1, 2, 4])
+    group = rng.choice([1, 2, 3, 4, 8])
+    heads, dim = kv * group, rng.choice([64, 128, 128, 256])
+    k_len = rng.randrange(65, 1500 if dim == 256 else 2600)
+    q_len = k_len if rng.random() < 0.8 else rng.randrange(1, k_len + 1)
+    window = rng.choice([0, rng.randrange(1, 64), rng.randrange(1, k_len + 1), k_len + 5])
+    sink = rng.choice([0, 0, rng.randrange(1, 9)])
+    g = torch.Generator(device=device).manual_seed(rng.randrange(1 << 30))
+    cols = slashes = None
+    if rng.random() < 0.85:
+        n = rng.randrange(1, max(2, k_len // 8))
+        cols = torch.randint(-1, k_len, (1, heads, n), device=device, generator=g)
+        cols[..., : min(n, 3)] = torch.randint(0, min(sink + 2, k_len), (1, heads, min(n, 3)), device=device,
+                                               generator=g)  # on or next to the sinks, repeats likely
+        if n > 6:
+            cols[..., 3:6] = (k_len - 1 - torch.randint(0, max(1, window), (1, heads, 3), device=device, generator=g))
+    if rng.random() < 0.35:
+        slashes = torch.randint(-1, k_len, (1, heads, rng.randrange(1, 12)), device=device, generator=g)
+        slashes[..., 0] = rng.randrange(0, max(1, window + 3))  # inside / at the edge of the window
+    return q_len, k_len, heads, kv, dim, SparsePattern(sink=sink, window=window, columns=cols, slashes=slashes)
+
+
+def check_sparse(paths, n_shapes, seed, device="cuda"):
+    rng = random.Random(seed)
+    failed = {name: 0 for name in paths}
+    worst = {name: 0.0 for name in paths}
+    for i in range(n_shapes):
+        q_len, k_len, heads, kv, dim, p = random_case(rng, device)
+        q = torch.randn(1, heads, q_len, dim, device=device, dtype=torch.bfloat16)
+        k, v = (torch.randn(1, kv, k_len, dim, device=device, dtype=torch.bfloat16) for _ in range(2))
+        k[:, :, torch.rand(k_len, device=device) < 0.02] *= 4  # some peaked rows
+        keep = p.keep_mask(1, heads, q_len, k_len, device)
         scale = dim ** -0.5
         ref = reference_attention(q, k, v, keep, scale)
-        out = torch.full_like(q, float("nan"))
-        sparse_attention(q, k, v, p, scale, out=out)
-        err = ((out.float() - ref).norm() / ref.norm()).item()
-        base = ((bf16_torch(q, k, v, keep, scale).float() - ref).norm() / ref.norm()).item()
-        dens = (pattern_density(p, 1, heads, seq, seq, "cuda") - density(keep)).abs().max().item()
-        ok = err <= 2 * base and not out.isnan().any() and dens < 1e-5
-        failed += not ok
-        print(f"sparse S={seq} H={heads}/{kv} D={dim}: rel err {err:.2e} (torch bf16 {base:.2e}) density diff {dens:.1e}"
-              f" {'ok' if ok else 'FAIL'}")
+        norm = ref.norm().clamp(min=1e-6)
+        base = ((bf16_torch(q, k, v, keep, scale).float() - ref).norm() / norm).item()
+        dens = (pattern_density(p, 1, heads, q_len, k_len, device) - density(keep)).abs().max().item()
+        for name, fn in paths.items():
+            out = torch.full_like(q, float("nan"))
+            fn(q, k, v, scale, sink=p.sink, window=p.window, columns=p.columns, slashes=p.slashes, out=out)
+            nan = bool(out.isnan().any())
+            err = ((out.float() - ref).norm() / norm).item()
+            ok = not nan and err <= 2 * base + 1e-6 and dens < 1e-5
+            worst[name] = max(worst[name], err / max(base, 1e-9))
+            if not ok:
+                failed[name] += 1
+                print(f"FAIL {name} #{i} Sq={q_len} Sk={k_len} H={heads}/{kv} D={dim} sink={p.sink} window={p.window}"
+                      f" cols={None if p.columns is None else p.columns.shape[-1]}"
+                      f" slashes={None if p.slashes is None else p.slashes.shape[-1]}: err {err:.2e} bar {base:.2e}"
+                      f" nan={nan} density diff {dens:.1e}", flush=True)
+    for name in paths:
+        print(f"sparse[{name}]: {n_shapes - failed[name]}/{n_shapes} ok, worst error / bf16 bar {worst[name]:.2f}")
+    return sum(failed.values())
+
+
+def check_scores():
+    failed = 0
+    for seq, heads, kv, dim in [(1000, 4, 1, 64), (777, 6, 2, 128), (1100, 8, 8, 256), (4096, 8, 2, 128)]:
+        q, k = (torch.randn(1, h, seq, dim, device="cuda", dtype=torch.bfloat16) for h in (heads, kv))
         for slash in (False, True):
             rows = chunk_rows(seq, 4, "cuda") if slash else strided_rows(seq, 0.05, "cuda")
-            col, dg = sampled_scores(q, k, scale, rows, slash)
-            col2, dg2 = torch_sampled_scores(q, k, scale, rows, slash)
+            col, dg = sampled_scores(q, k, dim ** -0.5, rows, slash)
+            col2, dg2 = torch_sampled_scores(q, k, dim ** -0.5, rows, slash)
             e = ((col - col2).norm() / col2.norm()).item()
             e2 = ((dg - dg2).norm() / dg2.norm()).item() if slash else 0.0
             ok = e < 2e-2 and e2 < 2e-2
             failed += not ok
-            print(f"  scores slash={slash}: col rel err {e:.2e} diag rel err {e2:.2e} {'ok' if ok else 'FAIL'}")
+            print(f"scores S={seq} H={heads}/{kv} D={dim} slash={slash}: col rel err {e:.2e} diag rel err {e2:.2e}"
+                  f" {'ok' if ok else 'FAIL'}")
+    return failed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shapes", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    paths = {"portable": portable}
+    if supported(torch.empty(1, device="cuda")):
+        paths["tma"] = sparse_attention_tma
+    failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
     print("GPU CHECK", "FAILED" if failed else "PASSED")
     return 1 if failed else 0
 

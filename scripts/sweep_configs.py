@@ -1,60 +1,102 @@
-"""Compare block configs of the sparse kernel and of stage 1 on the GPU at fixed density; write the best as env.
+"""Compare tile configs of the sparse kernel paths (portable gather kernel, Hopper TMA kernel) on the GPU at fixed
+densities, beside cuDNN and FlexAttention in the same process; write the best per length as env lines.
 
-  PYTHONPATH=. python scripts/sweep_configs.py --lengths 32768,131072 --out $OUT   (then: source $OUT/best.env)
+  PYTHONPATH=. python scripts/sweep_configs.py --lengths 8192,32768,131072 --out $OUT   (then: source $OUT/best.env)
+
+Each row: time, time / (density x cuDNN dense time) (the issue-14 ratio; 1.0 = cuDNN's rate per computed cell),
+and TFLOP/s over computed cells (4 * cells * D per head).
 """
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
+import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attention.executor import run_pattern  # noqa: E402
-from attention.kernels import sampled_scores  # noqa: E402
-from attention.registry import build_method  # noqa: E402
-from attention.sample import strided_rows  # noqa: E402
-from scripts.bench_attention import planted_inputs  # noqa: E402
+from attention.kernels import pattern_density  # noqa: E402
+from scripts.bench_attention import Case, flex, planted_inputs, sdpa, sparse_runner  # noqa: E402
 
-SPARSE = ["128,64,8,3", "128,64,4,3", "128,128,8,2", "64,64,4,3", "128,64,8,2", "128,64,8,4"]
-SCORES = ["64,64,4,3", "128,128,4,3", "128,128,8,3", "64,128,4,3", "128,64,4,2"]
+PORTABLE = ["128,64,8,3", "64,64,4,3"]
+# BLOCK_M, BLOCK_N, warps, stages, warp_specialize (8 warps only with 128x128 tiles, as Triton's tutorial keeps)
+TMA = ["128,64,4,2,0", "128,64,4,3,0", "128,64,4,4,0", "128,128,8,2,0", "128,128,8,3,0", "64,64,4,3,0",
+       "128,128,4,2,0", "128,64,4,2,1", "128,128,8,2,1"]
 
 
 def timed(fn):
-    return triton.testing.do_bench(fn, warmup=30, rep=150, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=25, rep=120, return_mode="median")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lengths", default="32768,131072")
-    ap.add_argument("--density", type=float, default=0.1)
+    ap.add_argument("--lengths", default="8192,32768,131072")
+    ap.add_argument("--densities", default="0.1")
+    ap.add_argument("--tma", default=";".join(TMA))
+    ap.add_argument("--portable", default=";".join(PORTABLE))
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--profile", action="store_true",
+                    help="one call each of cuDNN and both sparse paths at the first length/density (run under ncu)")
     args = ap.parse_args()
-    totals = {("sparse", c): 0.0 for c in SPARSE} | {("scores", c): 0.0 for c in SCORES}
+    heads, kv_heads, dim = 32, 8, 128
+    scale = dim ** -0.5
+    if args.profile:
+        seq, dens = int(args.lengths.split(",")[0]), float(args.densities.split(",")[0])
+        q, k, v = planted_inputs(seq, heads, kv_heads, dim)
+        case = Case(q, k, v, seq, dens, scale, {})
+        runner, _ = sparse_runner(case, "sample", {"density": str(dens), "r_w": str(dens / 4)})
+        sdpa("cudnn")(case)()
+        for path in ("tma", "portable"):
+            os.environ["ATTN_SPARSE_PATH"] = path
+            runner()
+        torch.cuda.synchronize()
+        return
+    lines = []
     for seq in (int(x) for x in args.lengths.split(",")):
-        q, k, v = planted_inputs(seq, 32, 8, 128)
-        method = build_method("sample", {"density": str(args.density), "r_w": str(args.density / 4)})
-        pattern = method.build_pattern(q, k, 128 ** -0.5)
-        rows = strided_rows(seq, 0.05, "cuda")
-        for kind, configs, var, fn in (
-                ("sparse", SPARSE, "ATTN_SPARSE_BLOCKS", lambda: run_pattern(q, k, v, pattern, 128 ** -0.5)),
-                ("scores", SCORES, "ATTN_SCORES_CFG", lambda: sampled_scores(q, k, 128 ** -0.5, rows))):
-            for config in configs:
-                os.environ[var] = config
-                try:
-                    ms = timed(fn)
-                except Exception as err:  # e.g. out of shared memory for a big tile
-                    print(f"{kind} {config} S={seq}: failed {type(err).__name__}: {str(err)[:80]}", flush=True)
-                    ms = float("inf")
-                totals[(kind, config)] += ms / seq ** 2  # weight lengths equally
-                print(f"{kind:6s} {config:12s} S={seq:7d} {ms:9.3f} ms", flush=True)
-                os.environ.pop(var)
-    best = {kind: min((c for (kk, c) in totals if kk == kind), key=lambda c: totals[(kind, c)])
-            for kind in ("sparse", "scores")}
-    text = f"export ATTN_SPARSE_BLOCKS={best['sparse']}\nexport ATTN_SCORES_CFG={best['scores']}\n"
-    Path(args.out, "best.env").write_text(text)
-    print("best:", best)
+        q, k, v = planted_inputs(seq, heads, kv_heads, dim)
+        shared = {}
+        cudnn = timed(sdpa("cudnn")(Case(q, k, v, seq, None, scale, shared)))
+        print(f"cudnn S={seq}: {cudnn:.3f} ms", flush=True)
+        best = {}
+        for dens in (float(x) for x in args.densities.split(",")):
+            case = Case(q, k, v, seq, dens, scale, shared)
+            flex_ms = timed(flex(case))
+            runner, pattern = sparse_runner(case, "sample", {"density": str(dens), "r_w": str(dens / 4)})
+            real = float(pattern_density(pattern, 1, heads, seq, seq, "cuda").mean())
+            cells = real * heads * seq * (seq + 1) / 2
+            print(f"flex   S={seq} d={dens}: {flex_ms:.3f} ms = {flex_ms / (dens * cudnn):.2f} x d x cudnn", flush=True)
+            for path, configs, var in (("tma", args.tma, "ATTN_TMA_BLOCKS"),
+                                       ("portable", args.portable, "ATTN_SPARSE_BLOCKS")):
+                for config in (c for c in configs.split(";") if c):
+                    os.environ[var] = config
+                    os.environ["ATTN_SPARSE_PATH"] = path
+                    try:
+                        ms = timed(runner)
+                    except Exception as err:  # e.g. out of shared memory, or no warp specialisation here
+                        print(f"{path:8s} {config:14s} S={seq}: failed {type(err).__name__}: {str(err)[:160]}",
+                              flush=True)
+                        ms = math.inf
+                    finally:
+                        os.environ.pop(var)
+                        os.environ.pop("ATTN_SPARSE_PATH")
+                    ratio = ms / (real * cudnn)
+                    tflops = 4 * cells * dim / ms / 1e9
+                    line = (f"{path:8s} {config:14s} S={seq:7d} d={dens:.2f} (real {real:.3f}) {ms:9.3f} ms "
+                            f"ratio {ratio:5.2f} vs flex {flex_ms / ms:5.2f}x  {tflops:6.1f} TFLOP/s")
+                    print(line, flush=True)
+                    lines.append(line)
+                    if path == "tma":
+                        best.setdefault(config, 0.0)
+                        best[config] += ms / (real * cudnn)
+        if best:
+            winner = min(best, key=best.get)
+            lines.append(f"best tma config at S={seq}: {winner}")
+            print(lines[-1], flush=True)
+        del q, k, v
+        torch.cuda.empty_cache()
+    Path(args.out, "sweep.log").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

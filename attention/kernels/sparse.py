@@ -52,6 +52,27 @@ def _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, 
 
 
 @triton.jit
+def slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHIT, bh, delta_slots, p_first, pos,
+               row_ok, offs_d, sk_s, sv_s, Sk, window, qk_scale, BLOCK_N: tl.constexpr, F32: tl.constexpr):
+    """Slash stripes (shared by both kernels): key blocks along kept diagonals, keys that are columns skipped."""
+    nd = tl.load(N_DELTA + bh)
+    for t in range(0, nd):
+        delta = tl.load(DELTAS + bh * delta_slots + t)
+        offs_n = p_first - delta * BLOCK_N + tl.arange(0, BLOCK_N)
+        kv_ok = (offs_n >= 0) & (offs_n < Sk)
+        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        diff = pos[:, None] - offs_n[None, :]
+        cand = kv_ok[None, :] & (diff >= window) & (diff >= 0) & row_ok[:, None]
+        on_diag = tl.load(DIAGHIT + bh * Sk + diff, mask=cand, other=0)
+        is_col = tl.load(COLHIT + bh * Sk + offs_n, mask=kv_ok, other=0)
+        keep = cand & (on_diag != 0) & (is_col[None, :] == 0)
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
+    return acc, m_i, l_i
+
+
+# lengths and offsets vary per call: specialising on them would compile a variant per shape
+@triton.jit(do_not_specialize=["Sq", "Sk", "q_off", "window", "col_slots", "n_qb", "delta_slots"])
 def sparse_fwd_kernel(
     Q, K, V, O, COLS, COL_FULL, COL_HI, DELTAS, N_DELTA, COLHIT, DIAGHIT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
@@ -114,19 +135,8 @@ def sparse_fwd_kernel(
 
     # slash stripes: key block starting delta * BLOCK_N before this query block holds diagonals near delta*BLOCK_N
     if HAS_SLASH:
-        nd = tl.load(N_DELTA + bh)
-        for t in range(0, nd):
-            delta = tl.load(DELTAS + bh * delta_slots + t)
-            offs_n = p_first - delta * BLOCK_N + tl.arange(0, BLOCK_N)
-            kv_ok = (offs_n >= 0) & (offs_n < Sk)
-            k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-            v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-            diff = pos[:, None] - offs_n[None, :]
-            cand = kv_ok[None, :] & (diff >= window) & (diff >= 0) & row_ok[:, None]
-            on_diag = tl.load(DIAGHIT + bh * Sk + diff, mask=cand, other=0)
-            is_col = tl.load(COLHIT + bh * Sk + offs_n, mask=kv_ok, other=0)
-            keep = cand & (on_diag != 0) & (is_col[None, :] == 0)
-            acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
+        acc, m_i, l_i = slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHIT, bh, delta_slots,
+                                   p_first, pos, row_ok, offs_d, sk_s, sv_s, Sk, window, qk_scale, BLOCK_N, F32)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
     out = acc / l_safe[:, None]
