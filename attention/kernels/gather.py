@@ -1,10 +1,15 @@
-"""Gather each query head's selected key columns once into a contiguous K/V buffer (a memory-bound copy), so
-the sparse kernel reads them as dense tiles (TMA) instead of row by row through an index.
+"""Build the combined key/value buffer the Hopper sparse kernel reads through one TMA descriptor each:
 
-Cost: 2 x (B * Hq * C * D) elements read and written, about 0.1 ms per 100 MB on an H100; the kernel then does
-no index loads and no repeat checks inside its column loop.
+  rows [0, B*Hk*Sk)                      K (resp. V) itself, [B*Hk*Sk, D] (the window part reads it)
+  rows [B*Hk*Sk + (b*Hq+h)*slots, + n)   the n distinct selected columns of query head (b, h), ascending
+
+Only real columns are copied (a Triton kernel skips the unused slots; the pattern's column tensor usually has
+one slot per key, mostly unused), so the copy is K + V once plus 2 x (B * Hq * n * D) elements, memory-bound.
+Unused slots stay unwritten: the kernel reads them only in masked tiles and zeroes V there.
 """
 import torch
+import triton
+import triton.language as tl
 
 BIG = 1 << 30  # sorts after every real index (same sentinel as the launcher's prepare_columns)
 
@@ -16,19 +21,40 @@ def dedup_sorted(c: torch.Tensor) -> torch.Tensor:
     return torch.where(repeat, BIG, c).sort(-1).values
 
 
-def gather_columns(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor, slots: int):
-    """k, v [B, Hk, Sk, D] contiguous; cols sorted unique [B, Hq, C] (BIG = unused), C <= slots.
+@triton.jit
+def gather_rows_kernel(K, V, KX, VX, COLS, N_REAL, out_base, H, GROUP, HK, Sk, slots,
+                       HEAD_D: tl.constexpr, ROWS: tl.constexpr):
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    n = tl.load(N_REAL + bh)
+    if tile * ROWS < n:
+        slot = tile * ROWS + tl.arange(0, ROWS)
+        ok = slot < n
+        col = tl.load(COLS + bh * slots + slot, mask=ok, other=0).to(tl.int64)
+        src = ((bh // H) * HK + (bh % H) // GROUP).to(tl.int64) * Sk + col
+        dst = out_base + bh.to(tl.int64) * slots + slot
+        offs_d = tl.arange(0, HEAD_D)
+        k = tl.load(K + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None])
+        tl.store(KX + dst[:, None] * HEAD_D + offs_d[None, :], k, mask=ok[:, None])
+        v = tl.load(V + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None])
+        tl.store(VX + dst[:, None] * HEAD_D + offs_d[None, :], v, mask=ok[:, None])
 
-    Returns kc, vc [B * Hq * slots, D] (row (b*Hq + h)*slots + s = key cols[b, h, s]; unused slots hold key 0 of
-    that head, never read unmasked) and the key positions int32 [B * Hq * slots] (unused = BIG).
-    """
+
+def combined_kv(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor | None, slots: int, heads: int):
+    """k, v [B, Hk, Sk, D] contiguous; cols sorted unique int32 [B, Hq, slots] (BIG = unused) or None.
+
+    Returns kx, vx [B*Hk*Sk + B*Hq*slots, D] laid out as the module docstring says."""
     batch, kv_heads, k_len, dim = k.shape
-    heads = cols.shape[1]
-    if slots > cols.shape[-1]:
-        cols = torch.nn.functional.pad(cols, (0, slots - cols.shape[-1]), value=BIG)
-    hk = torch.arange(heads, device=k.device) // (heads // kv_heads)
-    base = (torch.arange(batch, device=k.device)[:, None] * kv_heads + hk[None, :]) * k_len  # [B, Hq]
-    flat = (base[..., None] + torch.where(cols < BIG, cols, 0)).reshape(-1)
-    kc = k.reshape(-1, dim).index_select(0, flat)
-    vc = v.reshape(-1, dim).index_select(0, flat)
-    return kc, vc, cols.to(torch.int32).reshape(-1).contiguous()
+    base = batch * kv_heads * k_len
+    if cols is None or not slots:
+        return k.view(base, dim), v.view(base, dim)  # window (and slashes) only: no copy
+    kx = torch.empty(base + batch * heads * slots, dim, dtype=k.dtype, device=k.device)
+    vx = torch.empty_like(kx)
+    kx[:base].copy_(k.view(base, dim))
+    vx[:base].copy_(v.view(base, dim))
+    n_real = (cols < BIG).sum(-1, dtype=torch.int32).reshape(-1)
+    rows = 64
+    gather_rows_kernel[(triton.cdiv(slots, rows), batch * heads)](
+        k, v, kx, vx, cols, n_real, base, heads, heads // kv_heads, kv_heads, k_len, slots,
+        HEAD_D=dim, ROWS=rows, num_warps=4)
+    return kx, vx

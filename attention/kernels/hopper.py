@@ -7,7 +7,7 @@ import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attention.kernels.gather import BIG, dedup_sorted, gather_columns
+from attention.kernels.gather import BIG, combined_kv, dedup_sorted
 from attention.kernels.prefill import LOG2E, _per_head, hit_map, interpreter_f32, prepare_columns, slash_blocks
 from attention.kernels.sparse_tma import sparse_tma_kernel
 
@@ -29,12 +29,21 @@ def tma_config(head_dim: int, q_len: int) -> tuple[int, int, int, int, bool]:
     if head_dim <= 64:
         return 128, 64, 4, 3, False
     if head_dim <= 128:
-        return 128, 64, 4, 2, False
+        return (128, 64, 4, 2, False) if q_len <= 49152 else (128, 128, 8, 3, False)
     return 64, 64, 4, 2, False
 
 
 def sparse_attention_tma(q, k, v, scale: float, *, sink: int, window: int, columns: torch.Tensor | None = None,
                          slashes: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run sink + window + columns (+ slashes) on the TMA kernel. Returns [B, Hq, Sq, D]."""
+    grid, args, meta = prepare(q, k, v, scale, sink=sink, window=window, columns=columns, slashes=slashes, out=out)
+    sparse_tma_kernel[grid](*args, **meta)
+    return args[3]
+
+
+def prepare(q, k, v, scale: float, *, sink: int, window: int, columns=None, slashes=None, out=None):
+    """Everything before the launch (column sort and dedup, block bounds, gather copy, descriptors): the kernel's
+    (grid, args, meta). Timed alone by scripts/sweep_configs.py."""
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # descriptors read the [B*H*S, D] views
@@ -52,18 +61,21 @@ def sparse_attention_tma(q, k, v, scale: float, *, sink: int, window: int, colum
         columns = sinks if columns is None else torch.cat([sinks, _per_head(columns.to(device).long(), batch, heads)],
                                                           -1)
     has_cols = columns is not None and columns.shape[-1] > 0
-    kc, vc = k, v  # placeholders for the descriptors when there are no columns
-    colpos = col_full = col_hi = dummy
+    colpos = col_full = col_hi = cols = None
     col_slots = 0
     if has_cols:
         columns = columns.to(device)
         c = dedup_sorted(prepare_columns(columns, batch, heads, k_len))
-        col_slots = triton.cdiv(c.shape[-1], bn) * bn
+        col_slots = triton.cdiv(c.shape[-1], 128) * 128  # whole gather tiles and whole kernel tiles
         first = q_off + torch.arange(n_qb, device=device) * bm
         last = (first + bm - 1).clamp(max=k_len - 1)
         col_full, col_hi = (torch.searchsorted(c, (x - window).expand(batch, heads, n_qb).contiguous(), right=True)
                             .to(torch.int32).contiguous() for x in (first, last))
-        kc, vc, colpos = gather_columns(k, v, c, col_slots)
+        cols = torch.nn.functional.pad(c, (0, col_slots - c.shape[-1]), value=BIG).to(torch.int32).contiguous()
+    kx, vx = combined_kv(k, v, cols, col_slots, heads)
+    colpos = cols if has_cols else dummy
+    col_full = col_full if has_cols else dummy
+    col_hi = col_hi if has_cols else dummy
 
     deltas = n_delta = dummy
     colhit = diaghit = dummy8
@@ -82,17 +94,14 @@ def sparse_attention_tma(q, k, v, scale: float, *, sink: int, window: int, colum
         flat = t.reshape(-1, head_dim)
         return TensorDescriptor(flat, list(flat.shape), [head_dim, 1], [rows, head_dim])
 
-    grid = (n_qb, batch * heads)
-    sparse_tma_kernel[grid](
-        desc(q, bm), desc(k, bn), desc(v, bn), desc(kc, bn), desc(vc, bn), out, colpos, col_full, col_hi,
-        k, v, deltas, n_delta, colhit, diaghit,
-        out.stride(0), out.stride(1), out.stride(2),
-        heads, heads // kv_heads, kv_heads, q_len, k_len, col_slots, q_off, window, n_qb, delta_slots,
-        scale * LOG2E,
-        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash, WARP_SPEC=ws,
-        F32=interpreter_f32(q), num_warps=warps, num_stages=stages,
-    )
-    return out
+    args = (desc(q, bm), desc(kx, bn), desc(vx, bn), out, colpos, col_full, col_hi,
+            k, v, deltas, n_delta, colhit, diaghit,
+            out.stride(0), out.stride(1), out.stride(2),
+            heads, heads // kv_heads, kv_heads, q_len, k_len, batch * kv_heads * k_len, col_slots, q_off, window,
+            n_qb, delta_slots, scale * LOG2E)
+    meta = dict(HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash, WARP_SPEC=ws,
+                F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
+    return (n_qb, batch * heads), args, meta
 
 
-__all__ = ["BIG", "sparse_attention_tma", "supported", "tma_config"]
+__all__ = ["BIG", "prepare", "sparse_attention_tma", "supported", "tma_config"]

@@ -1,13 +1,18 @@
-"""Hopper path of the sparse prefill kernel: every dense tile comes through a TMA tensor descriptor.
+"""Hopper path of the sparse prefill kernel: every K/V tile comes through a TMA tensor descriptor.
 
 Same function as sparse.py (sink + window + columns + slashes, causal, grouped-query heads read in place), but
-the columns were gathered beforehand into a contiguous per-query-head K/V buffer (attention/kernels/gather.py,
-sorted, repeats dropped, sinks included). The column part is then a contiguous attention with a monotone causal
-bound: slots [0, COL_FULL) every row of the query block may use (no mask, no index loads), [COL_FULL, COL_HI)
-masked by the slot's key position. Window blocks are read straight from K/V through descriptors on the
-[B*Hk*Sk, D] view; tiles that run past a head's last key are always masked by causality, so they never count.
-Unmasked tiles use the cheap update (scale folded after the row max, one exp2 per cell, P@V accumulated in
-place); masked tiles use the -inf-safe one. Slashes reuse the portable kernel's gathered loop.
+each query head's columns were gathered beforehand (attention/kernels/gather.py: sorted, repeats dropped, sinks
+included) into a contiguous run of rows placed after K in one combined buffer, so one descriptor serves both the
+window part and the column part. Each query block then walks two loops, as Triton's fused-attention tutorial does
+(every extra loop drains and refills the software pipeline):
+
+  unmasked: column tiles every row of the block may use, then window tiles every row sees whole
+            (scale folded after the row max, one exp2 per cell, P@V accumulated in place)
+  masked:   the column tail (slot's key position checked per row), the window's low edge, the diagonal
+            (one rule: lo <= row - key < hi; columns lo = window, hi = inf; window lo = 0, hi = window)
+
+Masked tiles may cover rows nothing wrote (unused column slots, keys past the head): V is zeroed there.
+Slashes reuse the portable kernel's gathered loop.
 """
 import triton
 import triton.language as tl
@@ -48,12 +53,12 @@ def _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32: tl.constexpr):
 
 
 # lengths and offsets vary per call: specialising on them would compile a variant per shape
-@triton.jit(do_not_specialize=["Sq", "Sk", "col_slots", "q_off", "window", "n_qb", "delta_slots"])
+@triton.jit(do_not_specialize=["Sq", "Sk", "col_base", "col_slots", "q_off", "window", "n_qb", "delta_slots"])
 def sparse_tma_kernel(
-    desc_q, desc_k, desc_v, desc_kc, desc_vc, O, COLPOS, COL_FULL, COL_HI,
+    desc_q, desc_k, desc_v, O, COLPOS, COL_FULL, COL_HI,
     K, V, DELTAS, N_DELTA, COLHIT, DIAGHIT,
     so_b, so_h, so_s,
-    H, GROUP, HK, Sq, Sk, col_slots, q_off, window, n_qb, delta_slots, qk_scale,
+    H, GROUP, HK, Sq, Sk, col_base, col_slots, q_off, window, n_qb, delta_slots, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_COLS: tl.constexpr, HAS_SLASH: tl.constexpr, WARP_SPEC: tl.constexpr, F32: tl.constexpr,
 ):
@@ -63,61 +68,65 @@ def sparse_tma_kernel(
     h = bh % H
     hk = h // GROUP
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
     row_ok = offs_m < Sq
     pos = q_off + offs_m  # absolute key position of each query
     offs_d = tl.arange(0, HEAD_D)
     q = desc_q.load([bh * Sq + qb * BLOCK_M, 0])  # rows past Sq belong to the next head or are zero: never stored
     kv_row = (b * HK + hk) * Sk
+    c_row = col_base + bh * col_slots
     p_first = q_off + qb * BLOCK_M
     p_last = tl.minimum(p_first + BLOCK_M - 1, q_off + Sq - 1)
+
+    # tile counts of the five parts (columns: whole tiles below COL_FULL, then the tail up to COL_HI)
+    n_cfull = 0
+    n_ctail = 0
+    if HAS_COLS:
+        c_full = tl.load(COL_FULL + bh * n_qb + qb)
+        c_hi = tl.load(COL_HI + bh * n_qb + qb)
+        n_cfull = c_full // BLOCK_N
+        n_ctail = tl.maximum(tl.cdiv(c_hi, BLOCK_N) - n_cfull, 0)
+    win_lo = (tl.maximum(p_first - window + 1, 0) // BLOCK_N) * BLOCK_N
+    full_lo = tl.cdiv(tl.maximum(p_last - window + 1, 0), BLOCK_N) * BLOCK_N
+    full_hi = tl.maximum((p_first + 1) // BLOCK_N * BLOCK_N, full_lo)
+    n_low = tl.cdiv(tl.maximum(tl.minimum(full_lo, p_last + 1) - win_lo, 0), BLOCK_N)
+    n_wfull = (full_hi - full_lo) // BLOCK_N
+    n_diag = tl.cdiv(tl.maximum(p_last + 1 - full_hi, 0), BLOCK_N)
+    n_low = tl.where(window > 0, n_low, 0)  # window 0: no window tiles at all
+    n_wfull = tl.where(window > 0, n_wfull, 0)
+    n_diag = tl.where(window > 0, n_diag, 0)
 
     acc = tl.zeros([BLOCK_M, HEAD_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
-    # gathered columns: a contiguous run of slots, unmasked up to the last whole tile every row may use
-    if HAS_COLS:
-        c_full = tl.load(COL_FULL + bh * n_qb + qb)
-        c_hi = tl.load(COL_HI + bh * n_qb + qb)
-        c_row = bh * col_slots
-        full_tiles = (c_full // BLOCK_N) * BLOCK_N
-        for c0 in tl.range(0, full_tiles, BLOCK_N, warp_specialize=WARP_SPEC):
-            k = desc_kc.load([c_row + c0, 0])
-            v = desc_vc.load([c_row + c0, 0])
-            acc, m_i, l_i = _step_full(acc, m_i, l_i, q, k, v, qk_scale, F32)
-        for c0 in range(full_tiles, c_hi, BLOCK_N):
-            slot = c0 + tl.arange(0, BLOCK_N)
-            cpos = tl.load(COLPOS + c_row + slot)  # sorted key positions, padding = BIG
-            k = desc_kc.load([c_row + c0, 0])
-            v = desc_vc.load([c_row + c0, 0])
-            diff = pos[:, None] - cpos[None, :]
-            keep = (slot[None, :] < c_hi) & (diff >= window) & (diff >= 0)
-            acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32)
+    for t in tl.range(0, n_cfull + n_wfull, warp_specialize=WARP_SPEC):
+        row = tl.where(t < n_cfull, c_row + t * BLOCK_N, kv_row + full_lo + (t - n_cfull) * BLOCK_N)
+        k = desc_k.load([row, 0])
+        v = desc_v.load([row, 0])
+        acc, m_i, l_i = _step_full(acc, m_i, l_i, q, k, v, qk_scale, F32)
 
-    # local window (diagonal included): masked low edge, whole blocks every row sees, masked diagonal
-    if window > 0:
-        win_lo = (tl.maximum(p_first - window + 1, 0) // BLOCK_N) * BLOCK_N
-        full_lo = tl.cdiv(tl.maximum(p_last - window + 1, 0), BLOCK_N) * BLOCK_N
-        full_hi = tl.maximum((p_first + 1) // BLOCK_N * BLOCK_N, full_lo)
-        for start in range(win_lo, tl.minimum(full_lo, p_last + 1), BLOCK_N):
-            k = desc_k.load([kv_row + start, 0])
-            v = desc_v.load([kv_row + start, 0])
-            diff = pos[:, None] - (start + tl.arange(0, BLOCK_N))[None, :]
-            acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, (diff < window) & (diff >= 0), qk_scale, F32)
-        for start in tl.range(full_lo, full_hi, BLOCK_N, warp_specialize=WARP_SPEC):
-            k = desc_k.load([kv_row + start, 0])
-            v = desc_v.load([kv_row + start, 0])
-            acc, m_i, l_i = _step_full(acc, m_i, l_i, q, k, v, qk_scale, F32)
-        for start in range(full_hi, p_last + 1, BLOCK_N):
-            k = desc_k.load([kv_row + start, 0])
-            v = desc_v.load([kv_row + start, 0])
-            diff = pos[:, None] - (start + tl.arange(0, BLOCK_N))[None, :]
-            acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, (diff < window) & (diff >= 0), qk_scale, F32)
+    for u in range(0, n_ctail + n_low + n_diag):
+        is_col = u < n_ctail
+        slot0 = (n_cfull + u) * BLOCK_N
+        start = tl.where(u - n_ctail < n_low, win_lo + (u - n_ctail) * BLOCK_N,
+                         full_hi + (u - n_ctail - n_low) * BLOCK_N)
+        row = tl.where(is_col, c_row + slot0, kv_row + start)
+        k = desc_k.load([row, 0])
+        v = desc_v.load([row, 0])
+        cpos = tl.load(COLPOS + bh * col_slots + slot0 + offs_n, 
+                       mask=slot0 + offs_n < tl.where(is_col, col_slots, 0), other=0)
+        kpos = tl.where(is_col, cpos, start + offs_n)  # padding slots hold BIG: past every row, never kept
+        lo = tl.where(is_col, window, 0)
+        hi = tl.where(is_col, 1 << 30, window)
+        diff = pos[:, None] - kpos[None, :]
+        keep = (diff >= lo) & (diff < hi)
+        v = tl.where((kpos <= p_last)[:, None], v, 0.0)
+        acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32)
 
     if HAS_SLASH:
-        # slash_part computes scores with the scale inside the mask; same numbers as the portable kernel
-        k_base = K + (b * HK + hk) * Sk * HEAD_D
-        v_base = V + (b * HK + hk) * Sk * HEAD_D
+        k_base = K + (b * HK + hk).to(tl.int64) * Sk * HEAD_D
+        v_base = V + (b * HK + hk).to(tl.int64) * Sk * HEAD_D
         acc, m_i, l_i = slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHIT, bh,
                                    delta_slots, p_first, pos, row_ok, offs_d, HEAD_D, HEAD_D, Sk, window, qk_scale,
                                    BLOCK_N, F32)
