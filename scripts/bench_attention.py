@@ -114,21 +114,11 @@ def sample_method(case):
     return case.cache[key]
 
 
-def execute(q, k, v, pattern, scale):
-    """Run a pattern; ATTN_SPARSE_PATH=tma|portable picks the kernel path (default: the executor's choice)."""
-    path = os.environ.get("ATTN_SPARSE_PATH")
-    if path == "tma" and pattern.blocks is None:
-        from attention.kernels.hopper import sparse_attention_tma
-        return sparse_attention_tma(q, k, v, scale, sink=pattern.sink, window=pattern.window,
-                                    columns=pattern.columns, slashes=pattern.slashes)
-    return run_pattern(q, k, v, pattern, scale)
-
-
 def sparse_runner(case, name, opts):
     """(callable executing method `name`'s pattern on the case, the pattern); the pattern is built once."""
     method = build_method(name, opts)
     pattern = method.build_pattern(case.q, case.k, case.scale)
-    return (lambda: execute(case.q, case.k, case.v, pattern, case.scale)), pattern
+    return (lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale)), pattern
 
 
 def sample_stages(case):

@@ -16,13 +16,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attention.kernels import pattern_density, sampled_scores  # noqa: E402
+from attention.density import pattern_density  # noqa: E402
 from attention.kernels.hopper import sparse_attention_tma, supported  # noqa: E402
-from attention.kernels.prefill import sparse_attention  # noqa: E402
-from attention.kernels.torch_scores import torch_sampled_scores  # noqa: E402
+from attention.kernels.prefill import sparse_attention_portable  # noqa: E402
+from attention.kernels.scores import sampled_scores  # noqa: E402
+from attention.methods.sample import chunk_rows, strided_rows  # noqa: E402
 from attention.pattern import SparsePattern, density  # noqa: E402
 from attention.reference import expand_kv, reference_attention  # noqa: E402
-from attention.sample import chunk_rows, strided_rows  # noqa: E402
+from attention.scores import torch_sampled_scores  # noqa: E402
 
 
 def bf16_torch(q, k, v, keep, scale):
@@ -31,11 +32,6 @@ def bf16_torch(q, k, v, keep, scale):
     s = (q @ kx.transpose(-1, -2)) * scale
     s = s.masked_fill(~keep, float("-inf"))
     return torch.nan_to_num(torch.softmax(s, -1)).to(q.dtype) @ vx
-
-
-def portable(q, k, v, scale, *, sink, window, columns=None, slashes=None, out=None):
-    return sparse_attention(q, k, v, SparsePattern(sink=sink, window=window, columns=columns, slashes=slashes), scale,
-                            out=out)
 
 
 def random_case(rng: random.Random, device):
@@ -67,6 +63,8 @@ def check_sparse(paths, n_shapes, seed, device="cuda"):
     failed = {name: 0 for name in paths}
     worst = {name: 0.0 for name in paths}
     for i in range(n_shapes):
+        if i % 25 == 0:
+            print(f"shape {i}/{n_shapes}, failures so far {failed}", flush=True)
         q_len, k_len, heads, kv, dim, p = random_case(rng, device)
         q = torch.randn(1, heads, q_len, dim, device=device, dtype=torch.bfloat16)
         k, v = (torch.randn(1, kv, k_len, dim, device=device, dtype=torch.bfloat16) for _ in range(2))
@@ -118,7 +116,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    paths = {"portable": portable}
+    paths = {"portable": sparse_attention_portable}
     if supported(torch.empty(1, device="cuda")):
         paths["tma"] = sparse_attention_tma
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()

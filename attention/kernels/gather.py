@@ -5,13 +5,15 @@
 
 Only real columns are copied (a Triton kernel skips the unused slots; the pattern's column tensor usually has
 one slot per key, mostly unused), so the copy is K + V once plus 2 x (B * Hq * n * D) elements, memory-bound.
-Unused slots stay unwritten: the kernel reads them only in masked tiles and zeroes V there.
+Each head's first gather tile and the tile holding its last column are written whole (zeros past the last
+column), so every row a kernel tile can touch is finite (a 0 * NaN in P @ V would poison a row); slots past
+that stay unwritten and are never read.
 """
 import torch
 import triton
 import triton.language as tl
 
-BIG = 1 << 30  # sorts after every real index (same sentinel as the launcher's prepare_columns)
+from attention.indices import BIG
 
 
 def dedup_sorted(c: torch.Tensor) -> torch.Tensor:
@@ -27,17 +29,17 @@ def gather_rows_kernel(K, V, KX, VX, COLS, N_REAL, out_base, H, GROUP, HK, Sk, s
     tile = tl.program_id(0)
     bh = tl.program_id(1)
     n = tl.load(N_REAL + bh)
-    if tile * ROWS < n:
+    if (tile == 0) | (tile * ROWS < n):
         slot = tile * ROWS + tl.arange(0, ROWS)
         ok = slot < n
         col = tl.load(COLS + bh * slots + slot, mask=ok, other=0).to(tl.int64)
         src = ((bh // H) * HK + (bh % H) // GROUP).to(tl.int64) * Sk + col
         dst = out_base + bh.to(tl.int64) * slots + slot
         offs_d = tl.arange(0, HEAD_D)
-        k = tl.load(K + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None])
-        tl.store(KX + dst[:, None] * HEAD_D + offs_d[None, :], k, mask=ok[:, None])
-        v = tl.load(V + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None])
-        tl.store(VX + dst[:, None] * HEAD_D + offs_d[None, :], v, mask=ok[:, None])
+        k = tl.load(K + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None], other=0.0)
+        tl.store(KX + dst[:, None] * HEAD_D + offs_d[None, :], k)
+        v = tl.load(V + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None], other=0.0)
+        tl.store(VX + dst[:, None] * HEAD_D + offs_d[None, :], v)
 
 
 def combined_kv(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor | None, slots: int, heads: int):
@@ -53,7 +55,7 @@ def combined_kv(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor | None, slo
     kx[:base].copy_(k.view(base, dim))
     vx[:base].copy_(v.view(base, dim))
     n_real = (cols < BIG).sum(-1, dtype=torch.int32).reshape(-1)
-    rows = 64
+    rows = 128  # >= the kernel's BLOCK_N, and slots is a multiple of it
     gather_rows_kernel[(triton.cdiv(slots, rows), batch * heads)](
         k, v, kx, vx, cols, n_real, base, heads, heads // kv_heads, kv_heads, k_len, slots,
         HEAD_D=dim, ROWS=rows, num_warps=4)

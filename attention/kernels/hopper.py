@@ -1,14 +1,18 @@
-"""Launcher of the Hopper (TMA) sparse prefill path: gathers the columns, builds the tensor descriptors, launches
-attention/kernels/sparse_tma.py. Same inputs and result as the portable launcher; device-side prep only.
+"""Launcher of the Hopper (TMA) sparse prefill path: same inputs and result as the portable launcher.
+
+Two steps, timed apart by the benchmarks: `prepare_indices` (sort and dedup the columns, per-block column bounds,
+slash blocks: small index tensors, device-side, no host sync) and `launch` (the combined K/V buffer with the
+gathered columns, the TMA descriptors, the kernel).
 """
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attention.kernels.gather import BIG, combined_kv, dedup_sorted
-from attention.kernels.prefill import LOG2E, _per_head, hit_map, interpreter_f32, prepare_columns, slash_blocks
+from attention.indices import BIG, hit_map, per_head, prepare_columns
+from attention.kernels.gather import combined_kv, dedup_sorted
 from attention.kernels.sparse_tma import sparse_tma_kernel
 
 
@@ -19,89 +23,112 @@ def supported(q: torch.Tensor) -> bool:
     return q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
 
 
-def tma_config(head_dim: int, q_len: int) -> tuple[int, int, int, int, bool]:
+def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int, int, int, int, bool]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim.
 
+    H200 sweep (results/bench/v4/run2): 128x128 tiles, 8 warps, 3 stages best at 128K; 128x64, 4 warps, 2 stages
+    (two programs per SM) at 32K and 8K. warp_specialize made no difference with triton 3.6 on Hopper.
     ATTN_TMA_BLOCKS="128,64,4,2,0" overrides it for head dim 128 (scripts/sweep_configs.py compares configs)."""
     if os.environ.get("ATTN_TMA_BLOCKS") and head_dim == 128:
         bm, bn, w, s, ws = (int(x) for x in os.environ["ATTN_TMA_BLOCKS"].split(","))
-        return bm, bn, w, s, bool(ws)
-    if head_dim <= 64:
-        return 128, 64, 4, 3, False
-    if head_dim <= 128:
-        return (128, 64, 4, 2, False) if q_len <= 49152 else (128, 128, 8, 3, False)
-    return 64, 64, 4, 2, False
+    elif head_dim <= 64:
+        bm, bn, w, s, ws = 128, 64, 4, 3, 0
+    elif head_dim <= 128:
+        bm, bn, w, s, ws = (128, 64, 4, 2, 0) if q_len <= 49152 else (128, 128, 8, 3, 0)
+    else:
+        bm, bn, w, s, ws = 64, 64, 4, 2, 0
+    if has_slash:  # the slash loop's pointer loads need shared memory of their own
+        s = min(s, 2)
+    return bm, bn, w, s, bool(ws)
 
 
-def sparse_attention_tma(q, k, v, scale: float, *, sink: int, window: int, columns: torch.Tensor | None = None,
-                         slashes: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Run sink + window + columns (+ slashes) on the TMA kernel. Returns [B, Hq, Sq, D]."""
-    grid, args, meta = prepare(q, k, v, scale, sink=sink, window=window, columns=columns, slashes=slashes, out=out)
-    sparse_tma_kernel[grid](*args, **meta)
-    return args[3]
+@dataclass
+class Indices:
+    """What the kernel reads besides q/k/v: built once per pattern (no host sync)."""
+    config: tuple[int, int, int, int, bool]
+    cols: torch.Tensor | None      # int32 [B, Hq, slots], sorted unique key positions, BIG = unused
+    col_full: torch.Tensor | None  # int32 [B, Hq, n_qb]: slots every row of query block qb may use
+    col_hi: torch.Tensor | None    # int32 [B, Hq, n_qb]: slots some row of the block may use
+    deltas: torch.Tensor | None    # slash key-block offsets (see prefill.slash_blocks), n_delta, hit maps
+    n_delta: torch.Tensor | None
+    colhit: torch.Tensor | None
+    diaghit: torch.Tensor | None
+    sink: int
+    window: int
 
 
-def prepare(q, k, v, scale: float, *, sink: int, window: int, columns=None, slashes=None, out=None):
-    """Everything before the launch (column sort and dedup, block bounds, gather copy, descriptors): the kernel's
-    (grid, args, meta). Timed alone by scripts/sweep_configs.py."""
+def prepare_indices(q, k, *, sink: int, window: int, columns=None, slashes=None) -> Indices:
+    from attention.kernels.prefill import slash_blocks
+
     batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # descriptors read the [B*H*S, D] views
-    out = torch.empty_like(q) if out is None else out
+    k_len = k.shape[2]
     device = q.device
-    bm, bn, warps, stages, ws = tma_config(head_dim, q_len)
+    has_slash = slashes is not None and slashes.shape[-1] > 0
+    config = tma_config(head_dim, q_len, has_slash)
+    bm, bn = config[:2]
     n_qb = triton.cdiv(q_len, bm)
     q_off = k_len - q_len
     sink, window = int(sink), int(window)
-    dummy = torch.zeros(1, dtype=torch.int32, device=device)
-    dummy8 = torch.zeros(1, dtype=torch.int8, device=device)
-
-    if sink:
+    columns = columns.to(device) if columns is not None else None
+    if sink:  # sinks ride along as the first columns
         sinks = torch.arange(min(sink, k_len), device=device).expand(batch, heads, -1)
-        columns = sinks if columns is None else torch.cat([sinks, _per_head(columns.to(device).long(), batch, heads)],
-                                                          -1)
-    has_cols = columns is not None and columns.shape[-1] > 0
-    colpos = col_full = col_hi = cols = None
-    col_slots = 0
-    if has_cols:
-        columns = columns.to(device)
+        columns = sinks if columns is None else torch.cat([sinks, per_head(columns.long(), batch, heads)], -1)
+    cols = col_full = col_hi = None
+    if columns is not None and columns.shape[-1] > 0:
         c = dedup_sorted(prepare_columns(columns, batch, heads, k_len))
-        col_slots = triton.cdiv(c.shape[-1], 128) * 128  # whole gather tiles and whole kernel tiles
+        slots = triton.cdiv(c.shape[-1], 128) * 128  # whole gather tiles (128 rows) cover every kernel tile
         first = q_off + torch.arange(n_qb, device=device) * bm
         last = (first + bm - 1).clamp(max=k_len - 1)
         col_full, col_hi = (torch.searchsorted(c, (x - window).expand(batch, heads, n_qb).contiguous(), right=True)
                             .to(torch.int32).contiguous() for x in (first, last))
-        cols = torch.nn.functional.pad(c, (0, col_slots - c.shape[-1]), value=BIG).to(torch.int32).contiguous()
-    kx, vx = combined_kv(k, v, cols, col_slots, heads)
-    colpos = cols if has_cols else dummy
-    col_full = col_full if has_cols else dummy
-    col_hi = col_hi if has_cols else dummy
-
-    deltas = n_delta = dummy
-    colhit = diaghit = dummy8
-    delta_slots = 0
-    has_slash = slashes is not None and slashes.shape[-1] > 0
+        cols = torch.nn.functional.pad(c, (0, slots - c.shape[-1]), value=BIG).to(torch.int32).contiguous()
+    deltas = n_delta = colhit = diaghit = None
     if has_slash:
         s = slashes.to(device)
         deltas, n_delta = slash_blocks(s, batch, heads, k_len, window, bm, bn)
-        delta_slots = deltas.shape[-1]
         deltas, n_delta = deltas.to(torch.int32).contiguous(), n_delta.to(torch.int32).contiguous()
         diaghit = hit_map(s, batch, heads, k_len, device)
-        colhit = (hit_map(columns, batch, heads, k_len, device) if has_cols
+        colhit = (hit_map(columns, batch, heads, k_len, device) if cols is not None
                   else torch.zeros(batch, heads, k_len, dtype=torch.int8, device=device))
+    return Indices(config, cols, col_full, col_hi, deltas, n_delta, colhit, diaghit, sink, window)
+
+
+def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None) -> torch.Tensor:
+    from attention.kernels.prefill import LOG2E, interpreter_f32
+
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # descriptors read the [B*H*S, D] views
+    out = torch.empty_like(q) if out is None else out
+    bm, bn, warps, stages, ws = idx.config
+    n_qb = triton.cdiv(q_len, bm)
+    has_cols, has_slash = idx.cols is not None, idx.deltas is not None
+    slots = idx.cols.shape[-1] if has_cols else 0
+    kx, vx = combined_kv(k, v, idx.cols, slots, heads)
+    dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
+    dummy8 = torch.zeros(1, dtype=torch.int8, device=q.device)
 
     def desc(t, rows):
         flat = t.reshape(-1, head_dim)
         return TensorDescriptor(flat, list(flat.shape), [head_dim, 1], [rows, head_dim])
 
-    args = (desc(q, bm), desc(kx, bn), desc(vx, bn), out, colpos, col_full, col_hi,
-            k, v, deltas, n_delta, colhit, diaghit,
-            out.stride(0), out.stride(1), out.stride(2),
-            heads, heads // kv_heads, kv_heads, q_len, k_len, batch * kv_heads * k_len, col_slots, q_off, window,
-            n_qb, delta_slots, scale * LOG2E)
-    meta = dict(HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash, WARP_SPEC=ws,
-                F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
-    return (n_qb, batch * heads), args, meta
+    sparse_tma_kernel[(n_qb, batch * heads)](
+        desc(q, bm), desc(kx, bn), desc(vx, bn), out,
+        *(x if x is not None else dummy for x in (idx.cols, idx.col_full, idx.col_hi)),
+        k, v, *(x if x is not None else dummy for x in (idx.deltas, idx.n_delta)),
+        *(x if x is not None else dummy8 for x in (idx.colhit, idx.diaghit)),
+        out.stride(0), out.stride(1), out.stride(2),
+        heads, heads // kv_heads, kv_heads, q_len, k_len, batch * kv_heads * k_len, slots, k_len - q_len,
+        idx.window, n_qb, idx.deltas.shape[-1] if has_slash else 0, scale * LOG2E,
+        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash, WARP_SPEC=ws,
+        F32=interpreter_f32(q), num_warps=warps, num_stages=stages,
+    )
+    return out
 
 
-__all__ = ["BIG", "prepare", "sparse_attention_tma", "supported", "tma_config"]
+def sparse_attention_tma(q, k, v, scale: float, *, sink: int = 0, window: int = 0,
+                         columns: torch.Tensor | None = None, slashes: torch.Tensor | None = None,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run sink + window + columns (+ slashes) on the TMA kernel. Returns [B, Hq, Sq, D]."""
+    idx = prepare_indices(q, k, sink=sink, window=window, columns=columns, slashes=slashes)
+    return launch(q, k, v, scale, idx, out)

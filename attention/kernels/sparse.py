@@ -72,7 +72,7 @@ def slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHI
 
 
 # lengths and offsets vary per call: specialising on them would compile a variant per shape
-@triton.jit(do_not_specialize=["Sq", "Sk", "q_off", "window", "col_slots", "n_qb", "delta_slots"])
+@triton.jit(do_not_specialize=["H", "GROUP", "Sq", "Sk", "q_off", "window", "col_slots", "n_qb", "delta_slots"])
 def sparse_fwd_kernel(
     Q, K, V, O, COLS, COL_FULL, COL_HI, DELTAS, N_DELTA, COLHIT, DIAGHIT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,

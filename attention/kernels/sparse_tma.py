@@ -11,7 +11,7 @@ window part and the column part. Each query block then walks two loops, as Trito
   masked:   the column tail (slot's key position checked per row), the window's low edge, the diagonal
             (one rule: lo <= row - key < hi; columns lo = window, hi = inf; window lo = 0, hi = window)
 
-Masked tiles may cover rows nothing wrote (unused column slots, keys past the head): V is zeroed there.
+Masked tiles may cover rows past the last column or past the head's last key: gather.py keeps those finite.
 Slashes reuse the portable kernel's gathered loop.
 """
 import triton
@@ -53,7 +53,8 @@ def _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32: tl.constexpr):
 
 
 # lengths and offsets vary per call: specialising on them would compile a variant per shape
-@triton.jit(do_not_specialize=["Sq", "Sk", "col_base", "col_slots", "q_off", "window", "n_qb", "delta_slots"])
+@triton.jit(do_not_specialize=["H", "GROUP", "HK", "Sq", "Sk", "col_base", "col_slots", "q_off", "window", "n_qb",
+                               "delta_slots"])
 def sparse_tma_kernel(
     desc_q, desc_k, desc_v, O, COLPOS, COL_FULL, COL_HI,
     K, V, DELTAS, N_DELTA, COLHIT, DIAGHIT,
@@ -121,7 +122,6 @@ def sparse_tma_kernel(
         hi = tl.where(is_col, 1 << 30, window)
         diff = pos[:, None] - kpos[None, :]
         keep = (diff >= lo) & (diff < hi)
-        v = tl.where((kpos <= p_last)[:, None], v, 0.0)
         acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32)
 
     if HAS_SLASH:
