@@ -1,14 +1,23 @@
-"""Attention kernel benchmark on one GPU, in one process: dense SDPA (cuDNN, flash), FlexAttention with a random
-block mask of equal density, SampleAttention stages 1+2, its sparse kernel, and both together.
+"""Attention benchmark on one GPU, in one process: dense SDPA (cuDNN, flash), FlexAttention with a random block mask
+of equal density, every registered sparse method, and the sparse kernel's two paths on SampleAttention's pattern.
 
   PYTHONPATH=. python scripts/bench_attention.py --lengths 8192,32768,131072 --densities 0.05,0.1,0.2,0.5
 
-Times are CUDA-event medians after warm-up (triton.testing.do_bench, L2 flushed between runs). Inputs are random
-bf16 with planted key stripes; fixed densities come from SampleAttention's density budget with a window of a
-quarter of the budget. Add a method by adding an entry to METHODS: name -> (kind, factory(case) -> callable).
+Methods come from the registry (attention.registry.available_methods): every method with `sparse = True` gets a row
+per density when its config has a `density` option (one row per length otherwise, at its defaults). A method that
+builds a SparsePattern (SparseMethod) is timed in two parts: pattern_ms (build_pattern: estimating the pattern)
+and kernel_ms (run_pattern: executing it); ms is the whole prefill. Others (h2o: dense prefill + scoring) get
+ms only. FlexAttention's pattern_ms is building its BlockMask. Methods without a fast path (reference-only
+plans) are skipped with a note. Extra options per method (SampleAttention: window a quarter of the budget) are in
+EXTRA_OPTIONS.
+
+cell_ratio = kernel_ms / (measured density x cuDNN dense ms): 1.0 means cuDNN's throughput per computed cell
+(issue 14's target). Times are CUDA-event medians after warm-up (triton.testing.do_bench, L2 flushed between
+runs); inputs are random bf16 with planted key stripes.
 """
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -21,7 +30,14 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.executor import run_pattern  # noqa: E402
-from attention.registry import build_method  # noqa: E402
+from attention.method import SparseMethod  # noqa: E402
+from attention.registry import available_methods, build_method  # noqa: E402
+
+# extra string options per method at density d (beside density=d)
+EXTRA_OPTIONS = {"sample": lambda d: {"r_w": str(d / 4), "r_row": "0.05"}}
+SKIP = {"oracle-topk": "reference path only (fp32, chunked): never a speed candidate"}
+FIELDS = ["gpu", "method", "seq_len", "density", "measured_density", "kernel_path", "pattern_ms", "kernel_ms", "ms",
+          "cell_ratio", "speedup_vs_cudnn", "speedup_vs_flash", "kernel_speedup_vs_flex"]
 
 
 @dataclass
@@ -106,14 +122,6 @@ def flex(case):
     return lambda: _flex(case.q, case.k, case.v, block_mask=mask, scale=case.scale, enable_gqa=True)
 
 
-def sample_method(case):
-    key = ("sample", case.density)
-    if key not in case.cache:
-        opts = {"density": str(case.density), "r_w": str(case.density / 4), "r_row": "0.05"}
-        case.cache[key] = build_method("sample", opts)
-    return case.cache[key]
-
-
 def sparse_runner(case, name, opts):
     """(callable executing method `name`'s pattern on the case, the pattern); the pattern is built once."""
     method = build_method(name, opts)
@@ -121,75 +129,85 @@ def sparse_runner(case, name, opts):
     return (lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale)), pattern
 
 
-def sample_stages(case):
-    method = sample_method(case)
-    return lambda: method.build_pattern(case.q, case.k, case.scale)
+def has_density(cls) -> bool:
+    return any(f.name == "density" for f in dataclasses.fields(cls.Config))
 
 
-def sample_kernel(case):
-    method = sample_method(case)
-    pattern = method.build_pattern(case.q, case.k, case.scale)
-    return lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale)
-
-
-def sample_total(case):
-    method = sample_method(case)
-
-    def call():
-        method.stats.clear()
-        return method.prefill(case.q, case.k, case.v, case.scale)
-    return call
-
-
-def sample_adaptive(case):
-    """SampleAttention at its defaults (alpha=0.95, r_w=0.08): the density is whatever the inputs call for."""
-    method = case.cache.setdefault(("sample", None), build_method("sample"))
-
-    def call():
-        method.stats.clear()
-        return method.prefill(case.q, case.k, case.v, case.scale)
-    return call
-
-
-def baseline(name):
-    """A baseline method's whole prefill (pattern + executor) at the case's density; h2o: dense + its scoring."""
-    def factory(case):
-        opts = {"density": str(case.density)} if case.density is not None else {}
-        method = case.cache.setdefault((name, case.density), build_method(name, opts))
-
-        def call():
-            method.stats.clear()
-            return method.prefill(case.q, case.k, case.v, case.scale)
-        return call
-    return factory
-
-
-# name -> (kind, factory(case) -> zero-argument callable to time). kind: "dense" (one row per length),
-# "fixed" (one row per requested density), "adaptive" (one row per length, density measured).
-METHODS = {
-    "cudnn": ("dense", sdpa("cudnn")),
-    "flash": ("dense", sdpa("flash")),
-    "flex": ("fixed", flex),
-    "sample_stages": ("fixed", sample_stages),
-    "sample_kernel": ("fixed", sample_kernel),
-    "sample": ("fixed", sample_total),
-    "sample_adaptive": ("adaptive", sample_adaptive),
-    "bigbird": ("fixed", baseline("bigbird")),      # FlexAttention block mask on CUDA
-    "streaming": ("fixed", baseline("streaming")),  # sink + window on the SampleAttention kernel
-    "h2o": ("dense", baseline("h2o")),              # dense prefill + fused column-score kernel
-}
-
-
-def measured_density(case):
-    """Density the sample method reached on this case (mean over heads)."""
-    method = sample_method(case) if case.density is not None else case.cache[("sample", None)]
-    method.stats.clear()
-    method.prefill(case.q, case.k, case.v, case.scale)
-    return float(method.stats[-1]["density"].mean())
+def sparse_methods(wanted: list[str] | None):
+    """Registered sparse methods to bench (all of them unless `wanted` names some), minus SKIP with a note."""
+    chosen = {}
+    for name, cls in sorted(available_methods().items()):
+        if not getattr(cls, "sparse", False) or (wanted is not None and name not in wanted):
+            continue
+        if name in SKIP:
+            print(f"skip {name}: {SKIP[name]}", flush=True)
+            continue
+        chosen[name] = cls
+    return chosen
 
 
 def bench(fn, warmup_ms, rep_ms):
     return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+
+
+def method_row(case, name, cls, density, warmup_ms, rep_ms):
+    """Time one method at one density (None = its defaults): pattern, kernel and whole prefill."""
+    opts = {}
+    if density is not None:
+        opts = {"density": str(density), **EXTRA_OPTIONS.get(name, lambda d: {})(density)}
+    method = build_method(name, opts)
+    row = {"method": name, "density": density}
+    if isinstance(method, SparseMethod):
+        from attention.kernels.prefill import sparse_path
+
+        pattern = method.build_pattern(case.q, case.k, case.scale)
+        row["pattern_ms"] = bench(lambda: method.build_pattern(case.q, case.k, case.scale), warmup_ms, rep_ms)
+        row["kernel_ms"] = bench(lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale), warmup_ms, rep_ms)
+        row["kernel_path"] = "flex" if pattern.blocks is not None else sparse_path(case.q)
+        row["measured_density"] = float(method.density(pattern, case.q, case.k).mean())
+
+    def prefill():
+        method.stats.clear()
+        return method.prefill(case.q, case.k, case.v, case.scale)
+    row["ms"] = bench(prefill, warmup_ms, rep_ms)
+    if "measured_density" not in row:
+        stat = method.stats[-1].get("density", density) if method.stats else density
+        row["measured_density"] = float(torch.as_tensor(stat, dtype=torch.float32).mean())
+    return row
+
+
+def kernel_path_rows(case, density, paths, warmup_ms, rep_ms):
+    """SampleAttention's pattern at this density on each kernel path explicitly (kernel only)."""
+    opts = {"density": str(density), **EXTRA_OPTIONS["sample"](density)}
+    method = build_method("sample", opts)
+    pattern = method.build_pattern(case.q, case.k, case.scale)
+    real = float(method.density(pattern, case.q, case.k).mean())
+    rows = []
+    for path in paths:
+        os.environ["ATTN_SPARSE_PATH"] = path
+        try:
+            ms = bench(lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale), warmup_ms, rep_ms)
+        finally:
+            os.environ.pop("ATTN_SPARSE_PATH")
+        rows.append({"method": f"kernel-{path}", "density": density, "measured_density": real, "kernel_path": path,
+                     "kernel_ms": ms, "ms": ms})
+    return rows
+
+
+def finish(rows, gpu, seq_len, base):
+    """Fill the derived columns of one length's rows against that length's cuDNN / flash / flex times."""
+    for row in rows:
+        row.update(gpu=gpu, seq_len=seq_len)
+        if row["density"] is None:
+            row["density"] = round(row["measured_density"], 4)
+        for ref, col in (("cudnn", "speedup_vs_cudnn"), ("flash", "speedup_vs_flash")):
+            row[col] = base[ref] / row["ms"] if ref in base else ""
+        kernel = row.get("kernel_ms")
+        dens = row.get("measured_density")
+        row["cell_ratio"] = kernel / (dens * base["cudnn"]) if kernel and dens and "cudnn" in base else ""
+        flex_ms = base.get(("flex", row["density"]))
+        row["kernel_speedup_vs_flex"] = flex_ms / kernel if flex_ms and kernel and row["method"] != "flex" else ""
+    return rows
 
 
 def real_model_rows(path, gpu, warmup_ms, rep_ms):
@@ -211,22 +229,38 @@ def real_model_rows(path, gpu, warmup_ms, rep_ms):
             real = float(method.stats[-1]["density"].mean())
             label = f"{name}:{data['model']}:L{layer}:H{q.shape[1]}/{k.shape[1]}:D{q.shape[3]}"
             rows.append({"gpu": gpu, "method": label, "seq_len": q.shape[2], "density": round(real, 4),
-                         "measured_density": real, "ms": ms, "speedup_vs_cudnn": dense_ms / ms,
-                         "speedup_vs_flash": "", "speedup_vs_flex": ""})
+                         "measured_density": real, "ms": ms, "speedup_vs_cudnn": dense_ms / ms})
             print(f"{label:40s} density {real:.3f} {ms:.3f} ms (cudnn {dense_ms:.3f} ms)", flush=True)
     return rows
+
+
+def write(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def show(row):
+    def fmt(key, spec):
+        value = row.get(key)
+        return format(value, spec) if isinstance(value, float) else "-"
+    print(f"{row['method']:16s} S={row['seq_len']:7d} d={row['density']:<6} real {fmt('measured_density', '.3f')}"
+          f" pattern {fmt('pattern_ms', '8.3f')} kernel {fmt('kernel_ms', '8.3f')} total {fmt('ms', '9.3f')} ms"
+          f" cell {fmt('cell_ratio', '5.2f')} vs flex {fmt('kernel_speedup_vs_flex', '5.2f')}", flush=True)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default="8192,32768,131072")
     ap.add_argument("--densities", default="0.05,0.1,0.2,0.5")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", help="comma list of registered sparse methods (default: all)")
+    ap.add_argument("--paths", default="tma,portable", help="kernel paths to time on the sample pattern ('' = none)")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--warmup-ms", type=float, default=100)
-    ap.add_argument("--rep-ms", type=float, default=500)
+    ap.add_argument("--rep-ms", type=float, default=400)
     ap.add_argument("--qk", help="q/k/v captured by scripts/capture_qk.py: adds adaptive-density rows")
     ap.add_argument("--out", default=os.environ.get("OUT", "results/bench"))
     args = ap.parse_args(argv)
@@ -234,47 +268,53 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"attention_{gpu}.csv"
-    names = [m for m in args.methods.split(",") if m]
+    methods = sparse_methods(args.methods.split(",") if args.methods else None)
+    densities = [float(x) for x in args.densities.split(",") if x]
+    paths = [p for p in args.paths.split(",") if p]
+    if "tma" in paths:
+        from attention.kernels.hopper import supported
+        if not supported(torch.empty(1, device="cuda")):
+            paths.remove("tma")
     rows = []
     for seq_len in (int(x) for x in args.lengths.split(",") if x):
         q, k, v = planted_inputs(seq_len, args.heads, args.kv_heads, args.dim)
-        base = {}
         shared = {}
-        for name in names:
-            kind, factory = METHODS[name]
-            dense = kind == "dense"
-            for density in ([None] if kind != "fixed" else [float(x) for x in args.densities.split(",")]):
-                case = Case(q, k, v, seq_len, density, 1 / math.sqrt(args.dim), shared)
-                ms = bench(factory(case), args.warmup_ms, args.rep_ms)
-                real = measured_density(case) if name.startswith("sample") else (density or 1.0)
-                row = {"gpu": gpu, "method": name, "seq_len": seq_len,
-                       "density": 1.0 if dense else (density if density is not None else round(real, 4)),
-                       "measured_density": real, "ms": ms}
-                if dense:
-                    base[name] = ms
-                if name == "flex":
-                    base[("flex", density)] = ms
-                rows.append(row)
-                print(f"{name:14s} S={seq_len:7d} density={row['density']:.2f} (measured {row['measured_density']:.3f})"
-                      f" {ms:9.3f} ms", flush=True)
-        shared.clear()
-        for row in rows:
-            if row["seq_len"] != seq_len:
-                continue
-            for ref, col in (("cudnn", "speedup_vs_cudnn"), ("flash", "speedup_vs_flash")):
-                row[col] = base[ref] / row["ms"] if ref in base else ""
-            flex_ms = base.get(("flex", row["density"]))
-            row["speedup_vs_flex"] = flex_ms / row["ms"] if flex_ms and row["method"] != "flex" else ""
+        scale = 1 / math.sqrt(args.dim)
+        base, length_rows = {}, []
+
+        def add(row):
+            length_rows.append(row)
+            show({**row, "seq_len": seq_len, "density": row["density"] if row["density"] is not None else "-"})
+
+        for name in ("cudnn", "flash"):
+            ms = bench(sdpa(name)(Case(q, k, v, seq_len, None, scale, shared)), args.warmup_ms, args.rep_ms)
+            base[name] = ms
+            add({"method": name, "density": 1.0, "measured_density": 1.0, "kernel_ms": ms, "ms": ms})
+        shared.clear()  # expanded kv: only the dense backends need it
+        for density in densities:
+            case = Case(q, k, v, seq_len, density, scale, shared)
+            mask_ms = bench(lambda: random_block_mask(seq_len, args.heads, density), args.warmup_ms, args.rep_ms)
+            ms = bench(flex(case), args.warmup_ms, args.rep_ms)
+            base[("flex", density)] = ms
+            add({"method": "flex", "density": density, "measured_density": density, "kernel_path": "flex",
+                 "pattern_ms": mask_ms, "kernel_ms": ms, "ms": ms + mask_ms})
+            for row in kernel_path_rows(case, density, paths, args.warmup_ms, args.rep_ms) if paths else []:
+                add(row)
+            for name, cls in methods.items():
+                if has_density(cls):
+                    add(method_row(case, name, cls, density, args.warmup_ms, args.rep_ms))
+        for name, cls in methods.items():
+            if not has_density(cls):
+                case = Case(q, k, v, seq_len, None, scale, shared)
+                add(method_row(case, name, cls, None, args.warmup_ms, args.rep_ms))
+        rows += finish(length_rows, gpu, seq_len, base)
+        write(path, rows)  # after every length: a run cut short keeps what it measured
         del q, k, v
+        shared.clear()
         torch.cuda.empty_cache()
     if args.qk:
         rows += real_model_rows(args.qk, gpu, args.warmup_ms, args.rep_ms)
-    fields = ["gpu", "method", "seq_len", "density", "measured_density", "ms", "speedup_vs_cudnn", "speedup_vs_flash",
-              "speedup_vs_flex"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+        write(path, rows)
     print(f"wrote {path}")
 
 

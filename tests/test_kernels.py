@@ -83,6 +83,67 @@ def test_run_pattern_dispatches_to_kernel_when_forced():
     assert not torch.equal(got, exact)  # a different implementation ran (fp32 rounding differs)
 
 
+
+# Hopper (TMA) path under the interpreter: columns gathered into one combined K/V buffer, two loops per block
+TMA_SHAPES = [SHAPES[0], SHAPES[2], (300, 4, 2, 64, 0, 0, True, False), (260, 2, 1, 64, 70, 3, False, False)]
+
+
+@pytest.mark.parametrize("seq,heads,kv,dim,window,sink,with_cols,with_slash", TMA_SHAPES)
+def test_tma_path_matches_reference(seq, heads, kv, dim, window, sink, with_cols, with_slash):
+    from attention.kernels.hopper import sparse_attention_tma
+
+    q, k, v = random_qkv(seq, heads, kv, dim, seed=seq + dim + 1)
+    pattern = make_pattern(seq, heads, window, sink, with_cols, with_slash, seed=seq + 1)
+    keep = pattern.keep_mask(1, heads, seq, seq)
+    out = torch.full_like(q, float("nan"))
+    sparse_attention_tma(q, k, v, dim ** -0.5, sink=sink, window=window, columns=pattern.columns,
+                         slashes=pattern.slashes, out=out)
+    assert not out.isnan().any()
+    ref = reference_attention(q, k, v, keep, dim ** -0.5)
+    assert rel_err(out, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, dim ** -0.5), ref)
+
+
+def test_tma_path_queries_shorter_than_keys():
+    from attention.kernels.hopper import sparse_attention_tma
+
+    q, k, v = random_qkv(100, 2, 1, 64, seed=16)
+    q = q[:, :, -37:]
+    pattern = make_pattern(100, 2, 10, 2, True, False, seed=17)
+    ref = reference_attention(q, k, v, pattern.keep_mask(1, 2, 37, 100), 0.125)
+    got = sparse_attention_tma(q, k, v, 0.125, sink=2, window=10, columns=pattern.columns)
+    assert rel_err(got, ref) < 1e-2
+
+
+def test_gather_copies_each_distinct_column_once_in_order():
+    from attention.indices import prepare_columns
+    from attention.kernels.gather import combined_kv, dedup_sorted
+
+    _, k, v = random_qkv(50, 4, 2, 64, seed=18)
+    cols = torch.tensor([[[7, 3, 7, -1, 49], [0, 0, 0, 0, 0], [-1, -1, -1, -1, -1], [12, 11, 10, 60, 11]]])
+    c = dedup_sorted(prepare_columns(cols, 1, 4, 50))
+    slots = 128
+    padded = torch.nn.functional.pad(c, (0, slots - c.shape[-1]), value=1 << 30).to(torch.int32).contiguous()
+    kx, vx = combined_kv(k, v, padded, slots, 4)
+    base = 2 * 50
+    assert torch.equal(kx[:base], k.reshape(base, 64)) and torch.equal(vx[:base], v.reshape(base, 64))
+    want = {0: [3, 7, 49], 1: [0], 2: [], 3: [10, 11, 12]}
+    for h, keys in want.items():
+        rows = kx[base + h * slots: base + (h + 1) * slots]
+        assert torch.equal(rows[:len(keys)], k[0, h // 2, keys])
+        assert rows[len(keys):slots].abs().max() == 0  # the rest of the head's first tile is written as zeros
+
+
+def test_sparse_path_choice(monkeypatch):
+    from attention.kernels.prefill import sparse_path
+
+    q = torch.zeros(1, 1, 8, 64)
+    assert sparse_path(q) == "portable"  # the interpreter / CPU: never the TMA path unless asked
+    monkeypatch.setenv("ATTN_SPARSE_PATH", "tma")
+    assert sparse_path(q) == "tma"
+    monkeypatch.setenv("ATTN_SPARSE_PATH", "fast")
+    with pytest.raises(ValueError, match="ATTN_SPARSE_PATH"):
+        sparse_path(q)
+
 def plain_scores(q, k, scale, rows):
     """Plain PyTorch stage 1: causal softmax of the sampled rows, summed per key column and per diagonal."""
     rows = rows[rows >= 0]

@@ -63,7 +63,7 @@ def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, wind
     return deltas, hit.sum(-1)
 
 
-TMA_MIN_LEN = 16384  # auto: below this the TMA path's extra launch work outweighs its faster tiles (NOTES.md v4)
+TMA_MIN_LEN = 32768  # auto: below this the TMA path's extra launch work outweighs its faster tiles (NOTES.md v4)
 
 
 def sparse_path(q: torch.Tensor) -> str:
