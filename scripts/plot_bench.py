@@ -2,7 +2,8 @@
 
   left    whole-prefill time vs length at 10% density: dense cuDNN / flash, FlexAttention, each sparse method
   middle  cell ratio (kernel time / (density x cuDNN time); 1.0 = cuDNN's rate per computed cell) vs density,
-          for each length: the sparse kernel (dispatched path) solid, FlexAttention dashed, issue-14 targets dotted
+          for each length: SampleAttention's kernel (the dispatched path) solid, FlexAttention dashed, issue-14
+          targets dotted
   right   pattern estimation vs kernel (executing the pattern) per sparse method at the longest length, 10%
 
   python scripts/plot_bench.py results/bench/attention_H200.csv
@@ -47,14 +48,15 @@ def main(path):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(lengths):
         c = colors[i % len(colors)]
-        for name, style in (("kernel-tma", "o-"), ("flex", "s--")):
+        for name, style in (("sample", "o-"), ("flex", "s--")):
             pts = sorted((d, num(r["cell_ratio"])) for (ss, d), r in by[name].items() if ss == s and r["cell_ratio"])
             if pts:
                 mid.plot(*zip(*pts), style, color=c, label=f"{name} {s // 1024}K")
         if s in TARGETS:
             mid.axhline(TARGETS[s], color=c, ls=":", lw=1)
-    mid.set(xscale="log", xlabel="density", ylabel="kernel ms / (density x cuDNN ms)",
-            title="cost per computed cell (1.0 = cuDNN); dotted: issue-14 targets")
+    mid.set(xscale="log", yscale="log", xlabel="density", ylabel="kernel ms / (density x cuDNN ms)",
+            title="cost per computed cell (1.0 = cuDNN): sample's kernel (dispatched path)\nvs FlexAttention;"
+                  " dotted: issue-14 targets")
     mid.legend(fontsize=7, ncol=2)
 
     top = max(lengths)
