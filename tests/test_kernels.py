@@ -115,21 +115,23 @@ def test_tma_path_queries_shorter_than_keys():
 
 
 def test_gather_copies_each_distinct_column_once_in_order():
-    from attention.indices import prepare_columns
-    from attention.kernels.gather import combined_kv, dedup_sorted
+    from attention.kernels.gather import column_lists, combined_kv, kept_up_to
 
     _, k, v = random_qkv(50, 4, 2, 64, seed=18)
     cols = torch.tensor([[[7, 3, 7, -1, 49], [0, 0, 0, 0, 0], [-1, -1, -1, -1, -1], [12, 11, 10, 60, 11]]])
-    c = dedup_sorted(prepare_columns(cols, 1, 4, 50))
-    slots = 128
-    padded = torch.nn.functional.pad(c, (0, slots - c.shape[-1]), value=1 << 30).to(torch.int32).contiguous()
-    kx, vx = combined_kv(k, v, padded, slots, 4)
+    hit, cnt, lists, slots = column_lists(cols, 2, 1, 4, 50, "cpu")  # sinks 0, 1 join every head's columns
+    want = {0: [0, 1, 3, 7, 49], 1: [0, 1], 2: [0, 1], 3: [0, 1, 10, 11, 12]}
+    assert slots == 128 and torch.equal(cnt[..., -1], torch.tensor([[5, 2, 2, 5]], dtype=torch.int32))
+    for h, keys in want.items():
+        assert lists[0, h, :len(keys)].tolist() == keys and (lists[0, h, len(keys):] == 1 << 30).all()
+        assert hit[0, h].nonzero().flatten().tolist() == keys
+    assert kept_up_to(cnt, torch.tensor([-3, 0, 10, 49]))[0, 3].tolist() == [0, 1, 3, 5]
+    kx, vx = combined_kv(k, v, lists, slots, 4, cnt[..., -1])
     base = 2 * 50
     assert torch.equal(kx[:base], k.reshape(base, 64)) and torch.equal(vx[:base], v.reshape(base, 64))
-    want = {0: [3, 7, 49], 1: [0], 2: [], 3: [10, 11, 12]}
     for h, keys in want.items():
-        rows = kx[base + h * slots: base + (h + 1) * slots]
-        assert torch.equal(rows[:len(keys)], k[0, h // 2, keys])
+        rows = vx[base + h * slots: base + (h + 1) * slots]
+        assert torch.equal(rows[:len(keys)], v[0, h // 2, keys])
         assert rows[len(keys):slots].abs().max() == 0  # the rest of the head's first tile is written as zeros
 
 

@@ -13,14 +13,34 @@ import torch
 import triton
 import triton.language as tl
 
-from attention.indices import BIG
+from attention.indices import BIG, per_head
 
 
-def dedup_sorted(c: torch.Tensor) -> torch.Tensor:
-    """Sorted [B, H, C] with BIG padding -> same shape, repeats replaced by BIG and moved to the end."""
-    repeat = torch.zeros_like(c, dtype=torch.bool)
-    repeat[..., 1:] = c[..., 1:] == c[..., :-1]
-    return torch.where(repeat, BIG, c).sort(-1).values
+def column_lists(columns: torch.Tensor | None, sink: int, batch: int, heads: int, k_len: int, device):
+    """Sinks + columns per query head without sorting (any order, repeats, -1 or out-of-range slots allowed).
+
+    Returns hit int32 [B, H, Sk] (1 = kept key), cnt int32 [B, H, Sk] (kept keys <= j, inclusive), cols int32
+    [B, H, slots] (the kept keys ascending, BIG after them) and slots (a multiple of 128). A scatter and a
+    cumsum instead of two sorts: at 128K the sorts cost 1.3 ms (results/bench/NOTES.md v4)."""
+    cap = min(k_len, sink + (columns.shape[-1] if columns is not None else 0))
+    slots = triton.cdiv(max(cap, 1), 128) * 128
+    hit = torch.zeros(batch, heads, k_len + 1, dtype=torch.int32, device=device)
+    if columns is not None:
+        c = per_head(columns.to(device).long(), batch, heads)
+        hit.scatter_(2, torch.where((c >= 0) & (c < k_len), c, k_len), 1)
+    if sink:
+        hit[..., :min(sink, k_len)] = 1
+    hit = hit[..., :k_len]
+    cnt = hit.cumsum(-1, dtype=torch.int32)
+    cols = torch.full((batch, heads, slots + 1), BIG, dtype=torch.int32, device=device)
+    pos = torch.arange(k_len, dtype=torch.int32, device=device).expand(batch, heads, -1)
+    cols.scatter_(2, torch.where(hit.bool(), cnt - 1, slots).long(), pos)
+    return hit, cnt, cols[..., :slots].contiguous(), slots
+
+
+def kept_up_to(cnt: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """int32 [B, H, len(x)]: kept keys at positions <= x (x may be negative: none)."""
+    return torch.where(x >= 0, cnt.index_select(-1, x.clamp(min=0)), 0).to(torch.int32).contiguous()
 
 
 @triton.jit
@@ -42,8 +62,10 @@ def gather_rows_kernel(K, V, KX, VX, COLS, N_REAL, out_base, H, GROUP, HK, Sk, s
         tl.store(VX + dst[:, None] * HEAD_D + offs_d[None, :], v)
 
 
-def combined_kv(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor | None, slots: int, heads: int):
-    """k, v [B, Hk, Sk, D] contiguous; cols sorted unique int32 [B, Hq, slots] (BIG = unused) or None.
+def combined_kv(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor | None, slots: int, heads: int,
+                n_real: torch.Tensor | None = None):
+    """k, v [B, Hk, Sk, D] contiguous; cols sorted unique int32 [B, Hq, slots] (BIG = unused) or None; n_real
+    int32 [B, Hq]: real entries per row (counted from cols when not given).
 
     Returns kx, vx [B*Hk*Sk + B*Hq*slots, D] laid out as the module docstring says."""
     batch, kv_heads, k_len, dim = k.shape
@@ -54,7 +76,7 @@ def combined_kv(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor | None, slo
     vx = torch.empty_like(kx)
     kx[:base].copy_(k.view(base, dim))
     vx[:base].copy_(v.view(base, dim))
-    n_real = (cols < BIG).sum(-1, dtype=torch.int32).reshape(-1)
+    n_real = ((cols < BIG).sum(-1, dtype=torch.int32) if n_real is None else n_real).reshape(-1).contiguous()
     rows = 128  # >= the kernel's BLOCK_N, and slots is a multiple of it
     gather_rows_kernel[(triton.cdiv(slots, rows), batch * heads)](
         k, v, kx, vx, cols, n_real, base, heads, heads // kv_heads, kv_heads, k_len, slots,

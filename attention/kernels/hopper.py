@@ -1,7 +1,7 @@
 """Launcher of the Hopper (TMA) sparse prefill path: same inputs and result as the portable launcher.
 
-Two steps, timed apart by the benchmarks: `prepare_indices` (sort and dedup the columns, per-block column bounds,
-slash blocks: small index tensors, device-side, no host sync) and `launch` (the combined K/V buffer with the
+Two steps, timed apart by the benchmarks: `prepare_indices` (each head's distinct columns ascending through a
+hit map and a cumsum, per-block column bounds, slash blocks: small index tensors, device-side, no host sync) and `launch` (the combined K/V buffer with the
 gathered columns, the TMA descriptors, the kernel).
 """
 import os
@@ -11,8 +11,8 @@ import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attention.indices import BIG, hit_map, per_head, prepare_columns
-from attention.kernels.gather import combined_kv, dedup_sorted
+from attention.indices import hit_map
+from attention.kernels.gather import column_lists, combined_kv, kept_up_to
 from attention.kernels.sparse_tma import sparse_tma_kernel
 
 
@@ -49,6 +49,7 @@ class Indices:
     cols: torch.Tensor | None      # int32 [B, Hq, slots], sorted unique key positions, BIG = unused
     col_full: torch.Tensor | None  # int32 [B, Hq, n_qb]: slots every row of query block qb may use
     col_hi: torch.Tensor | None    # int32 [B, Hq, n_qb]: slots some row of the block may use
+    n_real: torch.Tensor | None    # int32 [B, Hq]: columns in cols
     deltas: torch.Tensor | None    # slash key-block offsets (see prefill.slash_blocks), n_delta, hit maps
     n_delta: torch.Tensor | None
     colhit: torch.Tensor | None
@@ -69,28 +70,22 @@ def prepare_indices(q, k, *, sink: int, window: int, columns=None, slashes=None)
     n_qb = triton.cdiv(q_len, bm)
     q_off = k_len - q_len
     sink, window = int(sink), int(window)
-    columns = columns.to(device) if columns is not None else None
-    if sink:  # sinks ride along as the first columns
-        sinks = torch.arange(min(sink, k_len), device=device).expand(batch, heads, -1)
-        columns = sinks if columns is None else torch.cat([sinks, per_head(columns.long(), batch, heads)], -1)
-    cols = col_full = col_hi = None
-    if columns is not None and columns.shape[-1] > 0:
-        c = dedup_sorted(prepare_columns(columns, batch, heads, k_len))
-        slots = triton.cdiv(c.shape[-1], 128) * 128  # whole gather tiles (128 rows) cover every kernel tile
+    cols = col_full = col_hi = n_real = hit = None
+    if sink or (columns is not None and columns.shape[-1] > 0):  # sinks ride along as columns
+        hit, cnt, cols, _ = column_lists(columns, sink, batch, heads, k_len, device)
+        n_real = cnt[..., -1].contiguous()
         first = q_off + torch.arange(n_qb, device=device) * bm
         last = (first + bm - 1).clamp(max=k_len - 1)
-        col_full, col_hi = (torch.searchsorted(c, (x - window).expand(batch, heads, n_qb).contiguous(), right=True)
-                            .to(torch.int32).contiguous() for x in (first, last))
-        cols = torch.nn.functional.pad(c, (0, slots - c.shape[-1]), value=BIG).to(torch.int32).contiguous()
+        col_full, col_hi = kept_up_to(cnt, first - window), kept_up_to(cnt, last - window)
     deltas = n_delta = colhit = diaghit = None
     if has_slash:
         s = slashes.to(device)
         deltas, n_delta = slash_blocks(s, batch, heads, k_len, window, bm, bn)
         deltas, n_delta = deltas.to(torch.int32).contiguous(), n_delta.to(torch.int32).contiguous()
         diaghit = hit_map(s, batch, heads, k_len, device)
-        colhit = (hit_map(columns, batch, heads, k_len, device) if cols is not None
+        colhit = (hit.to(torch.int8) if hit is not None
                   else torch.zeros(batch, heads, k_len, dtype=torch.int8, device=device))
-    return Indices(config, cols, col_full, col_hi, deltas, n_delta, colhit, diaghit, sink, window)
+    return Indices(config, cols, col_full, col_hi, n_real, deltas, n_delta, colhit, diaghit, sink, window)
 
 
 def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,7 +99,7 @@ def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None)
     n_qb = triton.cdiv(q_len, bm)
     has_cols, has_slash = idx.cols is not None, idx.deltas is not None
     slots = idx.cols.shape[-1] if has_cols else 0
-    kx, vx = combined_kv(k, v, idx.cols, slots, heads)
+    kx, vx = combined_kv(k, v, idx.cols, slots, heads, idx.n_real)
     dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=q.device)
 
