@@ -1,8 +1,8 @@
 """Launcher of the Hopper (TMA) sparse prefill path: same inputs and result as the portable launcher.
 
 Two steps, timed apart by the benchmarks: `prepare_indices` (each head's distinct columns ascending through a
-hit map and a cumsum, per-block column bounds, slash blocks: small index tensors, device-side, no host sync) and `launch` (the combined K/V buffer with the
-gathered columns, the TMA descriptors, the kernel).
+hit map and a cumsum, per-block column bounds, slash blocks: small index tensors, device-side, no host sync) and
+`launch` (the combined K/V buffer with the gathered columns, the TMA descriptors, the kernel).
 """
 import os
 from dataclasses import dataclass

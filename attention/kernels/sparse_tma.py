@@ -115,7 +115,7 @@ def sparse_tma_kernel(
         row = tl.where(is_col, c_row + slot0, kv_row + start)
         k = desc_k.load([row, 0])
         v = desc_v.load([row, 0])
-        cpos = tl.load(COLPOS + bh * col_slots + slot0 + offs_n, 
+        cpos = tl.load(COLPOS + bh * col_slots + slot0 + offs_n,
                        mask=slot0 + offs_n < tl.where(is_col, col_slots, 0), other=0)
         kpos = tl.where(is_col, cpos, start + offs_n)  # padding slots hold BIG: past every row, never kept
         lo = tl.where(is_col, window, 0)
