@@ -8,6 +8,7 @@ exits 1 on any failure (error above 2x the bf16 bar, a NaN, an unwritten output,
   PYTHONPATH=. python scripts/check_kernels_gpu.py --shapes 200
 """
 import argparse
+import os
 import random
 import sys
 from pathlib import Path
@@ -56,6 +57,18 @@ def random_case(rng: random.Random, device):
         slashes = torch.randint(-1, k_len, (1, heads, rng.randrange(1, 12)), device=device, generator=g)
         slashes[..., 0] = rng.randrange(0, max(1, window + 3))  # inside / at the edge of the window
     return q_len, k_len, heads, kv, dim, SparsePattern(sink=sink, window=window, columns=cols, slashes=slashes)
+
+
+def with_tiles(fn, blocks):
+    """fn run with ATTN_TMA_BLOCKS=blocks (head dim 128): the tiles the launcher picks only for long sequences."""
+    def run(*args, **kwargs):
+        old = os.environ.get("ATTN_TMA_BLOCKS")
+        os.environ["ATTN_TMA_BLOCKS"] = blocks
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            os.environ.pop("ATTN_TMA_BLOCKS") if old is None else os.environ.__setitem__("ATTN_TMA_BLOCKS", old)
+    return run
 
 
 def check_sparse(paths, n_shapes, seed, device="cuda"):
@@ -119,6 +132,7 @@ def main():
     paths = {"portable": sparse_attention_portable}
     if supported(torch.empty(1, device="cuda")):
         paths["tma"] = sparse_attention_tma
+        paths["tma-128x128"] = with_tiles(sparse_attention_tma, "128,128,8,3,0")  # the >= 48K config
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
     print("GPU CHECK", "FAILED" if failed else "PASSED")
     return 1 if failed else 0

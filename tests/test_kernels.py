@@ -103,6 +103,21 @@ def test_tma_path_matches_reference(seq, heads, kv, dim, window, sink, with_cols
     assert rel_err(out, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, dim ** -0.5), ref)
 
 
+def test_tma_path_with_long_sequence_tiles(monkeypatch):
+    # 128x128 tiles are what the launcher picks from 48K queries on: same answers at a length the CPU can run
+    from attention.kernels.hopper import sparse_attention_tma
+
+    monkeypatch.setenv("ATTN_TMA_BLOCKS", "128,128,8,3,0")
+    for seq, window, sink, slashes in ((300, 150, 3, True), (290, 0, 0, False)):
+        q, k, v = random_qkv(seq, 4, 1, 128, seed=seq)
+        pattern = make_pattern(seq, 4, window, sink, True, slashes, seed=seq + 2)
+        keep = pattern.keep_mask(1, 4, seq, seq)
+        got = sparse_attention_tma(q, k, v, 0.09, sink=sink, window=window, columns=pattern.columns,
+                                   slashes=pattern.slashes)
+        ref = reference_attention(q, k, v, keep, 0.09)
+        assert rel_err(got, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, 0.09), ref)
+
+
 def test_tma_path_queries_shorter_than_keys():
     from attention.kernels.hopper import sparse_attention_tma
 
