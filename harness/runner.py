@@ -89,6 +89,9 @@ def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> di
     ttft_ms, all_ms, (first, cache) = time_call(timed_prefill, device, options.repeats, options.warmup)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
     stats = summarize_stats(list(method.stats))
+    if getattr(loaded, "timing_only", False) or getattr(sample, "meta", {}).get("timing_only"):
+        return {"ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
+                "timing_only": True, **stats}  # random weights / timing task: no decode, no score
     hf.compress_cache(cache, method)
     budget = options.max_new_tokens or sample.max_new_tokens
     new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, stop_token_ids(model, tokenizer))
@@ -151,7 +154,8 @@ def execute_cell(loaded, method, sample, options, task) -> dict:
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         print(f"warning: {method.spec()} failed on {sample.id}: {message}", file=sys.stderr)
         return {"status": "error", "error": message}
-    result["scores"] = task.score(sample, result["prediction"])
-    result["score"] = result["scores"].get("score")
+    if not result.get("timing_only"):
+        result["scores"] = task.score(sample, result["prediction"])
+        result["score"] = result["scores"].get("score")
     result["status"] = "ok"
     return result
