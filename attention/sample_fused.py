@@ -26,10 +26,10 @@ def supported(cfg, q, k) -> bool:
 
 
 def _plan(kind: str, q_len: int, k_len: int, head_dim: int, r_row: float, device):
-    from attention.kernels.scores import row_plan
+    from attention.kernels.scores import row_plan, scores_config
     from attention.sample import RUN, strided_rows
 
-    key = (kind, q_len, k_len, head_dim, r_row, str(device))
+    key = (kind, q_len, k_len, head_dim, r_row, str(device), scores_config(head_dim))
     if key not in _plans:
         if len(_plans) > 64:
             _plans.clear()

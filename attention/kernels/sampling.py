@@ -14,11 +14,31 @@ NEG_INF = tl.constexpr(float("-inf"))
 
 
 @triton.jit
+def _exp2(x, HALF: tl.constexpr):
+    # HALF: packed half-precision ex2 (two per MUFU op; ~1e-3 relative error, underflow below 2^-24), an
+    # experiment for the SFU-bound share of stage 1 (ATTN_SCORES_EXP16=1); the default is fp32 exp2
+    if HALF:
+        return tl.inline_asm_elementwise(
+            asm="""{
+            .reg .b32 h;
+            .reg .b16 lo, hi;
+            cvt.rn.f16x2.f32 h, $3, $2;
+            ex2.approx.f16x2 h, h;
+            mov.b32 {lo, hi}, h;
+            cvt.f32.f16 $0, lo;
+            cvt.f32.f16 $1, hi;
+            }""",
+            constraints="=f,=f,f,f", args=[x], dtype=tl.float32, is_pure=True, pack=2)
+    return tl.exp2(x)
+
+
+@triton.jit
 def row_stats_kernel(
     Q, K, ROWS, M_OUT, L_OUT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
     H, GROUP, Sk, q_off, n_rows, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PACK: tl.constexpr, F32: tl.constexpr,
+    HALF: tl.constexpr = False,
 ):
     # PACK query heads of one kv group share a program: their BLOCK_M rows each stack into one PACK*BLOCK_M tile,
     # so every key tile is read once for all of them (pass 1 is bound by re-reading K otherwise)
@@ -46,7 +66,7 @@ def row_stats_kernel(
         s = tl.where(ok[:, None] & (offs_n[None, :] <= pos[:, None]), s, NEG_INF)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
-        l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), 1)
+        l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(_exp2(s - m_safe[:, None], HALF), 1)
         m_i = m_new
     out = (b * H + heads) * n_rows + idx
     tl.store(M_OUT + out, m_i)
@@ -59,7 +79,7 @@ def column_scores_kernel(
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
     H, GROUP, Sk, q_off, n_rows, n_rb, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WITH_DIAG: tl.constexpr,
-    F32: tl.constexpr,
+    F32: tl.constexpr, HALF: tl.constexpr = False,
 ):
     kb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -84,7 +104,7 @@ def column_scores_kernel(
         inv_l = tl.where(ok & (l > 0), 1.0 / tl.where(l > 0, l, 1.0), 0.0)
         s = dot(q, tl.trans(k), F32) * qk_scale
         keep = ok[:, None] & (offs_n[None, :] <= pos[:, None]) & kv_ok[None, :]
-        p = tl.where(keep, tl.exp2(s - m[:, None]) * inv_l[:, None], 0.0)
+        p = tl.where(keep, _exp2(s - m[:, None], HALF) * inv_l[:, None], 0.0)
         col += p
         if WITH_DIAG:
             # rows of a block are consecutive positions r0 + m here: row m, key n lie on diagonal r0 - k0 + m - n.

@@ -20,6 +20,11 @@ def scores_config(head_dim: int) -> tuple[int, int, int, int]:
     return (128, 128, 4, 3) if head_dim <= 128 else (64, 64, 8, 3)
 
 
+def half_exp(q) -> bool:
+    """ATTN_SCORES_EXP16=1: packed fp16 exp2 in stage 1 (GPU only; an experiment, off by default)."""
+    return os.environ.get("ATTN_SCORES_EXP16") == "1" and q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+
+
 def head_pack(group: int, head_dim: int) -> int:
     """Query heads per pass-1 program (ATTN_SCORES_PACK, default 1): the largest power of two dividing the group,
     at most that, with the stacked query tile within 64 KB. Packing 4 heads measured no faster on the H100 at 128K
@@ -80,14 +85,14 @@ def sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
               heads, heads // kv_heads, k_len, q_off, n_rows)
     pack = head_pack(heads // kv_heads, head_dim)
     row_stats_kernel[(n_rb, bh // pack)](q, k, rows, m, l, *common, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK,
-                                         BLOCK_N=kb1, PACK=pack, F32=interpreter_f32(q),
+                                         BLOCK_N=kb1, PACK=pack, F32=interpreter_f32(q), HALF=half_exp(q),
                                          num_warps=max(warps, 2 * pack), num_stages=stages)
     n_kb = triton.cdiv(k_len, kb2)
     col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
     diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
     column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, plan.first_rb, col, diag, *common, n_rb, scale * LOG2E,
                                      HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
-                                     F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
+                                     F32=interpreter_f32(q), HALF=half_exp(q), num_warps=warps, num_stages=stages)
     return col, (diag if with_diag else None)
 
 
