@@ -2,13 +2,12 @@
 import pytest
 import torch
 
-from attention.kernels import pattern_density, sparse_attention
-from attention.kernels import selection
-from attention.kernels.density import base_cells
+from attention import selection
+from attention.density import base_cells, pattern_density
 from attention.kernels.select import column_attention, select_columns, select_top
 from attention.pattern import SparsePattern
 from attention.reference import reference_attention
-from tests.kernel_helpers import random_qkv, rel_err
+from tests.kernel_helpers import kernel_attention as sparse_attention, random_qkv, rel_err
 
 
 def stable_rank(scores):
