@@ -25,14 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attention import hf  # noqa: E402
-from attention.registry import AttentionMethod, parse_methods  # noqa: E402
-from harness.cli import parse_lengths  # noqa: E402
+from attention.method import AttentionMethod  # noqa: E402
 from harness.models import load_model  # noqa: E402
+from harness.options import parse_lengths  # noqa: E402
+from harness.sweep import expand_alternatives  # noqa: E402
 from harness.runner import prefill  # noqa: E402
 from tasks.base import build_task  # noqa: E402
 
-METHODS = ("dense:backend=cudnn,dense:backend=flash,sample,sample:density=0.05,sample:density=0.1,"
-           "sample:density=0.2,sample:density=0.5,bigbird:density=0.1,streaming:density=0.1")
+# fixed densities with the window at a quarter of the budget (as in bench_attention) and with the default window
+METHODS = ("dense:backend=cudnn,dense:backend=flash,sample,sample:density=0.1,sample:density=0.05,r_w=0.0125,"
+           "sample:density=0.1,r_w=0.025,sample:density=0.2,r_w=0.05,sample:density=0.5,r_w=0.125,"
+           "sample:dense_above=1,streaming:density=0.1")
 FIELDS = ["gpu", "model", "length", "method", "ttft_ms", "vs_cudnn", "ideal_ms", "vs_ideal", "density",
           "selected_density", "dense_layers", "layers", "launches_per_layer", "syncs_per_prefill", "peak_mem_gib",
           "repeats", "torch", "triton", "commit"]
@@ -110,7 +113,8 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
     rows = []
     for length in lengths:
         ids = torch.tensor([next(iter(task.samples(loaded.tokenizer, [length]))).input_ids], device="cuda")
-        repeats = args.repeats if length < args.long else max(1, args.repeats - 1)
+        repeats = max(args.repeats, 7) if length < 16384 else (args.repeats if length < args.long
+                                                               else max(1, args.repeats - 1))
         warmup = 1 if length < 2 * args.long else 0  # kernels compiled at the shorter lengths already
         results = {}
         for method in [NoAttention(), *methods]:
@@ -228,7 +232,7 @@ def main(argv=None) -> int:
     rows = []
     for name, lengths in zip(args.model, args.lengths):
         begin = time.time()
-        rows += bench_model(name, parse_lengths(lengths), parse_methods(args.methods), args, meta)
+        rows += bench_model(name, parse_lengths(lengths), expand_alternatives(args.methods), args, meta)
         print(f"{name}: {time.time() - begin:.0f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,8 @@ class RowPlan:
     """The sampled rows as the stage-1 kernels read them, built once per shape and reused by every layer."""
     rows: torch.Tensor      # int32, padded with -1 to a multiple of BLOCK
     first_rb: torch.Tensor  # int32 [key blocks]: first row block whose last row reaches each key block
+    full_rb: torch.Tensor   # int32 [key blocks]: first row block (>= first_rb) whose first row is past the block
+    full_end: torch.Tensor  # int32 [1]: row blocks before this one hold no unused (-1) row
 
 
 def row_plan(rows: torch.Tensor, q_len: int, k_len: int, head_dim: int, with_diag: bool = False) -> RowPlan:
@@ -57,7 +59,13 @@ def row_plan(rows: torch.Tensor, q_len: int, k_len: int, head_dim: int, with_dia
     block_last = torch.where(rows >= 0, rows + (k_len - q_len), -1).view(n_rb, BLOCK).amax(1)
     block_last = torch.cummax(block_last, 0).values.contiguous()
     key_first = torch.arange(triton.cdiv(k_len, kb2), device=rows.device, dtype=block_last.dtype) * kb2
-    return RowPlan(rows, torch.searchsorted(block_last, key_first).to(torch.int32))
+    first_rb = torch.searchsorted(block_last, key_first)
+    # unmasked tiles in pass 2: every row of the block valid and at or past the key block's last key
+    block_first = torch.where(rows >= 0, rows + (k_len - q_len), k_len).view(n_rb, BLOCK).amin(1)
+    block_first = torch.cummax(block_first, 0).values.contiguous()
+    full_rb = torch.maximum(torch.searchsorted(block_first, key_first + kb2 - 1), first_rb)
+    full_end = (rows.view(n_rb, BLOCK) >= 0).all(1).int().cumprod(0).sum().view(1)
+    return RowPlan(rows, first_rb.to(torch.int32), full_rb.to(torch.int32), full_end.to(torch.int32))
 
 
 def sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
@@ -89,7 +97,7 @@ def sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
     n_kb = triton.cdiv(k_len, kb2)
     col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
     diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
-    column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, plan.first_rb, col, diag, *common, n_rb, scale * LOG2E,
+    column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, plan.first_rb, plan.full_rb, plan.full_end, col, diag, *common, n_rb, scale * LOG2E,
                                      HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
                                      F32=interpreter_f32(q), HALF=half_exp(q), num_warps=warps, num_stages=stages)
     return col, (diag if with_diag else None)

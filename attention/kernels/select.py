@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 MODES = {"all": 0, "mass": 1, "area": 2}
-BLOCK = 1024   # scores per tile
+BLOCK = 1024   # scores per tile (4096 with 16 warps for long rows: one program per row is latency-bound)
 SPLITS = 16    # thresholds tested per pass: 2^31 bit patterns need ceil(31 / log2(17)) = 8 passes
 
 
@@ -70,7 +70,7 @@ def select_kernel(
                 acc = tl.zeros([NS], dtype=tl.float64)
                 for t0 in range(0, n, BLOCK):
                     s, bits = _load(s_base, t0 + offs, n, exclude)
-                    acc += tl.sum(tl.where(bits[:, None] >= cand[None, :], s.to(tl.float64)[:, None], 0.0), 0)
+                    acc += tl.sum(tl.where(bits[:, None] >= cand[None, :], s[:, None], 0.0), 0).to(tl.float64)
                 ok = acc >= target  # true for the low candidates
                 lo_new = tl.max(tl.where(ok, cand, lo), 0)
                 hi = tl.min(tl.where(ok, hi, cand), 0)
@@ -156,6 +156,11 @@ def select_kernel(
         tl.store(DENSITY + row, dens.to(tl.float32))
 
 
+def _tiles(n: int) -> tuple[int, int]:
+    """(scores per tile, warps): long rows take big tiles so fewer dependent load rounds per pass."""
+    return (4096, 16) if n > 8192 else (BLOCK, 4)
+
+
 def _split(x: float) -> tuple[float, float]:
     """x as two fp32 kernel arguments whose fp64 sum is x to ~1e-15 (kernel float arguments are fp32)."""
     hi = float(torch.tensor(x, dtype=torch.float32))
@@ -183,7 +188,7 @@ def select_top(scores: torch.Tensor, *, alpha: float | None = None, budget: floa
     select_kernel[(rows.shape[0],)](
         rows, out, count, count, count, count, rows, n, rows.stride(0), out.stride(0), exclude, window, n - q_len, n,
         1, 1, a_hi, a_lo, b_hi, b_lo, 0.0, 1.0,
-        MODE=_mode(alpha, budget), FUSED=False, BLOCK=BLOCK, NS=SPLITS, num_warps=4)
+        MODE=_mode(alpha, budget), FUSED=False, BLOCK=_tiles(n)[0], NS=SPLITS, num_warps=_tiles(n)[1])
     return out.view(scores.shape)
 
 
@@ -209,7 +214,7 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
     select_kernel[(rows,)](
         col, cols, count, prefix, col_full, col_hi, dens, k_len, k_len, k_len, min(sink, k_len), window,
         k_len - q_len, k_len, n_qb, block_m, a_hi, a_lo, b_hi, b_lo, float(base_cells), float(causal_cells),
-        MODE=_mode(alpha, budget), FUSED=True, BLOCK=BLOCK, NS=SPLITS, num_warps=4)
+        MODE=_mode(alpha, budget), FUSED=True, BLOCK=_tiles(k_len)[0], NS=SPLITS, num_warps=_tiles(k_len)[1])
     return cols, col_full, col_hi, dens
 
 
