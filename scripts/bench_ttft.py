@@ -113,7 +113,7 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
     rows = []
     for length in lengths:
         ids = torch.tensor([next(iter(task.samples(loaded.tokenizer, [length]))).input_ids], device="cuda")
-        repeats = max(args.repeats, 7) if length < 16384 else (args.repeats if length < args.long
+        repeats = max(args.repeats, 15) if length < 16384 else (args.repeats if length < args.long
                                                                else max(1, args.repeats - 1))
         warmup = 1 if length < 2 * args.long else 0  # kernels compiled at the shorter lengths already
         results = {}

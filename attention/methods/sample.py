@@ -5,6 +5,7 @@ sampled query rows; stage 2 keeps per head the fewest columns reaching alpha of 
 columns within a density budget); the shared executor then runs sink + window + columns (+ slashes).
 """
 import dataclasses
+import functools
 import math
 
 import torch
@@ -91,6 +92,10 @@ class SampleAttention(SparseMethod):
 
     def predicted_density(self, q_len, k_len):
         """Window + sinks cover this much whatever is selected; a fixed budget is known too (no sync)."""
+        return self._predicted(q_len, k_len)
+
+    @functools.lru_cache(maxsize=64)  # host arithmetic once per shape: TTFT of small models is host-bound
+    def _predicted(self, q_len, k_len):
         window = math.ceil(self.config.r_w * k_len)
         base, causal = base_cells(q_len, k_len, window, min(self.config.sink, k_len))
         floor = base / causal
