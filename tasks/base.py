@@ -18,6 +18,9 @@ class Sample:
     answer: str | list[str]    # reference answer(s)
     max_new_tokens: int = 32
     meta: dict = dataclasses.field(default_factory=dict)  # e.g. depth, dataset, truncation
+    # Strings whose token ends generation, as official LongBench pred.py stops samsum: the last token of each
+    # string's encoding is a stop id (kept in the prediction), never chosen as the first new token.
+    stop: list[str] = dataclasses.field(default_factory=list)
 
 
 class Task:

@@ -4,6 +4,11 @@ Data: path=DIR holding the official JSONL files (the unzipped data.zip of the hu
 qasper.jsonl, qasper_e.jsonl, ...), or, without path, that data.zip from the hub (cached by huggingface_hub,
 so a machine that fetched it once works offline). Prompts longer than the requested length are cut in the
 middle (the official advice: both ends hold instructions); each sample records what was cut.
+
+Generation and scoring follow official pred.py and eval.py: the official prompt templates byte for byte, the
+chat template only where pred.py uses one, the official max new tokens, samsum stopped at the newline token, and
+the raw decoded text scored (only the few-shot datasets keep just their first line, as eval.py does). Each
+sample's meta["generation"] records these settings, and so each cell.
 """
 import json
 import zipfile
@@ -91,6 +96,17 @@ def default_specials(tokenizer) -> list[int]:
     return tokenizer("", add_special_tokens=True)["input_ids"]
 
 
+def generation(cfg: dict, max_new_tokens: int | None, tokenizer) -> dict:
+    """One dataset's generation settings, as official pred.py uses them (recorded per sample, so per cell).
+
+    chat_template: whether the prompt went through the tokenizer's chat template (pred.py's build_chat, skipped
+    for the few-shot and code datasets; a tokenizer without one gets the plain prompt).
+    """
+    return {"max_new_tokens": max_new_tokens or cfg["maxlen"], "official_max_new_tokens": cfg["maxlen"],
+            "stop": list(cfg["stop"]), "first_line": cfg["first_line"], "greedy": True,
+            "chat_template": bool(cfg["chat"] and getattr(tokenizer, "chat_template", None))}
+
+
 @register
 class LongBench(Task):
     name = "longbench"
@@ -105,6 +121,8 @@ class LongBench(Task):
         if self.path and not self.path.is_dir():
             raise TaskError(f"longbench: path {path} is not a folder; {MISSING}")
         self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens) if max_new_tokens else None
+        if any(config()["datasets"][d]["metric"] == "code_sim" for d in self.datasets):
+            longbench_metrics.check_code_sim()  # before any generation: without it lcc/repobench-p drift
         self._rows: dict[str, list[dict]] = {}
         self._ids: dict[tuple, list[int]] = {}
 
@@ -141,12 +159,15 @@ class LongBench(Task):
                         meta["bucket"] = longbench_metrics.bucket(row["length"])
                     if cfg["metric"] == "classification":
                         meta["all_classes"] = list(row.get("all_classes") or [])
+                    meta["generation"] = generation(cfg, self.max_new_tokens, tokenizer)
                     answers = [str(a) for a in row["answers"]]
                     yield Sample(id=f"longbench-{dataset}{'_e' if self.e else ''}-{length}-{k}", task=self.name,
                                  length=length, input_ids=ids, answer=answers,
-                                 max_new_tokens=self.max_new_tokens or cfg["maxlen"], meta=meta)
+                                 max_new_tokens=meta["generation"]["max_new_tokens"], meta=meta,
+                                 stop=list(cfg["stop"]))
 
     def score(self, sample, prediction):
+        """`prediction` is the raw decoded text, as official eval.py reads it from pred.py's output."""
         cfg = config()["datasets"][sample.meta["dataset"]]
         answers = sample.answer if isinstance(sample.answer, list) else [sample.answer]
         value = longbench_metrics.score(cfg["metric"], prediction, answers, sample.meta.get("all_classes"),
