@@ -105,10 +105,10 @@ def category_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def bucket_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """LongBench-E: score (0-100) per dataset and length bucket, plus each bucket's mean over the datasets
-    (dataset 'average'). Cells without the official length field are left out."""
+    """LongBench-E (eval.py --e): score (0-100) per dataset and length bucket, plus each bucket's mean over the
+    datasets (dataset 'average'). LongBench v1 cells and cells without the official length field are left out."""
     cells = longbench_cells(frame)
-    cells = cells[cells["bucket"].notna()]
+    cells = cells[(cells["suite"] == "LongBench-E") & cells["bucket"].notna()]
     if cells.empty:
         return pd.DataFrame()
     table = cells.groupby([*INDEX, "dataset", "bucket"])["score"].agg(bucket_score).unstack("bucket")
@@ -142,3 +142,18 @@ def total_vs_baseline(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).set_index(INDEX)
+
+
+def report_tables(frame: pd.DataFrame, baseline: str | None = None) -> list[tuple[str, str, pd.DataFrame]]:
+    """(file stem, title, table) for every LongBench table this frame fills, in reading order."""
+    tables = [("longbench_datasets", "LongBench per dataset (0-100, official eval.py)", dataset_table(frame)),
+              ("longbench_samples", "LongBench samples per dataset", dataset_counts(frame)),
+              ("longbench_summary", "LongBench average and total (sum) over datasets", summary_table(frame)),
+              ("longbench_categories", "LongBench leaderboard view: category means and their average, per language",
+               category_table(frame)),
+              ("longbench_e_buckets", "LongBench-E per length bucket of the official length field (0-100)",
+               bucket_table(frame))]
+    if baseline:
+        tables.append(("longbench_total_vs_baseline", f"LongBench total relative to {baseline} (same datasets)",
+                       total_vs_baseline(frame, baseline)))
+    return [(stem, title, table) for stem, title, table in tables if not table.empty]

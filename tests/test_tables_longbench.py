@@ -86,6 +86,7 @@ def test_longbench_e_bucket_table():
     words = [3999, 4000, 7999, 8000, 120]
     rows = cells({"dense": {"qasper": [1, 0.5, 0, 0.25, 0], "lcc": [0.6, 0.8, 1, 1, 1]}}, e=True, words=words)
     rows += cells({"dense": {"trec": [1, 1]}}, e=True)  # no length field: left out of the buckets
+    rows += cells({"dense": {"hotpotqa": [1]}}, words=[100])  # LongBench v1: no buckets (eval.py --e only)
     frame = pd.DataFrame([{**{k: v for k, v in c.items() if k != "meta"},
                            **{f"meta.{k}": v for k, v in c["meta"].items()}} for c in rows])
     table = tables.bucket_table(frame)
@@ -105,3 +106,10 @@ def test_no_longbench_cells_give_empty_tables(frame):
     for build in (tables.dataset_table, tables.summary_table, tables.category_table, tables.bucket_table):
         assert build(needle_only).empty
     assert tables.total_vs_baseline(needle_only, "dense").empty
+
+
+def test_report_tables_lists_only_filled_tables(frame):
+    stems = [stem for stem, _, _ in tables.report_tables(frame, "dense")]
+    assert stems == ["longbench_datasets", "longbench_samples", "longbench_summary", "longbench_categories",
+                     "longbench_total_vs_baseline"]  # no length field in these cells: no bucket table
+    assert tables.report_tables(frame[frame["task"] == "needle"], "dense") == []
