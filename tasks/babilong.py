@@ -6,15 +6,16 @@ or path=FILE_OR_DIR with the official rows (input, question, target) as JSON, JS
 Prompts, labels and answer matching are the official ones (booydar/babilong prompts.py and metrics.py), and so is
 generation (scripts/run_model_on_babilong.py: greedy, 20 new tokens, no stop strings, decoded output stripped).
 """
+import dataclasses
 import json
 import random
+import typing
 from functools import cache
 from pathlib import Path
 
 from tasks.babilong_gen import story
 from tasks.base import Sample, Task, TaskError, register
 from tasks.haystack import haystack
-from tasks.options import whole_number
 from tasks.render import assemble_at, chat_frame, text_ids
 from tasks.tabular import read_rows
 
@@ -97,32 +98,44 @@ def load_hub(repo: str, cfg: str, qa: str) -> list[dict]:
                         "path=FILE_OR_DIR with the official JSON/JSONL/parquet, or use source=gen") from None
 
 
+@dataclasses.dataclass
+class BabilongConfig:
+    qa: str = "+".join(QAS)     # tasks joined by '+': qa1-qa5 generated, qa1-qa20 from the official data
+    source: typing.Literal["gen", "hub", "hub1k"] = "gen"  # gen: offline generator; hub/hub1k: RMT-team datasets
+    path: str = ""              # official rows (JSON/JSONL/parquet), a file or a folder; overrides source
+    haystack: str = ""          # a folder of .txt files for the generator instead of the Paul Graham essays
+    max_new_tokens: int = 20    # official run_model_on_babilong.py: 20
+
+    def validate(self):
+        bad = [q for q in self.qa.split("+") if q not in OFFICIAL_QAS]
+        if bad:
+            raise TaskError(f"babilong: unknown qa {', '.join(bad)}; choose from qa1 ... qa20, joined by '+'")
+        ungenerated = [q for q in self.qa.split("+") if q not in QAS]
+        if not self.path and self.source == "gen" and ungenerated:
+            raise TaskError(f"babilong: the offline generator makes qa1-qa5 only, not {', '.join(ungenerated)}; "
+                            "use source=hub, hub1k or path=FILE_OR_DIR for the official data")
+        if self.path and not Path(self.path).expanduser().exists():
+            raise TaskError(f"babilong: path {self.path} does not exist; give the official BABILong JSON/JSONL/"
+                            f"parquet file or folder, or use source=hub ({HUB['hub']}) or source=gen")
+        if self.max_new_tokens < 1:
+            raise TaskError(f"babilong: max_new_tokens={self.max_new_tokens} must be a whole number >= 1")
+
+
 @register
 class Babilong(Task):
     name = "babilong"
+    Config = BabilongConfig
     description = ("BABILong (options: qa=qa1+qa2 (qa1-qa5 generated, qa1-qa20 official), source=gen|hub|hub1k, "
                    "path=FILE_OR_DIR, haystack=/dir, max_new_tokens=20)")
 
-    def __init__(self, qa: str = "+".join(QAS), source: str = "gen", path: str = "", haystack: str = "",
-                 max_new_tokens: str = "20", **options):
-        super().__init__(**options)
-        self.qas = qa.split("+")
-        bad = [q for q in self.qas if q not in OFFICIAL_QAS]
-        if bad:
-            raise TaskError(f"babilong: unknown qa {', '.join(bad)}; choose from qa1 ... qa20, joined by '+'")
-        self.source = "local" if path else source
-        if self.source not in ("gen", "local", *HUB):
-            raise TaskError(f"babilong: source={source!r}; choose gen, hub, hub1k or give path=FILE_OR_DIR")
-        ungenerated = [q for q in self.qas if q not in QAS]
-        if self.source == "gen" and ungenerated:
-            raise TaskError(f"babilong: the offline generator makes qa1-qa5 only, not {', '.join(ungenerated)}; "
-                            "use source=hub, hub1k or path=FILE_OR_DIR for the official data")
-        self.path = Path(path).expanduser() if path else None
-        if self.path and not self.path.exists():
-            raise TaskError(f"babilong: path {path} does not exist; give the official BABILong JSON/JSONL/parquet "
-                            f"file or folder, or use source=hub ({HUB['hub']}) or source=gen")
-        self.folder = haystack or None
-        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens)
+    def __init__(self, config=None):
+        super().__init__(config)
+        cfg = self.config
+        self.qas = cfg.qa.split("+")
+        self.source = "local" if cfg.path else cfg.source
+        self.path = Path(cfg.path).expanduser() if cfg.path else None
+        self.folder = cfg.haystack or None
+        self.max_new_tokens = cfg.max_new_tokens
 
     def count(self, n):
         # n <= 0 asks for every official row, a number known only once a split is loaded

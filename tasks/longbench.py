@@ -10,6 +10,7 @@ chat template only where pred.py uses one, the official max new tokens, samsum s
 the raw decoded text scored (only the few-shot datasets keep just their first line, as eval.py does). Each
 sample's meta["generation"] records these settings, and so each cell.
 """
+import dataclasses
 import json
 import zipfile
 from functools import cache
@@ -17,7 +18,6 @@ from pathlib import Path
 
 from tasks import longbench_metrics
 from tasks.base import Sample, Task, TaskError, register
-from tasks.options import flag, whole_number
 from tasks.render import chat_frame, text_ids
 from tasks.tabular import read_rows
 
@@ -107,20 +107,35 @@ def generation(cfg: dict, max_new_tokens: int | None, tokenizer) -> dict:
             "chat_template": bool(cfg["chat"] and getattr(tokenizer, "chat_template", None))}
 
 
+@dataclasses.dataclass
+class LongBenchConfig:
+    datasets: str = "all"       # all, en, a group (single multi summ fewshot synthetic code) or names, joined by '+'
+    e: bool = False             # LongBench-E (13 datasets, length buckets) instead of LongBench v1
+    path: str = ""              # a folder of the official JSONL files; empty: the hub's data.zip from the cache
+    max_new_tokens: int | None = None  # None: each dataset's official budget (dataset2maxlen.json)
+
+    def validate(self):
+        resolve_datasets(self.datasets, self.e)
+        if self.path and not Path(self.path).expanduser().is_dir():
+            raise TaskError(f"longbench: path {self.path} is not a folder; {MISSING}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise TaskError(f"longbench: max_new_tokens={self.max_new_tokens} must be a whole number >= 1")
+
+
 @register
 class LongBench(Task):
     name = "longbench"
+    Config = LongBenchConfig
     description = ("LongBench v1 / LongBench-E with official prompts and metrics (options: datasets=all|en|single|"
                    "multi|summ|fewshot|synthetic|code|NAME+NAME, e=1 for LongBench-E, path=DIR, max_new_tokens=)")
 
-    def __init__(self, datasets: str = "all", e: str = "0", path: str = "", max_new_tokens: str = "", **options):
-        super().__init__(**options)
-        self.e = flag(self.name, "e", e)
-        self.datasets = resolve_datasets(datasets, self.e)
-        self.path = Path(path).expanduser() if path else None
-        if self.path and not self.path.is_dir():
-            raise TaskError(f"longbench: path {path} is not a folder; {MISSING}")
-        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens) if max_new_tokens else None
+    def __init__(self, options: LongBenchConfig | None = None):  # not `config`: that is the official table here
+        super().__init__(options)
+        cfg = self.config
+        self.e = cfg.e
+        self.datasets = resolve_datasets(cfg.datasets, cfg.e)
+        self.path = Path(cfg.path).expanduser() if cfg.path else None
+        self.max_new_tokens = cfg.max_new_tokens
         if any(config()["datasets"][d]["metric"] == "code_sim" for d in self.datasets):
             longbench_metrics.check_code_sim()  # before any generation: without it lcc/repobench-p drift
         self._rows: dict[str, list[dict]] = {}

@@ -142,7 +142,7 @@ def test_missing_data_gives_one_line_errors(tok, tmp_path):
 def test_hub_source_offline_names_the_dataset_and_the_alternatives(tok, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    task = Babilong(qa="qa1", source="hub1k")
+    task = build_task("babilong:qa=qa1,source=hub1k")
     with pytest.raises(TaskError, match="RMT-team/babilong-1k-samples .*path=FILE_OR_DIR.*source=gen") as err:
         next(task.samples(tok, [4096]))
     assert "\n" not in str(err.value)
