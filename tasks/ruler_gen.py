@@ -226,10 +226,10 @@ class CommonWords:
         (ex_common, ex_uncommon, ex_words), repeats = self.repeats(length)
         order = self.vocabulary()
         rng.shuffle(order)
-        example = order[:ex_words]
+        example = order[-ex_words:]  # from the end, so the answer (the first words) is the same at every length
         ex_list = example[:self.num_cw] * ex_common + example[self.num_cw:] * ex_uncommon
         rng.shuffle(ex_list)
-        return {"example": ex_list, "example_answer": example[:self.num_cw], "order": order[ex_words:],
+        return {"example": ex_list, "example_answer": example[:self.num_cw], "order": order[:-ex_words],
                 "repeats": repeats, "seed": rng.getrandbits(64)}
 
     def render(self, spec, n):
@@ -265,13 +265,15 @@ class FrequentWords:
         return 10**8
 
     def spec(self, rng, length, index, count):
-        size = length // 50  # vocab_size = max_seq_length // 50
-        vocab = set()
+        size = max(4, length // 50)  # vocab_size = max_seq_length // 50
+        # distinct random words in the order drawn (RULER sorts, then shuffles): a longer vocabulary extends a
+        # shorter one, so the ranks, and the answer, are the same at every length
+        vocab, seen = ["..."], set()  # the most frequent 'word' is noise
         while len(vocab) < size:
-            vocab.add("".join(rng.choices(string.ascii_lowercase, k=self.wordlen)))
-        vocab = sorted(vocab)
-        rng.shuffle(vocab)
-        vocab[0] = "..."  # the most frequent 'word' is noise
+            word = "".join(rng.choices(string.ascii_lowercase, k=self.wordlen))
+            if word not in seen:
+                seen.add(word)
+                vocab.append(word)
         return {"vocab": vocab, "seed": rng.getrandbits(64)}
 
     def render(self, spec, n):
