@@ -12,7 +12,6 @@ import random
 from functools import cache
 
 from tasks.base import Sample, Task, TaskError, register
-from tasks.options import whole_number
 from tasks.render import chat_frame, text_ids
 from tasks.ruler_data import RULER_PACKAGE, _package_root
 from tasks.ruler_gen import make_family
@@ -23,22 +22,27 @@ SUBTASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1"
 GROUPS = {"all": SUBTASKS, "niah": SUBTASKS[:8], "synthetic": SUBTASKS[:11], "qa": SUBTASKS[11:]}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class RulerConfig:
-    tasks: tuple[str, ...] = SUBTASKS   # subtasks, in RULER's order
-    samples: int = 0                    # samples per subtask and length; 0: the run's --samples
+    tasks: str = "all"   # subtask names or groups (all, niah, synthetic, qa) joined by '+'
+    samples: int = 0     # samples per subtask and length; 0: the run's --samples
 
-    @classmethod
-    def from_options(cls, tasks: str = "all", samples: str = "0") -> "RulerConfig":
-        chosen = []
-        for name in filter(None, (t.strip() for t in tasks.split("+"))):
+    def validate(self):
+        self.subtasks()
+        if self.samples < 0:
+            raise TaskError(f"ruler: samples={self.samples} must be a whole number >= 0")
+
+    def subtasks(self) -> tuple[str, ...]:
+        """The chosen subtasks, in RULER's order."""
+        chosen = set()
+        for name in filter(None, (t.strip() for t in self.tasks.split("+"))):
             if name not in GROUPS and name not in SUBTASKS:
                 raise TaskError(f"ruler: unknown subtask {name!r}; choose from: {', '.join(SUBTASKS)} "
                                 f"or a group ({', '.join(GROUPS)})")
-            chosen += [t for t in GROUPS.get(name, (name,)) if t not in chosen]
+            chosen.update(GROUPS.get(name, (name,)))
         if not chosen:
             raise TaskError("ruler: tasks= is empty; pass subtasks joined by '+', e.g. tasks=niah_single_1+vt")
-        return cls(tuple(t for t in SUBTASKS if t in chosen), whole_number("ruler", "samples", samples, minimum=0))
+        return tuple(t for t in SUBTASKS if t in chosen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,20 +116,22 @@ class Ruler(Task):
                    f"tasks=all|niah|synthetic|qa or names joined by '+' ({' '.join(SUBTASKS)}), "
                    "samples=N per subtask and length (0: the run's --samples)")
 
-    def __init__(self, tasks: str = "all", samples: str = "0", **options):
-        super().__init__(**options)
-        self.config = RulerConfig.from_options(tasks, samples)
+    Config = RulerConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.subtasks = self.config.subtasks()
 
     def _per_task(self, n: int) -> int:
         return self.config.samples or n
 
     def count(self, n):
-        return self._per_task(n) * len(self.config.tasks)
+        return self._per_task(n) * len(self.subtasks)
 
     def samples(self, tokenizer, lengths, n=1, seed=0):
         settings = official()
         for length in lengths:
-            for subtask in self.config.tasks:
+            for subtask in self.subtasks:
                 cfg = settings[subtask]
                 family = make_family(cfg.family, cfg.args, cfg.template, cfg.answer_prefix)
                 for i in range(self._per_task(n)):

@@ -170,9 +170,9 @@ def test_seeded_and_reproducible(tok):
 
 
 def test_options_groups_and_errors(tok):
-    assert build_task("ruler").config.tasks == SUBTASKS
-    assert build_task("ruler:tasks=qa+vt").config.tasks == ("vt", "qa_1", "qa_2")
-    assert build_task("ruler:tasks=niah").config.tasks == SUBTASKS[:8]
+    assert build_task("ruler").subtasks == SUBTASKS
+    assert build_task("ruler:tasks=qa+vt").subtasks == ("vt", "qa_1", "qa_2")
+    assert build_task("ruler:tasks=niah").subtasks == SUBTASKS[:8]
     task = build_task("ruler:tasks=fwe,samples=3")
     assert task.count(1) == 3 and len(list(task.samples(tok, [600], n=1))) == 3
     for spec, match in (("ruler:tasks=niah_single_9", "unknown subtask 'niah_single_9'"),
