@@ -124,6 +124,8 @@ def shape(subtask: str, text: str, answers: list[str]) -> dict:
 
 @pytest.mark.parametrize("subtask", SUBTASKS)
 def test_same_structure_as_the_official_generator(subtask, plain_samples):
+    if not (FIXTURES / f"{subtask}.jsonl").is_file():
+        pytest.skip(f"no official fixture for {subtask} yet (see tests/fixtures/ruler/README.md to generate it)")
     text, sample = plain_samples[subtask]
     ours = shape(subtask, text, sample.answer)
     for row in official(subtask):
