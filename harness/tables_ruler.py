@@ -39,7 +39,7 @@ def subtask_scores(frame: pd.DataFrame) -> pd.DataFrame:
 def average_table(frame: pd.DataFrame) -> pd.DataFrame:
     """RULER's usual layout: rows methods, columns lengths, cells the mean of the subtask scores (0-100), plus
     'Avg.' over lengths. A subtask counts once however many samples it has."""
-    average = subtask_scores(frame).mean(axis=1).unstack("length")
+    average = subtask_scores(frame).mean(axis=1, skipna=False).unstack("length")  # a missing subtask: no average
     average = average[sorted(average.columns)]
     average.columns = [length_label(c) for c in average.columns]
     average["Avg."] = average.mean(axis=1)
@@ -49,7 +49,7 @@ def average_table(frame: pd.DataFrame) -> pd.DataFrame:
 def per_task_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per-subtask breakdown: rows (model, method, length), columns the subtasks (0-100) and their average."""
     table = subtask_scores(frame).copy()
-    table["average"] = table.mean(axis=1)
+    table["average"] = table.mean(axis=1, skipna=False)
     return table.rename(index=length_label, level="length")
 
 
@@ -62,9 +62,10 @@ def coverage(frame: pd.DataFrame) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame, digits: int = 1) -> str:
     counts = coverage(frame)
     subtasks = counts.shape[1]
-    samples = sorted({int(v) for v in counts.fillna(0).to_numpy().ravel()})
+    samples = sorted({int(v) for v in counts.fillna(0).to_numpy().ravel() if v})
     note = (f"{subtasks} subtasks; samples per subtask and length: {', '.join(map(str, samples))}. "
-            "Scores are RULER's metrics (string_match_all; string_match_part for qa_1/qa_2), 0-100.")
+            "Scores are RULER's metrics (string_match_all; string_match_part for qa_1/qa_2), 0-100; "
+            "an average is blank (nan) where a subtask is missing.")
     average, per_task = (flat(t.round(digits)) for t in (average_table(frame), per_task_table(frame)))
     return (f"## RULER average (0-100)\n\n{average}\n\n{note}\n\n## RULER per subtask (0-100)\n\n{per_task}\n")
 

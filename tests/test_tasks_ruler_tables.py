@@ -43,6 +43,8 @@ def test_markdown_and_files(tmp_path):
     assert "## RULER average (0-100)" in text and "## RULER per subtask (0-100)" in text
     assert "| model   | method   |   4K |   Avg. |" in text and "| m       | dense    |   50 |     50 |" in text
     assert "2 subtasks; samples per subtask and length: 1." in text
+    partial = cells([("dense", 1024, "vt", 1.0), ("dense", 1024, "cwe", 0.0), ("sample", 1024, "vt", 1.0)])
+    assert tables_ruler.average_table(partial)["1K"].isna().tolist() == [False, True]  # sample lacks cwe
     path = tables_ruler.write(frame, tmp_path)
     assert path.read_text() == text
     assert (tmp_path / "ruler_average.csv").is_file() and (tmp_path / "ruler_per_task.csv").is_file()
