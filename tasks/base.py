@@ -6,7 +6,7 @@ from harness.options import InputError, build_config, parse_spec, unquote
 from harness.registry import Registry
 
 # built-in tasks: importing a module registers its tasks
-BUILTINS = ("tasks.passkey", "tasks.needle", "tasks.babilong", "tasks.longbench")
+BUILTINS = ("tasks.passkey", "tasks.needle", "tasks.babilong", "tasks.longbench", "tasks.ruler")
 
 
 class TaskError(InputError):
