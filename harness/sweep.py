@@ -9,6 +9,7 @@ from pathlib import Path
 from attention.registry import AttentionMethod, ConfigError, build_method
 from harness.options import alternatives, parse_specs
 from harness.models import resolve
+from harness.random_models import check_tasks
 from tasks.base import build_task
 
 
@@ -72,6 +73,7 @@ def validate(spec: SweepSpec):
     tasks = [build_task(t) for t in spec.tasks]
     for model in spec.models:
         resolve(model)
+        check_tasks(model, tasks)
     device = resolve_device(spec.device)
     for name in ("samples", "repeats", "max_new_tokens"):
         value = getattr(spec, name)
