@@ -130,9 +130,15 @@ def select_fused(q, k, scale: float, plan, *, sink: int, window: int, base: int,
 
 
 def run_fused(q, k, v, scale: float, window: int, selected) -> torch.Tensor:
-    """The sparse kernel over window + a select_fused result: one launch."""
+    """The sparse kernel over window + a select_fused result (sinks are in its column list): one launch on the
+    portable kernel; on the Hopper path the TMA kernel's own index preparation and gather come first."""
+    from attention.kernels.prefill import sparse_path
     from attention.kernels.select import block_m_for, column_attention
 
     cols, col_full, col_hi, _ = selected
+    if sparse_path(q) == "tma":  # Hopper from 32K: the gathered-column TMA kernel (1.4-1.9x faster at 128K)
+        from attention.kernels.hopper import sparse_attention_tma
+
+        return sparse_attention_tma(q, k, v, scale, window=window, columns=cols)
     return column_attention(q, k, v, scale, window=window, cols=cols, col_full=col_full, col_hi=col_hi,
                             block_m=block_m_for(q.shape[-1], q.shape[2]))
