@@ -128,3 +128,22 @@ def test_column_attention_is_the_launcher_s_result():
                                0.125)
     launcher = sparse_attention(q, k, v, SparsePattern(sink=3, window=9, columns=cols.long()), 0.125)
     assert rel_err(got, want) <= 1.5 * rel_err(launcher, want) + 1e-4
+
+
+@pytest.mark.parametrize("path", ["portable", "tma"])
+def test_sample_fused_prefill_on_each_kernel_path_matches_its_pattern(monkeypatch, path):
+    """SampleAttention's fused column path on the portable and the Hopper (TMA) kernel, under the interpreter:
+    the output equals the fp32 reference under the pattern the same method builds on the base path."""
+    from attention.backend import use_backend
+    from attention.registry import build_method
+    from tests.kernel_helpers import bf16_torch_attention
+
+    monkeypatch.setenv("ATTN_SPARSE_PATH", path)
+    q, k, v = random_qkv(150, 4, 2, 64, seed=11, stripes=0.05)
+    method = build_method("sample", {"density": "0.3", "dense_above": "1"})
+    with use_backend("triton"):
+        out = method.prefill(q, k, v, 0.125)
+        keep = method.build_pattern(q, k, 0.125).keep_mask(1, 4, 150, 150)
+    assert not out.isnan().any()
+    ref = reference_attention(q, k, v, keep, 0.125)
+    assert rel_err(out, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, 0.125), ref)
