@@ -85,17 +85,6 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def is_bad_input(err: BaseException) -> bool:
-    """InputError, or the method/task errors of modules already loaded (they are bad input too)."""
-    kinds = [InputError]
-    for module, name in (("attention.registry", "ConfigError"), ("attention.method", "ConfigError"),
-                         ("tasks.base", "TaskError")):
-        kind = getattr(sys.modules.get(module), name, None)
-        if kind is not None:
-            kinds.append(kind)
-    return isinstance(err, tuple(kinds))
-
-
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -111,7 +100,7 @@ def main(argv=None) -> int:
         print("interrupted: finished cells are already saved; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001  bad input is one line and exit 2; anything else is a bug
-        if not is_bad_input(err):
+        if not isinstance(err, InputError):  # methods' ConfigError and tasks' TaskError are InputErrors too
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

@@ -43,18 +43,13 @@ class Diagnosing(AttentionMethod):
 
 
 @torch.inference_mode()
-def diagnose_sample(loaded, method: AttentionMethod, input_ids: list[int], device: str, rows: int, seed: int
-                    ) -> list[dict]:
-    """Per-layer diagnostics of one prefill of `input_ids` with `method`."""
-    method.stats.clear()  # the wrapped method still records its own per-layer stats
-    wrapper = getattr(method, "_diagnosing", None)
-    if wrapper is None or (wrapper.n_rows, wrapper.seed) != (rows, seed):
-        # one wrapper per method, so the bridge registers one attention function per method, not per prefill
-        wrapper = method._diagnosing = Diagnosing(method, rows, seed)
+def diagnose_sample(loaded, wrapper: Diagnosing, input_ids: list[int], device: str) -> list[dict]:
+    """Per-layer diagnostics of one prefill of `input_ids` with the wrapped method."""
+    wrapper.inner.stats.clear()  # the wrapped method still records its own per-layer stats
     wrapper.layers = []
-    hf.install(loaded.model, wrapper)
-    ids = torch.tensor([input_ids], device=device)
-    loaded.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    with hf.install(loaded.model, wrapper):
+        ids = torch.tensor([input_ids], device=device)
+        loaded.model(input_ids=ids, use_cache=False, logits_to_keep=1)
     return sorted(wrapper.layers, key=lambda d: d["layer"])
 
 
@@ -72,6 +67,7 @@ class DiagnoseMeasure:
 
     def __init__(self, rows: int):
         self.rows = rows
+        self.wrappers: dict[int, Diagnosing] = {}  # one per method, so the bridge registers one function each
 
     def fields(self, method, options) -> dict:
         return {"alpha": diagnostics.method_alpha(method)}
@@ -82,7 +78,10 @@ class DiagnoseMeasure:
 
         start = time.perf_counter()
         try:
-            layers = diagnose_sample(loaded, method, sample.input_ids, options.device, self.rows, options.seed)
+            wrapper = self.wrappers.get(id(method))
+            if wrapper is None:
+                wrapper = self.wrappers[id(method)] = Diagnosing(method, self.rows, options.seed)
+            layers = diagnose_sample(loaded, wrapper, sample.input_ids, options.device)
         except torch.cuda.OutOfMemoryError as err:
             torch.cuda.empty_cache()
             return {"status": "oom", "error": str(err).splitlines()[0]}

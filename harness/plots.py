@@ -35,47 +35,56 @@ def lines_by_method(table, ylabel, title, out, stem, log_y=False, reference=None
     """One panel per model (and run, when the table is per run): a line per method against length."""
     panel_levels = [n for n in table.index.names if n != "method_spec"]
     panels = list(table.index.droplevel("method_spec").unique())
+    specs = sorted(table.index.get_level_values("method_spec").unique())  # one colour and marker per method
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         part = table.xs(panel if isinstance(panel, tuple) else (panel,), level=panel_levels)
-        for i, (spec, row) in enumerate(part.iterrows()):
-            row = row.dropna()
+        for spec, row in part.iterrows():
+            row, i = row.dropna(), specs.index(spec)
             ax.plot(row.index.astype(int), row.values, marker=MARKERS[i % len(MARKERS)], ms=6, lw=1.2,
-                    alpha=0.85, label=spec, zorder=3 + i)
+                    alpha=0.85, color=f"C{i % 10}", zorder=3 + i)
         length_axis(ax, table.columns)
         if log_y:
             ax.set_yscale("log")
         if reference is not None:
-            ax.axhline(reference[0], color="grey", lw=0.8, ls="--", label=reference[1])
+            ax.axhline(reference[0], color="grey", lw=0.8, ls="--")
         name = " / ".join(map(str, panel)) if isinstance(panel, tuple) else str(panel)
         ax.set(title=f"{name}: {title}", ylabel=ylabel)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=s)
+               for i, s in enumerate(specs)]
+    if reference is not None:
+        handles.append(plt.Line2D([], [], color="grey", lw=0.8, ls="--", label=reference[1]))
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     save(fig, out, stem)
 
 
 def pareto(points, baseline, out, stem):
-    """Accuracy (with its 95% interval) against speedup: one colour per method, one marker per length."""
-    models = sorted(points["model"].unique())
-    lengths = sorted(points["length"].unique())
+    """Accuracy (with its 95% interval) against speedup, one panel per (model, length), one colour per method."""
+    panels = sorted(points.groupby(["model", "length"]).groups)
     specs = sorted(points["method_spec"].unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        part = points[points["model"] == model]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.3 * columns, 3.6 * rows), squeeze=False)
+    for ax, (model, length) in zip(axes.flat, panels):
+        part = points[(points["model"] == model) & (points["length"] == length)]
         for _, p in part.iterrows():
-            color = f"C{specs.index(p['method_spec']) % 10}"
-            marker = MARKERS[lengths.index(p["length"]) % len(MARKERS)]
-            ax.errorbar(p["speedup"], p["mean"], yerr=[[max(0.0, p["mean"] - p["low"])], [max(0.0, p["high"] - p["mean"])]],
-                        fmt=marker, color=color, ms=7, capsize=3, alpha=0.8, mfc="none" if p["dense_like"] else color)
+            i = specs.index(p["method_spec"])
+            ax.errorbar(p["speedup"], p["mean"], yerr=[[max(0.0, p["mean"] - p["low"])],
+                                                       [max(0.0, p["high"] - p["mean"])]],
+                        fmt=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", ms=7, capsize=3, alpha=0.85,
+                        mfc="none" if p["dense_like"] else f"C{i % 10}")
         ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set(xlabel=f"TTFT speedup vs {baseline} (dashed: 1 = as fast)", ylabel="accuracy (mean score, 95% CI)",
-               title=f"{model}: accuracy vs speed", ylim=(-0.05, 1.05))
+        ax.set_title(f"{model} @ {format_length(int(length))}", fontsize=10)
+        ax.set(xlabel=f"TTFT speedup vs {baseline}", ylabel="accuracy (95% CI)", ylim=(-0.05, 1.05))
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker="o", ls="", label=s) for i, s in enumerate(specs)]
-    handles += [plt.Line2D([], [], color="black", marker=MARKERS[i % len(MARKERS)], ls="", mfc="none",
-                           label=format_length(int(n))) for i, n in enumerate(lengths)]
-    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
-                       title="method / length", title_fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], ls="", label=s)
+               for i, s in enumerate(specs)]
+    handles.append(plt.Line2D([], [], color="grey", ls="--", label=f"{baseline} speed (= 1)"))
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.tight_layout()
     save(fig, out, stem)
 
 
@@ -100,15 +109,24 @@ def needle_heatmaps(grid, out, stem):
     save(fig, out, stem)
 
 
-def density_lines(density, out, stem):
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, ((model, spec, length), group) in enumerate(density.groupby(["model", "method_spec", "length"])):
-        ax.plot(group["layer"], group["density"], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1,
-                label=f"{spec} @ {format_length(int(length))}")
-    ax.set(xlabel="layer", ylabel="density (share of causal area)", title="executed density per layer",
-           ylim=(0, 1.05))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+def density_lines(density, out, stem, panels: int = 3):
+    """Executed density per layer: one panel per (model, length), the longest `panels` lengths; a line per method."""
+    keys = sorted(density.groupby(["model", "length"]).groups, key=lambda k: (k[0], -k[1]))[:panels]
+    specs = sorted(density["method_spec"].unique())
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.6), squeeze=False, sharey=True)
+    for ax, (model, length) in zip(axes[0], keys):
+        part = density[(density["model"] == model) & (density["length"] == length)]
+        for spec, group in part.groupby("method_spec"):
+            i = specs.index(spec)
+            ax.plot(group["layer"], group["density"], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1,
+                    color=f"C{i % 10}", label=spec)
+        ax.set_title(f"{model} @ {format_length(int(length))}", fontsize=10)
+        ax.set(xlabel="layer", ylim=(0, 1.05))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("density (share of causal area)")
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=s)
+               for i, s in enumerate(specs)]
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     save(fig, out, stem)
 
 
@@ -125,7 +143,8 @@ def all_plots(ttft, speedup, points, needle, density, baseline, out, cpu=False):
         drawn.append(("speedup_vs_length", f"Speedup vs {baseline}" + where))
     if not points.empty:
         pareto(points, baseline, out, "pareto")
-        drawn.append(("pareto", "Accuracy vs speedup (hollow: executed density > 0.95)" + where))
+        drawn.append(("pareto", "Accuracy vs speedup, at lengths where dense scores clearly above zero (hollow "
+                      "marker: executed density > 0.95)" + where))
     if not needle.empty:
         needle_heatmaps(needle, out, "needle_heatmaps")
         drawn.append(("needle_heatmaps", "Needle in a haystack (score by length x depth)"))

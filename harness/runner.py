@@ -129,9 +129,9 @@ def failure(method, sample, err: BaseException) -> dict:
 
 
 def execute_cell(loaded, method, sample, options, task) -> dict:
-    hf.install(loaded.model, method)
     try:
-        result = run_cell(loaded, method, sample, options)
+        with hf.install(loaded.model, method):  # the model's own attention is back after the cell
+            result = run_cell(loaded, method, sample, options)
     except torch.cuda.OutOfMemoryError as err:
         torch.cuda.empty_cache()
         return {"status": "oom", "error": str(err).splitlines()[0]}
