@@ -96,13 +96,24 @@ def print_summary(store) -> None:
 
 
 def option_comments(config_cls) -> dict[str, str]:
-    """The comment after each field in the config's source (`alpha: float = 0.95  # CRA threshold`)."""
+    """The comment after each field in the config's source (`alpha: float = 0.95  # CRA threshold`), with the
+    comment-only lines that continue it."""
     try:
-        source = inspect.getsource(config_cls)
+        lines = inspect.getsource(config_cls).splitlines()
     except (OSError, TypeError):
         return {}
-    found = re.findall(r"^\s+(\w+)\s*:[^=\n]*=[^#\n]*#\s*(.+)$", source, flags=re.M)
-    return {name: comment.strip() for name, comment in found}
+    comments, current = {}, None
+    for line in lines:
+        field = re.match(r"^\s+(\w+)\s*:[^=]*=[^#]*#\s*(.+)$", line)
+        more = re.match(r"^\s+#\s*(.+)$", line)
+        if field:
+            current = field.group(1)
+            comments[current] = field.group(2).strip()
+        elif more and current:
+            comments[current] += " " + more.group(1).strip()
+        else:
+            current = None
+    return comments
 
 
 def cmd_methods(args) -> int:
