@@ -1,142 +1,138 @@
-"""What each CLI subcommand does; every input is validated before anything is loaded or written."""
+"""What the `run`, `sweep`, `methods` and `tasks` subcommands do; every input is validated before anything is
+loaded or written (see harness.driver)."""
 import dataclasses
-import shlex
+import inspect
+import re
 import sys
 from pathlib import Path
 
-from attention.registry import ConfigError, available_methods
-from harness.models import ModelError
-from tasks.base import TaskError, available_tasks
+from harness.options import InputError
+from harness.sweep import DEFAULTS
+
+GRID_FLAGS = ("methods", "lengths", "samples", "seed", "device", "repeats", "warmup", "max_new_tokens",
+              "beyond_context")
 
 
-class InputError(Exception):
-    """Bad input found before any work: one line, exit 2."""
+def given_flags(args, models=None, tasks=None) -> dict:
+    """The grid flags given on the command line (not left to their defaults), as SweepSpec fields."""
+    given = {name: getattr(args, name) for name in GRID_FLAGS if getattr(args, name, None) is not None}
+    if "methods" in given:
+        given["methods"] = [given["methods"]]
+    if models is not None:
+        given["models"] = models
+    if tasks is not None:
+        given["tasks"] = tasks
+    return given
 
 
-def dispatch(args) -> int:
-    handlers = {"run": cmd_run, "sweep": cmd_sweep, "methods": cmd_methods, "tasks": cmd_tasks, **EXTRA_HANDLERS}
-    try:
-        return handlers[args.command](args)
-    except (ConfigError, TaskError, ModelError, ValueError) as err:
-        raise InputError(str(err).splitlines()[0]) from None
-
-
-def spec_from_flags(args, models: list[str], tasks: list[str]):
+def spec_from_flags(args, models: list[str] | None = None, tasks: list[str] | None = None):
+    """The grid of the flags, defaults filled in."""
+    from harness.options import parse_lengths
     from harness.sweep import SweepSpec
 
-    return SweepSpec(models=models, methods=[args.methods], tasks=tasks, lengths=args.lengths,
-                     samples=args.samples, seed=args.seed, device=args.device, repeats=args.repeats,
-                     warmup=args.warmup, max_new_tokens=args.max_new_tokens, beyond_context=args.beyond_context)
+    def flag(name):
+        value = getattr(args, name, None)
+        return DEFAULTS.get(name) if value is None else value
+
+    lengths = flag("lengths")
+    return SweepSpec(models=models or [flag("model")], methods=[flag("methods")], tasks=tasks or [flag("task")],
+                     lengths=parse_lengths(lengths) if isinstance(lengths, str) else lengths,
+                     samples=flag("samples"), seed=flag("seed"), device=flag("device"), repeats=args.repeats,
+                     warmup=args.warmup, max_new_tokens=args.max_new_tokens,
+                     beyond_context=bool(args.beyond_context))
 
 
 def cmd_run(args) -> int:
-    spec = None if args.resume else spec_from_flags(args, [args.model], [args.task])
-    execute_sweep(args, spec, default_name=f"run-{Path(args.model).stem}")
+    from harness import driver
+    from harness.runner import RunMeasure
+
+    given = given_flags(args, [args.model] if args.model else None, [args.task] if args.task else None)
+    store, counts = driver.execute(args, "run", lambda: spec_from_flags(args), RunMeasure(),
+                                   default_name=f"run-{Path(args.model or DEFAULTS['model']).stem}", given=given)
+    finish(store, counts)
     return 0
 
 
 def cmd_sweep(args) -> int:
+    from harness import driver
+    from harness.runner import RunMeasure
     from harness.sweep import SweepSpec, load_spec_file
 
-    spec = None
-    if not args.resume:
+    models = [m for m in args.models.split(",") if m] if args.models else None
+    if args.resume and args.spec:
+        raise InputError("--resume continues the run's stored grid; drop the sweep file")
+
+    def fresh():
         if args.spec:
-            spec = SweepSpec.from_dict(load_spec_file(args.spec))
-        else:
-            spec = spec_from_flags(args, [m for m in args.models.split(",") if m], args.task or ["passkey"])
-    name = Path(args.spec).stem if getattr(args, "spec", None) else "sweep"
-    execute_sweep(args, spec, default_name=name)
+            return SweepSpec.from_dict(load_spec_file(args.spec))
+        return spec_from_flags(args, models or [DEFAULTS["models"]], args.task or [DEFAULTS["task"]])
+
+    name = Path(args.spec).stem if args.spec else "sweep"
+    store, counts = driver.execute(args, "sweep", fresh, RunMeasure(), default_name=name,
+                                   given=given_flags(args, models, args.task))
+    finish(store, counts)
     return 0
 
 
-def execute_sweep(args, spec, default_name: str) -> int:
-    """Validate, create (or reopen with --resume) the run folder, run every missing cell, summarise.
+def finish(store, counts: dict) -> None:
+    from harness.driver import count_text
 
-    Returns the run folder."""
-    from harness import sweep
-    from harness.store import RunStore
-
-    store, done = None, set()
-    if args.resume:
-        try:
-            store = RunStore.open(Path(args.resume))
-        except FileNotFoundError as err:
-            raise InputError(str(err)) from None
-        spec = sweep.SweepSpec(**store.manifest()["spec"])
-    methods, tasks, options = sweep.validate(spec)
-    if store is None:
-        manifest = run_manifest(args.command, spec, methods, tasks, options)
-        store = RunStore.create(Path(args.out), args.name or default_name, manifest)
-    else:
-        store.repair_torn_tail()
-        done = {c["key"] for c in store.cells() if c.get("status") in ("ok", "too_long")}
-    print(f"run folder: {store.folder} ({sweep.total_cells(spec, methods, tasks)} cells, "
-          f"{len(done)} already done)", file=sys.stderr)
-    counts = sweep.execute(spec, store, done, progress=not args.no_progress)
     print_summary(store)
-    print(f"results: {store.folder} ({', '.join(f'{k}={v}' for k, v in counts.items()) or 'nothing to do'})")
-    return store.folder
-
-
-def run_manifest(subcommand: str, spec, methods, tasks, options, **extra) -> dict:
-    """What a run folder records about itself: command, grid, resolved methods, options and provenance."""
-    from harness.store import provenance
-
-    return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
-            "subcommand": subcommand, "spec": dataclasses.asdict(spec),
-            "methods": [m.spec() for m in methods], "tasks": [t.name for t in tasks],
-            "options": dataclasses.asdict(options), "sdpa_backends": sdpa_backend_flags(), **extra,
-            **provenance(options.device)}
-
-
-def sdpa_backend_flags() -> dict:
-    import torch
-
-    backends = torch.backends.cuda
-    return {"flash": backends.flash_sdp_enabled(), "cudnn": backends.cudnn_sdp_enabled(),
-            "efficient": backends.mem_efficient_sdp_enabled(), "math": backends.math_sdp_enabled()}
+    print(f"results: {store.folder} ({count_text(counts)})")
 
 
 def print_summary(store) -> None:
-    import pandas as pd
-
     cells = [c for c in store.cells() if c.get("status") == "ok"]
     if not cells:
         return
+    import pandas as pd
+
     frame = pd.DataFrame(cells)
     table = frame.groupby(["model", "task", "method_spec", "length"]).agg(
         ttft_ms=("ttft_ms", "median"), score=("score", "mean"), cells=("key", "count"))
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))
+    if any(c.get("device") == "cpu" for c in cells):
+        print("note: CPU timings run the exact fp32 PyTorch path: not performance evidence", file=sys.stderr)
+
+
+def option_comments(config_cls) -> dict[str, str]:
+    """The comment after each field in the config's source (`alpha: float = 0.95  # CRA threshold`), with the
+    comment-only lines that continue it."""
+    try:
+        lines = inspect.getsource(config_cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    comments, current = {}, None
+    for line in lines:
+        field = re.match(r"^\s+(\w+)\s*:[^=]*=[^#]*#\s*(.+)$", line)
+        more = re.match(r"^\s+#\s*(.+)$", line)
+        if field:
+            current = field.group(1)
+            comments[current] = field.group(2).strip()
+        elif more and current:
+            comments[current] += " " + more.group(1).strip()
+        else:
+            current = None
+    return comments
 
 
 def cmd_methods(args) -> int:
+    from attention.registry import available_methods
+
     for name, cls in sorted(available_methods().items()):
         print(f"{name}: {cls.description}")
+        comments = option_comments(cls.Config)
         for field in dataclasses.fields(cls.Config):
             default = field.default if field.default is not dataclasses.MISSING else "(required)"
             kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-            print(f"    {field.name} ({kind}) = {default}")
+            note = f"  -- {comments[field.name]}" if field.name in comments else ""
+            print(f"    {field.name} ({kind}) = {default}{note}")
     return 0
 
 
 def cmd_tasks(args) -> int:
+    from tasks.base import available_tasks
+
     for name, cls in sorted(available_tasks().items()):
         print(f"{name}: {cls.description}")
     return 0
-
-
-EXTRA_HANDLERS: dict = {}
-
-
-def add_extra_subcommands(sub, add_common) -> None:
-    """Subcommands that live in their own modules (report, reproduce, diagnose) register here."""
-    import importlib
-
-    for module in ("harness.report_cli", "harness.diagnose_cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        EXTRA_HANDLERS.update(mod.add_subcommands(sub, add_common))

@@ -1,62 +1,58 @@
 """CLI subcommand `diagnose`: per layer and head, density and true recall of each method's mask on a real model."""
-import sys
 from pathlib import Path
 
 
-def add_subcommands(sub, add_common) -> dict:
+def add_subcommands(sub, add_common, handler) -> None:
     parser = sub.add_parser("diagnose", help="per layer and head: density and recall (kept share of the dense "
                             "attention mass, exact on sampled query rows) of each method; writes diagnostics.jsonl")
-    add_common(parser)
-    parser.add_argument("--rows", type=int, default=64,
+    add_common(parser, timing=False)
+    parser.add_argument("--rows", type=int, default=None,
                         help="query rows sampled per layer, one per equal stratum, plus the last row (default 64)")
-    return {"diagnose": cmd_diagnose}
+    handler(parser, "harness.diagnose_cli", "cmd_diagnose")
 
 
 def cmd_diagnose(args) -> int:
     from attention.diagnostics import FRONTIER
-    from harness import diagnose
-    from harness.commands import InputError, run_manifest, spec_from_flags
-    from harness.store import RunStore
-    from harness.sweep import SweepSpec
+    from harness import driver
+    from harness.commands import given_flags, spec_from_flags
+    from harness.diagnose import DiagnoseMeasure
+    from harness.options import InputError
+    from harness.store import DIAGNOSTICS_FILE, RunStore
 
-    store, done = None, set()
-    if args.resume:
-        try:
-            store = RunStore.open(Path(args.resume))
-        except FileNotFoundError as err:
-            raise InputError(str(err)) from None
-        manifest = store.manifest()
-        if manifest.get("subcommand") != "diagnose":
-            raise InputError(f"{args.resume} is not a diagnose run folder; resume it with run or sweep")
-        spec, rows = SweepSpec(**manifest["spec"]), manifest["diagnostics"]["rows"]
-    else:
-        spec, rows = spec_from_flags(args, [args.model], [args.task]), args.rows
+    rows = args.rows
+    if args.resume and RunStore.is_run(Path(args.resume)):
+        stored = RunStore.open(Path(args.resume)).manifest().get("diagnostics", {}).get("rows")
+        if rows is not None and stored is not None and rows != stored:
+            raise InputError(f"--resume continues the run's stored grid; --rows differs from it ({stored} stored, "
+                             f"{rows} given): start a new run instead")
+        rows = stored if stored is not None else rows
+    rows = 64 if rows is None else rows
     if rows < 1:
-        raise ValueError("--rows must be at least 1")
-    methods, tasks, options = diagnose.validate(spec)  # all input checked before anything is written
-    if store is None:
-        manifest = run_manifest("diagnose", spec, methods, tasks, options, diagnostics={
-            "rows": rows, "frontier": list(FRONTIER), "file": diagnose.DIAGNOSTICS_FILE})
-        store = RunStore.create(Path(args.out), args.name or f"diagnose-{Path(args.model).stem}", manifest)
-    else:
-        store.repair_torn_tail(diagnose.DIAGNOSTICS_FILE)
-        done = {c["key"] for c in store.cells(diagnose.DIAGNOSTICS_FILE) if c.get("status") in ("ok", "too_long")}
-    print(f"run folder: {store.folder}", file=sys.stderr)
-    counts = diagnose.run(spec, store, rows, done, progress=not args.no_progress)
-    print_summary(store.cells(diagnose.DIAGNOSTICS_FILE))
-    print(f"diagnostics: {store.folder / diagnose.DIAGNOSTICS_FILE} "
-          f"({', '.join(f'{k}={v}' for k, v in counts.items()) or 'nothing to do'})")
+        raise InputError("--rows must be at least 1")
+    args.repeats = args.warmup = args.max_new_tokens = None  # a diagnose prefill is measured, not timed
+    measure = DiagnoseMeasure(rows)
+    given = given_flags(args, [args.model] if args.model else None, [args.task] if args.task else None)
+
+    def fresh():
+        return spec_from_flags(args)
+
+    store, counts = driver.execute(args, "diagnose", fresh, measure, add_dense=False, given=given,
+                                   default_name=f"diagnose-{Path(args.model or 'smollm2-135m').stem}",
+                                   extra_manifest={"diagnostics": {"rows": rows, "frontier": list(FRONTIER),
+                                                                   "file": DIAGNOSTICS_FILE}})
+    print_summary(store.cells(DIAGNOSTICS_FILE))
+    print(f"diagnostics: {store.folder / DIAGNOSTICS_FILE} ({driver.count_text(counts)})")
     return 0
 
 
 def print_summary(lines: list[dict]) -> None:
-    import pandas as pd
-
     ok = [line for line in lines if line.get("status") == "ok" and "density" in line]
     if not ok:
         return
+    import pandas as pd
+
     frame = pd.DataFrame(ok)
     table = frame.groupby(["model", "method_spec", "length"]).agg(
         density=("density", "mean"), recall=("recall_mean", "mean"), worst=("recall_min", "min"),
-        oracle_same_budget=("oracle_recall_mean", "mean"), heads_below_alpha=("heads_below_alpha", "mean"))
+        oracle_same_budget=("oracle_recall_mean", "mean"), share_of_heads_below_alpha=("heads_below_alpha", "mean"))
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))

@@ -9,14 +9,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.diagnose import DIAGNOSTICS_FILE  # noqa: E402
-from harness.store import RunStore  # noqa: E402
+from harness.options import InputError, format_length  # noqa: E402
+from harness.store import DIAGNOSTICS_FILE, RunStore  # noqa: E402
 
 HEATMAP_PANELS = 12  # per figure; the longest length of each method is drawn first
 
 
 def has_diagnostics(run_dirs) -> bool:
-    return any((Path(d) / DIAGNOSTICS_FILE).is_file() for d in run_dirs)
+    return any(RunStore(d).has(DIAGNOSTICS_FILE) for d in run_dirs)
 
 
 def short_label(method: str, config: dict, spec: str) -> str:
@@ -35,9 +35,7 @@ def load_heads(run_dirs) -> pd.DataFrame:
     """One row per (run, model, method, length, sample, layer, head) of every ok diagnostics line."""
     rows = []
     for folder in map(Path, run_dirs):
-        if not (folder / DIAGNOSTICS_FILE).is_file():
-            continue
-        for line in RunStore.open(folder).cells(DIAGNOSTICS_FILE):
+        for line in RunStore(folder).cells(DIAGNOSTICS_FILE):
             if line.get("status") != "ok":
                 continue
             label = short_label(line["method"], line.get("method_config"), line["method_spec"])
@@ -56,9 +54,7 @@ def load_frontier(run_dirs) -> pd.DataFrame:
     """Oracle top-k recall at fixed per-row shares, mean over every measured line, layer and head."""
     rows = []
     for folder in map(Path, run_dirs):
-        if not (folder / DIAGNOSTICS_FILE).is_file():
-            continue
-        for line in RunStore.open(folder).cells(DIAGNOSTICS_FILE):
+        for line in RunStore(folder).cells(DIAGNOSTICS_FILE):
             for layer in line.get("layers", []) if line.get("status") == "ok" else []:
                 for per_head in layer.get("frontier_recall", []):
                     rows += [{"model": line["model"], "length": line["length"], "share": share, "recall": value}
@@ -78,8 +74,8 @@ def summary_table(heads: pd.DataFrame) -> pd.DataFrame:
 
 
 def _save(fig, out: Path, stem: str) -> None:
-    fig.savefig(out / f"{stem}.png", dpi=130)
-    fig.savefig(out / f"{stem}.svg")
+    fig.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
+    fig.savefig(out / f"{stem}.svg", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -104,8 +100,8 @@ def recall_vs_density(heads, frontier, out, stem):
             ax.plot(curve["share"], curve["recall"], color="black", ls="--", lw=1,
                     label="oracle top-k frontier (same rows)")
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="density (share of causal area)",
-               ylabel="recall (kept share of dense mass)", title=f"{model} @ {length}")
-        ax.legend(fontsize=6, loc="lower right")
+               ylabel="recall (kept share of dense mass)", title=f"{model} @ {format_length(int(length))}")
+        ax.legend(fontsize=7, loc="lower right")
     _save(fig, out, stem)
 
 
@@ -127,8 +123,10 @@ def heatmaps(heads, metric, title, out, stem):
         grid = part.pivot_table(index="layer", columns="head", values=metric, aggfunc="mean")
         image = ax.imshow(grid.values, vmin=0, vmax=1, cmap="viridis" if metric == "density" else "RdYlGn",
                           aspect="auto", origin="upper", interpolation="nearest")
-        ax.set(title=f"{key['label']} @ {key['length']}\n{key['model']}", xlabel="head", ylabel="layer")
-        ax.title.set_fontsize(7)
+        ax.set_title(f"{key['label']} @ {format_length(int(key['length']))}\n{key['model']}", fontsize=9)
+        ax.set_xlabel("head", fontsize=9)
+        ax.set_ylabel("layer", fontsize=9)
+        ax.tick_params(labelsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     if image is not None:
@@ -145,11 +143,11 @@ def below_alpha(table, out, stem):
                     "model").nunique() > 1 else ""))
     ax.set_xscale("log", base=2)
     lengths = sorted(table.index.get_level_values("length").unique())
-    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.set_xticks(lengths, [format_length(int(n)) for n in lengths])
     ax.minorticks_off()
     ax.set(ylim=(-0.02, 1.02), xlabel="prompt length (tokens)", ylabel="share of heads",
            title="heads whose worst sampled row has recall < alpha")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     _save(fig, out, stem)
 
 
@@ -165,8 +163,8 @@ def diagnostics_section(run_dirs, out) -> list[str]:
     sections = ["## Mask diagnostics\n\nPer layer and head, on sampled query rows: recall is the share of the "
                 "dense attention mass the method's mask keeps (exact, fp32); density the share of the causal "
                 "area it computes. `oracle_same_budget` is what per-row top-k keeps with the same number of keys "
-                "in each sampled row; `heads_below_alpha` counts heads whose worst row is below alpha (the "
-                "method's own, else 0.95).\n\n" + table.round(3).to_markdown()
+                "in each sampled row; `heads_below_alpha` is the share of heads (0 to 1) whose worst row is "
+                "below alpha (the method's own, else 0.95).\n\n" + table.round(3).to_markdown()
                 + "\n\n([CSV](diagnostics_summary.csv))\n"]
     recall_vs_density(heads, load_frontier(run_dirs), out, "diag_recall_vs_density")
     sections.append("## Recall vs density\n\nSmall dots: heads; large markers: method means (diamonds: "
@@ -186,7 +184,7 @@ def build(run_dirs, out) -> Path:
     out = Path(out)
     sections = diagnostics_section(run_dirs, out)
     if not sections:
-        raise ValueError(f"no finished cells or diagnostics in {', '.join(str(d) for d in run_dirs)}")
+        raise InputError(f"no finished cells or diagnostics in {', '.join(str(d) for d in run_dirs)}")
     names = ", ".join(Path(d).name for d in run_dirs)
     report = out / "report.md"
     report.write_text("\n".join([f"# Diagnostics report\n\nRuns: {names}\n", *sections]))

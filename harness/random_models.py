@@ -123,5 +123,5 @@ def check_tasks(model: str, tasks) -> None:
         return
     for task in tasks:
         if not getattr(task, "timing_only", False):
-            raise ValueError(f"{model} has random weights and cannot be scored; task {task.name!r} measures "
+            raise ModelError(f"{model} has random weights and cannot be scored; task {task.name!r} measures "
                              "accuracy: use --task tokens (timing only)")

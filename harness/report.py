@@ -1,17 +1,50 @@
-"""Reports: run folders -> pandas tables (markdown, CSV, LaTeX), matplotlib plots (PNG, SVG), one report.md."""
+"""Reports: run folders -> every table computed once here (pandas) -> markdown, CSV, LaTeX and report.md;
+harness.plots only draws the tables it is handed.
+
+Conventions: accuracy carries its sample count and a Wilson 95% interval; accuracy relative to dense is shown
+only where dense scores clearly above zero; speedups divide by the dense cells of the same run (and so the same
+device) unless pooling is asked for; CPU timings (the exact fp32 PyTorch path) are marked and kept out of the
+speed plots unless asked for; a sparse cell whose executed density is above 0.95 is marked, since it ran
+(almost) dense.
+"""
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from harness.store import RunStore
+from harness.options import InputError, format_length
+from harness.store import DIAGNOSTICS_FILE, RunStore
+
+Z95 = 1.959964
+CLEARLY_ABOVE_ZERO = 0.2  # relative accuracy needs dense's Wilson lower bound at least this high
+DENSE_LIKE = 0.95         # executed density above this: the sparse method ran (almost) dense
+DENSE_MARK, CPU_MARK = "†", "(CPU)"
+
+
+def wilson(mean: float, n: int) -> tuple[float, float]:
+    """Wilson 95% interval of a proportion; a mean score in [0, 1] counts as mean * n successes."""
+    if not n or mean != mean:
+        return float("nan"), float("nan")
+    p = min(max(float(mean), 0.0), 1.0)
+    denom = 1 + Z95 ** 2 / n
+    centre = (p + Z95 ** 2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def model_label(name: str) -> str:
+    """A model's name for titles and tables: a file or folder path becomes its stem; names and hub ids stay."""
+    path = Path(str(name))
+    if str(name).endswith(".gguf") or str(name).startswith(("/", ".", "~")) or path.is_dir():
+        return path.stem
+    return str(name)
 
 
 def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
     """Every finished cell of the given runs, one row each, with meta fields flattened (meta.depth, ...)."""
     rows = []
-    for folder in run_dirs:
-        store = RunStore.open(folder)
-        for cell in store.cells():
+    for folder in map(Path, run_dirs):
+        for cell in RunStore.open(folder).cells():
             if cell.get("status") != "ok":
                 continue
             row = {k: v for k, v in cell.items() if k not in ("meta", "layers", "scores")}
@@ -20,8 +53,14 @@ def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
             row["run"] = folder.name
             rows.append(row)
     if not rows:
-        raise ValueError(f"no finished cells in {', '.join(str(d) for d in run_dirs)}; run a sweep first")
-    return pd.DataFrame(rows)
+        raise InputError(f"no finished cells in {', '.join(str(d) for d in run_dirs)}; run a sweep first")
+    frame = pd.DataFrame(rows)
+    for column, default in (("device", "unknown"), ("density", float("nan")), ("ttft_ms", float("nan"))):
+        if column not in frame:
+            frame[column] = default
+    frame["device"] = frame["device"].fillna("unknown").astype(str)
+    frame["model"] = frame["model"].map(model_label)
+    return frame
 
 
 def dense_specs(frame: pd.DataFrame) -> list[str]:
@@ -32,36 +71,82 @@ def baseline_spec(frame: pd.DataFrame, requested: str | None = None) -> str:
     specs = dense_specs(frame)
     if requested:
         if requested not in set(frame["method_spec"]):
-            raise ValueError(f"baseline {requested!r} is not in these runs; choose from: {', '.join(specs)}")
+            raise InputError(f"baseline {requested!r} is not in these runs; choose from: {', '.join(specs)}")
         return requested
     if not specs:
-        raise ValueError("these runs have no dense cells, so nothing is relative to dense; add --methods dense")
+        raise InputError("these runs have no dense cells, so nothing is relative to dense; add --methods dense")
     return "dense" if "dense" in specs else specs[0]
+
+
+# ---- accuracy -------------------------------------------------------------------------------------------------
+
+def accuracy_stats(frame: pd.DataFrame, by=("model", "task", "method_spec", "length")) -> pd.DataFrame:
+    """Mean score, sample count, Wilson 95% interval and mean executed density per group."""
+    scored = frame.dropna(subset=["score"])
+    stats = scored.groupby(list(by)).agg(mean=("score", "mean"), n=("score", "size"), density=("density", "mean"))
+    bounds = [wilson(m, n) for m, n in zip(stats["mean"], stats["n"])]
+    stats["low"] = [b[0] for b in bounds]
+    stats["high"] = [b[1] for b in bounds]
+    stats["dense_like"] = stats["density"] > DENSE_LIKE
+    return stats
 
 
 def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean score per (model, task, method) x length."""
-    return frame.pivot_table(index=["model", "task", "method_spec"], columns="length", values="score", aggfunc="mean")
+    return accuracy_stats(frame)["mean"].unstack("length")
 
 
 def relative_accuracy_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Accuracy divided by the dense baseline's at the same (model, task, length)."""
-    accuracy = accuracy_table(frame)
-    base = accuracy.xs(baseline, level="method_spec")
-    return accuracy.div(base.reindex(accuracy.index.droplevel("method_spec")).values)
+    """Accuracy divided by the dense baseline's at the same (model, task, length); NaN where the baseline does
+    not score clearly above zero (its Wilson lower bound below CLEARLY_ABOVE_ZERO), since a ratio to a noisy
+    near-zero dense score says nothing."""
+    stats = accuracy_stats(frame)
+    accuracy = stats["mean"].unstack("length")
+    base = stats.xs(baseline, level="method_spec")
+    base_mean = base["mean"].where(base["low"] >= CLEARLY_ABOVE_ZERO).unstack("length")
+    return accuracy.div(base_mean.reindex(accuracy.index.droplevel("method_spec")).values)
+
+
+# ---- timing ---------------------------------------------------------------------------------------------------
+
+def timed(frame: pd.DataFrame, cpu: bool = True) -> pd.DataFrame:
+    cells = frame.dropna(subset=["ttft_ms"])
+    return cells if cpu else cells[cells["device"] != "cpu"]
+
+
+def _runs_level(frame: pd.DataFrame) -> list[str]:
+    return ["run"] if frame["run"].nunique() > 1 else []
 
 
 def ttft_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Median TTFT (ms) per (model, method) x length, over every task's cells."""
-    return frame.pivot_table(index=["model", "method_spec"], columns="length", values="ttft_ms", aggfunc="median")
+    """Median TTFT (ms) per (model, method) x length over every task's cells; per run when several runs hold
+    timings (times from different runs are never pooled)."""
+    cells = timed(frame)
+    return cells.pivot_table(index=[*_runs_level(cells), "model", "method_spec"], columns="length",
+                             values="ttft_ms", aggfunc="median")
 
 
-def speedup_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """TTFT of the baseline divided by each method's, per (model, method) x length: > 1 is faster."""
-    ttft = ttft_table(frame)
+def speedup_table(frame: pd.DataFrame, baseline: str, pool: bool = False) -> pd.DataFrame:
+    """TTFT of the baseline divided by each method's, per (model, method) x length: > 1 is faster. Each run is
+    divided by its own baseline cells (same run, same device); pool=True divides by all runs' cells together."""
+    cells = timed(frame)
+    level = [] if pool else _runs_level(cells)
+    ttft = cells.pivot_table(index=[*level, "model", "method_spec"], columns="length", values="ttft_ms",
+                             aggfunc="median")
     base = ttft.xs(baseline, level="method_spec")
     return 1.0 / ttft.div(base.reindex(ttft.index.droplevel("method_spec")).values)
 
+
+def devices(frame: pd.DataFrame, index: list[str]) -> pd.Series:
+    """Where each row's timings were taken: 'GPU', 'CPU' (and 'reference path' for the fp32 eager method)."""
+    def label(group):
+        kinds = sorted({"CPU" if d == "cpu" else ("GPU" if d.startswith("cuda") else d) for d in group["device"]})
+        text = "/".join(kinds)
+        return text + (", reference path" if (group["method"] == "eager").any() else "")
+    return timed(frame).groupby(index).apply(label, include_groups=False)
+
+
+# ---- needle, density ------------------------------------------------------------------------------------------
 
 def needle_grid(frame: pd.DataFrame) -> pd.DataFrame:
     """Needle score per (model, method, depth) x length, for heatmaps."""
@@ -87,40 +172,112 @@ def density_per_layer(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby(["model", "method_spec", "length", "layer"])["density"].mean().reset_index()
 
 
-def write_table(table: pd.DataFrame, out: Path, stem: str, digits: int = 3) -> str:
-    """Write <stem>.csv, .md and .tex; return the markdown."""
+def pareto_points(frame: pd.DataFrame, baseline: str, pool: bool, cpu: bool) -> pd.DataFrame:
+    """Per (model, method, length): speedup vs the baseline and accuracy (all tasks pooled) with its interval;
+    only at lengths where the baseline scores clearly above zero (elsewhere accuracy separates nothing)."""
+    cells = timed(frame, cpu)
+    if cells.empty or baseline not in set(cells["method_spec"]):
+        return pd.DataFrame()
+    speed = speedup_table(cells, baseline, pool).stack().rename("speedup").reset_index()
+    acc = accuracy_stats(frame, by=("model", "method_spec", "length")).reset_index()
+    base = acc[(acc["method_spec"] == baseline) & (acc["low"] >= CLEARLY_ABOVE_ZERO)][["model", "length"]]
+    return speed.merge(acc, on=["model", "method_spec", "length"], how="inner").merge(base, on=["model", "length"])
+
+
+# ---- writing --------------------------------------------------------------------------------------------------
+
+def length_columns(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
-    table.columns = [str(c) for c in table.columns]
-    table.to_csv(out / f"{stem}.csv")
-    markdown = table.round(digits).to_markdown()
+    table.columns = [format_length(int(c)) if str(c).isdigit() else str(c) for c in table.columns]
+    return table
+
+
+def flat(table: pd.DataFrame) -> pd.DataFrame:
+    """Index levels as ordinary columns, so markdown rows read `model | task | method` instead of tuples."""
+    return length_columns(table).reset_index().rename(columns={"method_spec": "method"})
+
+
+def write_table(display: pd.DataFrame, out: Path, stem: str, data: pd.DataFrame | None = None,
+                digits: int = 3) -> str:
+    """Write <stem>.csv (the numbers, `data` when given), .md and .tex (the display table); return the markdown."""
+    data = display if data is None else data
+    data.to_csv(out / f"{stem}.csv")
+    shown = flat(display) if isinstance(display.index, pd.MultiIndex) or display.index.name else display
+    shown = shown.round(digits) if any(k in "fi" for k in shown.dtypes.map(lambda d: d.kind)) else shown
+    markdown = shown.to_markdown(index=False)
     (out / f"{stem}.md").write_text(markdown + "\n")
-    (out / f"{stem}.tex").write_text(table.round(digits).to_latex(float_format=f"%.{digits}f") + "\n")
+    (out / f"{stem}.tex").write_text(shown.to_latex(index=False, float_format=f"%.{digits}f") + "\n")
     return markdown
 
 
-def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None) -> Path:
+def accuracy_display(stats: pd.DataFrame) -> pd.DataFrame:
+    def text(row):
+        mark = f" {DENSE_MARK}" if row["dense_like"] else ""
+        return f"{row['mean']:.2f} [{row['low']:.2f}, {row['high']:.2f}] n={int(row['n'])}{mark}"
+    marked = stats.assign(dense_like=stats["dense_like"] & (stats.index.get_level_values("method_spec") != "dense"))
+    return marked.apply(text, axis=1).unstack("length").fillna("")
+
+
+def timing_display(table: pd.DataFrame, frame: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """The numbers as text, with a `timed on` column (GPU / CPU / reference path) per row."""
+    shown = table.map(lambda v: "" if v != v else f"{v:.{digits}f}")
+    where = devices(frame, list(table.index.names)).reindex(table.index)
+    shown.insert(0, "timed on", where.values)
+    return shown
+
+
+def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, pool_baselines: bool = False,
+                 cpu_timings: bool = False) -> Path:
     from harness import diagnose_report, plots
 
-    if not any((Path(d) / "cells.jsonl").is_file() for d in run_dirs) and diagnose_report.has_diagnostics(run_dirs):
+    run_dirs = [Path(d) for d in run_dirs]
+    stores = [RunStore.open(d) for d in run_dirs]
+    if not any(s.has() for s in stores) and any(s.has(DIAGNOSTICS_FILE) for s in stores):
         return diagnose_report.build(run_dirs, out)  # `diagnose` run folders: diagnostics only
     frame = load_cells(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
     base = baseline_spec(frame, baseline)
-    sections = [f"# Report\n\nRuns: {', '.join(d.name for d in run_dirs)}\n\nBaseline for relative numbers: "
-                f"`{base}` (TTFT is the median over cells; accuracy the mean score).\n"]
-    tables = [("accuracy", "Accuracy (mean score) per length", accuracy_table(frame)),
-              ("accuracy_relative", f"Accuracy relative to {base}", relative_accuracy_table(frame, base)),
-              ("ttft_ms", "Time to first token (ms, median)", ttft_table(frame))]
+    stats = accuracy_stats(frame)
+    relative = relative_accuracy_table(frame, base)
+    ttft = ttft_table(frame)
+    cpu = (timed(frame)["device"] == "cpu").any()
+    several = frame["run"].nunique() > 1
+    notes = [f"Runs: {', '.join(d.name for d in run_dirs)}.",
+             f"Baseline for relative numbers: `{base}`. Accuracy: mean score, [Wilson 95% interval], n = scored "
+             f"samples; {DENSE_MARK} marks a sparse cell whose executed density is above {DENSE_LIKE} (it ran "
+             "almost dense). TTFT: median over cells, in ms."]
+    if several:
+        notes.append("Speedups: each run against the dense cells of all runs pooled (--pool-baselines)."
+                     if pool_baselines else "Speedups: each run against its own dense cells (same run, same "
+                     "device); timings from different runs are never pooled.")
+    if cpu:
+        notes.append("**CPU timings** (rows timed on CPU) run the exact fp32 PyTorch path, not the GPU kernels: "
+                     "they are no performance evidence" + ("" if cpu_timings else
+                                                           ", and the speed plots leave them out (--cpu-timings "
+                                                           "draws them)") + ".")
+    sections = ["# Report\n\n" + "\n\n".join(notes) + "\n"]
+    tables = [("accuracy", "Accuracy per length", accuracy_display(stats), stats),
+              ("accuracy_relative", f"Accuracy relative to {base} (blank where {base} does not score clearly above "
+               f"zero: Wilson lower bound below {CLEARLY_ABOVE_ZERO})",
+               relative.map(lambda v: "" if v != v else f"{v:.2f}"), relative),
+              ("ttft_ms", "Time to first token (ms, median)", timing_display(ttft, frame, 1), ttft)]
     for spec in dense_specs(frame):
+        speed = speedup_table(frame, spec, pool_baselines)
         tables.append((f"speedup_vs_{spec.replace(':', '_').replace('=', '-')}", f"TTFT speedup vs {spec}",
-                       speedup_table(frame, spec)))
-    for stem, title, table in tables:
-        markdown = write_table(table, out, stem)
+                       timing_display(speed, frame, 2), speed))
+    for stem, title, display, data in tables:
+        markdown = write_table(display, out, stem, data)
         sections.append(f"## {title}\n\n{markdown}\n\n([CSV]({stem}.csv), [LaTeX]({stem}.tex))\n")
-    figures = plots.all_plots(frame, base, out)
+    speed_frame = timed(frame, cpu_timings)
+    figures = plots.all_plots(
+        ttft=ttft_table(speed_frame) if not speed_frame.empty else pd.DataFrame(),
+        speedup=speedup_table(speed_frame, base, pool_baselines) if base in set(speed_frame["method_spec"])
+        else pd.DataFrame(),
+        points=pareto_points(frame, base, pool_baselines, cpu_timings), needle=needle_grid(frame),
+        density=density_per_layer(frame), baseline=base, out=out, cpu=cpu_timings and cpu)
     for stem, title in figures:
         sections.append(f"## {title}\n\n![{title}]({stem}.png)\n")
-    if diagnose_report.has_diagnostics(run_dirs):
+    if any(s.has(DIAGNOSTICS_FILE) for s in stores):
         sections += diagnose_report.diagnostics_section(run_dirs, out)
     report = out / "report.md"
     report.write_text("\n".join(sections))

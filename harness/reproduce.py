@@ -1,29 +1,60 @@
 """`reproduce TABLE`: run (or reuse) the sweep behind a paper table and print ours beside the paper's.
 
 The paper's models (ChatGLM2-6B, InternLM2-7B) are not ours, so the comparable quantities are relative:
-accuracy as a share of the dense model's, and TTFT speedup over dense FlashAttention.
+accuracy as a share of the dense model's, and TTFT speedup over dense FlashAttention. Rows are joined on the
+method's full configuration (`sample:alpha=0.95` is `sample` with its default alpha), never on its name alone.
 """
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
-import pandas as pd
-
-from harness import report
+from harness.options import InputError
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 
-# table -> the sweep behind it (methods, tasks, default lengths) and the paper CSV it is compared with
+# table -> the sweep behind it (methods, tasks, default lengths) and the paper CSV it is compared with;
+# tasks None: any task (TTFT does not depend on what the prompt says)
 TABLES = {
     "accuracy": {"methods": ["dense", "sample:alpha=0.95", "bigbird", "streaming"],
                  "tasks": ["babilong", "longbench"], "lengths": [2048, 4096], "paper": "accuracy_v2.csv"},
     "needle": {"methods": ["dense", "sample:alpha=0.95", "bigbird", "streaming"], "tasks": ["needle"],
                "lengths": [1024, 2048, 4096, 8192], "paper": None},
     "ttft": {"methods": ["dense", "sample:alpha=0.95", "sample:alpha=0.8", "sample:pattern=column_slash"],
-             "tasks": ["passkey"], "lengths": [8192, 16384, 32768], "paper": "ttft_speedup.csv"},
+             "tasks": None, "lengths": [8192, 16384, 32768], "paper": "ttft_speedup.csv"},
 }
+PAPER_NAMES = {"full": "dense"}  # the paper's name for dense attention
 
 
-def paper_relative_accuracy() -> pd.DataFrame:
+def config_key(spec: str) -> str:
+    """A method spec as its name plus full configuration, so equal configurations join whatever their spelling;
+    a method we do not have (the paper's hyperattention) keeps its own name."""
+    from attention.registry import build_method
+    from harness.options import parse_spec
+
+    spec = PAPER_NAMES.get(spec, spec)
+    try:
+        name, options = parse_spec(spec)
+        method = build_method(name, options)
+    except ValueError:  # unknown method or option: not one of ours
+        return spec
+    return f"{method.name}:{json.dumps(dataclasses.asdict(method.config), sort_keys=True, default=str)}"
+
+
+def restrict_to_tasks(frame, table: str):
+    tasks = TABLES[table]["tasks"]
+    if tasks is None:
+        return frame
+    ours = sorted(set(frame["task"]))
+    if not set(ours) & set(tasks):
+        raise InputError(f"reproduce {table} compares {', '.join(tasks)}, but these runs hold {', '.join(ours)}; "
+                         f"pass runs of {' or '.join(tasks)}")
+    return frame[frame["task"].isin(tasks)]
+
+
+def paper_relative_accuracy():
+    import pandas as pd
+
     paper = pd.read_csv(PAPER / "accuracy_v2.csv")
     full = paper[paper["method"] == "full"].set_index("model")
     paper["longbench_vs_full"] = paper["longbench_total"] / paper["model"].map(full["longbench_total"])
@@ -31,44 +62,67 @@ def paper_relative_accuracy() -> pd.DataFrame:
     return paper.pivot_table(index="method", columns="model", values=["longbench_vs_full", "babilong_vs_full"])
 
 
-def compare_accuracy(frame: pd.DataFrame, baseline: str) -> str:
+def compare_accuracy(frame, baseline: str) -> str:
+    from harness import report
+
     ours = report.relative_accuracy_table(frame, baseline).mean(axis=1).unstack("task")
     ours.columns = [f"ours {task} vs dense" for task in ours.columns]
-    ours = ours.reset_index(level="model").rename(columns={"model": "our model"})
-    ours.index = [spec.split(":")[0] if spec.startswith(("dense", "bigbird", "streaming")) else spec
-                  for spec in ours.index]
+    ours = ours.reset_index().rename(columns={"model": "our model", "method_spec": "method"})
+    ours["key"] = ours["method"].map(config_key)
     paper = paper_relative_accuracy()
     paper.columns = [f"paper {metric.removesuffix('_vs_full')} vs full ({model}; unconfirmed)"
                      for metric, model in paper.columns]
-    paper = paper.rename(index={"full": "dense"})
-    return ours.join(paper, how="outer").round(3).to_markdown()
+    paper = paper.reset_index().rename(columns={"method": "paper method"})
+    paper["key"] = paper["paper method"].map(config_key)
+    joined = ours.merge(paper, on="key", how="outer")
+    joined["method"] = joined["method"].fillna(joined["paper method"])
+    joined = joined.drop(columns=["key"])
+    return joined.set_index("method").round(3).to_markdown()
 
 
-def compare_ttft(frame: pd.DataFrame, baseline: str) -> str:
+def compare_ttft(frame, baseline: str) -> str:
+    import pandas as pd
+
+    from harness import report
+
     ours = report.speedup_table(frame, baseline).stack().rename("ours: TTFT speedup vs dense").reset_index()
+    ours["key"] = ours["method_spec"].map(config_key)
     paper = pd.read_csv(PAPER / "ttft_speedup.csv")
-    paper = paper.rename(columns={"method": "method_spec", "seq_len": "length",
+    paper = paper.rename(columns={"method": "paper method", "seq_len": "length",
                                   "ttft_speedup_vs_fa2": "paper: TTFT speedup vs FA2"})
-    columns = ["method_spec", "length", "paper: TTFT speedup vs FA2", "version", "confirmed"]
-    joined = pd.concat([ours, paper[columns]], ignore_index=True).sort_values(["method_spec", "length"])
+    paper["key"] = paper["paper method"].map(config_key)
+    columns = ["key", "paper method", "length", "paper: TTFT speedup vs FA2", "version", "confirmed"]
+    joined = ours.merge(paper[columns], on=["key", "length"], how="outer")
+    joined["method_spec"] = joined["method_spec"].fillna(joined["paper method"])
+    joined = joined.drop(columns=["key", "paper method"]).sort_values(["method_spec", "length"])
+    first = ["model", "method_spec", "length"]
+    joined = joined[first + [c for c in joined.columns if c not in first]]
     return joined.round(3).to_markdown(index=False)
 
 
 def reproduce(args: argparse.Namespace) -> str:
+    from harness import report
+
     table = TABLES[args.table]
     if args.reuse:
         runs = [Path(r) for r in args.reuse]
     else:
-        from harness.commands import execute_sweep
-        from harness.sweep import SweepSpec
+        from harness import driver
+        from harness.commands import finish, given_flags, spec_from_flags
+        from harness.runner import RunMeasure
+        from harness.sweep import DEFAULTS
 
-        spec = SweepSpec(models=[args.model], methods=table["methods"], tasks=table["tasks"],
-                         lengths=args.lengths or table["lengths"], samples=args.samples, seed=args.seed,
-                         device=args.device, repeats=args.repeats, warmup=args.warmup,
-                         max_new_tokens=args.max_new_tokens, beyond_context=args.beyond_context)
-        args.name = args.name or f"reproduce-{args.table}"
-        runs = [execute_sweep(args, spec, default_name=args.name)]
-    frame = report.load_cells(runs)
+        args.methods, args.task = ",".join(table["methods"]), None
+        args.lengths = args.lengths or table["lengths"]
+
+        def fresh():
+            return spec_from_flags(args, tasks=table["tasks"] or [DEFAULTS["task"]])
+
+        store, counts = driver.execute(args, "reproduce", fresh, RunMeasure(), given=given_flags(args),
+                                       default_name=args.name or f"reproduce-{args.table}")
+        finish(store, counts)
+        runs = [store.folder]
+    frame = restrict_to_tasks(report.load_cells(runs), args.table)
     baseline = report.baseline_spec(frame)
     out = runs[0] / "report"
     report_path = report.build_report(runs, out, baseline)

@@ -3,13 +3,16 @@
 The model is loaded once; methods are switched through the transformers bridge between cells.
 """
 import dataclasses
+import inspect
 import statistics
 import sys
+import traceback
 
 import torch
 
 from attention import hf
 from attention.registry import AttentionMethod
+from harness.options import InputError
 from harness.timing import time_call
 
 
@@ -20,26 +23,33 @@ class RunOptions:
     warmup: int = 0            # untimed prefills before timing (compilation, caches)
     max_new_tokens: int | None = None  # None: the task's own per-sample budget
     beyond_context: bool = False       # run lengths above the model's context (timing only)
+    seed: int = 0                      # the grid's seed (diagnose samples its query rows with it)
 
 
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+        raise InputError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def cache_argument(model) -> str:
+    """transformers >= 5.24 renamed forward's `past_key_values` to `cache` (the old name warns)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def prefill(model, input_ids, suppress=()):
     """Forward over the whole prompt and pick the first token: what TTFT measures. The first token is never one of
     `suppress` (generate()'s min_length=prompt+1, which official LongBench sets where it stops at a newline)."""
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    cache = out.get("cache") if cache_argument(model) == "cache" else out.past_key_values
     logits = out.logits[:, -1]
     if suppress:
         logits[:, list(suppress)] = float("-inf")
-    return logits.argmax(dim=-1), out.past_key_values
+    return logits.argmax(dim=-1), cache
 
 
 def greedy_decode(model, first_token, cache, prompt_len: int, max_new_tokens: int, stop_ids: set[int],
@@ -52,7 +62,7 @@ def greedy_decode(model, first_token, cache, prompt_len: int, max_new_tokens: in
         if tokens[-1] in stop_ids or tokens[-1] in stop_after:
             break
         position = torch.tensor([[prompt_len + step - 1]], device=token.device)
-        out = model(input_ids=token, past_key_values=cache, position_ids=position, use_cache=True)
+        out = model(input_ids=token, position_ids=position, use_cache=True, **{cache_argument(model): cache})
         token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
         tokens.append(int(token))
     return [t for t in tokens if t not in stop_ids]
@@ -109,60 +119,36 @@ def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> di
             "new_tokens": len(new_tokens), "prediction": prediction, **stats}
 
 
-def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
-    return f"{model}|{method_spec}|{task}|{sample_id}"
+class RunMeasure:
+    """The measure of `run` and `sweep` cells (see harness.driver): TTFT, memory, greedy answer, task score."""
+
+    file = None  # cells.jsonl
+    unit = "cell"
+
+    def fields(self, method, options) -> dict:
+        return {"sdpa_backend": method.backend_used(options.device)} if hasattr(method, "backend_used") else {}
+
+    def __call__(self, loaded, method, task, sample, options) -> dict:
+        return {"answer": sample.answer, "meta": sample.meta, **execute_cell(loaded, method, sample, options, task)}
 
 
-def run_grid(loaded, methods: list[AttentionMethod], task, lengths: list[int], options: RunOptions, store,
-             samples: int = 1, seed: int = 0, done=frozenset(), bar=None, counts=None) -> dict:
-    """Every (length x sample x method) cell, dense first; finished cells (keys in `done`) are skipped.
-
-    A CUDA out-of-memory, a failing cell or a length beyond the model's context is recorded as such and
-    the grid goes on. Returns counts by status.
-    """
-    counts = {} if counts is None else counts
-    for length in lengths:
-        too_long = (loaded.max_context is not None and length > loaded.max_context and not options.beyond_context)
-        sample_list = [None] * task.count(samples) if too_long else list(task.samples(loaded.tokenizer, [length], samples, seed))
-        for index, sample in enumerate(sample_list):
-            sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
-            for method in methods:
-                key = cell_key(loaded.name, method.spec(), task.name, sample_id)
-                if bar is not None:
-                    bar.update(1)
-                if key in done:
-                    counts["resumed"] = counts.get("resumed", 0) + 1
-                    continue
-                cell = {"key": key, "model": loaded.name, "method": method.name, "method_spec": method.spec(),
-                        "method_config": dataclasses.asdict(method.config), "task": task.name,
-                        "sample_id": sample_id, "length": length, "device": options.device}
-                if hasattr(method, "backend_used"):
-                    cell["sdpa_backend"] = method.backend_used(options.device)
-                if sample is None:
-                    cell.update(status="too_long", error=f"length {length} > model context {loaded.max_context}")
-                else:
-                    cell.update(answer=sample.answer, meta=sample.meta)
-                    if loaded.max_context and length > loaded.max_context:
-                        cell["beyond_context"] = True
-                    cell.update(execute_cell(loaded, method, sample, options, task))
-                store.append(cell)
-                counts[cell["status"]] = counts.get(cell["status"], 0) + 1
-                if bar is not None:
-                    bar.set_postfix(counts, refresh=False)
-    return counts
+def failure(method, sample, err: BaseException) -> dict:
+    """A failing cell is recorded with its traceback (a bug to fix, not bad input) and the grid goes on."""
+    message = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    trace = "".join(traceback.format_exception(err))
+    print(f"warning: {method.spec()} failed on {sample.id}: {message}\n{trace}", file=sys.stderr)
+    return {"status": "error", "error": message, "traceback": trace}
 
 
 def execute_cell(loaded, method, sample, options, task) -> dict:
-    hf.install(loaded.model, method)
     try:
-        result = run_cell(loaded, method, sample, options)
+        with hf.install(loaded.model, method):  # the model's own attention is back after the cell
+            result = run_cell(loaded, method, sample, options)
     except torch.cuda.OutOfMemoryError as err:
         torch.cuda.empty_cache()
         return {"status": "oom", "error": str(err).splitlines()[0]}
     except (RuntimeError, ValueError) as err:  # one broken cell must not end a long sweep; it is recorded
-        message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        print(f"warning: {method.spec()} failed on {sample.id}: {message}", file=sys.stderr)
-        return {"status": "error", "error": message}
+        return failure(method, sample, err)
     if not result.get("timing_only"):
         result["scores"] = task.score(sample, result["prediction"])
         result["score"] = result["scores"].get("score")

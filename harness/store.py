@@ -10,6 +10,10 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CELLS_FILE = "cells.jsonl"
+MANIFEST_FILE = "manifest.json"
+DIAGNOSTICS_FILE = "diagnostics.jsonl"
+_warned: set[tuple[str, int]] = set()  # one warning per file and count, however often a command reads it
 PACKAGES = ["torch", "triton", "transformers", "gguf", "pandas", "lm_eval", "datasets", "flash_attn",
             "rouge", "jieba", "fuzzywuzzy", "Levenshtein", "rapidfuzz"]  # LongBench scores depend on these scorers
 
@@ -59,8 +63,16 @@ class RunStore:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.cells_path = self.folder / "cells.jsonl"
-        self.manifest_path = self.folder / "manifest.json"
+        self.cells_path = self.folder / CELLS_FILE
+        self.manifest_path = self.folder / MANIFEST_FILE
+
+    @staticmethod
+    def is_run(folder: Path) -> bool:
+        return (Path(folder) / MANIFEST_FILE).is_file()
+
+    def has(self, file: str | None = None) -> bool:
+        """Whether the run holds this JSON-lines file (cells.jsonl by default)."""
+        return self.lines_path(file).is_file()
 
     @classmethod
     def create(cls, root: Path, name: str, manifest: dict) -> "RunStore":
@@ -80,7 +92,7 @@ class RunStore:
     def open(cls, folder: Path) -> "RunStore":
         store = cls(folder)
         if not store.manifest_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a run folder (no manifest.json); pass a folder under results/runs/")
+            raise FileNotFoundError(f"{folder} is not a run folder (no {MANIFEST_FILE}); pass a folder under runs/")
         return store
 
     def write_manifest(self, manifest: dict) -> None:
@@ -103,17 +115,36 @@ class RunStore:
             os.fsync(handle.fileno())
 
     def cells(self, file: str | None = None) -> list[dict]:
-        """Every complete line; a torn last line (process killed mid-write) is ignored."""
+        """Every line that holds a JSON object. Anything else (a torn last line from a killed process, a scalar,
+        a hand-edited line) is skipped with one warning that counts them: a bad line never blocks a run."""
         path = self.lines_path(file)
         if not path.is_file():
             return []
-        cells = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                cells.append(json.loads(line))
-            except json.JSONDecodeError:
+        cells, bad = [], 0
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
                 continue
+            try:
+                cell = json.loads(line)
+            except ValueError:
+                cell = None
+            if isinstance(cell, dict):
+                cells.append(cell)
+            else:
+                bad += 1
+        if bad and (str(path), bad) not in _warned:
+            _warned.add((str(path), bad))
+            print(f"warning: {path}: skipped {bad} unreadable line(s) (not a JSON object; a torn last line is "
+                  "what a killed run leaves)", file=sys.stderr)
         return cells
+
+    def remove_if_empty(self) -> bool:
+        """Delete a run folder that holds nothing but its manifest (a run that failed before its first cell)."""
+        if any(p.name != MANIFEST_FILE for p in self.folder.iterdir()):
+            return False
+        self.manifest_path.unlink()
+        self.folder.rmdir()
+        return True
 
     def repair_torn_tail(self, file: str | None = None) -> None:
         """Before appending to an existing run: end a torn last line so the next cell starts on its own line."""

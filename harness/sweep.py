@@ -1,16 +1,16 @@
-"""Sweeps: a grid of models x methods (x method settings) x tasks x lengths x samples, resumable.
+"""Sweeps: a grid of models x methods (x method settings) x tasks x lengths x samples, validated once.
 
-`run` is the one-model, one-task case of the same grid.
+`run` is the one-model, one-task case of the same grid, and `diagnose` the same grid without the dense baseline.
 """
 import dataclasses
 import sys
 from pathlib import Path
 
-from attention.registry import AttentionMethod, ConfigError, build_method
-from harness.options import alternatives, parse_specs
-from harness.models import resolve
-from harness.random_models import check_tasks
-from tasks.base import build_task
+from harness.options import InputError, alternatives, parse_lengths, parse_specs
+
+# defaults of the grid flags; the CLI leaves them None so that --resume can tell a given flag from a default
+DEFAULTS = {"model": "smollm2-135m", "models": "smollm2-135m", "task": "passkey", "methods": "dense",
+            "lengths": "1024,2048", "samples": 1, "seed": 0, "device": "auto"}
 
 
 @dataclasses.dataclass
@@ -32,84 +32,80 @@ class SweepSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"sweep file: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+            raise InputError(f"sweep file: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
         data = dict(data)
         for key in ("models", "methods", "tasks"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
-        if isinstance(data.get("lengths"), (str, int)):
-            data["lengths"] = [data["lengths"]]
-        from harness.cli import parse_lengths
-
-        data["lengths"] = parse_lengths(",".join(str(x) for x in data.get("lengths", [])))
+        data["lengths"] = parse_lengths(data.get("lengths", []))
         missing = [k for k in ("models", "methods", "tasks") if not data.get(k)]
         if missing:
-            raise ConfigError(f"sweep: missing {', '.join(missing)}")
+            raise InputError(f"sweep: missing {', '.join(missing)}")
         return cls(**data)
 
 
-def expand_alternatives(text: str) -> list[AttentionMethod]:
+def expand_alternatives(text: str) -> list:
     """'sample:alpha=0.8|0.95,r_w=0.08' -> two methods (alpha 0.8 and 0.95, both r_w 0.08)."""
-    methods = []
-    for name, options in parse_specs(text):
-        for combo in alternatives(options):
-            methods.append(build_method(name, combo))
-    return methods
+    from attention.registry import build_method
+
+    return [build_method(name, combo) for name, options in parse_specs(text) for combo in alternatives(options)]
 
 
-def build_methods(spec: SweepSpec):
-    methods = [m for text in spec.methods for m in expand_alternatives(text)]
-    if not any(m.name == "dense" for m in methods):
-        print("note: adding the dense baseline (dense) so speedups and relative accuracy exist", file=sys.stderr)
+@dataclasses.dataclass
+class Plan:
+    """A validated grid: the spec with its methods and tasks built, and the run options resolved."""
+    spec: SweepSpec
+    methods: list
+    tasks: list
+    options: object  # runner.RunOptions
+
+    def total(self) -> int:
+        spec = self.spec
+        return len(spec.models) * len(spec.lengths) * len(self.methods) * sum(t.count(spec.samples) for t in self.tasks)
+
+
+def build_methods(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> list:
+    """The grid's methods, dense first; with add_dense, the dense baseline is added when missing."""
+    from attention.registry import build_method
+
+    methods = list({m.spec(): m for text in reversed(spec.methods) for m in reversed(expand_alternatives(text))
+                     }.values())[::-1]  # a method listed twice runs once
+    if add_dense and not any(m.name == "dense" for m in methods):
+        if not quiet:
+            print("note: adding the dense baseline (dense) so speedups and relative accuracy exist", file=sys.stderr)
         methods.insert(0, build_method("dense"))
     return sorted(methods, key=lambda m: m.name != "dense")  # dense first in every sample
 
 
-def validate(spec: SweepSpec):
-    """Everything checkable without loading a model: methods, tasks, models, device, numbers."""
+def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Plan:
+    """Everything checkable without loading a model: numbers, lengths, device, methods, tasks, models. Raises
+    InputError (one line) before anything is written."""
+    from harness.models import check
+    from harness.random_models import check_tasks
     from harness.runner import RunOptions, resolve_device
+    from tasks.base import build_task
 
-    methods = build_methods(spec)
-    tasks = [build_task(t) for t in spec.tasks]
-    for model in spec.models:
-        resolve(model)
-        check_tasks(model, tasks)
-    device = resolve_device(spec.device)
     for name in ("samples", "repeats", "max_new_tokens"):
         value = getattr(spec, name)
         if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if spec.warmup is not None and spec.warmup < 0:
-        raise ConfigError("--warmup must be 0 or more")
+        raise InputError("--warmup must be 0 or more")
+    bad = [n for n in spec.lengths if n < 1]
+    if bad or not spec.lengths:
+        raise InputError(f"--lengths: {bad[0] if bad else 'none'} given; every length must be at least 1 token")
+    device = resolve_device(spec.device)
+    methods = build_methods(spec, add_dense, quiet)
+    tasks = [build_task(t) for t in spec.tasks]
+    for model in spec.models:
+        check(model)
+        check_tasks(model, tasks)
     gpu = device.startswith("cuda")
     options = RunOptions(device=device, repeats=spec.repeats or (3 if gpu else 1),
                          warmup=spec.warmup if spec.warmup is not None else (1 if gpu else 0),
-                         max_new_tokens=spec.max_new_tokens, beyond_context=spec.beyond_context)
-    return methods, tasks, options
-
-
-def total_cells(spec: SweepSpec, methods, tasks) -> int:
-    return len(spec.models) * len(spec.lengths) * len(methods) * sum(t.count(spec.samples) for t in tasks)
-
-
-def execute(spec: SweepSpec, store, done: set[str], progress: bool = True) -> dict:
-    """Run every cell not in `done`; the model is loaded once per model."""
-    from tqdm.auto import tqdm
-
-    from harness.models import load_model
-    from harness.runner import run_grid
-
-    methods, tasks, options = validate(spec)
-    counts: dict[str, int] = {}
-    with tqdm(total=total_cells(spec, methods, tasks), unit="cell", disable=not progress, smoothing=0.1) as bar:
-        for model_name in spec.models:
-            loaded = load_model(model_name, options.device)
-            for task in tasks:
-                bar.set_description(f"{model_name}/{task.name}")
-                run_grid(loaded, methods, task, spec.lengths, options, store, spec.samples, spec.seed, done,
-                         bar=bar, counts=counts)
-            del loaded
-    return counts
+                         max_new_tokens=spec.max_new_tokens, beyond_context=spec.beyond_context,
+                         seed=spec.seed)
+    return Plan(spec, methods, tasks, options)
 
 
 def load_spec_file(path: str) -> dict:
@@ -117,10 +113,12 @@ def load_spec_file(path: str) -> dict:
 
     file = Path(path)
     if not file.is_file():
-        raise ConfigError(f"sweep file {path} does not exist; pass a YAML file (see scripts/sweeps/)")
-    data = yaml.safe_load(file.read_text())
+        raise InputError(f"sweep file {path} does not exist; pass a YAML file (see scripts/sweeps/)")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        raise InputError(f"sweep file {path} is not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"sweep file {path} must hold a mapping of models, methods, tasks, lengths, ...")
+        raise InputError(f"sweep file {path} must hold a mapping of models, methods, tasks, lengths, ...")
     data.pop("name", None)
     return data
-

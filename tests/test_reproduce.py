@@ -1,3 +1,5 @@
+import pytest
+
 from harness.cli import main
 from harness.store import RunStore
 
@@ -32,3 +34,37 @@ def test_reproduce_ttft_lists_our_speedups_and_the_papers(tmp_path, capsys):
     ours = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines()
             if line.startswith("| m ") and "sample" in line]
     assert [(row[1], row[2], float(row[3])) for row in ours] == [("sample", "8192", 2.0), ("sample", "16384", 2.0)]
+
+
+def test_reproduce_joins_our_row_to_the_papers_on_the_full_config(tmp_path, capsys):
+    # our `sample` is the paper's `sample:alpha=0.95` (0.95 is the default): one row holds both numbers
+    run = run_with(tmp_path, "babilong", [1024])
+    assert main(["reproduce", "accuracy", "--from", str(run)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| sample "))
+    assert "0.5" in row and f"{833.00 / 837.40:.3f}" in row
+    dense = next(line for line in out.splitlines() if line.startswith("| dense "))
+    assert "| full " in dense  # the paper's `full` is our dense
+    assert not any(line.startswith("| sample:alpha=0.95 ") for line in out.splitlines())
+
+
+def test_reproduce_ttft_joins_speedups_at_the_same_length(tmp_path, capsys):
+    run = run_with(tmp_path, "passkey", [32768])
+    assert main(["reproduce", "ttft", "--from", str(run)]) == 0
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if "32768" in line and "sample" in line]
+    # ours (2.0) and the MLSys column_slash row (1.15) are different configs: two rows, never one
+    assert sorted(r[1] for r in rows) == ["sample", "sample:pattern=column_slash"]
+
+
+def test_reproduce_refuses_to_compare_different_tasks(tmp_path, capsys):
+    run = run_with(tmp_path, "needle", [1024])
+    assert main(["reproduce", "accuracy", "--from", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "compares babilong, longbench" in err and "needle" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("flag", [["--methods", "dense"], ["--task", "needle"], ["--resume", "x"]])
+def test_reproduce_rejects_flags_it_does_not_use(flag, capsys):
+    assert main(["reproduce", "accuracy", *flag]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -35,3 +35,23 @@ def test_open_rejects_a_folder_without_manifest(tmp_path):
 def test_provenance_names_commit_versions_and_device():
     info = provenance("cpu")
     assert info["git_commit"] and info["packages"]["torch"] and info["device"] == "cpu"
+
+
+def test_lines_that_are_not_json_objects_are_skipped_with_one_counted_warning(tmp_path, capsys):
+    store = RunStore.create(tmp_path, "bad lines", {})
+    store.append({"key": "a", "status": "ok"})
+    with open(store.cells_path, "a") as handle:  # a scalar, a string, a list, then a torn last line
+        handle.write('3\n"text"\n[1, 2]\n{"key": "b", "sta')
+    assert [c["key"] for c in store.cells()] == ["a"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipped 4 unreadable line(s)" in err
+    store.cells()
+    assert capsys.readouterr().err == ""  # said once per file and count, however often a command reads it
+
+
+def test_a_folder_with_only_its_manifest_is_removed_and_one_with_cells_kept(tmp_path):
+    empty = RunStore.create(tmp_path, "empty", {})
+    assert empty.remove_if_empty() and not empty.folder.exists()
+    full = RunStore.create(tmp_path, "full", {})
+    full.append({"key": "a"})
+    assert not full.remove_if_empty() and full.folder.exists()

@@ -87,3 +87,25 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_cells(tmp_path):
     keys = [c["key"] for c in after]
     assert len(keys) == 6 and len(set(keys)) == 6
     assert after[:len(before)] == before  # finished cells untouched
+
+
+def test_streaming_default_is_sparse_at_every_length():
+    # a fixed 2048-token window kept everything below 2K, so CPU-sized runs called dense attention "streaming"
+    from attention.registry import build_method
+
+    torch.manual_seed(0)
+    for length in (256, 1024, 2048):
+        method = build_method("streaming")
+        q, k, v = (torch.randn(1, 1, length, 16) for _ in range(3))
+        method.prefill(q, k, v, 0.25)
+        density = torch.as_tensor(method.stats[-1]["density"], dtype=torch.float32).mean().item()
+        assert density < 0.5, (length, density)
+
+
+def test_dense_note_is_printed_once_per_validation(capsys):
+    from harness.sweep import SweepSpec, validate
+
+    plan = validate(SweepSpec(models=["smollm2-135m"], methods=["streaming:window=8,sample"], tasks=["passkey"],
+                              lengths=[256]))
+    assert [m.name for m in plan.methods] == ["dense", "streaming", "sample"]
+    assert capsys.readouterr().err.count("adding the dense baseline") == 1

@@ -1,0 +1,171 @@
+"""The one cell driver of `run`, `sweep` and `diagnose`: open (or resume) a run folder, loop over every cell of
+the grid, measure each with the command's measure function, and append one JSON line per cell.
+
+A measure is an object with `file` (the run folder's JSON-lines file; None for cells.jsonl), `unit` (for the
+progress bar), `fields(method, options)` (what a cell records before it runs) and
+`__call__(loaded, method, task, sample, options) -> dict` (what it measured, with a `status`).
+"""
+import dataclasses
+import datetime
+import shlex
+import sys
+from pathlib import Path
+
+from harness.options import InputError
+from harness.store import RunStore
+from harness.sweep import Plan, SweepSpec, build_methods, validate
+
+DONE = ("ok", "too_long")             # statuses a resume does not redo
+EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
+
+
+def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
+    return f"{model}|{method_spec}|{task}|{sample_id}"
+
+
+def sdpa_backend_flags() -> dict:
+    import torch
+
+    backends = torch.backends.cuda
+    return {"flash": backends.flash_sdp_enabled(), "cudnn": backends.cudnn_sdp_enabled(),
+            "efficient": backends.mem_efficient_sdp_enabled(), "math": backends.math_sdp_enabled()}
+
+
+def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
+    """What a run folder records about itself: command, grid, resolved methods, options and provenance."""
+    from harness.store import provenance
+
+    return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
+            "subcommand": subcommand, "spec": dataclasses.asdict(plan.spec),
+            "methods": [m.spec() for m in plan.methods], "tasks": [t.name for t in plan.tasks],
+            "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(), **extra,
+            **provenance(plan.options.device)}
+
+
+def resume_spec(stored: SweepSpec, given: dict, add_dense: bool) -> tuple[SweepSpec, dict]:
+    """The stored grid, extended by new --methods/--lengths; any other grid flag that differs is refused.
+
+    Returns (spec, what was added)."""
+    for name, value in given.items():
+        if name not in EXTENDABLE and value != getattr(stored, name):
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"--resume continues the run's stored grid; {flag} differs from it "
+                             f"({getattr(stored, name)!r} stored, {value!r} given): start a new run instead")
+    added: dict = {}
+    spec = stored
+    if "lengths" in given:
+        new = [n for n in given["lengths"] if n not in stored.lengths]
+        if new:
+            added["lengths"] = new
+            spec = dataclasses.replace(spec, lengths=[*stored.lengths, *new])
+    if "methods" in given:
+        before = {m.spec() for m in build_methods(stored, add_dense, quiet=True)}
+        after = build_methods(dataclasses.replace(stored, methods=[*stored.methods, *given["methods"]]), add_dense,
+                              quiet=True)
+        new = [m.spec() for m in after if m.spec() not in before]
+        if new:
+            added["methods"] = new
+            spec = dataclasses.replace(spec, methods=[*spec.methods, *new])
+    return spec, added
+
+
+def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_dense: bool = True,
+             given: dict | None = None, extra_manifest: dict | None = None):
+    """Validate once, then create the run folder, or reopen it with --resume (extending its grid with new
+    --methods/--lengths, and saying so). Returns (store, plan, done keys, created)."""
+    if not getattr(args, "resume", None):
+        plan = validate(fresh_spec(), add_dense)
+        manifest = run_manifest(subcommand, plan, **(extra_manifest or {}))
+        return RunStore.create(Path(args.out), args.name or default_name, manifest), plan, set(), True
+    try:
+        store = RunStore.open(Path(args.resume))
+    except FileNotFoundError as err:
+        raise InputError(str(err)) from None
+    manifest = store.manifest()
+    if (manifest.get("subcommand") == "diagnose") != (subcommand == "diagnose"):
+        other = "diagnose" if manifest.get("subcommand") == "diagnose" else "run or sweep"
+        raise InputError(f"{args.resume} is a {manifest.get('subcommand')} run folder; resume it with {other}")
+    if "spec" not in manifest:
+        raise InputError(f"{args.resume}: its manifest holds no grid (spec), so it cannot be resumed")
+    spec, added = resume_spec(SweepSpec(**manifest["spec"]), given or {}, add_dense)
+    plan = validate(spec, add_dense, quiet=True)
+    if added:
+        what = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in added.items())
+        print(f"note: extending the run's grid with {what}", file=sys.stderr)
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        manifest.update(spec=dataclasses.asdict(spec), methods=[m.spec() for m in plan.methods],
+                        extended=[*manifest.get("extended", []), {"at": stamp, **added}])
+        store.write_manifest(manifest)
+    store.repair_torn_tail(measure.file)
+    done = {c.get("key") for c in store.cells(measure.file) if c.get("status") in DONE}
+    return store, plan, done, False
+
+
+def samples_for(loaded, task, length: int, plan: Plan) -> list:
+    """The task's samples at this length, or placeholders (None) for a length beyond the model's context."""
+    spec, options = plan.spec, plan.options
+    if loaded.max_context is not None and length > loaded.max_context and not options.beyond_context:
+        print(f"note: length {length} is beyond {loaded.name}'s context ({loaded.max_context}): its cells are "
+              "recorded as too_long and not run; --beyond-context times them", file=sys.stderr)
+        return [None] * task.count(spec.samples)
+    return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
+
+
+def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True) -> dict:
+    """Every (model x task x length x sample x method) cell not in `done`, dense first in every sample; the
+    model is loaded once per model. Returns counts by status (and `resumed`)."""
+    from tqdm.auto import tqdm
+
+    from harness.models import load_model
+
+    spec, options = plan.spec, plan.options
+    counts: dict[str, int] = {}
+    with tqdm(total=plan.total(), unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
+        for model_name in spec.models:
+            loaded = load_model(model_name, options.device, progress=progress)
+            for task in plan.tasks:
+                bar.set_description(f"{model_name}/{task.name}")
+                for length in spec.lengths:
+                    for index, sample in enumerate(samples_for(loaded, task, length, plan)):
+                        sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
+                        for method in plan.methods:
+                            bar.update(1)
+                            key = cell_key(loaded.name, method.spec(), task.name, sample_id)
+                            if key in done:
+                                counts["resumed"] = counts.get("resumed", 0) + 1
+                                continue
+                            cell = {"key": key, "model": loaded.name, "method": method.name,
+                                    "method_spec": method.spec(), "method_config": dataclasses.asdict(method.config),
+                                    **measure.fields(method, options), "task": task.name, "sample_id": sample_id,
+                                    "length": length, "device": options.device}
+                            if sample is None:
+                                cell.update(status="too_long", error=f"length {length} > model context "
+                                            f"{loaded.max_context}")
+                            else:
+                                if loaded.max_context and length > loaded.max_context:
+                                    cell["beyond_context"] = True
+                                cell.update(measure(loaded, method, task, sample, options))
+                            store.append(cell, measure.file)
+                            counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+                            bar.set_postfix(counts, refresh=False)
+            del loaded
+    return counts
+
+
+def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_dense: bool = True,
+            given: dict | None = None, extra_manifest: dict | None = None) -> tuple[RunStore, dict]:
+    """open_run + drive; a run folder that never got a cell (its model failed to load, say) is removed."""
+    store, plan, done, created = open_run(args, subcommand, fresh_spec, measure, default_name, add_dense, given,
+                                          extra_manifest)
+    print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done)", file=sys.stderr)
+    try:
+        counts = drive(plan, store, measure, done, progress=not args.no_progress)
+    except BaseException:
+        if created and store.remove_if_empty():
+            print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
+        raise
+    return store, counts
+
+
+def count_text(counts: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing to do"

