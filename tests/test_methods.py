@@ -27,7 +27,7 @@ SMALL = {
     "oracle-topk": {"density": "0.2"},
     "minference": {"vertical_size": "12", "slash_size": "20", "last_q": "16", "init_columns": "2",
                    "local_diagonals": "6"},
-    "flexprefill": {"block": "8", "min_budget": "8"},
+    "flexprefill": {"block": "8", "min_budget": "8", "gamma": "0.5"},
     "xattention": {"block": "8", "stride": "4", "threshold": "0.6"},
 }
 BAD = {
