@@ -39,13 +39,24 @@ def row_probs(q, k, scale: float, rows: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 
 
-def diagonal_sums(probs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Mass on each diagonal offset d = i - j of rows at positions `pos`: [B, H, r, Sk] -> [B, H, Sk]."""
-    batch, heads, _, k_len = probs.shape
-    offset = (pos.to(probs.device)[:, None] - torch.arange(k_len, device=probs.device)[None, :]).clamp(min=0)
-    out = torch.zeros(batch, heads, k_len, dtype=probs.dtype, device=probs.device)
-    # offsets of non-causal cells clamp to 0 but carry zero probability
-    out.scatter_add_(2, offset.expand(batch, heads, -1, -1).reshape(batch, heads, -1), probs.reshape(batch, heads, -1))
+def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
+    """Mass on each diagonal offset d = i - j of consecutive rows at positions first, first + 1, ...:
+    [B, H, r, Sk] -> [B, H, Sk] (float32), without materialising an index per cell.
+
+    Left-padding each row by r zeros and reading it with a row stride one longer than the padded row makes
+    column u of row t hold key u + t - r, i.e. offset first + r - u for every t, so a sum over rows is a sum
+    along one diagonal."""
+    batch, heads, rows, k_len = probs.shape
+    padded = torch.nn.functional.pad(probs.float(), (rows, 0)).contiguous()  # [B, H, r, Sk + r]
+    width = k_len + rows
+    base = padded.storage_offset()
+    sheared = padded.as_strided((batch, heads, rows, k_len + 1),
+                                (padded.stride(0), padded.stride(1), width + 1, 1), base)
+    by_u = sheared.sum(2)                                                     # u = 0 .. Sk
+    offsets = first + rows - torch.arange(k_len + 1, device=probs.device)     # offset of each u
+    out = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=probs.device)
+    valid = (offsets >= 0) & (offsets < k_len)
+    out[..., offsets[valid]] = by_u[..., valid]
     return out
 
 
@@ -71,14 +82,18 @@ def cover_count(scores: torch.Tensor, mass: float) -> torch.Tensor:
 
 def block_cells(q_len: int, k_len: int, block: int, device=None) -> torch.Tensor:
     """Causal (query, key) cells inside each block x block tile, queries the last q_len of k_len positions
-    (blocks counted from absolute position 0): float64 [ceil(k_len/block) rows, ceil(k_len/block) cols]."""
+    (tiles counted from absolute position 0), in closed form: float64 [n, n], n = ceil(k_len / block)."""
     n = -(-k_len // block)
-    rows = torch.arange(k_len - q_len, k_len, device=device)
-    first = torch.arange(n, device=device) * block
-    per_row = (rows[:, None] + 1 - first[None, :]).clamp(min=0, max=block).double()
-    cells = torch.zeros(n, n, dtype=torch.float64, device=device)
-    cells.index_add_(0, rows // block, per_row)
-    return cells
+    tile = torch.arange(n, device=device, dtype=torch.float64)
+    start = tile * block
+    width = torch.clamp(start + block, max=k_len) - start                    # keys (and positions) per tile
+    row_lo = torch.clamp(start, min=k_len - q_len)                           # first query row in each tile
+    row_hi = start + width                                                   # one past the last
+    n_rows = (row_hi - row_lo).clamp(min=0)
+    below = n_rows[:, None] * width[None, :] * (tile[:, None] > tile[None, :])
+    # diagonal tile: a row at position i sees i + 1 - start keys of its own tile
+    own = (row_lo + row_hi + 1 - 2 * start) * n_rows / 2
+    return below + torch.diag(own)
 
 
 def blocks_density(blocks: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:

@@ -277,3 +277,58 @@ def test_peers_match_reference_on_captured_smollm2_qk():
 def test_density_budget_is_the_published_pattern_at_the_solved_knob(name, check, options):
     q, k = random_qk(128, seed=5)
     check(q, k, 0.25, options, density=0.3)
+
+
+# ---------------------------------------------------------------- helpers and the CUDA paths, checked on the CPU
+
+def test_block_cells_and_diagonal_sums_count_what_a_loop_counts():
+    from attention.block_select import block_cells, diagonal_sums
+
+    for q_len, k_len, size in [(100, 100, 16), (70, 100, 16), (128, 128, 32), (5, 37, 8)]:
+        n = -(-k_len // size)
+        expected = torch.zeros(n, n, dtype=torch.float64)
+        for i in range(k_len - q_len, k_len):  # row i holds keys 0..i
+            expected[i // size] += torch.bincount(torch.arange(i + 1) // size, minlength=n).double()
+        assert torch.equal(block_cells(q_len, k_len, size), expected)
+    probs = torch.rand(1, 2, 7, 50, generator=torch.Generator().manual_seed(1))
+    first = 43
+    expected = torch.zeros(1, 2, 50)
+    for t in range(7):
+        probs[..., t, first + t + 1:] = 0  # nothing above the diagonal
+        for j in range(first + t + 1):
+            expected[..., first + t - j] += probs[..., t, j]
+    torch.testing.assert_close(diagonal_sums(probs, first), expected)
+
+
+def test_minference_runs_on_the_column_slash_kernel():
+    """On CUDA MInference's pattern goes to our Triton kernel: the same launch, interpreted on the CPU."""
+    from attention.executor import use_backend
+    from attention.reference import reference_attention
+
+    q, k = random_qk(80, dim=16, seed=7)
+    v = torch.randn_like(k)
+    method = build_method("minference", {key: str(val) for key, val in MINF.items()})
+    with use_backend("triton"):
+        out = method.prefill(q, k, v, 0.25)
+    keep = method.keep_mask(q, k, 0.25)
+    torch.testing.assert_close(out, reference_attention(q, k, v, keep, 0.25), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name,options", [("flexprefill", FLEX), ("xattention", XATT)])
+def test_block_peers_run_on_flex_attention(name, options):
+    """On CUDA the block peers go to FlexAttention through the executor: its eager path on the CPU."""
+    import warnings
+
+    from attention.kernels.flex_blocks import flex_block_attention, supports
+    from attention.reference import reference_attention
+
+    q, k = random_qk(112, dim=16, seed=8)
+    v = torch.randn_like(k)
+    method = build_method(name, {key: str(val) for key, val in options.items()})
+    pattern = method.build_pattern(q, k, 0.25)
+    assert supports(pattern)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager flex_attention warns that it is not compiled
+        out = flex_block_attention(q, k, v, pattern, 0.25, compiled=False)
+    keep = pattern.keep_mask(1, q.shape[1], 112, 112)
+    torch.testing.assert_close(out, reference_attention(q, k, v, keep, 0.25), atol=1e-5, rtol=1e-4)

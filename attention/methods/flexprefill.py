@@ -87,7 +87,7 @@ class FlexPrefill(PatternMethod):
         rows = torch.arange(max(0, q_len - b), q_len, device=q.device)
         probs = row_probs(q, k, scale, rows)
         vertical = probs.mean(2)
-        slash = diagonal_sums(probs, rows + (k_len - q_len)) / len(rows)
+        slash = diagonal_sums(probs, k_len - len(rows)) / len(rows)
         vertical_tiles, slash_tiles = block_sum(vertical, b), block_sum(slash, b)
         # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
         keys = block_pool_mean(expand_kv(k, heads), b)                     # [B, H, n, D]

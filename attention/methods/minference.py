@@ -74,7 +74,7 @@ class MInference(PatternMethod):
         rows = torch.arange(max(0, q_len - cfg.last_q), q_len, device=q.device)
         probs = row_probs(q, k, scale, rows)
         vertical = probs.sum(2)
-        slash = diagonal_sums(probs, rows + (k_len - q_len))
+        slash = diagonal_sums(probs, k_len - len(rows))
         sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
         _, column_order = ranked(vertical[..., sink:])
         _, slash_order = ranked(slash[..., window:])
