@@ -6,6 +6,8 @@ block mask of equal density, SampleAttention stages 1+2, its sparse kernel, and 
 Times are CUDA-event medians after warm-up (triton.testing.do_bench, L2 flushed between runs). Inputs are random
 bf16 with planted key stripes; fixed densities come from SampleAttention's density budget with a window of a
 quarter of the budget. Add a method by adding an entry to METHODS: name -> (kind, factory(case) -> callable).
+The peers (minference, flexprefill, xattention) get three rows each: whole prefill, pattern estimation alone
+(_stages) and executor alone (_kernel), at each density solved by their own `density=` budget.
 """
 import argparse
 import csv
@@ -157,6 +159,37 @@ def baseline(name):
     return factory
 
 
+PEERS = ("minference", "flexprefill", "xattention")
+
+
+def peer_method(name, case):
+    opts = {"density": str(case.density)} if case.density is not None else {}
+    return case.cache.setdefault((name, case.density), build_method(name, opts))
+
+
+def peer_stages(name):
+    """A peer's pattern estimation alone (scores, selection and the per-layer density solve)."""
+    def factory(case):
+        method = peer_method(name, case)
+        return lambda: method.build_pattern(case.q, case.k, case.scale)
+    return factory
+
+
+def peer_kernel(name):
+    """A peer's pattern on the executor alone (our Triton kernel or FlexAttention), pattern built once."""
+    def factory(case):
+        pattern = peer_method(name, case).build_pattern(case.q, case.k, case.scale)
+        return lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale)
+    return factory
+
+
+def peer_density(name, case):
+    method = peer_method(name, case)
+    method.stats.clear()
+    method.prefill(case.q, case.k, case.v, case.scale)
+    return float(method.stats[-1]["density"].mean())
+
+
 # name -> (kind, factory(case) -> zero-argument callable to time). kind: "dense" (one row per length),
 # "fixed" (one row per requested density), "adaptive" (one row per length, density measured).
 METHODS = {
@@ -170,6 +203,8 @@ METHODS = {
     "bigbird": ("fixed", baseline("bigbird")),      # FlexAttention block mask on CUDA
     "streaming": ("fixed", baseline("streaming")),  # sink + window on the SampleAttention kernel
     "h2o": ("dense", baseline("h2o")),              # dense prefill + fused column-score kernel
+    **{f"{peer}{part}": ("fixed", make(peer)) for peer in PEERS
+       for part, make in (("", baseline), ("_stages", peer_stages), ("_kernel", peer_kernel))},
 }
 
 
@@ -239,7 +274,9 @@ def main(argv=None):
             for density in ([None] if kind != "fixed" else [float(x) for x in args.densities.split(",")]):
                 case = Case(q, k, v, seq_len, density, 1 / math.sqrt(args.dim), shared)
                 ms = bench(factory(case), args.warmup_ms, args.rep_ms)
-                real = measured_density(case) if name.startswith("sample") else (density or 1.0)
+                peer = name.split("_")[0]
+                real = (measured_density(case) if name.startswith("sample") else
+                        peer_density(peer, case) if peer in PEERS else (density or 1.0))
                 row = {"gpu": gpu, "method": name, "seq_len": seq_len,
                        "density": 1.0 if dense else (density if density is not None else round(real, 4)),
                        "measured_density": real, "ms": ms}

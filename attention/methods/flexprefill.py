@@ -90,12 +90,13 @@ class FlexPrefill(PatternMethod):
         slash = diagonal_sums(probs, k_len - len(rows)) / len(rows)
         vertical_tiles, slash_tiles = block_sum(vertical, b), block_sum(slash, b)
         # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
-        keys = block_pool_mean(expand_kv(k, heads), b)                     # [B, H, n, D]
+        keys = expand_kv(block_pool_mean(k, b), heads)                     # [B, H, n, D], pooled first
         mean_q = q[:, :, rows].float().mean(2, keepdim=True) * scale        # [B, H, 1, D]
         pooled = torch.softmax((mean_q @ keys.transpose(-1, -2)).squeeze(2), dim=-1)
         query_aware = js_distance(pooled, vertical_tiles) < self.config.tau
         # query-aware tiles: block-mean queries against block-mean keys, softmax over each row's causal tiles
-        queries = block_pool_mean(torch.nn.functional.pad(q, (0, 0, k_len - q_len, 0)), b) * scale
+        padded = q if q_len == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q_len, 0))
+        queries = block_pool_mean(padded, b) * scale
         grid = (queries @ keys.transpose(-1, -2)).masked_fill(~causal_blocks(n, q.device), float("-inf"))
         grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2))
         vertical_tiles[..., 0] = float("inf")
