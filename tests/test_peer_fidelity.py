@@ -302,7 +302,7 @@ def test_block_cells_and_diagonal_sums_count_what_a_loop_counts():
 
 def test_minference_runs_on_the_column_slash_kernel():
     """On CUDA MInference's pattern goes to our Triton kernel: the same launch, interpreted on the CPU."""
-    from attention.executor import use_backend
+    from attention.backend import use_backend
     from attention.reference import reference_attention
 
     q, k = random_qk(80, dim=16, seed=7)
@@ -319,7 +319,7 @@ def test_block_peers_run_on_flex_attention(name, options):
     """On CUDA the block peers go to FlexAttention through the executor: its eager path on the CPU."""
     import warnings
 
-    from attention.kernels.flex_blocks import flex_block_attention, supports
+    from attention.flex_blocks import flex_block_attention, supports
     from attention.reference import reference_attention
 
     q, k = random_qk(112, dim=16, seed=8)

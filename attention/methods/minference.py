@@ -28,10 +28,10 @@ import dataclasses
 import torch
 
 from attention.block_select import diagonal_sums, ranked, row_probs, solve
-from attention.kernels.density import pattern_density
-from attention.methods._pattern_base import PatternMethod
+from attention.density import pattern_density
+from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
-from attention.registry import ConfigError, MethodConfig, check_range, register
+from attention.registry import register
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class VerticalSlashScores:
 
 
 @register
-class MInference(PatternMethod):
+class MInference(SparseMethod):
     name = "minference"
     Config = MInferenceConfig
     description = "MInference vertical-slash: top columns and diagonals from the last 64 queries (column+slash kernel)"
@@ -93,6 +93,11 @@ class MInference(PatternMethod):
         columns = s.column_order[..., :n_columns].sort(-1).values if n_columns else None
         slashes = s.slash_order[..., :n_slashes].sort(-1).values if n_slashes else None
         return SparsePattern(sink=s.sink, window=s.window, columns=columns, slashes=slashes)
+
+    knobs: dict = {}  # what the last build_pattern solved or chose, recorded beside each layer's density
+
+    def record(self, layer_idx, **values):
+        super().record(layer_idx, **values, **self.knobs)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape

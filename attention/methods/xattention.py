@@ -22,9 +22,9 @@ import dataclasses
 import torch
 
 from attention.block_select import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
-from attention.methods._pattern_base import PatternMethod
+from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
-from attention.registry import ConfigError, MethodConfig, check_range, register
+from attention.registry import register
 
 SCORE_ELEMENTS = 1 << 26  # fp32 group scores held at once (256 MiB)
 
@@ -106,10 +106,19 @@ def select_tiles(ranking: TileRanking, threshold: float) -> torch.Tensor:
 
 
 @register
-class XAttention(PatternMethod):
+class XAttention(SparseMethod):
     name = "xattention"
     Config = XAttentionConfig
     description = "XAttention: antidiagonal-scored tiles, per-row threshold selection (block mask)"
+
+    knobs: dict = {}  # what the last build_pattern solved or chose, recorded beside each layer's density
+
+    def record(self, layer_idx, **values):
+        super().record(layer_idx, **values, **self.knobs)
+
+    def density(self, pattern, q, k):
+        """Kept share per head from tile cell counts in closed form (no per-row table at 128K)."""
+        return blocks_density(pattern.blocks, block_cells(q.shape[2], k.shape[2], pattern.block, q.device)).mean(0)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config
