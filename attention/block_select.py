@@ -15,7 +15,7 @@ def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
     length = x.shape[-2]
     n = -(-length // block)
     padded = torch.nn.functional.pad(x.float(), (0, 0, 0, n * block - length))
-    sums = padded.view(*x.shape[:-2], n, block, x.shape[-1]).sum(-2)
+    sums = padded.reshape(*x.shape[:-2], n, block, x.shape[-1]).sum(-2)
     counts = torch.full((n,), float(block), device=x.device)
     counts[-1] = length - (n - 1) * block
     return sums / counts[:, None]
@@ -24,7 +24,7 @@ def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
 def block_sum(x: torch.Tensor, block: int) -> torch.Tensor:
     """Sum over consecutive blocks along the last dim, zero-padded: [..., S] -> [..., ceil(S/block)]."""
     pad = (-x.shape[-1]) % block
-    return torch.nn.functional.pad(x, (0, pad)).view(*x.shape[:-1], -1, block).sum(-1)
+    return torch.nn.functional.pad(x, (0, pad)).reshape(*x.shape[:-1], -1, block).sum(-1)
 
 
 def row_probs(q, k, scale: float, rows: torch.Tensor) -> torch.Tensor:
@@ -33,8 +33,8 @@ def row_probs(q, k, scale: float, rows: torch.Tensor) -> torch.Tensor:
     batch, heads, q_len, dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     pos = rows.to(q.device) + (k_len - q_len)
-    grouped = q[:, :, rows].float().view(batch, kv_heads, heads // kv_heads, len(rows), dim)
-    scores = (grouped @ k.float()[:, :, None].transpose(-1, -2)).view(batch, heads, len(rows), k_len) * scale
+    grouped = q[:, :, rows].float().reshape(batch, kv_heads, heads // kv_heads, len(rows), dim)
+    scores = (grouped @ k.float()[:, :, None].transpose(-1, -2)).reshape(batch, heads, len(rows), k_len) * scale
     allowed = torch.arange(k_len, device=q.device)[None, :] <= pos[:, None]
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 

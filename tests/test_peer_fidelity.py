@@ -332,3 +332,14 @@ def test_block_peers_run_on_flex_attention(name, options):
         out = flex_block_attention(q, k, v, pattern, 0.25, compiled=False)
     keep = pattern.keep_mask(1, q.shape[1], 112, 112)
     torch.testing.assert_close(out, reference_attention(q, k, v, keep, 0.25), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,options", [("minference", MINF), ("flexprefill", FLEX), ("xattention", XATT)])
+def test_transposed_inputs_give_the_same_pattern(name, options):
+    """Inside a model q and k arrive as transposed views ([B, S, H, D] storage): the pattern must not care."""
+    q, k = random_qk(128, seed=9)
+    method = build_method(name, {key: str(val) for key, val in options.items()})
+    strided_q, strided_k = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k))
+    assert not strided_q.is_contiguous()
+    expected = method.keep_mask(q, k, 0.25)
+    assert torch.equal(method.keep_mask(strided_q, strided_k, 0.25), expected)

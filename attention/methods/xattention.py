@@ -58,9 +58,9 @@ def antidiagonal_tile_scores(q, k, scale: float, stride: int, block: int) -> tor
     q_pad = torch.nn.functional.pad(q.float(), (0, 0, k_len - q_len, total - k_len))
     k_pad = torch.nn.functional.pad(k.float(), (0, 0, 0, total - k_len))
     # query group m lists its tokens last-first, key group n first-last: their dot is the antidiagonal sum
-    q_groups = q_pad.view(batch, heads, groups, stride, dim).flip(3).reshape(batch, heads, groups, stride * dim)
-    k_groups = k_pad.view(batch, kv_heads, groups, stride * dim)
-    q_groups = q_groups.view(batch, kv_heads, heads // kv_heads, groups, stride * dim)
+    q_groups = q_pad.reshape(batch, heads, groups, stride, dim).flip(3).reshape(batch, heads, groups, stride * dim)
+    k_groups = k_pad.reshape(batch, kv_heads, groups, stride * dim)
+    q_groups = q_groups.reshape(batch, kv_heads, heads // kv_heads, groups, stride * dim)
     first = torch.arange(groups, device=q.device) * stride
     real_keys = first < k_len
     real_queries = (first + stride > k_len - q_len) & real_keys
@@ -69,13 +69,13 @@ def antidiagonal_tile_scores(q, k, scale: float, stride: int, block: int) -> tor
     for start in range(0, groups, chunk):
         stop = min(start + chunk, groups)
         scores = (q_groups[..., start:stop, :] @ k_groups[:, :, None].transpose(-1, -2)) * (scale / stride)
-        scores = scores.view(batch, heads, stop - start, groups)
+        scores = scores.reshape(batch, heads, stop - start, groups)
         m = torch.arange(start, stop, device=q.device)[:, None]
         allowed = (torch.arange(groups, device=q.device)[None, :] <= m) & real_keys[None, :]
         probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
         probs = probs * real_queries[start:stop, None]
-        tiles = probs.view(batch, heads, stop - start, n, per_tile).sum(-1)
-        out[:, :, start // per_tile:ceil_div(stop, per_tile)] += tiles.view(batch, heads, -1, per_tile, n).sum(-2)
+        tiles = probs.reshape(batch, heads, stop - start, n, per_tile).sum(-1)
+        out[:, :, start // per_tile:ceil_div(stop, per_tile)] += tiles.reshape(batch, heads, -1, per_tile, n).sum(-2)
     return out
 
 
