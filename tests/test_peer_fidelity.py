@@ -201,9 +201,9 @@ def check_minference(q, k, scale, options, density=None):
     method = build_method("minference", {key: str(v) for key, v in opts.items()})
     pattern = method.build_pattern(q, k, scale)
     ratio = method.knobs["ratio"]
-    size = {"vertical_size": round(options["vertical_size"] * ratio), "slash_size": round(options["slash_size"] * ratio)}
-    expected = minference_reference(q, k, scale, size["vertical_size"], size["slash_size"], options["last_q"],
-                                    options["init_columns"], options["local_diagonals"])
+    vertical, slash = round(options["vertical_size"] * ratio), round(options["slash_size"] * ratio)
+    expected = minference_reference(q, k, scale, vertical, slash, options["last_q"], options["init_columns"],
+                                    options["local_diagonals"])
     got = minference_selected(pattern, q.shape[1], q.shape[2])
     assert got == expected
     return got
