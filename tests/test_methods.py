@@ -25,6 +25,10 @@ SMALL = {
     "streaming": {"n_sink": "2", "window": "12"},
     "h2o": {"density": "0.3"},
     "oracle-topk": {"density": "0.2"},
+    "minference": {"vertical_size": "12", "slash_size": "20", "last_q": "16", "init_columns": "2",
+                   "local_diagonals": "6"},
+    "flexprefill": {"block": "8", "min_budget": "8", "gamma": "0.5"},
+    "xattention": {"block": "8", "stride": "4", "threshold": "0.6"},
 }
 BAD = {
     "dense": [{"backend": "fastest"}],
@@ -32,6 +36,12 @@ BAD = {
     "streaming": [{"window": "0"}, {"n_sink": "-1"}, {"density": "-0.1"}],
     "h2o": [{"density": "0"}, {"recent_share": "1.2"}],
     "oracle-topk": [{"density": "0"}, {"density": "1.01"}],
+    "minference": [{"vertical_size": "0"}, {"slash_size": "-1"}, {"last_q": "0"}, {"init_columns": "-1"},
+                   {"local_diagonals": "0"}],
+    "flexprefill": [{"block": "0"}, {"gamma": "0"}, {"gamma": "1.1"}, {"tau": "-0.1"}, {"min_budget": "-1"},
+                    {"max_budget": "-1"}, {"min_budget": "512", "max_budget": "256"}],
+    "xattention": [{"stride": "0"}, {"block": "12", "stride": "8"}, {"block": "0"}, {"threshold": "0"},
+                   {"threshold": "1.5"}],
 }
 
 

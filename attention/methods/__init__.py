@@ -11,4 +11,7 @@ BUILTINS = (
     "attention.methods.streaming",
     "attention.methods.h2o",
     "attention.methods.oracle_topk",
+    "attention.methods.minference",
+    "attention.methods.flexprefill",
+    "attention.methods.xattention",
 )

@@ -1,0 +1,137 @@
+"""Plain-PyTorch helpers shared by the block- and stripe-selecting peers (MInference, FlexPrefill, XAttention):
+pooling over token blocks, diagonal sums, cumulative-mass selection, block-pattern densities and the
+threshold solve behind every `density=` budget. No host syncs except in `solve`, which compares densities.
+
+Ties: every ranking here is a stable descending sort, so among equal scores the lower index comes first.
+"""
+from collections.abc import Callable
+
+import torch
+
+
+def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Mean over consecutive token blocks along dim -2 ([..., S, D] -> [..., ceil(S/block), D]); a short last
+    block is averaged over its real tokens only."""
+    length = x.shape[-2]
+    n = -(-length // block)
+    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, n * block - length))
+    sums = padded.reshape(*x.shape[:-2], n, block, x.shape[-1]).sum(-2)
+    counts = torch.full((n,), float(block), device=x.device)
+    counts[-1] = length - (n - 1) * block
+    return sums / counts[:, None]
+
+
+def block_sum(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Sum over consecutive blocks along the last dim, zero-padded: [..., S] -> [..., ceil(S/block)]."""
+    pad = (-x.shape[-1]) % block
+    return torch.nn.functional.pad(x, (0, pad)).reshape(*x.shape[:-1], -1, block).sum(-1)
+
+
+def row_probs(q, k, scale: float, rows: torch.Tensor) -> torch.Tensor:
+    """Exact fp32 causal softmax of query rows `rows` (positions among the last q_len of k_len) against all keys:
+    [B, Hq, r, Sk]. Grouped kv heads are matched through a view, never expanded."""
+    batch, heads, q_len, dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    pos = rows.to(q.device) + (k_len - q_len)
+    grouped = q[:, :, rows].float().reshape(batch, kv_heads, heads // kv_heads, len(rows), dim)
+    scores = (grouped @ k.float()[:, :, None].transpose(-1, -2)).reshape(batch, heads, len(rows), k_len) * scale
+    allowed = torch.arange(k_len, device=q.device)[None, :] <= pos[:, None]
+    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+
+
+def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
+    """Mass on each diagonal offset d = i - j of consecutive rows at positions first, first + 1, ...:
+    [B, H, r, Sk] -> [B, H, Sk] (float32), without materialising an index per cell.
+
+    Left-padding each row by r zeros and reading it with a row stride one longer than the padded row makes
+    column u of row t hold key u + t - r, i.e. offset first + r - u for every t, so a sum over rows is a sum
+    along one diagonal."""
+    batch, heads, rows, k_len = probs.shape
+    padded = torch.nn.functional.pad(probs.float(), (rows, 0)).contiguous()  # [B, H, r, Sk + r]
+    width = k_len + rows
+    base = padded.storage_offset()
+    sheared = padded.as_strided((batch, heads, rows, k_len + 1),
+                                (padded.stride(0), padded.stride(1), width + 1, 1), base)
+    by_u = sheared.sum(2)                                                     # u = 0 .. Sk
+    offsets = first + rows - torch.arange(k_len + 1, device=probs.device)     # offset of each u
+    out = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=probs.device)
+    valid = (offsets >= 0) & (offsets < k_len)
+    out[..., offsets[valid]] = by_u[..., valid]
+    return out
+
+
+def ranked(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, order) of a stable descending sort along the last dim (ties: lower index first)."""
+    return torch.sort(scores, dim=-1, descending=True, stable=True)
+
+
+def top_k_mask(scores: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+    """bool like scores: the `count` best entries per row (count broadcastable to scores.shape[:-1])."""
+    _, order = ranked(scores)
+    count = torch.as_tensor(count, device=scores.device)
+    keep = torch.arange(scores.shape[-1], device=scores.device) < count[..., None]
+    return torch.zeros_like(keep).scatter(-1, order, keep.expand_as(order))
+
+
+def cover_count(scores: torch.Tensor, mass: float) -> torch.Tensor:
+    """How many of the best entries FlexPrefill takes to cover `mass`: those whose running sum stays <= mass,
+    plus one. long [...]."""
+    values, _ = ranked(scores)
+    return (values.cumsum(-1) <= mass).sum(-1) + 1
+
+
+def block_cells(q_len: int, k_len: int, block: int, device=None) -> torch.Tensor:
+    """Causal (query, key) cells inside each block x block tile, queries the last q_len of k_len positions
+    (tiles counted from absolute position 0), in closed form: float64 [n, n], n = ceil(k_len / block)."""
+    n = -(-k_len // block)
+    tile = torch.arange(n, device=device, dtype=torch.float64)
+    start = tile * block
+    width = torch.clamp(start + block, max=k_len) - start                    # keys (and positions) per tile
+    row_lo = torch.clamp(start, min=k_len - q_len)                           # first query row in each tile
+    row_hi = start + width                                                   # one past the last
+    n_rows = (row_hi - row_lo).clamp(min=0)
+    below = n_rows[:, None] * width[None, :] * (tile[:, None] > tile[None, :])
+    # diagonal tile: a row at position i sees i + 1 - start keys of its own tile
+    own = (row_lo + row_hi + 1 - 2 * start) * n_rows / 2
+    return below + torch.diag(own)
+
+
+def blocks_density(blocks: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Kept share of the causal area of a blocks-only pattern: bool [B, H, n, n] -> float32 [B, H]."""
+    return ((blocks.double() * cells).sum((-2, -1)) / cells.sum()).float()
+
+
+def causal_blocks(n: int, device=None) -> torch.Tensor:
+    """bool [n, n]: tiles on or below the block diagonal."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+def solve(density_of: Callable[[float], float], target: float, low: float, high: float,
+          steps: int = 24) -> float:
+    """The knob x in [low, high] whose kept share density_of(x) (non-decreasing in x) is closest to target,
+    by bisection; one host sync per step."""
+    lo, hi = low, high
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if density_of(mid) < target else (lo, mid)
+    below, above = density_of(lo), density_of(hi)
+    return lo if abs(below - target) < abs(above - target) else hi
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def log_ratio_safe(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """p * log(p / m), 0 where p == 0."""
+    return torch.where(p > 0, p * torch.log(p / m.clamp(min=torch.finfo(m.dtype).tiny)), 0.0)
+
+
+def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Square root of the Jensen-Shannon divergence (natural log) between distributions along the last dim."""
+    m = (p + q) / 2
+    return torch.sqrt((0.5 * log_ratio_safe(p, m).sum(-1) + 0.5 * log_ratio_safe(q, m).sum(-1)).clamp(min=0))
+
+
+__all__ = ["block_cells", "block_pool_mean", "block_sum", "blocks_density", "causal_blocks", "ceil_div",
+           "cover_count", "diagonal_sums", "js_distance", "ranked", "row_probs", "solve", "top_k_mask"]

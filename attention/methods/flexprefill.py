@@ -1,0 +1,159 @@
+"""FlexPrefill (Lai et al., ICLR 2025, arXiv 2502.20766): query-aware head choice and cumulative-attention
+block selection, on block patterns (FlexAttention on CUDA through the shared executor).
+
+Per query head, on `block`-token tiles:
+1. The exact causal softmax of the last `block` queries gives a mean column distribution and a diagonal
+   distribution (mass per offset i - j, divided by the number of rows).
+2. Budgets: the fewest columns (diagonals) whose sorted mass exceeds `gamma`, in tokens, become
+   count // block + 1 tiles, clamped to [ceil(min_budget / block), ceil(max_budget / block)].
+3. Head choice: the mean of those queries against block-mean keys gives a pooled distribution over key
+   tiles; when the square root of its Jensen-Shannon divergence from the column distribution pooled to tiles
+   is below `tau`, the head is query-aware: its vertical and slash budgets drop to the minimum and it also
+   keeps, from the softmax of block-mean queries against block-mean keys over each query tile's causal key
+   tiles, the largest entries of the whole tile grid while their running sum stays <= gamma x (tiles per side).
+4. Every head keeps its top key-tile columns and tile diagonals (tile column 0 and the diagonal tile forced),
+   causal; query-aware heads add the tiles of step 3 (and tile (0, 0)).
+
+Defaults from bytedance/FlexPrefill's README (flex_prefill_config): block_size 128, gamma 0.9, tau 0.1,
+min_budget 512, max_budget None (here 0). Sequences no longer than max(2 x block, min_budget rounded up to a
+tile) run dense, as in their flex_prefill_attention. Differences from their code: the token-to-tile budget
+divides by `block` (their code divides by 128 whatever the block size); diagonal offsets are grouped into tiles
+from offset 0 (their pooling starts from the far end, so tiles line up only when the length is a multiple of
+the block); ties go to the lower index (stable sort).
+
+`density` > 0 solves gamma per layer so that the layer's kept share is closest to `density` (the head choice
+does not depend on gamma; min_budget still floors every head).
+"""
+import dataclasses
+
+import torch
+
+from attention.block_select import (block_cells, block_pool_mean, block_sum, blocks_density, causal_blocks,
+                                    ceil_div, diagonal_sums, js_distance, ranked, row_probs, solve, top_k_mask)
+from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
+from attention.pattern import SparsePattern
+from attention.reference import expand_kv
+from attention.registry import register
+
+
+@dataclasses.dataclass
+class FlexPrefillConfig(MethodConfig):
+    block: int = 128
+    gamma: float = 0.9        # attention mass the selection must cover
+    tau: float = 0.1          # JS-distance threshold below which a head is query-aware
+    min_budget: int = 512     # tokens: every head keeps at least this many tile columns and diagonals' worth
+    max_budget: int = 0       # tokens: at most this many (0 = no limit)
+    density: float = 0.0      # > 0: solve gamma per layer for this kept share of the causal area
+
+    def validate(self):
+        if self.block < 1:
+            raise ConfigError(f"block={self.block} must be a positive number of tokens")
+        check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
+        check_range("tau", self.tau, 0.0, 1.0)
+        if self.min_budget < 0 or self.max_budget < 0:
+            raise ConfigError("min_budget and max_budget must be >= 0 tokens (max_budget 0 = no limit)")
+        if self.max_budget and self.max_budget < self.min_budget:
+            raise ConfigError(f"max_budget={self.max_budget} must be 0 (no limit) or >= min_budget={self.min_budget}")
+        check_range("density", self.density, 0.0, 1.0)
+
+
+@dataclasses.dataclass
+class FlexScores:
+    vertical_cum: torch.Tensor   # [B, H, Sk] sorted column mass, running sum
+    slash_cum: torch.Tensor      # [B, H, Sk] sorted diagonal mass, running sum
+    vertical_tiles: torch.Tensor  # [B, H, n] column mass per key tile (tile 0 forced)
+    slash_tiles: torch.Tensor     # [B, H, n] diagonal mass per tile diagonal (diagonal 0 forced)
+    query_aware: torch.Tensor     # bool [B, H]
+    grid_order: torch.Tensor      # long [B, H, n*n] tile-grid entries, best first (query-aware heads)
+    grid_cum: torch.Tensor        # [B, H, n*n] their running sum
+    n: int
+
+
+@register
+class FlexPrefill(SparseMethod):
+    name = "flexprefill"
+    Config = FlexPrefillConfig
+    description = "FlexPrefill: JS-divergence head choice, gamma-cumulative vertical/slash/block tiles (block mask)"
+
+    def dense_length(self) -> int:
+        b = self.config.block
+        return max(2 * b, ceil_div(self.config.min_budget, b) * b)
+
+    def scores(self, q, k, scale) -> FlexScores:
+        b = self.config.block
+        batch, heads, q_len, _ = q.shape
+        k_len = k.shape[2]
+        n = ceil_div(k_len, b)
+        rows = torch.arange(max(0, q_len - b), q_len, device=q.device)
+        probs = row_probs(q, k, scale, rows)
+        vertical = probs.mean(2)
+        slash = diagonal_sums(probs, k_len - len(rows)) / len(rows)
+        vertical_tiles, slash_tiles = block_sum(vertical, b), block_sum(slash, b)
+        # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
+        keys = expand_kv(block_pool_mean(k, b), heads)                     # [B, H, n, D], pooled first
+        mean_q = q[:, :, rows].float().mean(2, keepdim=True) * scale        # [B, H, 1, D]
+        pooled = torch.softmax((mean_q @ keys.transpose(-1, -2)).squeeze(2), dim=-1)
+        query_aware = js_distance(pooled, vertical_tiles) < self.config.tau
+        # query-aware tiles: block-mean queries against block-mean keys, softmax over each row's causal tiles
+        padded = q if q_len == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q_len, 0))
+        queries = block_pool_mean(padded, b) * scale
+        grid = (queries @ keys.transpose(-1, -2)).masked_fill(~causal_blocks(n, q.device), float("-inf"))
+        grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2))
+        vertical_tiles[..., 0] = float("inf")
+        slash_tiles[..., 0] = float("inf")
+        return FlexScores(ranked(vertical)[0].cumsum(-1), ranked(slash)[0].cumsum(-1), vertical_tiles, slash_tiles,
+                          query_aware, grid_order, grid_values.cumsum(-1), n)
+
+    def tile_budget(self, cum: torch.Tensor, gamma: float, n: int, query_aware: torch.Tensor) -> torch.Tensor:
+        b = self.config.block
+        low = ceil_div(self.config.min_budget, b)
+        high = min(ceil_div(self.config.max_budget, b), n) if self.config.max_budget else n
+        tokens = (cum <= gamma).sum(-1) + 1
+        tiles = (tokens // b + 1).clamp(min=low).clamp(max=high)
+        return torch.where(query_aware, min(low, n), tiles)
+
+    def select(self, s: FlexScores, gamma: float) -> torch.Tensor:
+        """bool [B, H, n, n] tiles kept at this gamma."""
+        n = s.n
+        n_v = self.tile_budget(s.vertical_cum, gamma, n, s.query_aware)
+        n_s = self.tile_budget(s.slash_cum, gamma, n, s.query_aware)
+        columns = top_k_mask(s.vertical_tiles, n_v)                        # [B, H, n] key tiles
+        diagonals = top_k_mask(s.slash_tiles, n_s)                         # [B, H, n] tile offsets
+        r, c = torch.arange(n, device=columns.device)[:, None], torch.arange(n, device=columns.device)[None, :]
+        offset = (r - c).clamp(min=0)
+        blocks = columns[..., None, :] | diagonals[..., offset]
+        chosen = torch.zeros_like(blocks.flatten(-2))
+        grid_keep = s.grid_cum <= gamma * n
+        grid_keep[..., 0] = True  # their dropped entries fall back to index 0: tile (0, 0) is always kept
+        chosen.scatter_(-1, s.grid_order, grid_keep)
+        blocks |= chosen.view_as(blocks) & s.query_aware[..., None, None]
+        return blocks & causal_blocks(n, blocks.device)
+
+    knobs: dict = {}  # what the last build_pattern solved or chose, recorded beside each layer's density
+
+    def record(self, layer_idx, **values):
+        super().record(layer_idx, **values, **self.knobs)
+
+    def density(self, pattern, q, k):
+        """Kept share per head from tile cell counts in closed form (no per-row table at 128K)."""
+        return blocks_density(pattern.blocks, block_cells(q.shape[2], k.shape[2], pattern.block, q.device)).mean(0)
+
+    def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
+        batch, heads, q_len, _ = q.shape
+        k_len, b = k.shape[2], self.config.block
+        n = ceil_div(k_len, b)
+        if q_len <= self.dense_length():
+            self.knobs = {"dense_fallback": True}
+            blocks = causal_blocks(n, q.device).expand(batch, heads, n, n)
+            return SparsePattern(blocks=blocks, block=b)
+        s = self.scores(q, k, scale)
+        gamma = self.config.gamma
+        if self.config.density > 0:
+            cells = block_cells(q_len, k_len, b, q.device)
+
+            def share(x: float) -> float:
+                return float(blocks_density(self.select(s, x), cells).mean())
+
+            gamma = solve(share, self.config.density, 0.0, 1.0)
+        self.knobs = {"gamma": gamma, "query_aware": s.query_aware.float().mean(0)}
+        return SparsePattern(blocks=self.select(s, gamma), block=b)

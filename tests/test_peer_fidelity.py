@@ -1,0 +1,345 @@
+"""Each peer's selected pattern equals a plain re-implementation of its published algorithm, written here
+independently of attention/methods/ (per head, loop by loop, float64 where it sums), on random q/k and on q/k
+captured from SmolLM2-135M (tests/fixtures/qk_smollm2_256.pt: layer 4 of a 256-token prompt of this repository's
+text, bf16, written by scripts/capture_qk.py; a layer where FlexPrefill finds both kinds of head).
+
+Ties: both sides rank by score and then by the lower index (column, offset, tile), so an exact tie resolves the
+same way; the published code leaves tie order to torch.topk / torch.sort. Apart from structural zeros (tiles
+above the diagonal) the inputs here have no exact ties; a near-tie that fp32 and fp64 rank differently could flip
+one entry, which is why the sums below are taken in float64 only where the methods also sum many terms.
+"""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from attention.registry import build_method
+
+FIXTURE = Path(__file__).parent / "fixtures" / "qk_smollm2_256.pt"
+
+
+def random_qk(length, heads=4, kv_heads=2, dim=16, seed=0, spread=2.0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, heads, length, dim, generator=gen) * spread
+    k = torch.randn(1, kv_heads, length, dim, generator=gen)
+    return q, k
+
+
+def captured(layer):
+    data = torch.load(FIXTURE)
+    entry = data["layers"][layer]
+    return entry["q"].float(), entry["k"].float(), entry["scale"]
+
+
+def kv_of(k, head, heads):
+    return k[0, head // (heads // k.shape[1])]
+
+
+def causal_softmax_row(qi, keys, pos, scale):
+    """fp32 softmax of one query at absolute position pos over keys 0..pos (zeros beyond)."""
+    scores = (keys[:pos + 1] @ qi) * scale
+    out = torch.zeros(keys.shape[0])
+    out[:pos + 1] = torch.softmax(scores, dim=0)
+    return out
+
+
+def best(scores, count):
+    """Indices of the `count` best scores, ties to the lower index."""
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    return set(order[:count])
+
+
+# ---------------------------------------------------------------- MInference
+
+def minference_reference(q, k, scale, vertical_size, slash_size, last_q=64, init=30, local=100):
+    """Per head: (kept columns, kept diagonal offsets) of the vertical-slash pattern from the last last_q queries."""
+    _, heads, length, _ = q.shape
+    result = []
+    for h in range(heads):
+        keys = kv_of(k, h, heads)
+        vertical = torch.zeros(length, dtype=torch.float64)
+        slash = torch.zeros(length, dtype=torch.float64)
+        for i in range(max(0, length - last_q), length):
+            p = causal_softmax_row(q[0, h, i], keys, i, scale).double()
+            vertical += p
+            slash[:i + 1] += p[:i + 1].flip(0)  # offset i - j of key j
+        vertical[:init] = math.inf
+        slash[:local] = math.inf
+        v = min(length, max(vertical_size, init))
+        s = min(length, max(slash_size, local))
+        result.append((best(vertical, v), best(slash, s)))
+    return result
+
+
+def minference_selected(pattern, heads, length):
+    out = []
+    for h in range(heads):
+        cols = set(range(pattern.sink))
+        if pattern.columns is not None:
+            cols |= {int(c) for c in pattern.columns[0, h] if c >= 0}
+        diags = set(range(pattern.window))
+        if pattern.slashes is not None:
+            diags |= {int(d) for d in pattern.slashes[0, h] if d >= 0}
+        out.append((cols, diags))
+    return out
+
+
+# ---------------------------------------------------------------- FlexPrefill
+
+def js_dist(p, r):
+    m = [(a + b) / 2 for a, b in zip(p, r)]
+    kl = lambda a: sum(float(x) * math.log(float(x) / float(y)) for x, y in zip(a, m) if x > 0)  # noqa: E731
+    return math.sqrt(max(0.0, 0.5 * kl(p) + 0.5 * kl(r)))
+
+
+def flexprefill_reference(q, k, scale, block, gamma, tau, min_budget, max_budget=0):
+    """Per head: (kept tiles as a set of (query tile, key tile), query-aware?)."""
+    _, heads, length, dim = q.shape
+    n = -(-length // block)
+    low = -(-min_budget // block)
+    high = min(-(-max_budget // block), n) if max_budget else n
+    rows = range(max(0, length - block), length)
+    out = []
+    for h in range(heads):
+        keys = kv_of(k, h, heads)
+        vertical = torch.zeros(length, dtype=torch.float64)
+        slash = torch.zeros(length, dtype=torch.float64)
+        for i in rows:
+            p = causal_softmax_row(q[0, h, i], keys, i, scale).double()
+            vertical += p / len(rows)
+            slash[:i + 1] += p[:i + 1].flip(0) / len(rows)
+
+        def tiles_for(dist):
+            ranked_mass = sorted(dist.tolist(), reverse=True)
+            running, count = 0.0, 0
+            for x in ranked_mass:
+                running += x
+                if running <= gamma:
+                    count += 1
+            return min(max((count + 1) // block + 1, low), high)
+
+        n_v, n_s = tiles_for(vertical), tiles_for(slash)
+        v_tiles = [float(vertical[t * block:(t + 1) * block].sum()) for t in range(n)]
+        s_tiles = [float(slash[t * block:(t + 1) * block].sum()) for t in range(n)]
+        key_means = torch.stack([keys[t * block:(t + 1) * block].mean(0) for t in range(n)])
+        mean_q = q[0, h, list(rows)].mean(0) * scale
+        pooled = torch.softmax(key_means @ mean_q, dim=0).double()
+        aware = js_dist(pooled.tolist(), v_tiles) < tau
+        if aware:
+            n_v = n_s = min(low, n)
+        v_tiles[0] = s_tiles[0] = math.inf
+        cols, diags = best(v_tiles, n_v), best(s_tiles, n_s)
+        kept = {(r, c) for r in range(n) for c in range(r + 1) if c in cols or (r - c) in diags}
+        if aware:
+            grid = []
+            for r in range(n):
+                qm = q[0, h, r * block:(r + 1) * block].mean(0) * scale
+                probs = torch.softmax(key_means[:r + 1] @ qm, dim=0)
+                grid += [(float(probs[c]) if c <= r else 0.0, r * n + c) for c in range(n)]
+            grid.sort(key=lambda e: (-e[0], e[1]))
+            running = 0.0
+            kept.add((0, 0))
+            for value, index in grid:
+                running += value
+                if running <= gamma * n and index // n >= index % n:
+                    kept.add((index // n, index % n))
+        out.append((kept, aware))
+    return out
+
+
+# ---------------------------------------------------------------- XAttention
+
+def xattention_reference(q, k, scale, block, stride, threshold):
+    """Per head: kept tiles as a set of (query tile, key tile)."""
+    _, heads, length, dim = q.shape
+    n = -(-length // block)
+    groups = n * block // stride
+    per_tile = block // stride
+    out = []
+    for h in range(heads):
+        keys = kv_of(k, h, heads)
+        qp = torch.zeros(n * block, dim)
+        kp = torch.zeros(n * block, dim)
+        qp[:length], kp[:length] = q[0, h], keys
+        tile_scores = torch.zeros(n, n, dtype=torch.float64)
+        for m in range(groups):
+            if m * stride >= length:
+                continue  # a query group made only of padding
+            allowed = [g for g in range(m + 1) if g * stride < length]
+            anti = torch.tensor([sum(float(qp[m * stride + stride - 1 - t] @ kp[g * stride + t])
+                                     for t in range(stride)) for g in allowed])
+            probs = torch.softmax(anti * scale / stride, dim=0).double()
+            for g, p in zip(allowed, probs):
+                tile_scores[m // per_tile, g // per_tile] += p
+        kept = set()
+        for r in range(n):
+            forced = {0, r}
+            total = float(tile_scores[r].sum())
+            held = sum(float(tile_scores[r, c]) for c in forced)
+            kept |= {(r, c) for c in forced}
+            others = sorted((c for c in range(n) if c not in forced), key=lambda c: (-float(tile_scores[r, c]), c))
+            for c in others:
+                if held >= threshold * total:
+                    break
+                held += float(tile_scores[r, c])
+                if c <= r:
+                    kept.add((r, c))
+        out.append(kept)
+    return out
+
+
+def tiles_of(pattern, head):
+    blocks = pattern.blocks[0, head]
+    return {(int(r), int(c)) for r, c in blocks.nonzero().tolist()}
+
+
+# ---------------------------------------------------------------- the comparisons
+
+def check_minference(q, k, scale, options, density=None):
+    opts = dict(options, **({"density": str(density)} if density else {}))
+    method = build_method("minference", {key: str(v) for key, v in opts.items()})
+    pattern = method.build_pattern(q, k, scale)
+    ratio = method.knobs["ratio"]
+    vertical, slash = round(options["vertical_size"] * ratio), round(options["slash_size"] * ratio)
+    expected = minference_reference(q, k, scale, vertical, slash, options["last_q"], options["init_columns"],
+                                    options["local_diagonals"])
+    got = minference_selected(pattern, q.shape[1], q.shape[2])
+    assert got == expected
+    return got
+
+
+def check_flexprefill(q, k, scale, options, density=None):
+    opts = dict(options, **({"density": str(density)} if density else {}))
+    method = build_method("flexprefill", {key: str(v) for key, v in opts.items()})
+    pattern = method.build_pattern(q, k, scale)
+    gamma = method.knobs["gamma"]
+    expected = flexprefill_reference(q, k, scale, options["block"], gamma, options["tau"], options["min_budget"])
+    for h, (tiles, aware) in enumerate(expected):
+        assert bool(method.knobs["query_aware"][h]) == aware, h
+        assert tiles_of(pattern, h) == tiles, h
+    return expected
+
+
+def check_xattention(q, k, scale, options, density=None):
+    opts = dict(options, **({"density": str(density)} if density else {}))
+    method = build_method("xattention", {key: str(v) for key, v in opts.items()})
+    pattern = method.build_pattern(q, k, scale)
+    expected = xattention_reference(q, k, scale, options["block"], options["stride"], method.knobs["threshold"])
+    for h, tiles in enumerate(expected):
+        assert tiles_of(pattern, h) == tiles, h
+    return expected
+
+
+MINF = {"vertical_size": 24, "slash_size": 40, "last_q": 16, "init_columns": 3, "local_diagonals": 8}
+FLEX = {"block": 16, "gamma": 0.6, "tau": 0.1, "min_budget": 16}
+XATT = {"block": 16, "stride": 4, "threshold": 0.7}
+
+
+@pytest.mark.parametrize("length", [96, 131])
+def test_minference_matches_reference_on_random_qk(length):
+    got = check_minference(*random_qk(length), 0.25, MINF)
+    assert all(len(cols) == 24 and len(diags) == 40 for cols, diags in got)
+    assert len({frozenset(c) for c, _ in got}) > 1  # heads choose their own columns
+
+
+@pytest.mark.parametrize("length", [96, 131])
+def test_flexprefill_matches_reference_on_random_qk(length):
+    check_flexprefill(*random_qk(length), 0.25, FLEX)
+
+
+def test_flexprefill_takes_both_head_kinds():
+    # tau = 1 makes every head query-aware, tau = 0 none: both branches are compared with the reference
+    q, k = random_qk(112, seed=3)
+    assert all(aware for _, aware in check_flexprefill(q, k, 0.25, {**FLEX, "tau": 1.0}))
+    assert not any(aware for _, aware in check_flexprefill(q, k, 0.25, {**FLEX, "tau": 0.0}))
+
+
+@pytest.mark.parametrize("length", [96, 131])
+def test_xattention_matches_reference_on_random_qk(length):
+    expected = check_xattention(*random_qk(length), 0.25, XATT)
+    n = -(-length // 16)
+    assert any(len(tiles) < n * (n + 1) // 2 for tiles in expected)  # the threshold dropped tiles
+
+
+def test_peers_match_reference_on_captured_smollm2_qk():
+    q, k, scale = captured(4)
+    check_minference(q, k, scale, {**MINF, "vertical_size": 48, "slash_size": 64, "last_q": 64})
+    flex = check_flexprefill(q, k, scale, {**FLEX, "block": 32, "min_budget": 32, "gamma": 0.9})
+    xatt = check_xattention(q, k, scale, {**XATT, "block": 32, "stride": 8, "threshold": 0.9})
+    assert {aware for _, aware in flex} == {True, False}  # both head kinds occur on this layer
+    assert any(len(tiles) < 36 for tiles in xatt)  # 8 x 8 tiles, 36 causal: the threshold dropped some
+
+
+@pytest.mark.parametrize("name,check,options", [("minference", check_minference, MINF),
+                                                ("flexprefill", check_flexprefill, FLEX),
+                                                ("xattention", check_xattention, XATT)])
+def test_density_budget_is_the_published_pattern_at_the_solved_knob(name, check, options):
+    q, k = random_qk(128, seed=5)
+    check(q, k, 0.25, options, density=0.3)
+
+
+# ---------------------------------------------------------------- helpers and the CUDA paths, checked on the CPU
+
+def test_block_cells_and_diagonal_sums_count_what_a_loop_counts():
+    from attention.block_select import block_cells, diagonal_sums
+
+    for q_len, k_len, size in [(100, 100, 16), (70, 100, 16), (128, 128, 32), (5, 37, 8)]:
+        n = -(-k_len // size)
+        expected = torch.zeros(n, n, dtype=torch.float64)
+        for i in range(k_len - q_len, k_len):  # row i holds keys 0..i
+            expected[i // size] += torch.bincount(torch.arange(i + 1) // size, minlength=n).double()
+        assert torch.equal(block_cells(q_len, k_len, size), expected)
+    probs = torch.rand(1, 2, 7, 50, generator=torch.Generator().manual_seed(1))
+    first = 43
+    expected = torch.zeros(1, 2, 50)
+    for t in range(7):
+        probs[..., t, first + t + 1:] = 0  # nothing above the diagonal
+        for j in range(first + t + 1):
+            expected[..., first + t - j] += probs[..., t, j]
+    torch.testing.assert_close(diagonal_sums(probs, first), expected)
+
+
+def test_minference_runs_on_the_column_slash_kernel():
+    """On CUDA MInference's pattern goes to our Triton kernel: the same launch, interpreted on the CPU."""
+    from attention.backend import use_backend
+    from attention.reference import reference_attention
+
+    q, k = random_qk(80, dim=16, seed=7)
+    v = torch.randn_like(k)
+    method = build_method("minference", {key: str(val) for key, val in MINF.items()})
+    with use_backend("triton"):
+        out = method.prefill(q, k, v, 0.25)
+    keep = method.keep_mask(q, k, 0.25)
+    torch.testing.assert_close(out, reference_attention(q, k, v, keep, 0.25), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name,options", [("flexprefill", FLEX), ("xattention", XATT)])
+def test_block_peers_run_on_flex_attention(name, options):
+    """On CUDA the block peers go to FlexAttention through the executor: its eager path on the CPU."""
+    import warnings
+
+    from attention.flex_blocks import flex_block_attention, supports
+    from attention.reference import reference_attention
+
+    q, k = random_qk(112, dim=16, seed=8)
+    v = torch.randn_like(k)
+    method = build_method(name, {key: str(val) for key, val in options.items()})
+    pattern = method.build_pattern(q, k, 0.25)
+    assert supports(pattern)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager flex_attention warns that it is not compiled
+        out = flex_block_attention(q, k, v, pattern, 0.25, compiled=False)
+    keep = pattern.keep_mask(1, q.shape[1], 112, 112)
+    torch.testing.assert_close(out, reference_attention(q, k, v, keep, 0.25), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,options", [("minference", MINF), ("flexprefill", FLEX), ("xattention", XATT)])
+def test_transposed_inputs_give_the_same_pattern(name, options):
+    """Inside a model q and k arrive as transposed views ([B, S, H, D] storage): the pattern must not care."""
+    q, k = random_qk(128, seed=9)
+    method = build_method(name, {key: str(val) for key, val in options.items()})
+    strided_q, strided_k = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k))
+    assert not strided_q.is_contiguous()
+    expected = method.keep_mask(q, k, 0.25)
+    assert torch.equal(method.keep_mask(strided_q, strided_k, 0.25), expected)
