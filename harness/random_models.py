@@ -119,6 +119,8 @@ def load_random(name: str, device: str = "cpu", dtype=None):
 
 def check_tasks(model: str, tasks) -> None:
     """Random weights time prefills only: refuse a task that scores answers, in one line."""
+    from harness.models import ModelError
+
     if not is_random(model):
         return
     for task in tasks:

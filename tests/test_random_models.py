@@ -5,7 +5,7 @@ import pytest
 
 from harness.models import ModelError, load_model, resolve
 from harness.random_models import PRESETS, build_config
-from harness.runner import RunOptions, run_grid
+from harness.runner import RunOptions, execute_cell
 from harness.sweep import SweepSpec, validate
 from tasks.base import build_task
 
@@ -46,8 +46,11 @@ def test_tiny_config_runs_timing_only_cells_on_cpu(tiny_config):
     assert loaded.model.config.num_hidden_layers == 2 and loaded.timing_only
     store = Store()
     methods = [build_method("dense"), build_method("sample", {"r_w": "0.2"})]
-    counts = run_grid(loaded, methods, build_task("tokens"), [96], RunOptions(device="cpu"), store)
-    assert counts == {"ok": 2}
+    task = build_task("tokens")
+    for sample in task.samples(loaded.tokenizer, [96]):
+        for method in methods:
+            store.append(execute_cell(loaded, method, sample, RunOptions(device="cpu"), task))
+    assert [cell["status"] for cell in store] == ["ok", "ok"]
     for cell in store:
         assert cell["timing_only"] and cell["ttft_ms"] > 0 and cell["prompt_tokens"] == 96
         assert "score" not in cell and "prediction" not in cell
