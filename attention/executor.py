@@ -132,11 +132,14 @@ def select_fused(q, k, scale: float, plan, *, sink: int, window: int, base: int,
 def run_fused(q, k, v, scale: float, window: int, selected) -> torch.Tensor:
     """The sparse kernel over window + a select_fused result (sinks are in its column list): one launch on the
     portable kernel; on the Hopper path the TMA kernel's own index preparation and gather come first."""
-    from attention.kernels.prefill import sparse_path
+    import os
+
     from attention.kernels.select import block_m_for, column_attention
 
     cols, col_full, col_hi, _ = selected
-    if sparse_path(q) == "tma":  # Hopper from 32K: the gathered-column TMA kernel (1.4-1.9x faster at 128K)
+    # the TMA kernel only when asked: in the whole model (random Llama-8B, 128K, density 0.1, H200) it was slower
+    # than this path at the default 8% window (7.9 s vs 6.0 s) though faster at a 2.5% window (results/bench/NOTES.md)
+    if os.environ.get("ATTN_SPARSE_PATH") == "tma":
         from attention.kernels.hopper import sparse_attention_tma
 
         return sparse_attention_tma(q, k, v, scale, window=window, columns=cols)
