@@ -226,6 +226,28 @@ def timing_display(table: pd.DataFrame, frame: pd.DataFrame, digits: int) -> pd.
     return shown
 
 
+def blank_missing(table: pd.DataFrame) -> pd.DataFrame:
+    return table.astype(object).where(table.notna(), "")
+
+
+def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
+    """Tables in a task's own official layout: LongBench (per dataset x100, average, LongBench-E buckets) and
+    RULER (methods x lengths of the subtask average, and per subtask), each computed once in its module."""
+    from harness import tables_longbench, tables_ruler
+
+    tables = []
+    if (frame["task"] == "longbench").any():
+        cells = frame[frame["task"] == "longbench"]
+        for stem, title, table in tables_longbench.report_tables(cells, base):
+            tables.append((stem, title, blank_missing(flat(table).round(2)), flat(table)))
+    if (frame["task"] == "ruler").any():
+        for stem, title, table in (("ruler", "RULER: average over subtasks (0-100; blank where a subtask is missing)",
+                                    tables_ruler.average_table(frame)),
+                                   ("ruler_tasks", "RULER per subtask (0-100)", tables_ruler.per_task_table(frame))):
+            tables.append((stem, title, blank_missing(flat(table).round(1)), flat(table)))
+    return tables
+
+
 def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, pool_baselines: bool = False,
                  cpu_timings: bool = False) -> Path:
     from harness import diagnose_report, plots
@@ -265,6 +287,7 @@ def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, p
         speed = speedup_table(frame, spec, pool_baselines)
         tables.append((f"speedup_vs_{spec.replace(':', '_').replace('=', '-')}", f"TTFT speedup vs {spec}",
                        timing_display(speed, frame, 2), speed))
+    tables += task_tables(frame, base)
     for stem, title, display, data in tables:
         markdown = write_table(display, out, stem, data)
         sections.append(f"## {title}\n\n{markdown}\n\n([CSV]({stem}.csv), [LaTeX]({stem}.tex))\n")

@@ -113,3 +113,14 @@ def test_report_tables_lists_only_filled_tables(frame):
     assert stems == ["longbench_datasets", "longbench_samples", "longbench_summary", "longbench_categories",
                      "longbench_total_vs_baseline"]  # no length field in these cells: no bucket table
     assert tables.report_tables(frame[frame["task"] == "needle"], "dense") == []
+
+
+def test_the_report_shows_longbench_in_its_own_layout(frame):
+    """The report's task tables: the per-dataset table, the average over datasets and the totals, in that order."""
+    tables = {stem: data for stem, _, _, data in report.task_tables(frame, "dense")}
+    assert list(tables)[:3] == ["longbench_datasets", "longbench_samples", "longbench_summary"]
+    summary = tables["longbench_summary"]
+    dense = summary[summary["method"] == "dense"].iloc[0]
+    # the average of the four dataset scores (x100), not the pooled mean of the 11 samples
+    want = (100 * 1 + 0 + 100 * (1 / 9) + 50) / 4
+    assert math.isclose(float(dense["avg"]), want, abs_tol=0.02) and dense["datasets"] == 4
