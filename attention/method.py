@@ -97,9 +97,18 @@ class AttentionMethod:
 
 
 class SparseMethod(AttentionMethod):
-    """A method whose prefill is a SparsePattern run on the shared executor; subclasses build the pattern."""
+    """A method whose prefill is a SparsePattern run on the shared executor; subclasses build the pattern.
+    build_pattern may set self.knobs (what it solved or chose for this layer): they are recorded beside the
+    layer's density."""
 
     sparse = True
+
+    def __init__(self, config: MethodConfig | None = None):
+        super().__init__(config)
+        self.knobs: dict = {}
+
+    def record(self, layer_idx: int, **values) -> None:
+        super().record(layer_idx, **values, **self.knobs)
 
     def build_pattern(self, q, k, scale: float, layer_idx: int = 0) -> SparsePattern:
         raise NotImplementedError
@@ -142,3 +151,13 @@ class SparseMethod(AttentionMethod):
     def keep_mask(self, q, k, scale, layer_idx=0):
         pattern = self.build_pattern(q, k, scale, layer_idx)
         return pattern.keep_mask(q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
+
+
+class BlockSparseMethod(SparseMethod):
+    """A sparse method whose pattern is kept tiles only (SparsePattern.blocks): density from tile cell counts in
+    closed form (no per-row table at 128K)."""
+
+    def density(self, pattern: SparsePattern, q, k) -> torch.Tensor:
+        from attention.block_select import block_cells, blocks_density
+
+        return blocks_density(pattern.blocks, block_cells(q.shape[2], k.shape[2], pattern.block, q.device)).mean(0)

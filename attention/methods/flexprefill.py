@@ -30,7 +30,7 @@ import torch
 
 from attention.block_select import (block_cells, block_pool_mean, block_sum, blocks_density, causal_blocks,
                                     ceil_div, diagonal_sums, js_distance, ranked, row_probs, solve, top_k_mask)
-from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
+from attention.method import BlockSparseMethod, ConfigError, MethodConfig, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
 from attention.registry import register
@@ -70,7 +70,7 @@ class FlexScores:
 
 
 @register
-class FlexPrefill(SparseMethod):
+class FlexPrefill(BlockSparseMethod):
     name = "flexprefill"
     Config = FlexPrefillConfig
     description = "FlexPrefill: JS-divergence head choice, gamma-cumulative vertical/slash/block tiles (block mask)"
@@ -128,15 +128,6 @@ class FlexPrefill(SparseMethod):
         chosen.scatter_(-1, s.grid_order, grid_keep)
         blocks |= chosen.view_as(blocks) & s.query_aware[..., None, None]
         return blocks & causal_blocks(n, blocks.device)
-
-    knobs: dict = {}  # what the last build_pattern solved or chose, recorded beside each layer's density
-
-    def record(self, layer_idx, **values):
-        super().record(layer_idx, **values, **self.knobs)
-
-    def density(self, pattern, q, k):
-        """Kept share per head from tile cell counts in closed form (no per-row table at 128K)."""
-        return blocks_density(pattern.blocks, block_cells(q.shape[2], k.shape[2], pattern.block, q.device)).mean(0)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape

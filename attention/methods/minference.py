@@ -94,11 +94,6 @@ class MInference(SparseMethod):
         slashes = s.slash_order[..., :n_slashes].sort(-1).values if n_slashes else None
         return SparsePattern(sink=s.sink, window=s.window, columns=columns, slashes=slashes)
 
-    knobs: dict = {}  # what the last build_pattern solved or chose, recorded beside each layer's density
-
-    def record(self, layer_idx, **values):
-        super().record(layer_idx, **values, **self.knobs)
-
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape
         k_len = k.shape[2]

@@ -22,7 +22,7 @@ import dataclasses
 import torch
 
 from attention.block_select import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
-from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
+from attention.method import BlockSparseMethod, ConfigError, MethodConfig, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
 
@@ -106,19 +106,10 @@ def select_tiles(ranking: TileRanking, threshold: float) -> torch.Tensor:
 
 
 @register
-class XAttention(SparseMethod):
+class XAttention(BlockSparseMethod):
     name = "xattention"
     Config = XAttentionConfig
     description = "XAttention: antidiagonal-scored tiles, per-row threshold selection (block mask)"
-
-    knobs: dict = {}  # what the last build_pattern solved or chose, recorded beside each layer's density
-
-    def record(self, layer_idx, **values):
-        super().record(layer_idx, **values, **self.knobs)
-
-    def density(self, pattern, q, k):
-        """Kept share per head from tile cell counts in closed form (no per-row table at 128K)."""
-        return blocks_density(pattern.blocks, block_cells(q.shape[2], k.shape[2], pattern.block, q.device)).mean(0)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config
