@@ -8,9 +8,7 @@ Rows come as a padded int32 buffer of query indices, -1 = unused; blocks of BLOC
 import triton
 import triton.language as tl
 
-from attention.kernels.sparse import dot
-
-NEG_INF = tl.constexpr(float("-inf"))
+from attention.kernels.sparse import NEG_INF, dot
 POS_INF = tl.constexpr(float("inf"))
 
 
