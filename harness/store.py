@@ -19,6 +19,10 @@ PACKAGES = ["torch", "triton", "transformers", "gguf", "pandas", "lm_eval", "dat
 
 
 def git_commit() -> str:
+    """HEAD (with -dirty), or SAMPLEATTN_GIT_COMMIT when set: a copied tree (the GPU machine) may carry a stale
+    .git, so the caller's word wins."""
+    if os.environ.get("SAMPLEATTN_GIT_COMMIT"):
+        return os.environ["SAMPLEATTN_GIT_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
