@@ -60,14 +60,28 @@ def add_common(parser, lengths_default="1024,2048", grid=False):
                         help="continue a run folder with its own stored grid, skipping finished cells")
 
 
+def add_scale_flags(parser) -> None:
+    """hook(scale): data-parallel ranks and models split over GPUs (harness/distributed.py, harness/device_map.py)."""
+    parser.add_argument("--gpus", type=int, default=None, metavar="N",
+                        help="run the cells on N ranks, one GPU each (starts torchrun --nproc-per-node N)")
+    parser.add_argument("--device-map", default=None, choices=["auto", "balanced"],
+                        help="split one model's layers over the visible GPUs with accelerate (larger than one GPU)")
+    parser.add_argument("--prefill", default="plain", choices=["plain", "chunked", "chunked-nocache"],
+                        help="chunked: row-wise parts over --prefill-chunk tokens (memory linear in length, same "
+                        "first token); chunked-nocache also drops each layer's KV cache (timing only, no decode)")
+    parser.add_argument("--prefill-chunk", type=int, default=16384, help="tokens per chunk of --prefill chunked")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="sampleattn", description="Accuracy vs time-to-first-token of sparse prefill attention "
                     "methods (SampleAttention, BigBird, StreamingLLM, H2O) against dense FlashAttention.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser("run", help="one model x methods x lengths on one task; writes a run folder")
     add_common(run)
+    add_scale_flags(run)
     sweep = sub.add_parser("sweep", help="a grid of models x methods (x settings) x tasks x lengths x samples")
     add_common(sweep, grid=True)
+    add_scale_flags(sweep)
     sweep.add_argument("spec", nargs="?", default=None, help="YAML sweep file (keys: models, methods, tasks, lengths, "
                        "samples, seed, device, repeats, warmup, max_new_tokens, beyond_context); flags otherwise")
     sub.add_parser("methods", help="list attention methods with their options and defaults")
@@ -80,6 +94,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # hook(scale): what --gpus relaunches
         if getattr(args, "lengths", None) is not None:
             args.lengths = parse_lengths(args.lengths)
         return commands.dispatch(args)

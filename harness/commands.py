@@ -16,6 +16,11 @@ class InputError(Exception):
 def dispatch(args) -> int:
     handlers = {"run": cmd_run, "sweep": cmd_sweep, "methods": cmd_methods, "tasks": cmd_tasks, **EXTRA_HANDLERS}
     try:
+        if getattr(args, "gpus", None):  # hook(scale): --gpus N starts torchrun, whose ranks run the command
+            from harness import distributed
+
+            if not distributed.current().active:
+                return distributed.launch(args.gpus, args.argv, args.device)
         return handlers[args.command](args)
     except (ConfigError, TaskError, ModelError, ValueError) as err:
         raise InputError(str(err).splitlines()[0]) from None
@@ -26,7 +31,9 @@ def spec_from_flags(args, models: list[str], tasks: list[str]):
 
     return SweepSpec(models=models, methods=[args.methods], tasks=tasks, lengths=args.lengths,
                      samples=args.samples, seed=args.seed, device=args.device, repeats=args.repeats,
-                     warmup=args.warmup, max_new_tokens=args.max_new_tokens, beyond_context=args.beyond_context)
+                     warmup=args.warmup, max_new_tokens=args.max_new_tokens, beyond_context=args.beyond_context,
+                     device_map=getattr(args, "device_map", None), prefill=getattr(args, "prefill", "plain"),
+                     prefill_chunk=getattr(args, "prefill_chunk", 16384))  # hook(scale)
 
 
 def cmd_run(args) -> int:
@@ -52,10 +59,12 @@ def cmd_sweep(args) -> int:
 def execute_sweep(args, spec, default_name: str) -> int:
     """Validate, create (or reopen with --resume) the run folder, run every missing cell, summarise.
 
-    Returns the run folder."""
-    from harness import sweep
+    Under torchrun every rank runs this; rank 0 creates the folder and reads the done set, each rank runs its
+    share of the missing cells into its own shard (harness/distributed.py). Returns the run folder."""
+    from harness import distributed, sweep
     from harness.store import RunStore
 
+    info = distributed.init()  # hook(scale): one process, or one rank of torchrun's
     store, done = None, set()
     if args.resume:
         try:
@@ -64,17 +73,36 @@ def execute_sweep(args, spec, default_name: str) -> int:
             raise InputError(str(err)) from None
         spec = sweep.SweepSpec(**store.manifest()["spec"])
     methods, tasks, options = sweep.validate(spec)
+    layout = distributed.layout(info, options.device)  # hook(scale): world size, each rank's device
     if store is None:
-        manifest = run_manifest(args.command, spec, methods, tasks, options)
-        store = RunStore.create(Path(args.out), args.name or default_name, manifest)
+        if info.leader:
+            manifest = run_manifest(args.command, spec, methods, tasks, options, distributed=layout)
+            store = RunStore.create(Path(args.out), args.name or default_name, manifest)
+        folder = distributed.broadcast(str(store.folder) if info.leader else None, info)
+        store = store or RunStore.open(Path(folder))
     else:
-        store.repair_torn_tail()
-        done = {c["key"] for c in store.cells() if c.get("status") in ("ok", "too_long")}
-    print(f"run folder: {store.folder} ({sweep.total_cells(spec, methods, tasks)} cells, "
-          f"{len(done)} already done)", file=sys.stderr)
-    counts = sweep.execute(spec, store, done, progress=not args.no_progress)
-    print_summary(store)
-    print(f"results: {store.folder} ({', '.join(f'{k}={v}' for k, v in counts.items()) or 'nothing to do'})")
+        if info.leader:
+            done = {c["key"] for c in store.cells() if c.get("status") in ("ok", "too_long")}
+            manifest = store.manifest()
+            manifest.setdefault("resumes", []).append(layout)
+            store.write_manifest(manifest)
+        done = distributed.broadcast(done, info)  # read before any rank appends: every rank sees the same set
+    store.shard = distributed.shard_name(info)
+    store.repair_torn_tail()
+    if info.leader:
+        print(f"run folder: {store.folder} ({sweep.total_cells(spec, methods, tasks)} cells, "
+              f"{len(done)} already done, {info.world} rank(s))", file=sys.stderr)
+    counts = sweep.execute(spec, store, done, progress=not args.no_progress and info.leader,
+                           share=distributed.CellShare(info))
+    totals: dict[str, int] = {}
+    for rank, rank_counts in enumerate(distributed.gather(counts, info)):  # also waits for the slowest rank
+        for key, value in rank_counts.items():
+            if key != "resumed" or rank == 0:  # every rank skips the same done cells
+                totals[key] = totals.get(key, 0) + value
+    if info.leader:
+        print_summary(store)
+        print(f"results: {store.folder} ({', '.join(f'{k}={v}' for k, v in totals.items()) or 'nothing to do'})")
+    distributed.finish(info)
     return store.folder
 
 
@@ -104,6 +132,8 @@ def print_summary(store) -> None:
     if not cells:
         return
     frame = pd.DataFrame(cells)
+    if "score" not in frame:  # hook(scale): timing-only cells have no score
+        frame["score"] = float("nan")
     table = frame.groupby(["model", "task", "method_spec", "length"]).agg(
         ttft_ms=("ttft_ms", "median"), score=("score", "mean"), cells=("key", "count"))
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))

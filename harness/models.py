@@ -138,7 +138,7 @@ def default_dtype(device: str):
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def load_model(name: str, device: str = "cpu", dtype=None) -> LoadedModel:
+def load_model(name: str, device: str = "cpu", dtype=None, device_map: str | None = None) -> LoadedModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -153,6 +153,8 @@ def load_model(name: str, device: str = "cpu", dtype=None) -> LoadedModel:
         model_kwargs = {"quantization_config": GgufConfig(gguf_file=gguf, dequantize=True)} if gguf else {}
     except ImportError:  # older transformers always dequantize GGUF weights
         model_kwargs = {}
+    if device_map:  # hook(scale): layers spread over the visible GPUs by accelerate (harness/device_map.py)
+        model_kwargs["device_map"] = device_map
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa",
@@ -160,7 +162,13 @@ def load_model(name: str, device: str = "cpu", dtype=None) -> LoadedModel:
     except OSError as err:
         raise ModelError(f"could not load {name!r} offline ({str(err).splitlines()[0]}); "
                          "download it first or pass a local folder") from None
-    model.to(device).eval()
+    if device_map:
+        from harness.device_map import install_guards
+
+        install_guards(model)
+    else:
+        model.to(device)
+    model.eval()
     config_context = getattr(model.config, "max_position_embeddings", None)
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=str(Path(folder) / (gguf or "")),
                        dtype=str(dtype).removeprefix("torch."), max_context=max_context or config_context)

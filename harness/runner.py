@@ -10,6 +10,7 @@ import torch
 
 from attention import hf
 from attention.registry import AttentionMethod
+from harness import device_map, long_prefill
 from harness.timing import time_call
 
 
@@ -20,6 +21,8 @@ class RunOptions:
     warmup: int = 0            # untimed prefills before timing (compilation, caches)
     max_new_tokens: int | None = None  # None: the task's own per-sample budget
     beyond_context: bool = False       # run lengths above the model's context (timing only)
+    prefill: str = "plain"             # hook(scale): plain | chunked | chunked-nocache (harness/long_prefill.py)
+    prefill_chunk: int = 16384
 
 
 def resolve_device(device: str) -> str:
@@ -81,20 +84,33 @@ def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> di
 
     def timed_prefill():
         method.stats.clear()  # keep only the last prefill's per-layer stats
+        if options.prefill != "plain":  # hook(scale): memory linear in length; same first token
+            return long_prefill.prefill(model, ids, options.prefill_chunk, keep_cache=options.prefill == "chunked")
         return prefill(model, ids)
 
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    ttft_ms, all_ms, (first, cache) = time_call(timed_prefill, device, options.repeats, options.warmup)
+        device_map.reset_peaks(model)  # hook(scale): every GPU of a split model
+    ttft_ms, all_ms, (first, cache) = time_call(timed_prefill, device, options.repeats, options.warmup,
+                                                sync=lambda: device_map.synchronize(model, device))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
+    split = device_map.peaks_gib(model) if device.startswith("cuda") else {}
+    if split:  # hook(scale): a split model's peak is per GPU; peak_mem_gib is the largest
+        peak = max(split.values())
     stats = summarize_stats(list(method.stats))
-    hf.compress_cache(cache, method)
-    budget = options.max_new_tokens or sample.max_new_tokens
-    new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, stop_token_ids(model, tokenizer))
+    extra = long_prefill.cell_fields(options.prefill, options.prefill_chunk)  # hook(scale)
+    if cache is None:  # KV cache dropped during prefill (timing only): nothing to decode after the first token
+        new_tokens, extra["timing_only"], extra["first_token"] = [int(first)], True, int(first)
+    else:
+        hf.compress_cache(cache, method)
+        budget = options.max_new_tokens or sample.max_new_tokens
+        new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, stop_token_ids(model, tokenizer))
     prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    return {"ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
-            "new_tokens": len(new_tokens), "prediction": prediction, **stats}
+    return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
+            "new_tokens": len(new_tokens), "prediction": prediction, **stats,
+            **({"peak_mem_gib_per_device": split, "layers_per_device": device_map.layers_per_device(model)}
+               if split else {})}
 
 
 def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
@@ -102,7 +118,7 @@ def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
 
 
 def run_grid(loaded, methods: list[AttentionMethod], task, lengths: list[int], options: RunOptions, store,
-             samples: int = 1, seed: int = 0, done=frozenset(), bar=None, counts=None) -> dict:
+             samples: int = 1, seed: int = 0, done=frozenset(), bar=None, counts=None, share=None) -> dict:
     """Every (length x sample x method) cell, dense first; finished cells (keys in `done`) are skipped.
 
     A CUDA out-of-memory, a failing cell or a length beyond the model's context is recorded as such and
@@ -121,9 +137,12 @@ def run_grid(loaded, methods: list[AttentionMethod], task, lengths: list[int], o
                 if key in done:
                     counts["resumed"] = counts.get("resumed", 0) + 1
                     continue
+                if share is not None and not share.mine(key):  # hook(scale): another rank runs this cell
+                    continue
                 cell = {"key": key, "model": loaded.name, "method": method.name, "method_spec": method.spec(),
                         "method_config": dataclasses.asdict(method.config), "task": task.name,
-                        "sample_id": sample_id, "length": length, "device": options.device}
+                        "sample_id": sample_id, "length": length, "device": options.device,
+                        **(share.tags() if share is not None else {})}  # hook(scale): rank, world size
                 if hasattr(method, "backend_used"):
                     cell["sdpa_backend"] = method.backend_used(options.device)
                 if sample is None:
@@ -151,7 +170,9 @@ def execute_cell(loaded, method, sample, options, task) -> dict:
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         print(f"warning: {method.spec()} failed on {sample.id}: {message}", file=sys.stderr)
         return {"status": "error", "error": message}
+    result["status"] = "ok"
+    if result.get("timing_only"):  # hook(scale): one token is no answer to score
+        return result
     result["scores"] = task.score(sample, result["prediction"])
     result["score"] = result["scores"].get("score")
-    result["status"] = "ok"
     return result

@@ -60,6 +60,7 @@ class RunStore:
         self.folder = Path(folder)
         self.cells_path = self.folder / "cells.jsonl"
         self.manifest_path = self.folder / "manifest.json"
+        self.shard = "cells.jsonl"  # hook(scale): a rank of a distributed sweep appends to cells.rank<R>.jsonl
 
     @classmethod
     def create(cls, root: Path, name: str, manifest: dict) -> "RunStore":
@@ -92,7 +93,7 @@ class RunStore:
 
     def lines_path(self, file: str | None = None) -> Path:
         """cells.jsonl, or another JSON-lines file of the run folder (e.g. diagnostics.jsonl)."""
-        return self.cells_path if file is None else self.folder / file
+        return self.folder / self.shard if file is None else self.folder / file
 
     def append(self, cell: dict, file: str | None = None) -> None:
         line = json.dumps(cell, default=str)
@@ -103,15 +104,17 @@ class RunStore:
 
     def cells(self, file: str | None = None) -> list[dict]:
         """Every complete line; a torn last line (process killed mid-write) is ignored."""
-        path = self.lines_path(file)
-        if not path.is_file():
-            return []
+        from harness.distributed import shard_files
+
+        # hook(scale): cells.jsonl and every rank's shard cells.rank<R>.jsonl are one set of cells
+        paths = shard_files(self.folder) if file is None else [self.lines_path(file)]
         cells = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                cells.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        for path in (p for p in paths if p.is_file()):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    cells.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
         return cells
 
     def repair_torn_tail(self, file: str | None = None) -> None:

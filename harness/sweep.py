@@ -25,6 +25,9 @@ class SweepSpec:
     warmup: int | None = None
     max_new_tokens: int | None = None
     beyond_context: bool = False  # run lengths above the model's context (timing only; accuracy is meaningless)
+    device_map: str | None = None  # hook(scale): auto | balanced: one model split over the visible GPUs
+    prefill: str = "plain"         # hook(scale): plain | chunked | chunked-nocache (harness/long_prefill.py)
+    prefill_chunk: int = 16384
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
@@ -73,7 +76,12 @@ def validate(spec: SweepSpec):
     tasks = [build_task(t) for t in spec.tasks]
     for model in spec.models:
         resolve(model)
-    device = resolve_device(spec.device)
+    from harness import distributed
+
+    device = distributed.rank_device(resolve_device(spec.device))  # hook(scale): cuda:<LOCAL_RANK> per rank
+    from harness.device_map import check as check_device_map
+
+    check_device_map(spec.device_map, device, distributed.current().world)  # hook(scale)
     for name in ("samples", "repeats", "max_new_tokens"):
         value = getattr(spec, name)
         if value is not None and value < 1:
@@ -83,7 +91,10 @@ def validate(spec: SweepSpec):
     gpu = device.startswith("cuda")
     options = RunOptions(device=device, repeats=spec.repeats or (3 if gpu else 1),
                          warmup=spec.warmup if spec.warmup is not None else (1 if gpu else 0),
-                         max_new_tokens=spec.max_new_tokens, beyond_context=spec.beyond_context)
+                         max_new_tokens=spec.max_new_tokens, beyond_context=spec.beyond_context,
+                         prefill=spec.prefill, prefill_chunk=spec.prefill_chunk)  # hook(scale)
+    if spec.prefill not in ("plain", "chunked", "chunked-nocache") or spec.prefill_chunk < 1:
+        raise ConfigError("--prefill must be plain, chunked or chunked-nocache and --prefill-chunk at least 1")
     return methods, tasks, options
 
 
@@ -91,8 +102,9 @@ def total_cells(spec: SweepSpec, methods, tasks) -> int:
     return len(spec.models) * len(spec.lengths) * len(methods) * sum(t.count(spec.samples) for t in tasks)
 
 
-def execute(spec: SweepSpec, store, done: set[str], progress: bool = True) -> dict:
-    """Run every cell not in `done`; the model is loaded once per model."""
+def execute(spec: SweepSpec, store, done: set[str], progress: bool = True, share=None) -> dict:
+    """Run every cell not in `done` (of those, only this rank's `share` when given); the model is loaded once
+    per model."""
     from tqdm.auto import tqdm
 
     from harness.models import load_model
@@ -102,11 +114,11 @@ def execute(spec: SweepSpec, store, done: set[str], progress: bool = True) -> di
     counts: dict[str, int] = {}
     with tqdm(total=total_cells(spec, methods, tasks), unit="cell", disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
-            loaded = load_model(model_name, options.device)
+            loaded = load_model(model_name, options.device, device_map=spec.device_map)  # hook(scale)
             for task in tasks:
                 bar.set_description(f"{model_name}/{task.name}")
                 run_grid(loaded, methods, task, spec.lengths, options, store, spec.samples, spec.seed, done,
-                         bar=bar, counts=counts)
+                         bar=bar, counts=counts, share=share)
             del loaded
     return counts
 
