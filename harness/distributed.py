@@ -209,4 +209,6 @@ def launch(n: int, argv: list[str], device: str) -> int:
     check_gpus(n, device)
     if device == "cpu" and n > 1:
         print(f"note: {n} ranks on the CPU; {CPU_NOTE}", file=sys.stderr)
-    return subprocess.call(launch_command(n, argv))
+    # one host: gloo talks over loopback (a container's hostname may not resolve to a reachable interface)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    return subprocess.call(launch_command(n, argv), env=env)

@@ -68,8 +68,9 @@ def load_timing_model(name: str, layers: int | None, device: str):
 
     config = model_config(name, layers)
     torch.manual_seed(0)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     return model.eval()
 
 
@@ -92,26 +93,25 @@ def mean_density(stats: list[dict]) -> float | None:
 
 
 def time_prefill(model, ids, chunk: int, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        long_prefill.prefill(model, ids, chunk=chunk, keep_cache=False)
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return times
+    from harness.timing import time_call
+
+    def once():
+        return long_prefill.prefill(model, ids, chunk=chunk, keep_cache=False)
+
+    return time_call(once, str(ids.device), repeats=repeats, warmup=0)[1]
 
 
 def run_cell(model, method, length: int, chunk: int, repeats: int) -> dict:
     row = {"method": method.spec(), "length": length, "layers": model.config.num_hidden_layers,
            "chunk": chunk, "kv_cache": "dropped", "repeats": repeats}
-    ids = torch.randint(0, model.config.vocab_size, (1, length), device="cuda",
-                        generator=torch.Generator("cuda").manual_seed(length))
+    device = model.device
+    ids = torch.randint(0, model.config.vocab_size, (1, length), device=device,
+                        generator=torch.Generator(device).manual_seed(length))
     hf.install(model, method)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     try:
         times = time_prefill(model, ids, chunk, repeats)
     except torch.cuda.OutOfMemoryError as err:
@@ -125,28 +125,32 @@ def run_cell(model, method, length: int, chunk: int, repeats: int) -> dict:
     method.stats.clear()
     return {**row, "status": "ok", "ttft_ms": round(ttft, 2), "ttft_ms_all": [round(t, 2) for t in times],
             "ms_per_layer": round(ttft / row["layers"], 2),
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "density": None if density is None else round(density, 4)}
 
 
 def check_first_token(model, methods, length: int, chunk: int) -> list[dict]:
     """Plain transformers forward vs the chunked prefill at a length where both fit: same first token?"""
     rows = []
-    ids = torch.randint(0, model.config.vocab_size, (1, length), device="cuda",
-                        generator=torch.Generator("cuda").manual_seed(1))
+    ids = torch.randint(0, model.config.vocab_size, (1, length), device=model.device,
+                        generator=torch.Generator(model.device).manual_seed(1))
     for method in methods:
         hf.install(model, method)
-        with torch.inference_mode():
-            plain = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1].float()
-            chunked, _ = long_prefill.forward(model, ids, chunk=chunk, keep_cache=False)
-        chunked = chunked[:, -1].float()
+        row = {"check": "first_token", "method": method.spec(), "length": length,
+               "layers": model.config.num_hidden_layers}
+        try:
+            with torch.inference_mode():
+                plain = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+                chunked = long_prefill.forward(model, ids, chunk=chunk, keep_cache=False)[0][:, -1].float()
+        except (RuntimeError, ValueError) as err:
+            rows.append({**row, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
+            continue
+        finally:
+            method.stats.clear()
         top2 = plain.topk(2, dim=-1).values[0]
-        rows.append({"check": "first_token", "method": method.spec(), "length": length,
-                     "layers": model.config.num_hidden_layers, "same_first_token": bool(
-                         plain.argmax(-1).item() == chunked.argmax(-1).item()),
+        rows.append({**row, "same_first_token": bool(plain.argmax(-1).item() == chunked.argmax(-1).item()),
                      "max_abs_logit_diff": round(float((plain - chunked).abs().max()), 5),
                      "top1_margin": round(float(top2[0] - top2[1]), 5)})
-        method.stats.clear()
     return rows
 
 
@@ -159,8 +163,12 @@ def provenance(args) -> dict:
         except metadata.PackageNotFoundError:
             return None
 
-    props = torch.cuda.get_device_properties(0)
-    return {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda,
+    if args.device == "cpu":
+        card = {"gpu": "CPU (timings are not evidence)"}
+    else:
+        props = torch.cuda.get_device_properties(0)
+        card = {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1)}
+    return {**card, "cuda": torch.version.cuda,
             "torch": torch.__version__, "triton": version("triton"), "transformers": version("transformers"),
             "python": platform.python_version(), "commit": os.environ.get("SAMPLEATTN_GIT_COMMIT") or git_commit(),
             "command": " ".join(["python", "scripts/bench_long.py", *sys.argv[1:]]),
@@ -191,6 +199,13 @@ def speedup(rows: list[dict], row: dict, baseline: str) -> float | None:
     return round(base["ttft_ms"] / row["ttft_ms"], 2)
 
 
+def length_label(tokens: int) -> str:
+    for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
+        if tokens >= size and tokens % size == 0:
+            return f"{tokens // size}{unit}"
+    return str(tokens)
+
+
 def table(rows: list[dict], meta: dict) -> str:
     paper = paper_speedups()
     cells = [r for r in rows if "check" not in r]
@@ -208,17 +223,18 @@ def table(rows: list[dict], meta: dict) -> str:
     for row in cells:
         sparse = row["method"].startswith("sample")
         paper_value = paper.get(row["length"]) if sparse else None
-        values = [f"{row['length'] // 1024}K", row["method"], row.get("status"), row.get("ttft_ms", ""),
+        values = [length_label(row["length"]), row["method"], row.get("status"), row.get("ttft_ms", ""),
                   row.get("ms_per_layer", ""), row.get("density") if row.get("density") is not None else "",
                   speedup(cells, row, BASELINES[0]) or "", speedup(cells, row, BASELINES[1]) or "",
-                  row.get("peak_mem_gib", ""), f"{paper_value}x (unconfirmed)" if paper_value else ""]
+                  row.get("peak_mem_gib") or "", f"{paper_value}x (unconfirmed)" if paper_value else ""]
         lines.append("| " + " | ".join(str(v) for v in values) + " |")
     checks = [r for r in rows if "check" in r]
     if checks:
         lines += ["", "First token, plain transformers forward vs chunked prefill "
                   f"({checks[0]['length']} tokens, {checks[0]['layers']} layers):", ""]
-        lines += [f"- {c['method']}: same={c['same_first_token']}, max |logit diff| {c['max_abs_logit_diff']}, "
-                  f"top-1 margin {c['top1_margin']}" for c in checks]
+        lines += [f"- {c['method']}: " + (f"error {c['error']}" if "error" in c else
+                  f"same={c['same_first_token']}, max |logit diff| {c['max_abs_logit_diff']}, "
+                  f"top-1 margin {c['top1_margin']}") for c in checks]
     return "\n".join(lines) + "\n"
 
 
@@ -233,15 +249,17 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--warmup-length", default="16k", help="one untimed prefill per method first (compiles)")
     parser.add_argument("--check-length", default="32k", help="plain vs chunked first token here (0: skip)")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run (not evidence)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("error: bench_long times GPU prefills; no CUDA GPU is visible", file=sys.stderr)
+    if args.device != "cpu" and not torch.cuda.is_available():
+        print("error: bench_long times GPU prefills; no CUDA GPU is visible (--device cpu: smoke run)",
+              file=sys.stderr)
         return 2
     lengths, methods = parse_lengths(args.lengths), build(args.methods)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_timing_model(args.model, args.layers or None, "cuda")
+    model = load_timing_model(args.model, args.layers or None, args.device)
     meta = {"model": args.model, "layers": model.config.num_hidden_layers,
             "model_layers": model_config(args.model, None).num_hidden_layers, "chunk": args.chunk,
             "repeats": args.repeats, **provenance(args)}
