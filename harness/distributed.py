@@ -96,17 +96,27 @@ def finish(info: Rank) -> None:
             dist.destroy_process_group()
 
 
-def shard_name(info: Rank) -> str:
-    """The cells file this rank appends to: cells.jsonl alone, cells.rank<R>.jsonl among several ranks."""
-    return BASE_SHARD if not info.active else f"cells.rank{info.rank}.jsonl"
+def shard_name(info: Rank, base: str = BASE_SHARD) -> str:
+    """The lines file this rank appends to: cells.jsonl alone, cells.rank<R>.jsonl among several ranks (the same
+    for any other lines file of a run folder, e.g. diagnostics.rank<R>.jsonl)."""
+    if not info.active:
+        return base
+    stem, dot, suffix = base.rpartition(".")
+    return f"{stem}.rank{info.rank}.{suffix}" if dot else f"{base}.rank{info.rank}"
 
 
-def shard_files(folder: Path) -> list[Path]:
-    """cells.jsonl and every cells.rank<R>.jsonl of a run folder, in rank order (those that exist)."""
+def shard_files(folder: Path, base: str = BASE_SHARD) -> list[Path]:
+    """`base` and every rank's shard of it (base.rank<R>.suffix) that exist in a run folder, in rank order."""
     folder = Path(folder)
-    ranked = sorted(folder.glob("cells.rank*.jsonl"), key=lambda p: int(p.name[len("cells.rank"):-len(".jsonl")])
-                    if p.name[len("cells.rank"):-len(".jsonl")].isdigit() else 1 << 30)
-    return [p for p in [folder / BASE_SHARD, *ranked] if p.is_file()]
+    stem, dot, suffix = base.rpartition(".")
+    prefix, tail = (f"{stem}.rank", f".{suffix}") if dot else (f"{base}.rank", "")
+
+    def rank_of(path: Path) -> int | None:
+        middle = path.name[len(prefix):len(path.name) - len(tail)]
+        return int(middle) if middle.isdigit() else None
+
+    ranked = [p for p in folder.glob(f"{prefix}*{tail}") if rank_of(p) is not None]
+    return [p for p in [folder / base, *sorted(ranked, key=rank_of)] if p.is_file()]
 
 
 class CellShare:

@@ -107,7 +107,7 @@ class RunStore:
         from harness.distributed import shard_files
 
         # hook(scale): cells.jsonl and every rank's shard cells.rank<R>.jsonl are one set of cells
-        paths = shard_files(self.folder) if file is None else [self.lines_path(file)]
+        paths = shard_files(self.folder, file or "cells.jsonl")
         cells = []
         for path in (p for p in paths if p.is_file()):
             for line in path.read_text(encoding="utf-8").splitlines():

@@ -129,6 +129,16 @@ def run_cell(model, method, length: int, chunk: int, repeats: int) -> dict:
             "density": None if density is None else round(density, 4)}
 
 
+def weights_gib(model, full_layers: int) -> dict:
+    """Weights held (the layers kept) and what the whole model's weights would take."""
+    def size(module):
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+
+    held, per_layer = size(model), size(model.model.layers[0])
+    full = held + (full_layers - model.config.num_hidden_layers) * per_layer
+    return {"weights_gib": round(held / 2**30, 2), "full_model_weights_gib": round(full / 2**30, 2)}
+
+
 def check_first_token(model, methods, length: int, chunk: int) -> list[dict]:
     """Plain transformers forward vs the chunked prefill at a length where both fit: same first token?"""
     rows = []
@@ -214,7 +224,10 @@ def table(rows: list[dict], meta: dict) -> str:
              f"{meta['model_layers']} layers, one {meta['gpu']}",
              "",
              f"Random weights (timing only); chunked prefill (chunk {meta['chunk']}), KV cache dropped per layer; "
-             f"median of {meta['repeats']}. TTFT is for the layers run, not the whole model. Speedups are "
+             f"median of {meta['repeats']}. TTFT is for the layers run, not the whole model. Peak memory holds "
+             f"{meta['weights_gib']} GiB of weights and one layer's activations (the cache is dropped, so activations "
+             f"do not grow with layers); the whole model's weights would take {meta['full_model_weights_gib']} GiB. "
+             "Speedups are "
              "against the dense rows of this run. Paper: SampleAttention MLSys version, TTFT vs FlashAttention-2 "
              "on an A100 (unconfirmed except 5.29x at 1M; results/paper/).",
              "",
@@ -260,9 +273,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_timing_model(args.model, args.layers or None, args.device)
-    meta = {"model": args.model, "layers": model.config.num_hidden_layers,
-            "model_layers": model_config(args.model, None).num_hidden_layers, "chunk": args.chunk,
-            "repeats": args.repeats, **provenance(args)}
+    full_layers = model_config(args.model, None).num_hidden_layers
+    meta = {"model": args.model, "layers": model.config.num_hidden_layers, "model_layers": full_layers,
+            "chunk": args.chunk, "repeats": args.repeats, **weights_gib(model, full_layers), **provenance(args)}
     print(json.dumps(meta), flush=True)
     rows: list[dict] = []
     check = parse_lengths(args.check_length)[0] if args.check_length not in ("0", "") else 0

@@ -39,6 +39,9 @@ def test_store_reads_every_shard_and_each_rank_appends_to_its_own(tmp_path):
         ranked.append({"key": f"r{rank}"})
     with open(store.folder / "cells.rank1.jsonl", "a") as handle:
         handle.write('{"key": "torn')  # rank 1 killed mid-write
+    assert distributed.shard_name(Rank(rank=3, world=4), "diagnostics.jsonl") == "diagnostics.rank3.jsonl"
+    assert distributed.shard_name(Rank(rank=0, world=1), "diagnostics.jsonl") == "diagnostics.jsonl"
+    (store.folder / "cells.rankX.jsonl").write_text('{"key": "not a shard"}\n')
     names = [p.name for p in distributed.shard_files(store.folder)]
     assert names == ["cells.jsonl", "cells.rank0.jsonl", "cells.rank1.jsonl"]
     assert [c["key"] for c in RunStore.open(store.folder).cells()] == ["a", "r0", "r1"]
