@@ -3,70 +3,28 @@ dense attention mass its mask keeps (recall, the paper's CRA measured for real),
 
 Only the sampled rows ever exist as [rows, S] tensors (scores, probabilities, masks), taken in row chunks,
 so a layer costs O(rows x S) memory and runs at 32K+ on a GPU. Density comes from the whole pattern in
-closed form (kernels.density.pattern_density, block cell counts) or, for mixed patterns, an exact chunked count.
+closed form (attention.density.pattern_density, block cell counts) or, for mixed patterns, an exact chunked count.
 A layer is measured on its own q, k: what the earlier layers, run with the same method, produced.
 
-What each method keeps comes from AttentionMethod.sparse_pattern when a method overrides it, else from the
-adapters below over the methods' public APIs (to move into the method files as sparse_pattern overrides).
+What each method keeps comes from the method itself (AttentionMethod.plan): a sparse method's own pattern, so
+diagnostics knows no method by name.
 """
-import dataclasses
-import inspect
-
 import torch
 
-from attention.kernels.density import pattern_density
-from attention.pattern import SparsePattern
+from attention.density import causal_area, pattern_density
+from attention.method import AttentionMethod, FullMask
+from attention.pattern import RowTopK
 from attention.pattern import density as mask_density
-from attention.reference import causal_mask
-from attention.registry import AttentionMethod
+from attention.scores import causal_scores, row_chunk
+from attention.selection import row_topk_keep
 
-SCORE_ELEMENTS = 1 << 24       # fp32 scores held at once per chunk of sampled rows (64 MiB)
-FULL_MASK_MAX = 4096           # the keep_mask fallback builds S x S: only up to this length
 FRONTIER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)  # per-row kept shares of the oracle frontier curve
-
-
-@dataclasses.dataclass
-class RowTopK:
-    """oracle-topk's mask: row i keeps its ceil(density * (i + 1)) highest-scoring causal keys (ties kept)."""
-    density: float
-
-
-@dataclasses.dataclass
-class FullMask:
-    """A method's own dense keep_mask [B, H, S, S] (fallback for sparse methods with no pattern; small S)."""
-    keep: torch.Tensor
-
-
-def _keep_mask(method, q, k, scale, layer_idx):
-    if q.shape[2] > FULL_MASK_MAX:
-        raise NotImplementedError(f"{method.name}: no sparse_pattern and length {q.shape[2]} > {FULL_MASK_MAX} "
-                                  "for its dense keep_mask; add a sparse_pattern override")
-    takes_layer = "layer_idx" in inspect.signature(method.keep_mask).parameters
-    keep = method.keep_mask(q, k, scale, layer_idx=layer_idx) if takes_layer else method.keep_mask(q, k, scale)
-    if keep is None:  # a sparse method whose mask nobody can see: never report it as dense
-        raise NotImplementedError(f"{method.name}: neither sparse_pattern nor keep_mask; diagnostics cannot see "
-                                  "its prefill mask")
-    return FullMask(keep.to(torch.bool) & causal_mask(q.shape[2], k.shape[2], q.device))
-
-
-# name -> (method, q, k, scale, layer_idx) -> SparsePattern | RowTopK | FullMask | None (None = dense causal)
-# (the methods whose keep set is a SparsePattern say so through their own sparse_pattern)
-ADAPTERS = {
-    "oracle-topk": lambda m, q, k, scale, layer: RowTopK(m.config.density),  # score-dependent: not a pattern
-}
+DEFAULT_RECALL_TARGET = 0.95  # for methods that set none themselves
 
 
 def method_plan(method: AttentionMethod, q, k, scale: float, layer_idx: int = 0):
-    """What `method`'s prefill keeps for these q, k: its sparse_pattern override, else an adapter, else the
-    base (None for dense methods), else its dense keep_mask at small lengths."""
-    if type(method).sparse_pattern is not AttentionMethod.sparse_pattern:
-        return method.sparse_pattern(q, k, scale, layer_idx)
-    if method.name in ADAPTERS:
-        return ADAPTERS[method.name](method, q, k, scale, layer_idx)
-    try:
-        return method.sparse_pattern(q, k, scale, layer_idx)
-    except NotImplementedError:
-        return _keep_mask(method, q, k, scale, layer_idx)
+    """What `method`'s prefill keeps for these q, k: a SparsePattern, RowTopK, FullMask or None (dense)."""
+    return method.plan(q, k, scale, layer_idx)
 
 
 def sample_rows(length: int, n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -81,36 +39,6 @@ def sample_rows(length: int, n: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.unique(rows)
 
 
-def causal_cells(q_len: int, k_len: int) -> float:
-    return q_len * (q_len + 1) / 2 + q_len * (k_len - q_len)
-
-
-def block_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
-    """Kept share of a blocks-only pattern from per-block causal cell counts: float [B, H]."""
-    size, q_off = pattern.block, k_len - q_len
-    rows = torch.arange(q_off, k_len, device=device)
-    qb_n, kb_n = pattern.blocks.shape[-2:]
-    # causal cells of block (a, b): for each query row of block a, its keys of block b that are <= the row
-    first = torch.arange(kb_n, device=device) * size
-    per_row = (rows[:, None] + 1 - first[None, :]).clamp(min=0, max=size)  # [Sq, kb]
-    per_row = torch.minimum(per_row, (k_len - first).clamp(min=0)[None, :])
-    cells = torch.zeros(qb_n, kb_n, device=device, dtype=torch.float64)
-    cells.index_add_(0, rows // size, per_row.double())
-    kept = (pattern.blocks.to(device).double() * cells).sum((-2, -1))
-    return (kept / causal_cells(q_len, k_len)).float().expand(batch, heads).clone()
-
-
-def exact_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device,
-                  chunk: int = 256) -> torch.Tensor:
-    """Kept share of any pattern by counting its mask in row chunks (exact; O(S^2) work, O(chunk x S) memory)."""
-    kept = torch.zeros(batch, heads, device=device, dtype=torch.float64)
-    for start in range(k_len - q_len, k_len, chunk):
-        stop = min(start + chunk, k_len)
-        keep = pattern.keep_mask(batch, heads, stop - start, k_len, device, q_start=start)
-        kept += keep.sum((-2, -1)).double()
-    return (kept / causal_cells(q_len, k_len)).float()
-
-
 def plan_density(plan, batch: int, heads: int, length: int, device) -> torch.Tensor:
     """Share of the causal area the plan computes, per (batch, head): float [B, H]."""
     if plan is None:
@@ -118,15 +46,10 @@ def plan_density(plan, batch: int, heads: int, length: int, device) -> torch.Ten
     if isinstance(plan, RowTopK):
         pos = torch.arange(length, device=device)  # the same fp32 arithmetic as oracle-topk's own budget
         kept = torch.ceil(plan.density * (pos + 1)).clamp(min=1).double().sum()  # ties would add a few cells
-        return (kept / causal_cells(length, length)).float().expand(batch, heads).clone()
+        return (kept / causal_area(length, length)).float().expand(batch, heads).clone()
     if isinstance(plan, FullMask):
         return mask_density(plan.keep).expand(batch, heads).to(device)
-    if plan.blocks is None:
-        return pattern_density(plan, batch, heads, length, length, device).to(device)
-    only_blocks = plan.sink == 0 and plan.window == 0 and plan.columns is None and plan.slashes is None
-    if only_blocks:
-        return block_density(plan, batch, heads, length, length, device)
-    return exact_density(plan, batch, heads, length, length, device)
+    return pattern_density(plan, batch, heads, length, length, device).to(device)
 
 
 def row_keep(plan, scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -136,24 +59,10 @@ def row_keep(plan, scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     if plan is None:
         return causal.expand(batch, heads, -1, -1)
     if isinstance(plan, RowTopK):
-        budget = torch.ceil(plan.density * (pos + 1)).long().clamp(min=1)
-        ranked = scores.sort(dim=-1, descending=True).values
-        threshold = ranked.gather(-1, (budget - 1).expand(batch, heads, -1)[..., None])
-        return causal & (scores >= threshold)
+        return row_topk_keep(scores, pos, plan.density)
     if isinstance(plan, FullMask):
         return plan.keep[:, :, pos].expand(batch, heads, -1, -1) & causal
     return plan.keep_mask(batch, heads, len(pos), length, scores.device, q_positions=pos)
-
-
-def row_scores(q, k, scale: float, pos: torch.Tensor) -> torch.Tensor:
-    """Exact fp32 causal scores of query rows `pos` against all keys: [B, Hq, r, S] (-inf above the diagonal).
-    Grouped query heads meet their kv head through a view, so k is never expanded."""
-    batch, heads, _, dim = q.shape
-    kv_heads, length = k.shape[1], k.shape[2]
-    grouped = q[:, :, pos].float().view(batch, kv_heads, heads // kv_heads, len(pos), dim)
-    scores = (grouped @ k.float()[:, :, None].transpose(-1, -2)) * scale
-    scores = scores.view(batch, heads, len(pos), length)
-    return scores.masked_fill(torch.arange(length, device=q.device)[None, :] > pos[:, None], float("-inf"))
 
 
 def topk_mass(sorted_cum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -173,11 +82,11 @@ def layer_diagnostics(method: AttentionMethod, q, k, scale: float, layer_idx: in
     rows = rows.to(device)
     plan = method_plan(method, q, k, scale, layer_idx)
     density = plan_density(plan, batch, heads, length, device)
-    chunk = max(1, SCORE_ELEMENTS // (batch * heads * length))
+    chunk = row_chunk(batch, heads, length)
     recall, oracle, curve = [], [], []
     for start in range(0, len(rows), chunk):
         pos = rows[start:start + chunk]
-        scores = row_scores(q, k, scale, pos)
+        scores = causal_scores(q, k, scale, pos, rows=pos)
         probs = torch.softmax(scores, dim=-1)
         keep = row_keep(plan, scores, pos)
         recall.append((probs * keep).sum(-1))
@@ -217,13 +126,10 @@ def plan_kind(plan) -> str:
     return "pattern"
 
 
-def method_alpha(method: AttentionMethod, default: float = 0.95) -> float:
-    """The recall target a method sets itself (SampleAttention's alpha, or its column threshold), else default."""
-    cfg = method.config
-    if getattr(cfg, "pattern", None) == "column_slash" and hasattr(cfg, "alpha_c"):
-        return float(cfg.alpha_c)
-    alpha = getattr(cfg, "alpha", None)
-    return float(alpha) if isinstance(alpha, (int, float)) and 0 < alpha <= 1 else default
+def method_alpha(method: AttentionMethod, default: float = DEFAULT_RECALL_TARGET) -> float:
+    """The recall target a method sets itself (AttentionMethod.recall_target), else default."""
+    target = method.recall_target
+    return float(target) if target is not None else default
 
 
 def summary(layers: list[dict]) -> dict:

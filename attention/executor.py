@@ -1,42 +1,16 @@
 """Runs a SparsePattern: the shared executor every sparse method calls.
 
-On CUDA it dispatches to the Triton kernel under attention/kernels/ when it supports the pattern (sink, window,
-columns, slashes; not block masks); elsewhere it runs the fp32-exact PyTorch path below, chunked over query rows
-to bound memory. ATTENTION_BACKEND=triton (or use_backend("triton")) forces the kernel, e.g. on the CPU under
-TRITON_INTERPRET=1 in tests; =torch forces the PyTorch path.
+Where attention.backend picks Triton (CUDA by default) sink/window/column/slash patterns go to the kernel under
+attention/kernels/; block patterns on CUDA go to FlexAttention (attention/flex_blocks.py); everything else runs
+the fp32-exact PyTorch path below, chunked over query rows to bound memory.
 """
-import os
-from contextlib import contextmanager
-
 import torch
 
+from attention.backend import triton_enabled
 from attention.pattern import SparsePattern
 from attention.reference import attention_probs, expand_kv
 
 ROW_CHUNK = 512
-_forced: list[str] = []
-
-
-def backend() -> str:
-    """'auto', 'triton' or 'torch': the innermost use_backend, else $ATTENTION_BACKEND, else auto."""
-    return _forced[-1] if _forced else os.environ.get("ATTENTION_BACKEND", "auto")
-
-
-@contextmanager
-def use_backend(name: str):
-    if name not in ("auto", "triton", "torch"):
-        raise ValueError(f"backend {name!r} is not one of auto, triton, torch")
-    _forced.append(name)
-    try:
-        yield
-    finally:
-        _forced.pop()
-
-
-def triton_enabled(device: torch.device) -> bool:
-    """Whether Triton kernels run for tensors on `device` under the current backend choice."""
-    choice = backend()
-    return choice == "triton" or (choice == "auto" and device.type == "cuda")
 
 
 def torch_pattern_attention(q, k, v, pattern: SparsePattern, scale: float) -> torch.Tensor:
@@ -55,11 +29,12 @@ def torch_pattern_attention(q, k, v, pattern: SparsePattern, scale: float) -> to
 
 def run_pattern(q, k, v, pattern: SparsePattern, scale: float) -> torch.Tensor:
     if pattern.blocks is None and triton_enabled(q.device) and q.shape[-1] in (16, 32, 64, 128, 256):
-        from attention.kernels import sparse_attention  # imported lazily: triton is only needed here
-        return sparse_attention(q, k, v, pattern, scale)
+        from attention.kernels.prefill import sparse_attention  # imported lazily: triton is only needed here
+        return sparse_attention(q, k, v, scale, sink=pattern.sink, window=pattern.window, columns=pattern.columns,
+                                slashes=pattern.slashes)
     if pattern.blocks is not None and q.is_cuda:
         # block patterns (BigBird) run on compiled FlexAttention: as fast as our kernel at equal density
-        from attention.kernels.flex_blocks import flex_block_attention, supports
+        from attention.flex_blocks import flex_block_attention, supports
 
         if supports(pattern):
             return flex_block_attention(q, k, v, pattern, scale)

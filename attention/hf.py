@@ -4,14 +4,16 @@ Prefill on an empty cache goes to the method; decode steps, and layers that need
 express (padding, sliding-window layers such as Gemma-3's local ones), use dense SDPA over the cache.
 """
 import itertools
+import weakref
 
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from attention.registry import AttentionMethod, ConfigError
+from attention.method import AttentionMethod, ConfigError
 
 _names = itertools.count()
+_registered: "weakref.WeakKeyDictionary[AttentionMethod, str]" = weakref.WeakKeyDictionary()
 
 
 def _sliding_window_of(module, kwargs) -> int | None:
@@ -40,16 +42,31 @@ def make_attention_function(method: AttentionMethod):
     return attention
 
 
-def install(model, method: AttentionMethod) -> str:
-    """Route the model's attention through `method`; returns the attn_implementation name used."""
-    name = getattr(method, "_hf_name", None)
+class Installed:
+    """The handle install() returns: `with install(model, method):` restores the model's attention on exit."""
+
+    def __init__(self, model, name: str, previous: str | None):
+        self.model, self.name, self.previous = model, name, previous
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            self.model.set_attn_implementation(self.previous)
+
+
+def install(model, method: AttentionMethod) -> Installed:
+    """Route the model's attention through `method`. Used plainly it stays installed; as a context manager it
+    restores the previous attention implementation on exit."""
+    name = _registered.get(method)
     if name is None:  # register once per method object; switching back later is only a name change
-        name = method._hf_name = f"harness_{method.name}_{next(_names)}"
+        name = _registered[method] = f"harness_{method.name}_{next(_names)}"
         AttentionInterface.register(name, make_attention_function(method))
         AttentionMaskInterface.register(name, sdpa_mask)
+    previous = getattr(model.config, "_attn_implementation", None)
     model.set_attn_implementation(name)
-    model._harness_method = method
-    return name
+    return Installed(model, name, previous)
 
 
 def compress_cache(cache, method: AttentionMethod) -> None:

@@ -62,3 +62,10 @@ def density(keep: torch.Tensor) -> torch.Tensor:
     q_len, k_len = keep.shape[-2:]
     causal_cells = causal_mask(q_len, k_len, keep.device).sum()
     return keep.sum(dim=(-2, -1)).float() / causal_cells
+
+
+@dataclass
+class RowTopK:
+    """A score-dependent plan (oracle-topk): query i keeps its ceil(density * (i + 1)) highest-scoring causal
+    keys, ties at the threshold kept. Not a SparsePattern: it needs the dense scores."""
+    density: float

@@ -144,7 +144,7 @@ def cmd_methods(args) -> int:
         print(f"{name}: {cls.description}")
         for field in dataclasses.fields(cls.Config):
             default = field.default if field.default is not dataclasses.MISSING else "(required)"
-            kind = field.type if isinstance(field.type, str) else field.type.__name__
+            kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
             print(f"    {field.name} ({kind}) = {default}")
     return 0
 

@@ -3,11 +3,11 @@
 `run` is the one-model, one-task case of the same grid.
 """
 import dataclasses
-import itertools
 import sys
 from pathlib import Path
 
-from attention.registry import AttentionMethod, ConfigError, build_method, parse_method_specs
+from attention.registry import AttentionMethod, ConfigError, build_method
+from harness.options import alternatives, parse_specs
 from harness.models import resolve
 from tasks.base import build_task
 
@@ -53,10 +53,9 @@ class SweepSpec:
 def expand_alternatives(text: str) -> list[AttentionMethod]:
     """'sample:alpha=0.8|0.95,r_w=0.08' -> two methods (alpha 0.8 and 0.95, both r_w 0.08)."""
     methods = []
-    for name, options in parse_method_specs(text):
-        keys = list(options)
-        for combo in itertools.product(*(options[k].split("|") for k in keys)):
-            methods.append(build_method(name, dict(zip(keys, combo))))
+    for name, options in parse_specs(text):
+        for combo in alternatives(options):
+            methods.append(build_method(name, combo))
     return methods
 
 

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention import hf  # noqa: E402
-from attention.dense import DenseAttention  # noqa: E402
+from attention.methods.dense import DenseAttention  # noqa: E402
 from harness.models import load_model  # noqa: E402
 
 

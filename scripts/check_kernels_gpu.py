@@ -7,11 +7,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attention.kernels import pattern_density, sampled_scores, sparse_attention  # noqa: E402
-from attention.kernels.torch_scores import torch_sampled_scores  # noqa: E402
+from attention.density import pattern_density  # noqa: E402
+from attention.kernels.prefill import sparse_attention  # noqa: E402
+from attention.kernels.scores import sampled_scores  # noqa: E402
+from attention.scores import torch_sampled_scores  # noqa: E402
 from attention.pattern import SparsePattern, density  # noqa: E402
 from attention.reference import expand_kv, reference_attention  # noqa: E402
-from attention.sample import chunk_rows, strided_rows  # noqa: E402
+from attention.methods.sample import chunk_rows, strided_rows  # noqa: E402
 
 
 def bf16_torch(q, k, v, keep, scale):
@@ -34,7 +36,8 @@ def main():
         scale = dim ** -0.5
         ref = reference_attention(q, k, v, keep, scale)
         out = torch.full_like(q, float("nan"))
-        sparse_attention(q, k, v, p, scale, out=out)
+        sparse_attention(q, k, v, scale, sink=p.sink, window=p.window, columns=p.columns, slashes=p.slashes,
+                         out=out)
         err = ((out.float() - ref).norm() / ref.norm()).item()
         base = ((bf16_torch(q, k, v, keep, scale).float() - ref).norm() / ref.norm()).item()
         dens = (pattern_density(p, 1, heads, seq, seq, "cuda") - density(keep)).abs().max().item()

@@ -12,9 +12,9 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.executor import run_pattern  # noqa: E402
-from attention.kernels import sampled_scores  # noqa: E402
+from attention.kernels.scores import sampled_scores  # noqa: E402
 from attention.registry import build_method  # noqa: E402
-from attention.sample import strided_rows  # noqa: E402
+from attention.methods.sample import strided_rows  # noqa: E402
 from scripts.bench_attention import planted_inputs  # noqa: E402
 
 SPARSE = ["128,64,8,3", "128,64,4,3", "128,128,8,2", "64,64,4,3", "128,64,8,2", "128,64,8,4"]

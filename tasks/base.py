@@ -1,11 +1,15 @@
 """The task interface: a task renders token-exact prompts for a tokenizer and scores predictions."""
 import dataclasses
-import importlib
-import pkgutil
 from typing import ClassVar, Iterator
 
+from harness.options import InputError, build_config, parse_spec, unquote
+from harness.registry import Registry
 
-class TaskError(ValueError):
+# built-in tasks: importing a module registers its tasks
+BUILTINS = ("tasks.passkey", "tasks.needle", "tasks.babilong", "tasks.longbench")
+
+
+class TaskError(InputError):
     """Bad task name/option or missing data; the message is one line naming the fix."""
 
 
@@ -21,11 +25,20 @@ class Sample:
 
 
 class Task:
+    """A task: `Config` is a dataclass of its options (typed and validated, like a method's), built from
+    'name:key=value,...' by build_task; the task reads them from self.config."""
+
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    Config: ClassVar[type | None] = None
 
-    def __init__(self, **options: str):
-        if options:
+    def __init__(self, config=None, **options: str):
+        if self.Config is not None:
+            self.config = config if config is not None else self.Config()
+            validate = getattr(self.config, "validate", None)
+            if validate is not None:
+                validate()
+        elif config is not None or options:
             raise TaskError(f"{self.name}: unknown option(s) {', '.join(options)}")
 
     def samples(self, tokenizer, lengths: list[int], n: int = 1, seed: int = 0) -> Iterator[Sample]:
@@ -40,32 +53,21 @@ class Task:
         raise NotImplementedError
 
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register(cls: type[Task]) -> type[Task]:
-    TASKS[cls.name] = cls
-    return cls
+TASKS: Registry[Task] = Registry("task", BUILTINS, error=TaskError)
+register = TASKS.register
 
 
 def available_tasks() -> dict[str, type[Task]]:
-    import tasks
-
-    for info in pkgutil.iter_modules(tasks.__path__):
-        importlib.import_module(f"tasks.{info.name}")
-    return dict(TASKS)
+    return TASKS.all()
 
 
 def build_task(spec: str) -> Task:
-    """'needle' or 'needle:depths=5,needle=...' -> a Task."""
-    name, _, rest = spec.partition(":")
-    known = available_tasks()
-    if name not in known:
-        raise TaskError(f"unknown task {name!r}; choose from: {', '.join(sorted(known))}")
-    options = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        if "=" not in item:
-            raise TaskError(f"{name}: option {item!r} must be key=value")
-        key, value = item.split("=", 1)
-        options[key.strip()] = value.strip()
-    return known[name](**options)
+    """'needle' or 'needle:depths=5,needle="..."' -> a Task (see harness.options for the grammar)."""
+    try:
+        name, options = parse_spec(spec)
+    except InputError as err:
+        raise TaskError(str(err)) from None
+    cls = TASKS.get(name)
+    if cls.Config is not None:
+        return cls(build_config(cls.Config, options, name, TaskError))
+    return cls(**{key: unquote(value) for key, value in options.items()})  # tasks with keyword options

@@ -2,12 +2,12 @@
 
 A sample per (length, depth, i); meta carries the depth so results pivot into the usual heatmap.
 """
+import dataclasses
 import random
 import string
 
 from tasks.base import Sample, Task, TaskError, register
 from tasks.haystack import haystack
-from tasks.options import whole_number
 from tasks.render import assemble_at
 
 # The original test's needle and question (needlehaystack 0.1.0 defaults).
@@ -44,22 +44,38 @@ def parse_depths(value: str) -> list[float]:
     return depths
 
 
+@dataclasses.dataclass
+class NeedleConfig:
+    depths: str = "10"          # a count of evenly spaced depths, or percents joined by '+' (0+50+100)
+    needle: str = NEEDLE
+    question: str = QUESTION
+    answer: str = ""            # needed with a custom needle: the words the model should give back
+    haystack: str = ""          # a folder of .txt files instead of the Paul Graham essays
+    max_new_tokens: int = 48
+
+    def validate(self):
+        if self.needle != NEEDLE and not self.answer:
+            raise TaskError("needle: a custom needle needs answer=... (the words the model should give back)")
+        if self.max_new_tokens < 1:
+            raise TaskError(f"needle: max_new_tokens={self.max_new_tokens} must be a whole number >= 1")
+        parse_depths(self.depths)
+
+
 @register
 class Needle(Task):
     name = "needle"
+    Config = NeedleConfig
     description = ("needle in a haystack: a fact hidden in Paul Graham essays at a grid of depths "
                    "(options: depths=10|0+50+100, needle=, question=, answer=, haystack=/dir, max_new_tokens=)")
 
-    def __init__(self, depths: str = "10", needle: str = NEEDLE, question: str = QUESTION, answer: str = "",
-                 haystack: str = "", max_new_tokens: str = "48", **options):
-        super().__init__(**options)
-        if needle != NEEDLE and not answer:
-            raise TaskError("needle: a custom needle needs answer=... (the words the model should give back)")
-        self.depths = parse_depths(depths)
-        self.needle, self.question = needle, question
-        self.answer = answer or ANSWER
-        self.folder = haystack or None
-        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens)
+    def __init__(self, config=None):
+        super().__init__(config)
+        cfg = self.config
+        self.depths = parse_depths(cfg.depths)
+        self.needle, self.question = cfg.needle, cfg.question
+        self.answer = cfg.answer or ANSWER
+        self.folder = cfg.haystack or None
+        self.max_new_tokens = cfg.max_new_tokens
 
     def count(self, n):
         return n * len(self.depths)

@@ -1,4 +1,5 @@
 """Built-in passkey retrieval: a number hidden in repetitive filler; the simplest long-context check."""
+import dataclasses
 import random
 
 from tasks.base import Sample, Task, TaskError, register
@@ -7,19 +8,24 @@ from tasks.render import assemble, text_ids
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 
 
+@dataclasses.dataclass
+class PasskeyConfig:
+    depth: float = 0.5  # where the key sits, 0 = start of the filler, 1 = end
+
+    def validate(self):
+        if not 0 <= self.depth <= 1:
+            raise TaskError(f"passkey: depth={self.depth} must be in [0, 1]")
+
+
 @register
 class Passkey(Task):
     name = "passkey"
+    Config = PasskeyConfig
     description = "find a 5-digit pass key hidden at a given depth in repetitive filler (built in, offline)"
 
-    def __init__(self, depth: str = "0.5", **options):
-        super().__init__(**options)
-        try:
-            self.depth = float(depth)
-        except ValueError:
-            raise TaskError(f"passkey: depth={depth!r} is not a number in [0, 1]") from None
-        if not 0 <= self.depth <= 1:
-            raise TaskError(f"passkey: depth={self.depth} must be in [0, 1]")
+    @property
+    def depth(self) -> float:
+        return self.config.depth
 
     def samples(self, tokenizer, lengths, n=1, seed=0):
         filler_ids = text_ids(tokenizer, FILLER * (max(lengths) // 16 + 10))

@@ -28,3 +28,11 @@ def bf16_torch_attention(q, k, v, keep, scale):
 
 def rel_err(x, ref):
     return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+def kernel_attention(q, k, v, pattern, scale, out=None):
+    """The Triton sparse prefill kernel run on a SparsePattern's parts (the launcher takes tensors only)."""
+    from attention.kernels.prefill import sparse_attention
+
+    return sparse_attention(q, k, v, scale, sink=pattern.sink, window=pattern.window, columns=pattern.columns,
+                            slashes=pattern.slashes, out=out)

@@ -1,4 +1,4 @@
-"""The FlexAttention block-mask executor for sink/window/block patterns (attention/kernels/flex_blocks.py).
+"""The FlexAttention block-mask executor for sink/window/block patterns (attention/flex_blocks.py).
 
 On the CPU the compiled kernel does not run, so its block tables are checked against the dense keep mask
 (what the kernel visits and where it may skip mask_mod), and eager flex_attention checks mask_mod itself.
@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from attention.kernels.flex_blocks import block_tables, flex_block_attention, supports
+from attention.flex_blocks import block_tables, flex_block_attention, supports
 from attention.pattern import SparsePattern
 from attention.reference import reference_attention
 

@@ -43,3 +43,20 @@ def test_method_sees_prefill_only_on_global_layers():
     with torch.no_grad():
         model(torch.randint(0, 128, (1, 40)))
     assert calls == [2]  # layers 0 and 1 are sliding-window layers (window 16 < 40): dense with their mask
+
+
+def test_install_as_a_context_restores_the_models_attention():
+    model = tiny_model("llama")
+    before = model.config._attn_implementation
+    calls = []
+    method = build_method("dense")
+    original = method.prefill
+    method.prefill = lambda q, k, v, scale, layer_idx=0: calls.append(layer_idx) or original(q, k, v, scale, layer_idx)
+    ids = torch.randint(0, 128, (1, 20), generator=torch.Generator().manual_seed(3))
+    with hf.install(model, method) as name, torch.no_grad():
+        assert model.config._attn_implementation == name != before
+        model(ids)
+    assert calls and model.config._attn_implementation == before
+    with torch.no_grad():
+        model(ids)
+    assert len(calls) == len(set(calls))  # the second forward did not reach the method

@@ -38,7 +38,7 @@ METHODS = {
 
 def full_keep(method, q, k, scale, layer):
     """The method's whole [B, H, S, S] mask from its own keep_mask (dense methods: causal)."""
-    keep = method.keep_mask(q, k, scale, layer_idx=layer) if method.name == "bigbird" else method.keep_mask(q, k, scale)
+    keep = method.keep_mask(q, k, scale, layer_idx=layer)
     causal = causal_mask(q.shape[2], k.shape[2])
     return causal.expand(q.shape[0], q.shape[1], -1, -1) if keep is None else keep & causal
 
@@ -72,7 +72,7 @@ def test_mask_fallback_for_a_sparse_method_without_pattern_equals_brute_force():
         name = "even-keys"
         sparse = True
 
-        def keep_mask(self, q, k, scale):
+        def keep_mask(self, q, k, scale, layer_idx=0):
             i, j = torch.arange(q.shape[2])[:, None], torch.arange(k.shape[2])[None, :]
             return ((j % 2 == 0) | (i == j)).expand(q.shape[0], q.shape[1], -1, -1)
 

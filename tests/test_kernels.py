@@ -2,12 +2,15 @@
 import pytest
 import torch
 
-from attention.executor import run_pattern, use_backend
-from attention.kernels import column_scores, pattern_density, sampled_scores, sparse_attention
+from attention.backend import use_backend
+from attention.density import pattern_density
+from attention.executor import run_pattern
+from attention.kernels.scores import sampled_scores
+from attention.scores import column_scores
 from attention.pattern import SparsePattern, density
 from attention.reference import attention_probs, reference_attention
-from attention.sample import chunk_rows, strided_rows
-from tests.kernel_helpers import bf16_torch_attention, random_qkv, rel_err
+from attention.methods.sample import chunk_rows, strided_rows
+from tests.kernel_helpers import bf16_torch_attention, kernel_attention, random_qkv, rel_err
 
 # (seq, q heads, kv heads, head dim, window, sink, columns?, slashes?): lengths off the block sizes, GQA 1/3/4/8
 SHAPES = [
@@ -33,7 +36,7 @@ def test_sparse_kernel_matches_reference(seq, heads, kv, dim, window, sink, with
     keep = pattern.keep_mask(1, heads, seq, seq)
     scale = dim ** -0.5
     out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
-    sparse_attention(q, k, v, pattern, scale, out=out)
+    kernel_attention(q, k, v, pattern, scale, out=out)
     assert not out.isnan().any()
     ref = reference_attention(q, k, v, keep, scale)
     bar = rel_err(bf16_torch_attention(q, k, v, keep, scale), ref)
@@ -46,7 +49,7 @@ def test_sparse_kernel_fp16_and_fp32():
         q, k, v = random_qkv(90, 4, 2, 64, dtype=dtype, seed=3)
         pattern = make_pattern(90, 4, 11, 3, True, True, seed=4)
         ref = reference_attention(q, k, v, pattern.keep_mask(1, 4, 90, 90), 0.125)
-        assert rel_err(sparse_attention(q, k, v, pattern, 0.125), ref) < tol
+        assert rel_err(kernel_attention(q, k, v, pattern, 0.125), ref) < tol
 
 
 def test_kernel_row_with_nothing_to_attend_is_zero():
@@ -54,7 +57,7 @@ def test_kernel_row_with_nothing_to_attend_is_zero():
     q, k, v = random_qkv(70, 2, 1, 64, seed=5)
     pattern = SparsePattern(window=0, columns=torch.tensor([[[30, 31]]]).expand(1, 2, 2))
     out = torch.full_like(q, float("nan"))
-    sparse_attention(q, k, v, pattern, 0.125, out=out)
+    kernel_attention(q, k, v, pattern, 0.125, out=out)
     ref = reference_attention(q, k, v, pattern.keep_mask(1, 2, 70, 70), 0.125)
     assert not out.isnan().any()
     assert out[:, :, :30].abs().max() == 0
@@ -66,7 +69,7 @@ def test_queries_shorter_than_keys_are_bottom_aligned():
     q = q[:, :, -37:]
     pattern = make_pattern(100, 2, 10, 2, True, True, seed=7)
     ref = reference_attention(q, k, v, pattern.keep_mask(1, 2, 37, 100), 0.125)
-    assert rel_err(sparse_attention(q, k, v, pattern, 0.125), ref) < 1e-2
+    assert rel_err(kernel_attention(q, k, v, pattern, 0.125), ref) < 1e-2
 
 
 def test_run_pattern_dispatches_to_kernel_when_forced():

@@ -12,7 +12,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from attention import hf
-from attention.h2o import accumulated_attention
+from attention.scores import torch_sampled_scores
 from attention.pattern import density
 from attention.reference import attention_probs, reference_attention
 from attention.registry import AttentionMethod, ConfigError, available_methods, build_method
@@ -200,10 +200,15 @@ def test_h2o_decode_equals_dense_attention_over_kept_keys(family):
         assert cache.layers[layer].keys.shape[2] == budget + len(tokens)
 
 
-def test_h2o_scores_are_the_reference_column_sums_and_pick_heavy_hitters(monkeypatch):
-    import attention.h2o as h2o_module
+def accumulated_attention(q, k, scale):
+    """H2O's accumulated attention on the plain PyTorch path: column sums over every query row."""
+    return torch_sampled_scores(q, k, scale, torch.arange(q.shape[2]))[0]
 
-    monkeypatch.setattr(h2o_module, "SCORE_ELEMENTS", 4 * 100 * 7)  # force several row chunks
+
+def test_h2o_scores_are_the_reference_column_sums_and_pick_heavy_hitters(monkeypatch):
+    import attention.scores as scores_module
+
+    monkeypatch.setattr(scores_module, "SCORE_ELEMENTS", 4 * 100 * 7)  # force several row chunks
     q, k, _ = qkv()
     mass = accumulated_attention(q, k, 0.3)
     expected = attention_probs(q, k, None, 0.3).sum(dim=2)
@@ -231,20 +236,20 @@ def test_pattern_structures_are_what_the_docstrings_say():
     assert (scores.masked_fill(~keep, float("inf")).amin(-1) >= dropped).all()
     # bigbird: window + global blocks, plus exactly random_blocks others wherever enough are eligible
     bigbird = small("bigbird", random_blocks="2")
-    blocks = bigbird.pattern(2, 96, layer_idx=0).blocks[0]
+    blocks = bigbird.draw(2, 96, layer_idx=0)[0]
     fixed = bigbird.fixed_blocks(12)
     assert (blocks >= fixed).all() and not (blocks & ~torch.ones(12, 12).tril().bool()).any()
     extra = (blocks & ~fixed).sum(-1)
     eligible = (torch.ones(12, 12).tril().bool() & ~fixed).sum(-1)
     assert torch.equal(extra, torch.minimum(eligible, torch.tensor(2)).expand(2, -1))
     assert not torch.equal(blocks[0], blocks[1])  # heads draw their own blocks
-    assert torch.equal(blocks, small("bigbird", random_blocks="2").pattern(2, 96, 0).blocks[0])  # seeded
-    assert not torch.equal(blocks, small("bigbird", random_blocks="2", seed="1").pattern(2, 96, 0).blocks[0])
-    assert not torch.equal(blocks, bigbird.pattern(2, 96, layer_idx=1).blocks[0])
+    assert torch.equal(blocks, small("bigbird", random_blocks="2").draw(2, 96, 0)[0])  # seeded
+    assert not torch.equal(blocks, small("bigbird", random_blocks="2", seed="1").draw(2, 96, 0)[0])
+    assert not torch.equal(blocks, bigbird.draw(2, 96, layer_idx=1)[0])
 
 
 def test_h2o_fused_scores_match_the_chunked_ones():
-    from attention.executor import use_backend
+    from attention.backend import use_backend
 
     q, k, v = qkv(length=70)
     method = build_method("h2o")

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from attention.reference import reference_attention
-from attention.registry import ConfigError, available_methods, build_method, parse_methods
+from attention.registry import available_methods, build_method
+from harness.options import InputError, parse_specs
+
+
+def parse_methods(text):
+    return [build_method(name, options) for name, options in parse_specs(text)]
 
 
 def test_dense_and_eager_registered():
@@ -23,7 +28,7 @@ def test_parse_methods_attaches_options_to_the_method_before_them():
     ("", "no method given"),
 ])
 def test_bad_specs_give_one_line_errors(spec, message):
-    with pytest.raises(ConfigError, match=message) as info:
+    with pytest.raises(InputError, match=message) as info:
         parse_methods(spec)
     assert "\n" not in str(info.value)
 

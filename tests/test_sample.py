@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from attention import hf
-from attention.executor import use_backend
-from attention.kernels.prefill import BIG
+from attention.backend import use_backend
+from attention.indices import BIG
 from attention.pattern import density
 from attention.reference import attention_probs, reference_attention
 from attention.registry import ConfigError, build_method
-from attention.sample import chunk_rows, strided_rows
+from attention.methods.sample import chunk_rows, strided_rows
 from tests.kernel_helpers import random_qkv, rel_err
 from tests.tiny_models import tiny_model
 

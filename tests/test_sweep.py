@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from attention.registry import REGISTRY, AttentionMethod, register
+from attention.registry import METHODS, AttentionMethod, register
 from harness.cli import main
 from harness.sweep import expand_alternatives
 
@@ -36,7 +36,7 @@ class OutOfMemoryAt(AttentionMethod):
     def prefill(self, q, k, v, scale, layer_idx=0):
         if q.shape[2] == 240:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-        return REGISTRY["dense"]().prefill(q, k, v, scale, layer_idx)
+        return METHODS.get("dense")().prefill(q, k, v, scale, layer_idx)
 
 
 def test_out_of_memory_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
@@ -45,7 +45,7 @@ def test_out_of_memory_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
         assert main(["sweep", "--methods", "dense,test-oom", "--lengths", "200,240,280", "--out", str(tmp_path),
                      "--no-progress", "--max-new-tokens", "2"]) == 0
     finally:
-        REGISTRY.pop("test-oom")
+        METHODS.unregister("test-oom")
     (folder,) = tmp_path.iterdir()
     cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
     status = {(c["method"], c["length"]): c["status"] for c in cells}

@@ -1,4 +1,5 @@
-"""Launcher for the sparse prefill kernel: turns a SparsePattern into the index tensors the kernel reads.
+"""Launcher for the sparse prefill kernel: turns sink, window, key columns and diagonal offsets into the index
+tensors the kernel reads.
 
 All preparation is device-side tensor ops (sort, searchsorted, scatter): no host sync.
 """
@@ -7,10 +8,9 @@ import os
 import torch
 import triton
 
+from attention.indices import BIG, hit_map, per_head, prepare_columns
 from attention.kernels.sparse import sparse_fwd_kernel
-from attention.pattern import SparsePattern
 
-BIG = 1 << 30  # sorts after every real index
 LOG2E = 1.4426950408889634
 
 
@@ -33,34 +33,6 @@ def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
     return 64, 32, 4, 2
 
 
-def _per_head(x: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
-    """[C], [1, 1, C] or [B, H, C] -> a [B, H, C] view."""
-    return x.expand(batch, heads, x.shape[-1])
-
-
-def prepare_columns(columns: torch.Tensor, batch: int, heads: int, k_len: int) -> torch.Tensor:
-    """Sorted int64 [B, H, C], unused slots (-1, out of range) moved to the end as BIG. Repeats stay next to
-    each other; the kernel and first_of_run skip all but the first."""
-    c = _per_head(columns.long(), batch, heads)
-    return torch.where((c >= 0) & (c < k_len), c, BIG).sort(-1).values
-
-
-def first_of_run(c: torch.Tensor) -> torch.Tensor:
-    """bool like sorted c: True on real entries that differ from their left neighbour."""
-    first = c < BIG
-    first[..., 1:] &= c[..., 1:] != c[..., :-1]
-    return first
-
-
-def hit_map(idx: torch.Tensor, batch: int, heads: int, k_len: int, device) -> torch.Tensor:
-    """int8 [B, H, k_len]: 1 where an index in idx (any order, unused slots out of range) occurs."""
-    idx = _per_head(idx.long(), batch, heads)
-    idx = torch.where((idx >= 0) & (idx < k_len), idx, k_len)
-    hit = torch.zeros(batch, heads, k_len + 1, dtype=torch.int8, device=device)
-    hit.scatter_(2, idx, 1)
-    return hit[..., :k_len].contiguous()
-
-
 def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, window: int, block_m: int,
                  block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Key-block offsets delta (sorted, unused = BIG) whose block [p0 - delta*BN, +BN) holds some kept diagonal.
@@ -68,7 +40,7 @@ def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, wind
     Query row m and key n of such a block lie on diagonal delta*BN + m - n, so diagonal d needs every delta with
     d - delta*BN in [-(BN-1), BM-1]. Diagonals inside the window are skipped (the window covers them).
     """
-    d = _per_head(slashes.long(), batch, heads)
+    d = per_head(slashes.long(), batch, heads)
     valid = (d >= window) & (d >= 0) & (d < k_len)
     shift = block_m // block_n  # delta can be negative (down to 1 - BM/BN): keys right of the block's first row
     n_slots = k_len // block_n + 2 * shift + 2
@@ -84,10 +56,11 @@ def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, wind
     return deltas, hit.sum(-1)
 
 
-def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Run `pattern` (sink, window, columns, slashes; not blocks) with the Triton kernel. Returns [B, Hq, Sq, D]."""
-    if pattern.blocks is not None:
-        raise ValueError("sparse_attention runs sink/window/column/slash patterns; block masks go elsewhere")
+def sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int = 0, columns: torch.Tensor | None = None,
+                     slashes: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal attention of q [B, Hq, Sq, D] (the last Sq of Sk positions) over k/v [B, Hkv, Sk, D] restricted to
+    keys j < sink, i - window < j, j in columns (long [B|1, H|1, C], -1 = unused) and i - j in slashes (same
+    layout). Returns [B, Hq, Sq, D] in q's dtype."""
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     if heads % kv_heads:
@@ -101,15 +74,15 @@ def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.T
     bm, bn, warps, stages = block_config(head_dim, q_len)
     n_qb = triton.cdiv(q_len, bm)
     q_off = k_len - q_len
-    sink, window = int(pattern.sink), int(pattern.window)
+    sink, window = int(sink), int(window)
     dummy = torch.zeros(1, dtype=torch.int32, device=device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=device)
 
     # sinks ride along as the first columns: one gathered chunk instead of a masked block of their own
-    columns = pattern.columns.to(device) if pattern.columns is not None else None
+    columns = columns.to(device) if columns is not None else None
     if sink:
         sinks = torch.arange(min(sink, k_len), device=device).expand(batch, heads, -1)
-        columns = sinks if columns is None else torch.cat([sinks, _per_head(columns.long(), batch, heads)], -1)
+        columns = sinks if columns is None else torch.cat([sinks, per_head(columns.long(), batch, heads)], -1)
     cols = col_full = col_hi = dummy
     col_slots = 0
     has_cols = columns is not None and columns.shape[-1] > 0
@@ -125,9 +98,9 @@ def sparse_attention(q, k, v, pattern: SparsePattern, scale: float, out: torch.T
     deltas = n_delta = dummy
     colhit = diaghit = dummy8
     delta_slots = 0
-    has_slash = pattern.slashes is not None and pattern.slashes.shape[-1] > 0
+    has_slash = slashes is not None and slashes.shape[-1] > 0
     if has_slash:
-        s = pattern.slashes.to(device)
+        s = slashes.to(device)
         deltas, n_delta = slash_blocks(s, batch, heads, k_len, window, bm, bn)
         delta_slots = deltas.shape[-1]
         deltas, n_delta = deltas.to(torch.int32).contiguous(), n_delta.to(torch.int32).contiguous()

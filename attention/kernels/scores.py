@@ -1,14 +1,13 @@
-"""Launchers for stage 1 (sampled column / diagonal scores) and the whole-row column scores H2O reuses."""
+"""Launcher for stage 1: sampled column / diagonal scores (the whole-row column scores H2O reuses too)."""
 import os
 
 import torch
 import triton
 
-from attention.kernels.prefill import interpreter_f32
+from attention.kernels.prefill import LOG2E, interpreter_f32
 from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
 
 BLOCK = 64  # rows per sampled block (and keys per block with diagonals); slash sampling takes runs of BLOCK rows
-LOG2E = 1.4426950408889634
 
 
 def scores_config(head_dim: int) -> tuple[int, int, int, int]:
@@ -75,17 +74,3 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
                                      HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
                                      F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
     return col, (diag if with_diag else None)
-
-
-def column_scores(q, k, scale: float, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """fp32 [B, Hq, Sk]: column sums of causal softmax attention over `rows` (default: every query row; H2O).
-
-    Runs the Triton kernel where the executor would (CUDA, or ATTENTION_BACKEND=triton), else plain PyTorch."""
-    from attention.executor import triton_enabled
-    from attention.kernels.torch_scores import torch_sampled_scores
-
-    if rows is None:
-        rows = torch.arange(q.shape[2], device=q.device)
-    if triton_enabled(q.device):
-        return sampled_scores(q, k, scale, rows)[0]
-    return torch_sampled_scores(q, k, scale, rows)[0]

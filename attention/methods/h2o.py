@@ -2,7 +2,7 @@
 
 Prefill attention is dense (SDPA); alongside it the attention mass each key receives is summed over
 all prompt queries (H2O's accumulated score), without ever holding the S x S matrix: on CUDA by the fused
-Triton column-score kernel (attention.kernels.column_scores), elsewhere by chunked PyTorch. Then, per kv head,
+Triton column-score kernel (attention.scores.column_scores), elsewhere by chunked PyTorch. Then, per kv head,
 the cache keeps `density` of the prompt (default 0.2, the paper's 20% budget): the most recent
 `recent_share` of the budget (default half, as the paper's 10% + 10% split) plus the heavy hitters, the
 highest-scoring older keys, summed over the query heads sharing that kv head. compress_cache evicts the
@@ -14,12 +14,10 @@ import math
 
 import torch
 
-from attention.dense import sdpa_causal
-from attention.executor import triton_enabled
-from attention.registry import AttentionMethod, MethodConfig, check_range, register
-
-SCORE_ELEMENTS = 1 << 26  # fp32 scores held at once while accumulating (256 MiB)
-
+from attention.method import AttentionMethod, MethodConfig, check_range
+from attention.methods.dense import sdpa_causal
+from attention.registry import register
+from attention.scores import column_scores
 
 @dataclasses.dataclass
 class H2OConfig(MethodConfig):
@@ -29,29 +27,6 @@ class H2OConfig(MethodConfig):
     def validate(self):
         check_range("density", self.density, 0.0, 1.0, low_open=True)
         check_range("recent_share", self.recent_share, 0.0, 1.0)
-
-
-def accumulated_attention(q, k, scale: float) -> torch.Tensor:
-    """Sum over query rows of the causal softmax probabilities per key: fp32 [B, Hq, Sk].
-
-    Grouped query heads are matched to their kv head by a view, so k is never expanded; rows are taken
-    in chunks small enough that at most SCORE_ELEMENTS scores exist at once.
-    """
-    batch, heads, q_len, dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    group = heads // kv_heads
-    rows = max(1, SCORE_ELEMENTS // (batch * heads * k_len))
-    mass = torch.zeros(batch, kv_heads, group, k_len, device=q.device)
-    grouped_q = q.view(batch, kv_heads, group, q_len, dim)
-    keys = k[:, :, None].transpose(-1, -2)  # [B, Hkv, 1, D, Sk]
-    key_pos = torch.arange(k_len, device=q.device)
-    for start in range(0, q_len, rows):
-        stop = min(start + rows, q_len)
-        scores = (grouped_q[:, :, :, start:stop] @ keys).float() * scale
-        q_pos = torch.arange(k_len - q_len + start, k_len - q_len + stop, device=q.device)
-        scores.masked_fill_(key_pos[None, :] > q_pos[:, None], float("-inf"))
-        mass += torch.softmax(scores, dim=-1).sum(dim=-2)
-    return mass.view(batch, heads, k_len)
 
 
 @register
@@ -78,12 +53,11 @@ class H2O(AttentionMethod):
         return torch.cat([heavy, recent_pos], dim=-1).sort(dim=-1).values
 
     def scores(self, q, k, scale):
-        if triton_enabled(q.device):  # the fused Triton column-sum kernel shared with SampleAttention's stage 1
-            from attention.kernels import column_scores
-            return column_scores(q, k, scale)
-        return accumulated_attention(q, k, scale)
+        """H2O's accumulated attention: column sums of the causal softmax over every prompt query (the fused
+        Triton kernel shared with SampleAttention's stage 1 where the backend picks Triton)."""
+        return column_scores(q, k, scale)
 
-    def sparse_pattern(self, q, k, scale, layer_idx=0):
+    def plan(self, q, k, scale, layer_idx=0):
         return None  # prefill is dense; H2O's sparsity is the decode cache it keeps
 
     def prefill(self, q, k, v, scale, layer_idx=0):

@@ -9,12 +9,12 @@ import math
 
 import torch
 
-from attention.executor import run_pattern, triton_enabled
-from attention.kernels import selection
-from attention.kernels.density import base_cells, pattern_density
-from attention.kernels.torch_scores import torch_sampled_scores
+from attention import selection
+from attention.density import base_cells
+from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
-from attention.registry import AttentionMethod, ConfigError, MethodConfig, check_range, register
+from attention.registry import register
+from attention.scores import sampled_scores
 
 RUN = 64  # sampled rows come in runs of this many consecutive queries (the kernels' block)
 
@@ -72,26 +72,24 @@ def chunk_rows(q_len: int, chunk_n: int, device) -> torch.Tensor:
 
 
 @register
-class SampleAttention(AttentionMethod):
+class SampleAttention(SparseMethod):
     name = "sample"
     Config = SampleConfig
-    sparse = True
     description = "SampleAttention: sampled-row column (+slash) scores, CRA selection, window+stripe sparse prefill"
 
-    def scores(self, q, k, scale, rows, with_diag):
-        if triton_enabled(q.device):
-            from attention.kernels import sampled_scores
-            return sampled_scores(q, k, scale, rows, with_diag)
-        return torch_sampled_scores(q, k, scale, rows, with_diag)
+    @property
+    def recall_target(self) -> float:
+        cfg = self.config
+        return cfg.alpha_c if cfg.pattern == "column_slash" else cfg.alpha
 
-    def build_pattern(self, q, k, scale) -> SparsePattern:
+    def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config
         batch, heads, q_len, _ = q.shape
         k_len = k.shape[2]
         window = math.ceil(cfg.r_w * k_len)
         slash = cfg.pattern == "column_slash"
         rows = chunk_rows(q_len, cfg.chunk_n, q.device) if slash else strided_rows(q_len, cfg.r_row, q.device)
-        col, diag = self.scores(q, k, scale, rows, slash)
+        col, diag = sampled_scores(q, k, scale, rows, slash)
         col[..., :cfg.sink] = 0.0  # sinks are always kept; let the threshold spend on the rest
         keep = self.select(col, cfg.alpha_c if slash else cfg.alpha, window, q_len, k_len)
         pattern = SparsePattern(sink=cfg.sink, window=window, columns=selection.to_indices(keep))
@@ -114,17 +112,3 @@ class SampleAttention(AttentionMethod):
         else:
             keep = selection.top_mass(scores, alpha)
         return selection.expand_blocks(keep, g, k_len)
-
-    def prefill(self, q, k, v, scale, layer_idx=0):
-        pattern = self.build_pattern(q, k, scale)
-        out = run_pattern(q, k, v, pattern, scale)
-        per_head = pattern_density(pattern, q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
-        self.record(layer_idx, density=per_head.mean(0))  # a device tensor: no host sync inside the prefill
-        return out
-
-    def keep_mask(self, q, k, scale):
-        pattern = self.build_pattern(q, k, scale)
-        return pattern.keep_mask(q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
-
-    def sparse_pattern(self, q, k, scale, layer_idx=0):
-        return self.build_pattern(q, k, scale)

@@ -4,7 +4,7 @@ Each query block attends to its diagonal block and the `window_blocks - 1` block
 `global_blocks` blocks, and `random_blocks` blocks drawn uniformly from the rest of its causal past
 (seeded per layer from `seed`, like transformers' BigBird, so runs repeat exactly).
 Defaults follow BigBird's ITC setting (2 global, 3 window, 3 random blocks) with 128-token blocks, the
-granularity FlexAttention's block masks run at (kernels/flex_blocks.py). That is a density of about 41% at
+granularity FlexAttention's block masks run at (attention/flex_blocks.py). That is a density of about 41% at
 4K, 5.8% at 32K and 1.5% at 128K. With `density` > 0 the random-block count is solved so that the kept
 share of the causal area is closest to it; window and global blocks stay, so short prompts cannot go below
 their share (recorded density shows what was kept).
@@ -13,9 +13,10 @@ import dataclasses
 
 import torch
 
-from attention.executor import run_pattern
+from attention.density import block_cells
+from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
-from attention.registry import AttentionMethod, ConfigError, MethodConfig, check_range, register
+from attention.registry import register
 
 
 @dataclasses.dataclass
@@ -37,24 +38,15 @@ class BigBirdConfig(MethodConfig):
         check_range("density", self.density, 0.0, 1.0)
 
 
-def causal_cells(n: int, size: int, length: int) -> torch.Tensor:
-    """Causal (query, key) cells inside each block of a length x length prefill: float [n, n]."""
-    first = torch.arange(n) * size
-    width = (torch.clamp(first + size, max=length) - first).float()  # the last block may be short
-    below = width[:, None] * width[None, :]
-    return torch.tril(below, -1) + torch.diag(width * (width + 1) / 2)
-
-
 @register
-class BigBird(AttentionMethod):
+class BigBird(SparseMethod):
     name = "bigbird"
     Config = BigBirdConfig
-    sparse = True
     description = "BigBird block-sparse prefill: window + global + seeded random blocks"
 
     def __init__(self, config=None):
         super().__init__(config)
-        self._drawn = {}  # (layer, heads, length, device) -> (blocks, share): the pattern is static per shape
+        self._drawn = {}  # (layer, heads, length, device) -> blocks: the pattern is static per shape
 
     def fixed_blocks(self, n: int) -> torch.Tensor:
         """Window and global blocks, causal: bool [n, n]."""
@@ -68,7 +60,7 @@ class BigBird(AttentionMethod):
         if self.config.density == 0:
             return self.config.random_blocks
         fixed = self.fixed_blocks(n)
-        cells = causal_cells(n, self.config.block, length)
+        cells = block_cells(n, n, self.config.block, length, length)
         free = (torch.tril(torch.ones(n, n, dtype=torch.bool)) & ~fixed).sum(1)  # eligible blocks per row
         off_diagonal = cells[:, 0]  # cells of one whole block below the diagonal, per query-block row
         base, total = (cells * fixed).sum(), cells.sum()
@@ -83,8 +75,8 @@ class BigBird(AttentionMethod):
         below = max(low - 1, 0)
         return below if abs(share(below) - self.config.density) <= abs(share(low) - self.config.density) else low
 
-    def draw(self, heads: int, length: int, layer_idx: int, device="cpu"):
-        """(blocks bool [1, H, n, n], kept share per head): drawn once per layer, shape and device, then cached."""
+    def draw(self, heads: int, length: int, layer_idx: int, device="cpu") -> torch.Tensor:
+        """blocks bool [1, H, n, n]: drawn once per layer, shape and device, then cached."""
         n = -(-length // self.config.block)
         key = (layer_idx, heads, length, str(device))
         if key not in self._drawn:
@@ -100,27 +92,9 @@ class BigBird(AttentionMethod):
             if count:
                 top = scores.topk(count, dim=-1)
                 chosen.scatter_(-1, top.indices, top.values >= 0)
-            blocks = (fixed | chosen)[None]
-            self._drawn[key] = blocks, self.kept_density(blocks, length).tolist()  # one host sync per layer
+            self._drawn[key] = (fixed | chosen)[None]
         return self._drawn[key]
 
-    def pattern(self, heads: int, length: int, layer_idx: int, device="cpu") -> SparsePattern:
-        return SparsePattern(blocks=self.draw(heads, length, layer_idx, device)[0], block=self.config.block)
-
-    def kept_density(self, blocks: torch.Tensor, length: int) -> torch.Tensor:
-        """Exact share of the causal area kept, per head, from block counts (no S x S mask)."""
-        n = blocks.shape[-1]
-        cells = causal_cells(n, self.config.block, length).to(blocks.device)
-        return (blocks[0].float() * cells).sum((-2, -1)) / cells.sum()
-
-    def prefill(self, q, k, v, scale, layer_idx=0):
-        blocks, share = self.draw(q.shape[1], k.shape[2], layer_idx, q.device)
-        self.record(layer_idx, density=share)
-        return run_pattern(q, k, v, SparsePattern(blocks=blocks, block=self.config.block), scale)
-
-    def sparse_pattern(self, q, k, scale, layer_idx=0):
-        return self.pattern(q.shape[1], k.shape[2], layer_idx, q.device)  # drawn where prefill draws them
-
-    def keep_mask(self, q, k, scale, layer_idx=0):
-        batch, heads, q_len, _ = q.shape
-        return self.sparse_pattern(q, k, scale, layer_idx).keep_mask(batch, heads, q_len, k.shape[2], q.device)
+    def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
+        blocks = self.draw(q.shape[1], k.shape[2], layer_idx, q.device)  # drawn where attention runs
+        return SparsePattern(blocks=blocks, block=self.config.block)

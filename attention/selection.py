@@ -4,7 +4,7 @@ Scores are per (batch, head); the outputs keep a fixed shape (one slot per key) 
 """
 import torch
 
-from attention.kernels.prefill import BIG
+from attention.indices import BIG
 
 
 def group_scores(scores: torch.Tensor, granularity: int) -> torch.Tensor:
@@ -46,3 +46,13 @@ def to_indices(keep: torch.Tensor) -> torch.Tensor:
     pos = torch.arange(keep.shape[-1], device=keep.device)
     idx = torch.where(keep, pos, BIG).sort(-1).values
     return torch.where(idx < BIG, idx, -1)
+
+
+def row_topk_keep(scores: torch.Tensor, positions: torch.Tensor, density: float) -> torch.Tensor:
+    """bool like scores [B, H, R, Sk] (causal-masked with -inf): row r keeps its ceil(density * (pos + 1))
+    highest scores (at least one), ties at the threshold included. The oracle's threshold, defined once."""
+    budget = torch.ceil(density * (positions + 1)).long().clamp(min=1)
+    ranked = scores.sort(dim=-1, descending=True).values
+    threshold = ranked.gather(-1, (budget - 1).expand(*scores.shape[:2], -1)[..., None])
+    causal = torch.arange(scores.shape[-1], device=scores.device)[None, :] <= positions[:, None]
+    return causal & (scores >= threshold)

@@ -10,10 +10,13 @@ import dataclasses
 
 import torch
 
+from attention.density import causal_area
+from attention.method import AttentionMethod, MethodConfig, check_range
+from attention.pattern import RowTopK
 from attention.reference import expand_kv
-from attention.registry import AttentionMethod, MethodConfig, check_range, register
-
-ROW_CHUNK = 256
+from attention.registry import register
+from attention.scores import causal_scores, row_chunk
+from attention.selection import row_topk_keep
 
 
 @dataclasses.dataclass
@@ -34,17 +37,12 @@ class OracleTopK(AttentionMethod):
     def _chunks(self, q, k, scale):
         """Yield (start, stop, scores, keep) per query-row chunk; scores fp32 with non-kept set to -inf."""
         q_len, k_len = q.shape[2], k.shape[2]
-        keys = expand_kv(k.float(), q.shape[1])
-        for start in range(0, q_len, ROW_CHUNK):
-            stop = min(start + ROW_CHUNK, q_len)
-            scores = torch.einsum("bhqd,bhkd->bhqk", q[:, :, start:stop].float(), keys) * scale
+        chunk = min(256, row_chunk(q.shape[0], q.shape[1], k_len))
+        for start in range(0, q_len, chunk):
+            stop = min(start + chunk, q_len)
             q_pos = torch.arange(k_len - q_len + start, k_len - q_len + stop, device=q.device)
-            causal = torch.arange(k_len, device=q.device)[None, :] <= q_pos[:, None]
-            scores = scores.masked_fill(~causal, float("-inf"))
-            budget = torch.ceil(self.config.density * (q_pos + 1)).long().clamp(min=1)  # keys kept per query
-            ranked = scores.sort(dim=-1, descending=True).values
-            threshold = ranked.gather(-1, (budget - 1).expand(*scores.shape[:2], -1)[..., None])
-            keep = causal & (scores >= threshold)
+            scores = causal_scores(q, k, scale, q_pos, rows=slice(start, stop))
+            keep = row_topk_keep(scores, q_pos, self.config.density)
             yield start, stop, scores.masked_fill(~keep, float("-inf")), keep
 
     def prefill(self, q, k, v, scale, layer_idx=0):
@@ -54,9 +52,11 @@ class OracleTopK(AttentionMethod):
         for start, stop, scores, keep in self._chunks(q, k, scale):
             out[:, :, start:stop] = (torch.softmax(scores, dim=-1) @ values).to(q.dtype)
             kept += keep.sum((-2, -1))
-        causal_area = q.shape[2] * (2 * k.shape[2] - q.shape[2] + 1) / 2
-        self.record(layer_idx, density=(kept / causal_area).flatten().tolist())
+        self.record(layer_idx, density=(kept / causal_area(q.shape[2], k.shape[2])).mean(0))
         return out
 
-    def keep_mask(self, q, k, scale):
+    def keep_mask(self, q, k, scale, layer_idx=0):
         return torch.cat([keep for *_, keep in self._chunks(q, k, scale)], dim=2)
+
+    def plan(self, q, k, scale, layer_idx=0):
+        return RowTopK(self.config.density)  # score-dependent: not a pattern

@@ -5,7 +5,8 @@ from contextlib import nullcontext
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attention.registry import AttentionMethod, ConfigError, MethodConfig, register
+from attention.method import AttentionMethod, ConfigError, MethodConfig
+from attention.registry import register
 
 SDPA_BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,

@@ -1,0 +1,105 @@
+"""Density, the share of the causal area a pattern computes, per (batch, head), on the device: defined here once.
+
+Sink/window/column/slash patterns are counted in closed form over the same disjoint key sets the sparse kernel
+uses (O(columns + diagonals), never the [Sq, Sk] mask; window and sink parts are plain ints); block patterns
+from per-block causal cell counts; mixed patterns by an exact count of the mask in row chunks.
+"""
+import torch
+
+from attention.indices import first_of_run, prepare_columns
+from attention.pattern import SparsePattern
+
+
+def causal_area(q_len: int, k_len: int) -> int:
+    """Causal cells of queries at the last q_len of k_len positions."""
+    q_off = k_len - q_len
+    return (k_len * (k_len + 1) - q_off * (q_off + 1)) // 2
+
+
+def _rows_from(first: int, q_off: int, k_len: int) -> int:
+    return max(0, k_len - max(first, q_off))
+
+
+def base_cells(q_len: int, k_len: int, window: int, sink: int) -> tuple[int, int]:
+    """(cells kept by window + sink, causal cells) for queries at the last q_len of k_len positions."""
+    q_off = k_len - q_len
+    causal = causal_area(q_len, k_len)
+    # row i keeps min(window, i + 1) keys; rows with i + 1 < window (t = i + 1 in [q_off + 1, top]) fall short
+    top = min(k_len, window - 1)
+    short = max(0, top - q_off)
+    win = window * q_len - (short * window - (top * (top + 1) - q_off * (q_off + 1)) // 2 if short else 0)
+    sinks = sum(_rows_from(j + window, q_off, k_len) for j in range(min(sink, k_len)))
+    return win + sinks, causal
+
+
+def window_for_density(length: int, sink: int, density: float) -> int:
+    """Smallest window whose sink + window share of a length x length causal prefill reaches `density`."""
+    low, high = 1, max(length, 1)
+    while low < high:  # the kept share grows with the window
+        mid = (low + high) // 2
+        kept, causal = base_cells(length, length, mid, sink)
+        low, high = (low, mid) if kept >= density * causal else (mid + 1, high)
+    return low
+
+
+def block_cells(n_q: int, n_k: int, size: int, q_len: int, k_len: int, device="cpu") -> torch.Tensor:
+    """float64 [n_q, n_k]: causal cells inside each size x size block (positions absolute, queries the last
+    q_len of k_len)."""
+    q_off = k_len - q_len
+    rows = torch.arange(q_off, k_len, device=device)
+    first = torch.arange(n_k, device=device) * size
+    per_row = (rows[:, None] + 1 - first[None, :]).clamp(min=0, max=size)  # [Sq, n_k]
+    per_row = torch.minimum(per_row, (k_len - first).clamp(min=0)[None, :])
+    cells = torch.zeros(n_q, n_k, device=device, dtype=torch.float64)
+    cells.index_add_(0, (rows // size).clamp(max=n_q - 1), per_row.double())
+    return cells
+
+
+def block_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
+    """Kept share of a blocks-only pattern from per-block causal cell counts: float [B, H]."""
+    blocks = pattern.blocks.to(device)
+    cells = block_cells(*blocks.shape[-2:], pattern.block, q_len, k_len, device)
+    kept = (blocks.double() * cells).sum((-2, -1))
+    return (kept / causal_area(q_len, k_len)).float().expand(batch, heads).clone()
+
+
+def exact_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device,
+                  chunk: int = 256) -> torch.Tensor:
+    """Kept share of any pattern by counting its mask in row chunks (exact; O(S^2) work, O(chunk x S) memory)."""
+    kept = torch.zeros(batch, heads, device=device, dtype=torch.float64)
+    for start in range(k_len - q_len, k_len, chunk):
+        stop = min(start + chunk, k_len)
+        keep = pattern.keep_mask(batch, heads, stop - start, k_len, device, q_start=start)
+        kept += keep.sum((-2, -1)).double()
+    return (kept / causal_area(q_len, k_len)).float()
+
+
+def pattern_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
+    """float32 [B, H]: kept cells / causal cells for queries at the last q_len of k_len positions."""
+    if pattern.blocks is not None:
+        only_blocks = not pattern.sink and not pattern.window and pattern.columns is None and pattern.slashes is None
+        fn = block_density if only_blocks else exact_density
+        return fn(pattern, batch, heads, q_len, k_len, device)
+    q_off = k_len - q_len
+    window, sink = max(int(pattern.window), 0), max(int(pattern.sink), 0)
+    base, causal = base_cells(q_len, k_len, window, sink)
+    kept = torch.full((batch, heads), float(base), dtype=torch.float64, device=device)
+    cols = None
+    if pattern.columns is not None and pattern.columns.shape[-1]:
+        cols = prepare_columns(pattern.columns.to(device), batch, heads, k_len)
+        real = first_of_run(cols) & (cols >= sink)
+        rows = (k_len - torch.clamp(cols + window, min=q_off)).clamp(min=0)
+        kept += torch.where(real, rows, 0).sum(-1).double()
+    if pattern.slashes is not None and pattern.slashes.shape[-1]:
+        d = prepare_columns(pattern.slashes.to(device), batch, heads, k_len)
+        real = first_of_run(d) & (d >= window)
+        d = torch.where(real, d, 0)
+        lo = torch.clamp(q_off - d, min=0).clamp(min=sink)  # keys j = i - d in [lo, hi)
+        hi = k_len - d
+        span = (hi - lo).clamp(min=0)
+        if cols is not None:  # keys already counted as columns (first of each run, at or past the sinks)
+            c = torch.where(first_of_run(cols) & (cols >= sink), cols, -1).sort(-1).values.contiguous()
+            inside = (torch.searchsorted(c, hi.contiguous()) - torch.searchsorted(c, lo.contiguous())).clamp(min=0)
+            span = torch.where(hi > lo, span - inside, 0)
+        kept += torch.where(real, span, 0).double().sum(-1)
+    return (kept / causal).float()

@@ -1,0 +1,122 @@
+"""What every attention method is: a name, a validated dataclass config and a causal prefill.
+
+Tensors use transformers' layout: q [B, Hq, S, D], k/v [B, Hkv, S, D] with kv heads not expanded.
+
+A sparse method subclasses SparseMethod and only builds its pattern (`build_pattern`), like a kvpress press;
+the base runs it on the shared executor and derives from it the keep mask, the density and the per-layer
+stats. Methods whose kept set is not a SparsePattern say what it is through `plan` (e.g. oracle-topk's RowTopK).
+"""
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from attention.density import pattern_density
+from attention.executor import run_pattern
+from attention.pattern import SparsePattern
+from harness.options import InputError, changed_options
+from harness.options import check_range as _check_range
+
+FULL_MASK_MAX = 4096  # a method known only by its dense keep_mask can be measured up to this length
+
+
+class ConfigError(InputError):
+    """A bad method name or option; the message is one line naming the fix."""
+
+
+def check_range(name: str, value: float, low: float, high: float, low_open=False, high_open=False) -> None:
+    _check_range(name, value, low, high, low_open, high_open, error=ConfigError)
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    def validate(self) -> None:
+        """Raise ConfigError with a one-line message when a field is out of range."""
+
+
+@dataclasses.dataclass
+class FullMask:
+    """A method's own dense keep mask [B, H, S, S] (methods with no pattern; small S only)."""
+    keep: torch.Tensor
+
+
+class AttentionMethod:
+    """Base class. Subclasses set name, Config and description, and implement prefill."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    sparse: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig | None = None):
+        self.config = config if config is not None else self.Config()
+        self.config.validate()
+        self.stats: list[dict] = []  # one entry per prefill call (per layer), e.g. per-head density
+
+    def prefill(self, q, k, v, scale: float, layer_idx: int = 0) -> torch.Tensor:
+        """Causal prefill attention; returns [B, Hq, S, D] in q's dtype."""
+        raise NotImplementedError
+
+    def keep_mask(self, q, k, scale: float, layer_idx: int = 0) -> torch.Tensor | None:
+        """Dense bool [B, Hq, S, S] of what prefill attends (small sizes; None = dense causal)."""
+        return None
+
+    def plan(self, q, k, scale: float, layer_idx: int = 0):
+        """What prefill keeps for these q, k, for diagnostics: a SparsePattern, another plan (RowTopK,
+        FullMask), or None for dense causal. A sparse method known only by its keep_mask is measured through
+        that mask at small lengths; one with neither raises, so a mask is never silently taken for dense."""
+        if not self.sparse:
+            return None
+        if q.shape[2] > FULL_MASK_MAX:
+            raise NotImplementedError(f"{self.name}: no pattern and length {q.shape[2]} > {FULL_MASK_MAX} for its "
+                                      "dense keep_mask; build it as a SparseMethod")
+        keep = self.keep_mask(q, k, scale, layer_idx)
+        if keep is None:
+            raise NotImplementedError(f"{self.name}: neither a pattern nor a keep_mask; diagnostics cannot see "
+                                      "its prefill mask")
+        causal = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
+        return FullMask(keep.to(torch.bool) & causal)
+
+    @property
+    def recall_target(self) -> float | None:
+        """The share of attention mass the method itself aims to keep (SampleAttention's alpha), if it has one."""
+        return None
+
+    def compress_cache(self, layer_idx: int, k, v):
+        """Optional hook after prefill: return (k, v) to keep in the cache, or None to keep all."""
+        return None
+
+    def spec(self) -> str:
+        """Name plus the options that differ from their defaults, e.g. 'sample:alpha=0.8' (the full config is
+        stored beside it in every cell)."""
+        changed = changed_options(self.config)
+        return f"{self.name}:{changed}" if changed else self.name
+
+    def record(self, layer_idx: int, **values) -> None:
+        self.stats.append({"layer": layer_idx, **values})
+
+
+class SparseMethod(AttentionMethod):
+    """A method whose prefill is a SparsePattern run on the shared executor; subclasses build the pattern."""
+
+    sparse = True
+
+    def build_pattern(self, q, k, scale: float, layer_idx: int = 0) -> SparsePattern:
+        raise NotImplementedError
+
+    def prefill(self, q, k, v, scale, layer_idx=0):
+        pattern = self.build_pattern(q, k, scale, layer_idx)
+        out = run_pattern(q, k, v, pattern, scale)
+        self.record(layer_idx, density=self.density(pattern, q, k))
+        return out
+
+    def density(self, pattern: SparsePattern, q, k) -> torch.Tensor:
+        """Kept share of the causal area per head, a device tensor (no host sync inside the prefill)."""
+        return pattern_density(pattern, q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device).mean(0)
+
+    def plan(self, q, k, scale, layer_idx=0):
+        return self.build_pattern(q, k, scale, layer_idx)
+
+    def keep_mask(self, q, k, scale, layer_idx=0):
+        pattern = self.build_pattern(q, k, scale, layer_idx)
+        return pattern.keep_mask(q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
