@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check-length", type=int, default=8192)
     parser.add_argument("--length", type=int, default=131072)
     parser.add_argument("--methods", default="dense,sample:density=0.1")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--unguarded", action="store_true",
                         help="only the split check without the current-device hooks (its own process)")
