@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from attention.density import pattern_density
-from attention.executor import run_pattern
+from attention.executor import dense_attention, run_dense, run_pattern, triton_enabled
 from attention.pattern import SparsePattern
 from harness.options import InputError, changed_options
 from harness.options import check_range as _check_range
@@ -105,10 +105,32 @@ class SparseMethod(AttentionMethod):
         raise NotImplementedError
 
     def prefill(self, q, k, v, scale, layer_idx=0):
+        predicted = self.predicted_density(q.shape[2], k.shape[2])
+        if predicted is not None and self.dense_wins(predicted, q, k):
+            return self.run_dense(q, k, v, scale, layer_idx, predicted)
         pattern = self.build_pattern(q, k, scale, layer_idx)
         out = run_pattern(q, k, v, pattern, scale)
-        self.record(layer_idx, density=self.density(pattern, q, k))
+        density = self.density(pattern, q, k)
+        self.record(layer_idx, density=density, selected_density=density, path="sparse")
         return out
+
+    # dense fallback (attention.executor.DENSE_LIMITS): a layer runs dense when its density predicts no gain.
+    # The measured limits apply on CUDA only (they are the GPU kernels'; CPU runs are for accuracy); an explicit
+    # dense_above applies wherever the Triton path runs (tests force it on the CPU interpreter).
+    def predicted_density(self, q_len: int, k_len: int) -> float | None:
+        """The density the pattern will have, when the host knows it without looking at q, k (fixed patterns,
+        fixed budgets); None = only the built pattern tells (no fallback before it, which would need a sync)."""
+        return None
+
+    def dense_wins(self, density: float, q, k) -> bool:
+        dense_above = getattr(self.config, "dense_above", -1.0)
+        return (q.is_cuda or dense_above >= 0) and triton_enabled(q.device) and run_dense(density, k.shape[2],
+                                                                                          dense_above)
+
+    def run_dense(self, q, k, v, scale, layer_idx, selected) -> torch.Tensor:
+        """Dense causal attention for this layer, recorded as such: executed density 1, path dense."""
+        self.record(layer_idx, density=1.0, selected_density=selected, path="dense", dense_fallback="density")
+        return dense_attention(q, k, v, scale, getattr(self.config, "dense_backend", "cudnn"))
 
     def density(self, pattern: SparsePattern, q, k) -> torch.Tensor:
         """Kept share of the causal area per head, a device tensor (no host sync inside the prefill)."""

@@ -114,6 +114,9 @@ def find_embedded_gguf(name: str) -> Path:
 
 def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
     """(folder or hub id, gguf file name or None, known max context)."""
+    if name.startswith("random:"):  # timing-only architecture with random weights (harness/random_models.py)
+        from harness.random_models import config_dict
+        return name, None, config_dict(name).get("max_position_embeddings")
     if name in EMBEDDED:
         path = find_embedded_gguf(name)
         return path.parent, path.name, EMBEDDED[name].max_context
@@ -139,6 +142,16 @@ def default_dtype(device: str):
 
 
 def load_model(name: str, device: str = "cpu", dtype=None, device_map: str | None = None) -> LoadedModel:
+    if name.startswith("random:"):
+        from harness.random_models import load_random
+
+        if device_map:  # hook(scale): built on the first GPU, then split by accelerate
+            from harness.device_map import dispatch
+
+            loaded = load_random(name, "cuda:0" if device.startswith("cuda") else device, dtype)
+            loaded.model = dispatch(loaded.model, device_map)
+            return loaded
+        return load_random(name, device, dtype)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -35,18 +35,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def prefill(model, input_ids):
-    """Forward over the whole prompt and pick the first token: what TTFT measures."""
+def prefill(model, input_ids, suppress=()):
+    """Forward over the whole prompt and pick the first token: what TTFT measures. The first token is never one of
+    `suppress` (generate()'s min_length=prompt+1, which official LongBench sets where it stops at a newline)."""
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1].argmax(dim=-1), out.past_key_values
+    logits = out.logits[:, -1]
+    if suppress:
+        logits[:, list(suppress)] = float("-inf")
+    return logits.argmax(dim=-1), out.past_key_values
 
 
-def greedy_decode(model, first_token, cache, prompt_len: int, max_new_tokens: int, stop_ids: set[int]) -> list[int]:
-    """Greedy decode with explicit positions, so a cache compressed by the method (H2O) keeps true positions."""
+def greedy_decode(model, first_token, cache, prompt_len: int, max_new_tokens: int, stop_ids: set[int],
+                  stop_after: set[int] = frozenset()) -> list[int]:
+    """Greedy decode with explicit positions, so a cache compressed by the method (H2O) keeps true positions.
+    stop_ids (EOS) end generation and are dropped; stop_after ids (a sample's stop strings) end it and are kept."""
     tokens = [int(first_token)]
     token = first_token.view(1, 1)
     for step in range(1, max_new_tokens):
-        if tokens[-1] in stop_ids:
+        if tokens[-1] in stop_ids or tokens[-1] in stop_after:
             break
         position = torch.tensor([[prompt_len + step - 1]], device=token.device)
         out = model(input_ids=token, past_key_values=cache, position_ids=position, use_cache=True)
@@ -81,12 +87,15 @@ def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> di
     model, tokenizer, device = loaded.model, loaded.tokenizer, options.device
     ids = torch.tensor([sample.input_ids], device=device)
     method.stats.clear()
+    eos = stop_token_ids(model, tokenizer)
+    stops = {tokenizer.encode(text, add_special_tokens=False)[-1] for text in sample.stop}  # as official pred.py
+    suppress = sorted(eos | stops) if stops else ()
 
     def timed_prefill():
         method.stats.clear()  # keep only the last prefill's per-layer stats
         if options.prefill != "plain":  # hook(scale): memory linear in length; same first token
             return long_prefill.prefill(model, ids, options.prefill_chunk, keep_cache=options.prefill == "chunked")
-        return prefill(model, ids)
+        return prefill(model, ids, suppress)
 
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -100,17 +109,20 @@ def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> di
         peak = max(split.values())
     stats = summarize_stats(list(method.stats))
     extra = long_prefill.cell_fields(options.prefill, options.prefill_chunk)  # hook(scale)
-    if cache is None:  # KV cache dropped during prefill (timing only): nothing to decode after the first token
-        new_tokens, extra["timing_only"], extra["first_token"] = [int(first)], True, int(first)
-    else:
-        hf.compress_cache(cache, method)
-        budget = options.max_new_tokens or sample.max_new_tokens
-        new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, stop_token_ids(model, tokenizer))
-    prediction = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    if split:  # hook(scale): a split model's peak per GPU
+        extra.update(peak_mem_gib_per_device=split, layers_per_device=device_map.layers_per_device(model))
+    if getattr(loaded, "timing_only", False) or getattr(sample, "meta", {}).get("timing_only"):
+        return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak,
+                "prompt_tokens": ids.shape[1], "timing_only": True, **stats}  # random weights / timing task
+    if cache is None:  # KV cache dropped during prefill (hook(scale)): nothing to decode after the first token
+        return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak,
+                "prompt_tokens": ids.shape[1], "timing_only": True, "first_token": int(first), **stats}
+    hf.compress_cache(cache, method)
+    budget = options.max_new_tokens or sample.max_new_tokens
+    new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, eos, stops)
+    prediction = tokenizer.decode(new_tokens, skip_special_tokens=True)  # raw: each task scores it as its official code
     return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
-            "new_tokens": len(new_tokens), "prediction": prediction, **stats,
-            **({"peak_mem_gib_per_device": split, "layers_per_device": device_map.layers_per_device(model)}
-               if split else {})}
+            "new_tokens": len(new_tokens), "prediction": prediction, **stats}
 
 
 def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
@@ -170,9 +182,8 @@ def execute_cell(loaded, method, sample, options, task) -> dict:
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         print(f"warning: {method.spec()} failed on {sample.id}: {message}", file=sys.stderr)
         return {"status": "error", "error": message}
+    if not result.get("timing_only"):
+        result["scores"] = task.score(sample, result["prediction"])
+        result["score"] = result["scores"].get("score")
     result["status"] = "ok"
-    if result.get("timing_only"):  # hook(scale): one token is no answer to score
-        return result
-    result["scores"] = task.score(sample, result["prediction"])
-    result["score"] = result["scores"].get("score")
     return result

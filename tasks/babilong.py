@@ -1,23 +1,26 @@
-"""BABILong qa1-qa5: bAbI facts hidden in long background text (Kuratov et al. 2024).
+"""BABILong: bAbI facts hidden in long background text (Kuratov et al. 2024).
 
-Sources: source=gen (default: seeded offline stories in Paul Graham essays, exact token lengths),
+Sources: source=gen (default: seeded offline stories in Paul Graham essays, exact token lengths; qa1-qa5),
 source=hub (RMT-team/babilong) or hub1k (RMT-team/babilong-1k-samples) through `datasets`,
-or path=FILE_OR_DIR with the official rows (input, question, target) as JSON, JSONL or parquet.
-Prompts and answer matching are the official ones (booydar/babilong prompts.py and metrics.py).
+or path=FILE_OR_DIR with the official rows (input, question, target) as JSON, JSONL or parquet (qa1-qa20).
+Prompts, labels and answer matching are the official ones (booydar/babilong prompts.py and metrics.py), and so is
+generation (scripts/run_model_on_babilong.py: greedy, 20 new tokens, no stop strings, decoded output stripped).
 """
+import dataclasses
 import json
 import random
+import typing
 from functools import cache
 from pathlib import Path
 
 from tasks.babilong_gen import story
 from tasks.base import Sample, Task, TaskError, register
 from tasks.haystack import haystack
-from tasks.options import whole_number
 from tasks.render import assemble_at, chat_frame, text_ids
 from tasks.tabular import read_rows
 
-QAS = ["qa1", "qa2", "qa3", "qa4", "qa5"]
+QAS = ["qa1", "qa2", "qa3", "qa4", "qa5"]  # the default set, and the generator's
+OFFICIAL_QAS = [f"qa{i}" for i in range(1, 21)]  # in the official data
 HUB = {"hub": "RMT-team/babilong", "hub1k": "RMT-team/babilong-1k-samples"}
 CONFIGS = ["0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k"]
 
@@ -46,12 +49,17 @@ def preprocess_output(output: str) -> str:
 
 def compare_answers(target: str, output: str, question: str, task_labels) -> bool:
     """Official BABILong matching: the target must be the only label in the first sentence, not counting
-    labels that the question itself mentions."""
+    labels that the question itself mentions; a comma-separated target longer than 3 characters (qa8's
+    "apple,milk"; not qa19's "n,w", itself a label) needs exactly its parts."""
     output = preprocess_output(output)
+    target = target.lower()
     labels = {label.lower() for label in task_labels}
     in_question = {label for label in labels if label in question.lower()}
     in_output = {label for label in labels if label in output} - in_question
-    return target.lower() in in_output and len(in_output) == 1
+    if "," in target and len(target) > 3:
+        parts = target.split(",")
+        return all(part in in_output for part in parts) and len(in_output) == len(parts)
+    return target in in_output and len(in_output) == 1
 
 
 def split_prompt(qa: str) -> tuple[str, str]:
@@ -90,28 +98,44 @@ def load_hub(repo: str, cfg: str, qa: str) -> list[dict]:
                         "path=FILE_OR_DIR with the official JSON/JSONL/parquet, or use source=gen") from None
 
 
+@dataclasses.dataclass
+class BabilongConfig:
+    qa: str = "+".join(QAS)     # tasks joined by '+': qa1-qa5 generated, qa1-qa20 from the official data
+    source: typing.Literal["gen", "hub", "hub1k"] = "gen"  # gen: offline generator; hub/hub1k: RMT-team datasets
+    path: str = ""              # official rows (JSON/JSONL/parquet), a file or a folder; overrides source
+    haystack: str = ""          # a folder of .txt files for the generator instead of the Paul Graham essays
+    max_new_tokens: int = 20    # official run_model_on_babilong.py: 20
+
+    def validate(self):
+        bad = [q for q in self.qa.split("+") if q not in OFFICIAL_QAS]
+        if bad:
+            raise TaskError(f"babilong: unknown qa {', '.join(bad)}; choose from qa1 ... qa20, joined by '+'")
+        ungenerated = [q for q in self.qa.split("+") if q not in QAS]
+        if not self.path and self.source == "gen" and ungenerated:
+            raise TaskError(f"babilong: the offline generator makes qa1-qa5 only, not {', '.join(ungenerated)}; "
+                            "use source=hub, hub1k or path=FILE_OR_DIR for the official data")
+        if self.path and not Path(self.path).expanduser().exists():
+            raise TaskError(f"babilong: path {self.path} does not exist; give the official BABILong JSON/JSONL/"
+                            f"parquet file or folder, or use source=hub ({HUB['hub']}) or source=gen")
+        if self.max_new_tokens < 1:
+            raise TaskError(f"babilong: max_new_tokens={self.max_new_tokens} must be a whole number >= 1")
+
+
 @register
 class Babilong(Task):
     name = "babilong"
-    description = ("BABILong qa1-qa5 (options: qa=qa1+qa2, source=gen|hub|hub1k, path=FILE_OR_DIR, haystack=/dir, "
-                   "max_new_tokens=20)")
+    Config = BabilongConfig
+    description = ("BABILong (options: qa=qa1+qa2 (qa1-qa5 generated, qa1-qa20 official), source=gen|hub|hub1k, "
+                   "path=FILE_OR_DIR, haystack=/dir, max_new_tokens=20)")
 
-    def __init__(self, qa: str = "+".join(QAS), source: str = "gen", path: str = "", haystack: str = "",
-                 max_new_tokens: str = "20", **options):
-        super().__init__(**options)
-        self.qas = qa.split("+")
-        bad = [q for q in self.qas if q not in QAS]
-        if bad:
-            raise TaskError(f"babilong: unknown qa {', '.join(bad)}; choose from {'+'.join(QAS)}")
-        self.source = "local" if path else source
-        if self.source not in ("gen", "local", *HUB):
-            raise TaskError(f"babilong: source={source!r}; choose gen, hub, hub1k or give path=FILE_OR_DIR")
-        self.path = Path(path).expanduser() if path else None
-        if self.path and not self.path.exists():
-            raise TaskError(f"babilong: path {path} does not exist; give the official BABILong JSON/JSONL/parquet "
-                            f"file or folder, or use source=hub ({HUB['hub']}) or source=gen")
-        self.folder = haystack or None
-        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens)
+    def __init__(self, config=None):
+        super().__init__(config)
+        cfg = self.config
+        self.qas = cfg.qa.split("+")
+        self.source = "local" if cfg.path else cfg.source
+        self.path = Path(cfg.path).expanduser() if cfg.path else None
+        self.folder = cfg.haystack or None
+        self.max_new_tokens = cfg.max_new_tokens
 
     def count(self, n):
         # n <= 0 asks for every official row, a number known only once a split is loaded
@@ -134,7 +158,8 @@ class Babilong(Task):
             facts, question, answer = story(qa, f"{seed}-{qa}-{i}")
             rng = random.Random(f"babilong-{seed}-{qa}-{length}-{i}")
             sid = f"babilong-{qa}-{length}-{i}" + (f"-s{seed}" if seed else "")
-            meta = {"qa": qa, "question": question, "source": "gen", "facts": len(facts)}
+            meta = {"qa": qa, "question": question, "source": "gen", "facts": len(facts),
+                    "generation": self.generation(tokenizer)}
             if not length:  # 0k: the facts alone, as in the official 0k split
                 before, after = chat_frame(tokenizer)
                 ids = before + text_ids(tokenizer, head + " ".join(facts) + tail.format(question=question)) + after
@@ -166,10 +191,15 @@ class Babilong(Task):
             ids = before + text_ids(tokenizer, text) + after
             yield Sample(f"babilong-{qa}-{cfg}-{k}", self.name, length, ids, row["target"], self.max_new_tokens,
                          {"qa": qa, "question": row["question"], "source": origin, "config": cfg,
-                          "tokens": len(ids)})
+                          "tokens": len(ids), "generation": self.generation(tokenizer)})
+
+    def generation(self, tokenizer) -> dict:
+        """Generation settings, as official run_model_on_babilong.py uses them (recorded per sample and cell)."""
+        return {"max_new_tokens": self.max_new_tokens, "official_max_new_tokens": 20, "stop": [], "greedy": True,
+                "chat_template": bool(getattr(tokenizer, "chat_template", None))}
 
     def score(self, sample, prediction):
-        qa = sample.meta["qa"]
-        labels = prompts()["labels"][qa]
-        return {"score": float(compare_answers(sample.answer, prediction, sample.meta["question"], labels)),
-                "contains": float(sample.answer.lower() in prediction.lower())}
+        output = prediction.strip()  # official run_model_on_babilong.py strips the decoded text before matching
+        labels = prompts()["labels"][sample.meta["qa"]]
+        return {"score": float(compare_answers(sample.answer, output, sample.meta["question"], labels)),
+                "contains": float(sample.answer.lower() in output.lower())}

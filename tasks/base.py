@@ -6,7 +6,7 @@ from harness.options import InputError, build_config, parse_spec, unquote
 from harness.registry import Registry
 
 # built-in tasks: importing a module registers its tasks
-BUILTINS = ("tasks.passkey", "tasks.needle", "tasks.babilong", "tasks.longbench")
+BUILTINS = ("tasks.passkey", "tasks.needle", "tasks.babilong", "tasks.longbench", "tasks.ruler", "tasks.tokens")
 
 
 class TaskError(InputError):
@@ -22,6 +22,9 @@ class Sample:
     answer: str | list[str]    # reference answer(s)
     max_new_tokens: int = 32
     meta: dict = dataclasses.field(default_factory=dict)  # e.g. depth, dataset, truncation
+    # Strings whose token ends generation, as official LongBench pred.py stops samsum: the last token of each
+    # string's encoding is a stop id (kept in the prediction), never chosen as the first new token.
+    stop: list[str] = dataclasses.field(default_factory=list)
 
 
 class Task:

@@ -4,7 +4,13 @@ Data: path=DIR holding the official JSONL files (the unzipped data.zip of the hu
 qasper.jsonl, qasper_e.jsonl, ...), or, without path, that data.zip from the hub (cached by huggingface_hub,
 so a machine that fetched it once works offline). Prompts longer than the requested length are cut in the
 middle (the official advice: both ends hold instructions); each sample records what was cut.
+
+Generation and scoring follow official pred.py and eval.py: the official prompt templates byte for byte, the
+chat template only where pred.py uses one, the official max new tokens, samsum stopped at the newline token, and
+the raw decoded text scored (only the few-shot datasets keep just their first line, as eval.py does). Each
+sample's meta["generation"] records these settings, and so each cell.
 """
+import dataclasses
 import json
 import zipfile
 from functools import cache
@@ -12,7 +18,6 @@ from pathlib import Path
 
 from tasks import longbench_metrics
 from tasks.base import Sample, Task, TaskError, register
-from tasks.options import flag, whole_number
 from tasks.render import chat_frame, text_ids
 from tasks.tabular import read_rows
 
@@ -91,20 +96,48 @@ def default_specials(tokenizer) -> list[int]:
     return tokenizer("", add_special_tokens=True)["input_ids"]
 
 
+def generation(cfg: dict, max_new_tokens: int | None, tokenizer) -> dict:
+    """One dataset's generation settings, as official pred.py uses them (recorded per sample, so per cell).
+
+    chat_template: whether the prompt went through the tokenizer's chat template (pred.py's build_chat, skipped
+    for the few-shot and code datasets; a tokenizer without one gets the plain prompt).
+    """
+    return {"max_new_tokens": max_new_tokens or cfg["maxlen"], "official_max_new_tokens": cfg["maxlen"],
+            "stop": list(cfg["stop"]), "first_line": cfg["first_line"], "greedy": True,
+            "chat_template": bool(cfg["chat"] and getattr(tokenizer, "chat_template", None))}
+
+
+@dataclasses.dataclass
+class LongBenchConfig:
+    datasets: str = "all"       # all, en, a group (single multi summ fewshot synthetic code) or names, joined by '+'
+    e: bool = False             # LongBench-E (13 datasets, length buckets) instead of LongBench v1
+    path: str = ""              # a folder of the official JSONL files; empty: the hub's data.zip from the cache
+    max_new_tokens: int | None = None  # None: each dataset's official budget (dataset2maxlen.json)
+
+    def validate(self):
+        resolve_datasets(self.datasets, self.e)
+        if self.path and not Path(self.path).expanduser().is_dir():
+            raise TaskError(f"longbench: path {self.path} is not a folder; {MISSING}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise TaskError(f"longbench: max_new_tokens={self.max_new_tokens} must be a whole number >= 1")
+
+
 @register
 class LongBench(Task):
     name = "longbench"
+    Config = LongBenchConfig
     description = ("LongBench v1 / LongBench-E with official prompts and metrics (options: datasets=all|en|single|"
                    "multi|summ|fewshot|synthetic|code|NAME+NAME, e=1 for LongBench-E, path=DIR, max_new_tokens=)")
 
-    def __init__(self, datasets: str = "all", e: str = "0", path: str = "", max_new_tokens: str = "", **options):
-        super().__init__(**options)
-        self.e = flag(self.name, "e", e)
-        self.datasets = resolve_datasets(datasets, self.e)
-        self.path = Path(path).expanduser() if path else None
-        if self.path and not self.path.is_dir():
-            raise TaskError(f"longbench: path {path} is not a folder; {MISSING}")
-        self.max_new_tokens = whole_number(self.name, "max_new_tokens", max_new_tokens) if max_new_tokens else None
+    def __init__(self, options: LongBenchConfig | None = None):  # not `config`: that is the official table here
+        super().__init__(options)
+        cfg = self.config
+        self.e = cfg.e
+        self.datasets = resolve_datasets(cfg.datasets, cfg.e)
+        self.path = Path(cfg.path).expanduser() if cfg.path else None
+        self.max_new_tokens = cfg.max_new_tokens
+        if any(config()["datasets"][d]["metric"] == "code_sim" for d in self.datasets):
+            longbench_metrics.check_code_sim()  # before any generation: without it lcc/repobench-p drift
         self._rows: dict[str, list[dict]] = {}
         self._ids: dict[tuple, list[int]] = {}
 
@@ -141,12 +174,15 @@ class LongBench(Task):
                         meta["bucket"] = longbench_metrics.bucket(row["length"])
                     if cfg["metric"] == "classification":
                         meta["all_classes"] = list(row.get("all_classes") or [])
+                    meta["generation"] = generation(cfg, self.max_new_tokens, tokenizer)
                     answers = [str(a) for a in row["answers"]]
                     yield Sample(id=f"longbench-{dataset}{'_e' if self.e else ''}-{length}-{k}", task=self.name,
                                  length=length, input_ids=ids, answer=answers,
-                                 max_new_tokens=self.max_new_tokens or cfg["maxlen"], meta=meta)
+                                 max_new_tokens=meta["generation"]["max_new_tokens"], meta=meta,
+                                 stop=list(cfg["stop"]))
 
     def score(self, sample, prediction):
+        """`prediction` is the raw decoded text, as official eval.py reads it from pred.py's output."""
         cfg = config()["datasets"][sample.meta["dataset"]]
         answers = sample.answer if isinstance(sample.answer, list) else [sample.answer]
         value = longbench_metrics.score(cfg["metric"], prediction, answers, sample.meta.get("all_classes"),

@@ -2,7 +2,11 @@
 
 lm-eval (and rouge, jieba, fuzzywuzzy, which its metrics need) is imported lazily, on first score.
 code_sim is the one metric whose lm-eval copy drifted from the official (it skips blank lines the official keeps),
-so its line selection is done here, the official way, before fuzzywuzzy's ratio.
+so its line selection is done here, the official way, before fuzzywuzzy's ratio. That ratio is the official one
+only with python-Levenshtein installed: without it fuzzywuzzy silently falls back to difflib, whose ratio differs,
+so code_sim refuses to run without it.
+Predictions come in raw (as decoded): official eval.py strips nothing, and leading indentation or a blank first
+line changes code_sim and the first-line datasets' scores.
 """
 import importlib
 import logging
@@ -11,7 +15,7 @@ from functools import cache
 
 from tasks.base import TaskError
 
-PIP = "pip install lm-eval rouge jieba fuzzywuzzy"
+PIP = "pip install lm-eval rouge jieba fuzzywuzzy python-Levenshtein"
 LM_EVAL_NAMES = {"qa_f1": "qa_f1_score", "qa_f1_zh": "qa_f1_zh_score", "rouge": "rouge_score",
                  "rouge_zh": "rouge_zh_score", "classification": "classification_score",
                  "retrieval": "retrieval_score", "retrieval_zh": "retrieval_zh_score", "count": "count_score"}
@@ -31,6 +35,17 @@ def _lm_eval_metrics():
     return module
 
 
+def check_code_sim() -> None:
+    """code_sim's official numbers need fuzzywuzzy on python-Levenshtein, not its difflib fallback."""
+    _lm_eval_metrics()  # same optional dependencies, same one-line error
+    from fuzzywuzzy import fuzz
+
+    if fuzz.SequenceMatcher.__module__ != "fuzzywuzzy.StringMatcher":
+        raise TaskError("LongBench code_sim (lcc, repobench-p) needs python-Levenshtein: without it fuzzywuzzy "
+                        "falls back to difflib and scores differ from the official; "
+                        "run `pip install python-Levenshtein`")
+
+
 def code_sim_score(prediction: str, ground_truth: str, **_) -> float:
     """Official: the first line (after leading newlines) that is not a comment or a code fence."""
     from fuzzywuzzy import fuzz
@@ -42,7 +57,7 @@ def code_sim_score(prediction: str, ground_truth: str, **_) -> float:
 
 def metric(name: str):
     if name == "code_sim":
-        _lm_eval_metrics()  # same optional dependencies, same one-line error
+        check_code_sim()
         return code_sim_score
     return getattr(_lm_eval_metrics(), LM_EVAL_NAMES[name])
 

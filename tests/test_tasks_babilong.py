@@ -1,4 +1,6 @@
+import json
 import re
+from pathlib import Path
 
 import pandas
 import pytest
@@ -6,9 +8,11 @@ import pytest
 from tasks.babilong import Babilong, compare_answers, config_name, prompts
 from tasks.babilong_gen import GENERATORS, story
 from tasks.base import TaskError, build_task
+from tests.fixtures.longbench_scripted import run_scripted, text_script
 from tests.fixtures.tokenizer import smollm2_tokenizer
 
 FIXTURES = "tests/fixtures/babilong"
+OFFICIAL = Path(__file__).parent / "fixtures" / "babilong_official.json"
 PLACES = prompts()["labels"]["qa1"]
 
 
@@ -128,7 +132,9 @@ def test_missing_data_gives_one_line_errors(tok, tmp_path):
         next(build_task(f"babilong:qa=qa1,path={tmp_path}").samples(tok, [4096]))
     assert "\n" not in str(err.value)
     with pytest.raises(TaskError, match="unknown qa"):
-        build_task("babilong:qa=qa9")
+        build_task("babilong:qa=qa21")
+    with pytest.raises(TaskError, match="generator makes qa1-qa5 only, not qa9; use source=hub"):
+        build_task("babilong:qa=qa1+qa9")
     with pytest.raises(TaskError, match="source="):
         build_task("babilong:source=web")
 
@@ -136,7 +142,7 @@ def test_missing_data_gives_one_line_errors(tok, tmp_path):
 def test_hub_source_offline_names_the_dataset_and_the_alternatives(tok, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    task = Babilong(qa="qa1", source="hub1k")
+    task = build_task("babilong:qa=qa1,source=hub1k")
     with pytest.raises(TaskError, match="RMT-team/babilong-1k-samples .*path=FILE_OR_DIR.*source=gen") as err:
         next(task.samples(tok, [4096]))
     assert "\n" not in str(err.value)
@@ -153,3 +159,41 @@ def test_generated_sample_asks_the_same_story_at_every_length(tok):
     assert (short.meta["question"], short.answer, short.meta["facts"]) == \
         (long.meta["question"], long.answer, long.meta["facts"])
     assert len(long.input_ids) == 1500 and len(short.input_ids) < 1500
+
+
+def test_prompts_and_labels_are_the_official_ones_for_qa1_to_qa20():
+    official = json.loads(OFFICIAL.read_text(encoding="utf-8"))
+    assert official["_source"]["commit"] and official["_source"]["repository"].endswith("booydar/babilong")
+    assert prompts()["template"] == official["DEFAULT_TEMPLATE"]
+    assert list(official["DEFAULT_PROMPTS"]) == [f"qa{i}" for i in range(1, 21)]
+    for qa, prompt in official["DEFAULT_PROMPTS"].items():
+        assert prompts()[qa] == prompt, qa
+    assert prompts()["labels"] == official["TASK_LABELS"]
+    assert Babilong().max_new_tokens == official["max_new_tokens"]
+
+
+def test_multi_target_answers_as_official_compare_answers():
+    labels = prompts()["labels"]
+    question = "What is Daniel carrying?"
+    # qa8: a comma-separated target longer than 3 characters needs exactly its parts among the output's labels
+    assert compare_answers("apple,milk", "apple,milk", question, labels["qa8"])
+    assert compare_answers("apple,milk", "Milk and apple.", question, labels["qa8"])
+    assert not compare_answers("apple,milk", "apple", question, labels["qa8"])
+    assert not compare_answers("apple,milk", "apple, milk, football", question, labels["qa8"])
+    assert compare_answers("nothing", "nothing", question, labels["qa8"])
+    # qa19's "n,w" is itself a label (3 characters): the single-label rule
+    assert compare_answers("n,w", "n,w", "How do you go from the kitchen to the hallway?", labels["qa19"])
+    assert not compare_answers("n,w", "n,w or s,e", "How do you go from the kitchen to the hallway?", labels["qa19"])
+
+
+def test_official_qa8_rows_scored_through_the_runner(tok):
+    task = build_task(f"babilong:qa=qa8,path={FIXTURES}")
+    carrying, empty = task.samples(tok, [1024], n=0)
+    assert carrying.answer == "apple,milk" and carrying.meta["config"] == "1k"
+    assert carrying.meta["generation"] == {"max_new_tokens": 20, "official_max_new_tokens": 20, "stop": [],
+                                           "greedy": True, "chat_template": True}
+    assert prompts()["qa8"]["examples"] in tok.decode(carrying.input_ids)
+    for sample, text, score in [(carrying, "  apple, milk\n", 1.0), (carrying, "\nApple. Then milk.", 0.0),
+                                (empty, "nothing ", 1.0)]:
+        result = run_scripted(task, sample, tok, text_script(tok, text))
+        assert result["prediction"] == text and result["score"] == score

@@ -1,14 +1,18 @@
+import json
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from tasks import longbench, longbench_metrics
 from tasks.base import TaskError, build_task
 from tasks.render import chat_frame, text_ids
-from tests.fixtures.tokenizer import smollm2_tokenizer
+from tests.fixtures.longbench_scripted import run_scripted, text_script
+from tests.fixtures.tokenizer import plain_tokenizer, smollm2_tokenizer
 
 FIXTURES = "tests/fixtures/longbench"
+OFFICIAL = Path(__file__).parent / "fixtures" / "longbench_official.json"
 
 
 @pytest.fixture(scope="module")
@@ -16,18 +20,22 @@ def tok():
     return smollm2_tokenizer()
 
 
-def test_official_config_table():
+def test_config_is_the_official_one_byte_for_byte():
+    """Every dataset's prompt, max new tokens, chat use, stop, first-line rule and metric against the official
+    pred.py / eval.py / config files, committed as a fixture with its source commit."""
+    official = json.loads(OFFICIAL.read_text(encoding="utf-8"))
+    assert official["_source"]["commit"] and official["_source"]["repository"].endswith("THUDM/LongBench")
     cfg = longbench.config()["datasets"]
-    assert len(cfg) == 21 and len(longbench.config()["longbench_e"]) == 13
-    assert all("{context}" in c["prompt"] for c in cfg.values())
-    # official dataset2maxlen.json and eval.py dataset2metric, spot-checked by hand
-    assert {d: cfg[d]["maxlen"] for d in ("qasper", "hotpotqa", "gov_report", "trec", "lcc", "passage_count")} == \
-        {"qasper": 128, "hotpotqa": 32, "gov_report": 512, "trec": 64, "lcc": 64, "passage_count": 32}
-    assert {d: cfg[d]["metric"] for d in ("dureader", "lsht", "passage_retrieval_zh", "repobench-p")} == \
-        {"dureader": "rouge_zh", "lsht": "classification", "passage_retrieval_zh": "retrieval_zh",
-         "repobench-p": "code_sim"}
-    assert [d for d, c in cfg.items() if not c["chat"]] == ["trec", "triviaqa", "samsum", "lsht", "lcc",
-                                                           "repobench-p"]
+    assert list(cfg) == list(official["dataset2prompt"])  # the 21 datasets, in pred.py's order
+    for name, c in cfg.items():
+        assert c["prompt"] == official["dataset2prompt"][name], name
+        assert c["maxlen"] == official["dataset2maxlen"][name], name
+        assert c["chat"] == (name not in official["no_chat_template"]), name
+        assert c["stop"] == (["\n"] if name in official["stop_at_newline"] else []), name
+        assert c["first_line"] == (name in official["first_line"]), name
+        assert c["metric"] == official["dataset2metric"][name], name
+    assert longbench.config()["longbench_e"] == official["longbench_e"]
+    assert "asconcisely" in cfg["narrativeqa"]["prompt"]  # the official typo, kept
 
 
 def test_dataset_groups():
@@ -164,3 +172,84 @@ def test_bad_option_values_are_task_errors():
         build_task("needle:max_new_tokens=0")
     with pytest.raises(TaskError, match="unknown option"):
         build_task("babilong:colour=blue")
+
+
+def test_generation_settings_are_recorded_per_sample(tok):
+    samsum, qasper, lcc = build_task(f"longbench:datasets=samsum+qasper+lcc,path={FIXTURES}").samples(tok, [4000])
+    assert samsum.stop == ["\n"] and qasper.stop == [] and lcc.stop == []
+    assert samsum.meta["generation"] == {"max_new_tokens": 128, "official_max_new_tokens": 128, "stop": ["\n"],
+                                         "first_line": True, "greedy": True, "chat_template": False}
+    assert qasper.meta["generation"]["chat_template"] and not lcc.meta["generation"]["chat_template"]
+    plain = next(build_task(f"longbench:datasets=qasper,path={FIXTURES}").samples(plain_tokenizer(), [4000]))
+    assert not plain.meta["generation"]["chat_template"]  # no template to apply: the plain prompt, as recorded
+    short = next(build_task(f"longbench:datasets=qasper,max_new_tokens=7,path={FIXTURES}").samples(tok, [4000]))
+    assert short.max_new_tokens == 7 and short.meta["generation"]["official_max_new_tokens"] == 128
+
+
+@pytest.fixture(scope="module")
+def by_dataset(tok):
+    task = build_task(f"longbench:datasets=lcc+trec+samsum+multifieldqa_zh+qasper,path={FIXTURES}")
+    return task, {s.meta["dataset"]: s for s in task.samples(tok, [4000])}
+
+
+# (dataset, decoded text, official score worked by hand, score of the stripped text the runner used to score)
+# code_sim is fuzz.ratio of the first line (after leading newlines) without `, # or //: with python-Levenshtein
+# that is round(100 x 2 x LCS / (len a + len b)) / 100; the reference line is "    return total" (16 characters).
+REAL_LOOKING = [
+    ("lcc", "    return total\n\ndef sub(a, b):", 1.0, 0.86),  # stripped "return total": 2*12/28 -> 86
+    ("lcc", "\n    return total", 1.0, 0.86),                   # a leading blank line is skipped
+    ("lcc", "    # done\n    return total", 1.0, 1.0),         # comment lines are skipped
+    ("lcc", "    return total  ", 0.94, 0.86),                 # trailing spaces: 2*16/34 -> 94
+    ("lcc", "   ", 0.32, 0.0),                                 # whitespace only: 2*3/19 -> 32; "" scores 0
+    ("trec", "\nIndividual\nQuestion: Who is he ?", 1.0, 1.0),  # first line after leading newlines
+    ("trec", " \nIndividual", 0.0, 1.0),                        # official: the first line " " holds no class
+    ("trec", "Individual ", 1.0, 1.0),
+    ("multifieldqa_zh", "\n是北京大学。  ", 2 / 3, 2 / 3),   # jieba: 是|北京大学|。 -> P 1/2, R 1
+    ("qasper", "\n\nPenn Treebank  ", 1.0, 1.0),               # normalised tokens [penn, treebank]
+    ("qasper", "  \n ", 0.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("dataset,text,official,stripped", REAL_LOOKING)
+def test_runner_scores_the_raw_decoded_text(tok, by_dataset, dataset, text, official, stripped):
+    task, samples = by_dataset
+    script = text_script(tok, text)
+    assert tok.decode([ids[0] for ids in script]) == text
+    result = run_scripted(task, samples[dataset], tok, script)
+    assert result["status"] == "ok" and result["prediction"] == text  # stored raw
+    assert result["score"] == pytest.approx(official)
+    assert task.score(samples[dataset], text.strip())["score"] == pytest.approx(stripped)
+
+
+def test_samsum_stops_at_the_newline_token_as_official_pred_py(tok, by_dataset):
+    task, samples = by_dataset
+    newline = tok.encode("\n", add_special_tokens=False)[-1]
+    summary = text_script(tok, "Amanda will bring Jerry cookies.")
+    script = [[newline, summary[0][0]], *summary[1:], [newline], *text_script(tok, "Dialogue: Kate: Hi")]
+    result = run_scripted(task, samples["samsum"], tok, script)
+    # generate(min_length=prompt+1): the newline may not come first, so the second choice does; the newline
+    # that ends generation stays in the prediction, as in pred.py's output
+    assert result["prediction"] == "Amanda will bring Jerry cookies.\n"
+    assert result["new_tokens"] == len(summary) + 1
+    # rouge-L F (rouge 1.0.1): LCS [Amanda, Jerry] = 2 of 5 words on each side: P = R = 0.4
+    assert result["score"] == pytest.approx(0.4, abs=1e-6)
+    # without a stop (trec) a newline first token is kept and generation runs on
+    trec = run_scripted(task, samples["trec"], tok, [[newline, summary[0][0]], *summary, [newline]])
+    assert trec["prediction"] == "\nAmanda will bring Jerry cookies.\n"
+
+
+def test_code_sim_needs_levenshtein_ratio_not_difflib(monkeypatch):
+    # Levenshtein's ratio is 2 x LCS / (len a + len b): "bcac" and "a cb" share "ac", 4/8 = 0.5; difflib's
+    # greedy blocks find one character, 2/8 = 0.25: fuzzywuzzy's number without python-Levenshtein
+    assert longbench_metrics.score("code_sim", "bcac", ["a cb"]) == 0.5
+    import difflib
+
+    from fuzzywuzzy import fuzz
+
+    monkeypatch.setattr(fuzz, "SequenceMatcher", difflib.SequenceMatcher)
+    assert fuzz.ratio("bcac", "a cb") == 25
+    with pytest.raises(TaskError, match="pip install python-Levenshtein"):
+        longbench_metrics.score("code_sim", "bcac", ["a cb"])
+    with pytest.raises(TaskError, match="python-Levenshtein"):  # before any generation
+        build_task(f"longbench:datasets=code,path={FIXTURES}")
+    build_task(f"longbench:datasets=qasper,path={FIXTURES}")  # other datasets do not need it

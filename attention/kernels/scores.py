@@ -1,4 +1,5 @@
 """Launcher for stage 1: sampled column / diagonal scores (the whole-row column scores H2O reuses too)."""
+import dataclasses
 import os
 
 import torch
@@ -16,6 +17,11 @@ def scores_config(head_dim: int) -> tuple[int, int, int, int]:
     if os.environ.get("ATTN_SCORES_CFG") and head_dim == 128:
         return tuple(int(x) for x in os.environ["ATTN_SCORES_CFG"].split(","))
     return (128, 128, 4, 3) if head_dim <= 128 else (64, 64, 8, 3)
+
+
+def half_exp(q) -> bool:
+    """ATTN_SCORES_EXP16=1: packed fp16 exp2 in stage 1 (GPU only; an experiment, off by default)."""
+    return os.environ.get("ATTN_SCORES_EXP16") == "1" and q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
 
 
 def head_pack(group: int, head_dim: int) -> int:
@@ -36,10 +42,37 @@ def pad_rows(rows: torch.Tensor) -> torch.Tensor:
     return torch.cat([rows, rows.new_full((pad,), -1)]) if pad else rows.contiguous()
 
 
-def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = False):
+@dataclasses.dataclass(frozen=True)
+class RowPlan:
+    """The sampled rows as the stage-1 kernels read them, built once per shape and reused by every layer."""
+    rows: torch.Tensor      # int32, padded with -1 to a multiple of BLOCK
+    first_rb: torch.Tensor  # int32 [key blocks]: first row block whose last row reaches each key block
+    full_rb: torch.Tensor   # int32 [key blocks]: first row block (>= first_rb) whose first row is past the block
+    full_end: torch.Tensor  # int32 [1]: row blocks before this one hold no unused (-1) row
+
+
+def row_plan(rows: torch.Tensor, q_len: int, k_len: int, head_dim: int, with_diag: bool = False) -> RowPlan:
+    rows = pad_rows(rows)
+    n_rb = rows.numel() // BLOCK
+    kb2 = BLOCK if with_diag else scores_config(head_dim)[1]
+    # first row block whose last row reaches each key block (blocks are ascending)
+    block_last = torch.where(rows >= 0, rows + (k_len - q_len), -1).view(n_rb, BLOCK).amax(1)
+    block_last = torch.cummax(block_last, 0).values.contiguous()
+    key_first = torch.arange(triton.cdiv(k_len, kb2), device=rows.device, dtype=block_last.dtype) * kb2
+    first_rb = torch.searchsorted(block_last, key_first)
+    # unmasked tiles in pass 2: every row of the block valid and at or past the key block's last key
+    block_first = torch.where(rows >= 0, rows + (k_len - q_len), k_len).view(n_rb, BLOCK).amin(1)
+    block_first = torch.cummax(block_first, 0).values.contiguous()
+    full_rb = torch.maximum(torch.searchsorted(block_first, key_first + kb2 - 1), first_rb)
+    full_end = (rows.view(n_rb, BLOCK) >= 0).all(1).int().cumprod(0).sum().view(1)
+    return RowPlan(rows, first_rb.to(torch.int32), full_rb.to(torch.int32), full_end.to(torch.int32))
+
+
+def sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
     """Sum over the sampled query rows of their exact causal softmax probabilities.
 
-    q [B, Hq, Sq, D], k [B, Hkv, Sk, D]; rows: query indices into q (ascending within each BLOCK; -1 = unused).
+    q [B, Hq, Sq, D], k [B, Hkv, Sk, D]; rows: query indices into q (ascending within each BLOCK; -1 = unused),
+    or a RowPlan of them (row_plan; two launches per call then, nothing else).
     Returns (columns [B, Hq, Sk] fp32, diagonals [B, Hq, Sk] fp32 or None), diagonal d = query pos - key pos.
     with_diag needs every BLOCK of rows to be consecutive positions (a run), padding only at a run's end.
     """
@@ -47,9 +80,8 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
     kv_heads, k_len = k.shape[1], k.shape[2]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
         q, k = q.contiguous(), k.contiguous()
-    rows = pad_rows(rows.to(q.device))
-    n_rows = rows.numel()
-    n_rb = n_rows // BLOCK
+    plan = rows if isinstance(rows, RowPlan) else row_plan(rows, q_len, k_len, head_dim, with_diag)
+    rows, n_rows, n_rb = plan.rows, plan.rows.numel(), plan.rows.numel() // BLOCK
     q_off = k_len - q_len
     bh = batch * heads
     m = torch.empty(bh, n_rows, dtype=torch.float32, device=q.device)
@@ -60,17 +92,12 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
               heads, heads // kv_heads, k_len, q_off, n_rows)
     pack = head_pack(heads // kv_heads, head_dim)
     row_stats_kernel[(n_rb, bh // pack)](q, k, rows, m, l, *common, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK,
-                                         BLOCK_N=kb1, PACK=pack, F32=interpreter_f32(q),
+                                         BLOCK_N=kb1, PACK=pack, F32=interpreter_f32(q), HALF=half_exp(q),
                                          num_warps=max(warps, 2 * pack), num_stages=stages)
-    # first row block whose last row reaches each key block (blocks are ascending)
-    block_last = torch.where(rows >= 0, rows + q_off, -1).view(n_rb, BLOCK).amax(1)
-    block_last = torch.cummax(block_last, 0).values.contiguous()
     n_kb = triton.cdiv(k_len, kb2)
-    key_first = torch.arange(n_kb, device=q.device, dtype=block_last.dtype) * kb2
-    first_rb = torch.searchsorted(block_last, key_first).to(torch.int32)
     col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
     diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
-    column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, first_rb, col, diag, *common, n_rb, scale * LOG2E,
+    column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, plan.first_rb, plan.full_rb, plan.full_end, col, diag, *common, n_rb, scale * LOG2E,
                                      HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
-                                     F32=interpreter_f32(q), num_warps=warps, num_stages=stages)
+                                     F32=interpreter_f32(q), HALF=half_exp(q), num_warps=warps, num_stages=stages)
     return col, (diag if with_diag else None)

@@ -5,11 +5,12 @@ sampled query rows; stage 2 keeps per head the fewest columns reaching alpha of 
 columns within a density budget); the shared executor then runs sink + window + columns (+ slashes).
 """
 import dataclasses
+import functools
 import math
 
 import torch
 
-from attention import selection
+from attention import executor, selection
 from attention.density import base_cells
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
@@ -32,6 +33,9 @@ class SampleConfig(MethodConfig):
     sink: int = 4              # first tokens always kept
     density: float = 0.0       # > 0: fixed budget, best columns until this share of the causal area (replaces
                                # alpha / alpha_c; column_slash still adds its alpha_s diagonals on top)
+    dense_above: float = -1.0  # GPU: a layer whose selected density reaches this runs dense (-1: the measured
+                               # per-length limit, attention/executor.py DENSE_LIMITS; 0: always; 1: never)
+    dense_backend: str = "cudnn"  # SDPA backend of those dense layers: cudnn | flash | efficient | auto
 
     def validate(self):
         check_range("alpha", self.alpha, 0, 1, low_open=True)
@@ -48,6 +52,10 @@ class SampleConfig(MethodConfig):
             raise ConfigError(f"granularity={self.granularity} is not one of: 1 (columns), 64, 128 (key blocks)")
         if self.sink < 0:
             raise ConfigError(f"sink={self.sink} must be >= 0")
+        if self.dense_above != -1.0:
+            check_range("dense_above", self.dense_above, 0, 1)
+        if self.dense_backend not in ("cudnn", "flash", "efficient", "auto"):
+            raise ConfigError(f"dense_backend={self.dense_backend!r} is not one of: cudnn, flash, efficient, auto")
 
 
 def strided_rows(q_len: int, r_row: float, device) -> torch.Tensor:
@@ -81,6 +89,48 @@ class SampleAttention(SparseMethod):
     def recall_target(self) -> float:
         cfg = self.config
         return cfg.alpha_c if cfg.pattern == "column_slash" else cfg.alpha
+
+    def predicted_density(self, q_len, k_len):
+        """Window + sinks cover this much whatever is selected; a fixed budget is known too (no sync)."""
+        return self._predicted(q_len, k_len)
+
+    @functools.lru_cache(maxsize=64)  # host arithmetic once per shape: TTFT of small models is host-bound
+    def _predicted(self, q_len, k_len):
+        window = math.ceil(self.config.r_w * k_len)
+        base, causal = base_cells(q_len, k_len, window, min(self.config.sink, k_len))
+        floor = base / causal
+        return max(self.config.density, floor) if self.config.density > 0 else floor
+
+    def prefill(self, q, k, v, scale, layer_idx=0):
+        """The column pattern on the Triton path runs fused: stage 1 on a cached row plan (2 launches), stage 2
+        in one launch (threshold + compaction + ranges + density), the sparse kernel (1): no host sync. With
+        alpha (adaptive) and a limit below 1, a probe (stages on the last RUN rows only, ~1% of stage 1 at 128K)
+        estimates the density first; reading it is the layer's one host sync. Other cases: the base path."""
+        cfg = self.config
+        if cfg.pattern != "column" or cfg.granularity != 1 or not executor.fused_columns_supported(q, k):
+            return super().prefill(q, k, v, scale, layer_idx)
+        q_len, k_len, head_dim = q.shape[2], k.shape[2], q.shape[3]
+        predicted = self.predicted_density(q_len, k_len)
+        if self.dense_wins(predicted, q, k):
+            return self.run_dense(q, k, v, scale, layer_idx, predicted if cfg.density > 0 else None)
+        window = math.ceil(cfg.r_w * k_len)
+        base, causal = base_cells(q_len, k_len, window, min(cfg.sink, k_len))
+        budget = max(0.0, cfg.density * causal - base) if cfg.density > 0 else None
+        alpha = None if budget is not None else cfg.alpha
+        common = dict(sink=cfg.sink, window=window, base=base, causal=causal, alpha=alpha, budget=budget)
+        if budget is None and self.dense_wins(1.0, q, k):  # the fallback is on: probe first
+            probe = executor.row_plan(("probe",), lambda: torch.arange(max(0, q_len - RUN), q_len, device=q.device),
+                                      q_len, k_len, head_dim, q.device)
+            estimate = float(executor.select_fused(q, k, scale, probe, **common)[3].mean())  # the one sync
+            if self.dense_wins(estimate, q, k):
+                return self.run_dense(q, k, v, scale, layer_idx, estimate)
+        plan = executor.row_plan(("rows", cfg.r_row), lambda: strided_rows(q_len, cfg.r_row, q.device), q_len, k_len,
+                                 head_dim, q.device)
+        selected = executor.select_fused(q, k, scale, plan, **common)
+        out = executor.run_fused(q, k, v, scale, window, selected)
+        density = selected[3][0] if q.shape[0] == 1 else selected[3].mean(0)  # a view: no launch, no sync
+        self.record(layer_idx, density=density, selected_density=density, path="sparse")
+        return out
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config

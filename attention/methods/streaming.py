@@ -9,7 +9,7 @@ Runs on the shared executor: on CUDA a sink+window pattern is a block mask (see 
 import dataclasses
 import math
 
-from attention.density import window_for_density
+from attention.density import base_cells, window_for_density
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
@@ -21,6 +21,7 @@ class StreamingConfig(MethodConfig):
     window: int | None = None  # recent tokens, the query itself included; None = r_w of the sequence
     r_w: float = 0.08       # window as a share of the sequence when window = 0
     density: float = 0.0    # > 0: solve the window for this kept share (replaces window and r_w)
+    dense_above: float = -1.0  # GPU: run a layer dense at this density or more (-1: measured limits; 1: never)
 
     def validate(self):
         if self.n_sink < 0:
@@ -29,6 +30,8 @@ class StreamingConfig(MethodConfig):
             raise ConfigError(f"window={self.window} must be >= 1 (the query itself), or none for r_w of the sequence")
         check_range("r_w", self.r_w, 0.0, 1.0, low_open=True)
         check_range("density", self.density, 0.0, 1.0)
+        if self.dense_above != -1.0:
+            check_range("dense_above", self.dense_above, 0.0, 1.0)
 
 
 @register
@@ -45,3 +48,7 @@ class StreamingLLM(SparseMethod):
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         return SparsePattern(sink=self.config.n_sink, window=self.window(k.shape[2]))
+
+    def predicted_density(self, q_len, k_len):  # a fixed pattern: its density is known before any work
+        base, causal = base_cells(q_len, k_len, self.window(k_len), min(self.config.n_sink, k_len))
+        return base / causal

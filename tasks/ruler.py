@@ -1,0 +1,155 @@
+"""RULER (Hsieh et al. 2024): NVIDIA's 13 synthetic long-context subtasks, token-exact, offline and seeded.
+
+Templates, answer prefixes, generation budgets and subtask settings are read from the installed official package
+(`long_context_eval/data/synthetic/constants.py` and `synthetic.yaml`); the generators follow its scripts
+(tasks/ruler_gen.py) and the metrics its constants.py (tasks/ruler_metrics.py). The prompt is the task template in
+the user turn of the model's chat template, then RULER's answer prefix opening the assistant turn (RULER appends it
+after the model template); a model without a chat template gets RULER's 'base' template: BOS, task, prefix.
+"""
+import dataclasses
+import importlib
+import random
+from functools import cache
+
+from tasks.base import Sample, Task, TaskError, register
+from tasks.render import chat_frame, text_ids
+from tasks.ruler_data import RULER_PACKAGE, _package_root
+from tasks.ruler_gen import make_family
+from tasks.ruler_metrics import FAMILY_METRIC, METRICS, postprocess
+
+SUBTASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
+            "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2")
+GROUPS = {"all": SUBTASKS, "niah": SUBTASKS[:8], "synthetic": SUBTASKS[:11], "qa": SUBTASKS[11:]}
+
+
+@dataclasses.dataclass
+class RulerConfig:
+    tasks: str = "all"   # subtask names or groups (all, niah, synthetic, qa) joined by '+'
+    samples: int = 0     # samples per subtask and length; 0: the run's --samples
+
+    def validate(self):
+        self.subtasks()
+        if self.samples < 0:
+            raise TaskError(f"ruler: samples={self.samples} must be a whole number >= 0")
+
+    def subtasks(self) -> tuple[str, ...]:
+        """The chosen subtasks, in RULER's order."""
+        chosen = set()
+        for name in filter(None, (t.strip() for t in self.tasks.split("+"))):
+            if name not in GROUPS and name not in SUBTASKS:
+                raise TaskError(f"ruler: unknown subtask {name!r}; choose from: {', '.join(SUBTASKS)} "
+                                f"or a group ({', '.join(GROUPS)})")
+            chosen.update(GROUPS.get(name, (name,)))
+        if not chosen:
+            raise TaskError("ruler: tasks= is empty; pass subtasks joined by '+', e.g. tasks=niah_single_1+vt")
+        return tuple(t for t in SUBTASKS if t in chosen)
+
+
+@dataclasses.dataclass(frozen=True)
+class Official:
+    family: str            # the generator family (synthetic.yaml's `task`)
+    args: dict
+    template: str
+    answer_prefix: str
+    tokens_to_generate: int
+    metric: str
+
+
+@cache
+def official() -> dict[str, Official]:
+    """Each subtask's settings, from the installed nvidia-long-context-eval."""
+    import yaml
+
+    root = _package_root("long_context_eval", RULER_PACKAGE, "RULER (its templates and data)")
+    try:
+        constants = importlib.import_module("long_context_eval.data.synthetic.constants").TASKS
+        subtasks = yaml.safe_load((root / "synthetic.yaml").read_text())
+    except (ImportError, OSError) as err:
+        raise TaskError(f"ruler: cannot read RULER's settings ({err}); run `pip install --no-deps {RULER_PACKAGE}`")
+    out = {}
+    for name in SUBTASKS:
+        family = subtasks[name]["task"]
+        base = constants[family]
+        out[name] = Official(family, dict(subtasks[name]["args"]), base["template"], base["answer_prefix"],
+                             base["tokens_to_generate"], FAMILY_METRIC[family])
+    return out
+
+
+def pack(tokenizer, length: int, family, spec) -> tuple[list[int], object, int]:
+    """The prompt of exactly `length` tokens with the largest haystack that fits, and its draft and size n.
+
+    Token ids: chat frame before + head (template and context) + pad (token prefix of more haystack, filling
+    what is left) + tail (the question) + chat frame after + answer prefix.
+    """
+    before, after = chat_frame(tokenizer)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    sizes = {}
+
+    def size(n):
+        if n not in sizes:
+            draft = family.render(spec, n)
+            prefix = draft.answer_prefix.lstrip() if chat else draft.answer_prefix
+            parts = (text_ids(tokenizer, draft.head), text_ids(tokenizer, draft.tail), text_ids(tokenizer, prefix))
+            sizes[n] = (len(before) + len(after) + sum(len(p) for p in parts), draft, parts)
+        return sizes[n][0]
+
+    lo, top = family.min_units(spec), family.max_units()
+    if size(lo) > length:
+        raise ValueError(f"needs {size(lo)} tokens at its smallest, more than the requested {length}")
+    hi = lo + 1
+    while hi <= top and size(hi) <= length:  # double until it does not fit, then bisect
+        lo, hi = hi, min(top + 1, hi + 2 * (hi - lo))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if size(mid) <= length else (lo, mid)
+    used, draft, (head, tail, prefix) = sizes[lo]
+    pad = text_ids(tokenizer, draft.pad)[:length - used]
+    if used + len(pad) != length:
+        raise ValueError(f"the haystack ran out {length - used - len(pad)} tokens short of {length}")
+    return before + head + pad + tail + after + prefix, draft, lo
+
+
+@register
+class Ruler(Task):
+    name = "ruler"
+    description = ("RULER's 13 subtasks (NVIDIA), official templates and metrics, token-exact; options: "
+                   f"tasks=all|niah|synthetic|qa or names joined by '+' ({' '.join(SUBTASKS)}), "
+                   "samples=N per subtask and length (0: the run's --samples)")
+
+    Config = RulerConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.subtasks = self.config.subtasks()
+
+    def _per_task(self, n: int) -> int:
+        return self.config.samples or n
+
+    def count(self, n):
+        return self._per_task(n) * len(self.subtasks)
+
+    def samples(self, tokenizer, lengths, n=1, seed=0):
+        settings = official()
+        for length in lengths:
+            for subtask in self.subtasks:
+                cfg = settings[subtask]
+                family = make_family(cfg.family, cfg.args, cfg.template, cfg.answer_prefix)
+                for i in range(self._per_task(n)):
+                    yield self.sample(tokenizer, length, subtask, cfg, family, i, seed)
+
+    def sample(self, tokenizer, length, subtask, cfg, family, i, seed) -> Sample:
+        # The content (keys, values, question, ...) comes from (subtask, seed, i) alone: the same at every length.
+        rng = random.Random(f"ruler-{subtask}-{seed}-{i}")
+        spec = family.spec(rng, length, i, lambda text: len(text_ids(tokenizer, text)))
+        try:
+            ids, draft, units = pack(tokenizer, length, family, spec)
+        except ValueError as err:
+            raise TaskError(f"ruler: {subtask} at length {length}: {err}") from None
+        meta = {"subtask": subtask, "metric": cfg.metric, "haystack_units": units, **draft.meta}
+        return Sample(f"ruler-{subtask}-{length}-{i}", self.name, length, ids, list(draft.answers),
+                      cfg.tokens_to_generate, meta)
+
+    def score(self, sample, prediction):
+        metric = sample.meta["metric"]
+        value = METRICS[metric](postprocess(prediction), list(sample.answer))
+        return {"score": value, metric: value}
