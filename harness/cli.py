@@ -59,6 +59,18 @@ def handler(parser, module: str, function: str):
     parser.set_defaults(handler=(module, function))
 
 
+def add_scale_flags(parser) -> None:
+    """hook(scale): data-parallel ranks and models split over GPUs (harness/distributed.py, harness/device_map.py)."""
+    parser.add_argument("--gpus", type=int, default=None, metavar="N",
+                        help="run the cells on N ranks, one GPU each (starts torchrun --nproc-per-node N)")
+    parser.add_argument("--device-map", default=None, choices=["auto", "balanced"],
+                        help="split one model's layers over the visible GPUs with accelerate (larger than one GPU)")
+    parser.add_argument("--prefill", default="plain", choices=["plain", "chunked", "chunked-nocache"],
+                        help="chunked: row-wise parts over --prefill-chunk tokens (memory linear in length, same "
+                        "first token); chunked-nocache also drops each layer's KV cache (timing only, no decode)")
+    parser.add_argument("--prefill-chunk", type=int, default=16384, help="tokens per chunk of --prefill chunked")
+
+
 def build_parser() -> Parser:
     from harness import diagnose_cli, report_cli
 
@@ -67,9 +79,11 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser("run", help="one model x methods x lengths on one task; writes a run folder")
     add_common(run)
+    add_scale_flags(run)
     handler(run, "harness.commands", "cmd_run")
     sweep = sub.add_parser("sweep", help="a grid of models x methods (x settings) x tasks x lengths x samples")
     add_common(sweep, grid=True)
+    add_scale_flags(sweep)
     sweep.add_argument("spec", nargs="?", default=None, help="YAML sweep file (keys: models, methods, tasks, lengths, "
                        "samples, seed, device, repeats, warmup, max_new_tokens, beyond_context); flags otherwise")
     handler(sweep, "harness.commands", "cmd_sweep")
@@ -88,6 +102,7 @@ def one_line(err: BaseException) -> str:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # hook(scale): what --gpus relaunches
         # before anything imports huggingface_hub (it reads these once): no network unless --download
         offline = "0" if getattr(args, "download", False) else "1"
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):

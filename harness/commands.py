@@ -39,12 +39,27 @@ def spec_from_flags(args, models: list[str] | None = None, tasks: list[str] | No
                      lengths=parse_lengths(lengths) if isinstance(lengths, str) else lengths,
                      samples=flag("samples"), seed=flag("seed"), device=flag("device"), repeats=args.repeats,
                      warmup=args.warmup, max_new_tokens=args.max_new_tokens,
-                     beyond_context=bool(args.beyond_context))
+                     beyond_context=bool(args.beyond_context),
+                     device_map=getattr(args, "device_map", None), prefill=getattr(args, "prefill", "plain"),
+                     prefill_chunk=getattr(args, "prefill_chunk", 16384))  # hook(scale)
+
+
+def launch_ranks(args) -> int | None:
+    """hook(scale): --gpus N starts torchrun, whose N ranks each run this same command; None inside a rank."""
+    from harness import distributed
+
+    if not getattr(args, "gpus", None) or distributed.current().active:
+        return None
+    return distributed.launch(args.gpus, args.argv, args.device)
 
 
 def cmd_run(args) -> int:
     from harness import driver
     from harness.runner import RunMeasure
+
+    launched = launch_ranks(args)
+    if launched is not None:
+        return launched
 
     given = given_flags(args, [args.model] if args.model else None, [args.task] if args.task else None)
     store, counts = driver.execute(args, "run", lambda: spec_from_flags(args), RunMeasure(),
@@ -57,6 +72,10 @@ def cmd_sweep(args) -> int:
     from harness import driver
     from harness.runner import RunMeasure
     from harness.sweep import SweepSpec, load_spec_file
+
+    launched = launch_ranks(args)
+    if launched is not None:
+        return launched
 
     models = [m for m in args.models.split(",") if m] if args.models else None
     if args.resume and args.spec:
@@ -75,8 +94,11 @@ def cmd_sweep(args) -> int:
 
 
 def finish(store, counts: dict) -> None:
+    from harness import distributed
     from harness.driver import count_text
 
+    if not distributed.current().leader:  # hook(scale): rank 0 speaks for the sweep
+        return
     print_summary(store)
     print(f"results: {store.folder} ({count_text(counts)})")
 
@@ -88,6 +110,8 @@ def print_summary(store) -> None:
     import pandas as pd
 
     frame = pd.DataFrame(cells)
+    if "score" not in frame:  # hook(scale): timing-only cells have no score
+        frame["score"] = float("nan")
     table = frame.groupby(["model", "task", "method_spec", "length"]).agg(
         ttft_ms=("ttft_ms", "median"), score=("score", "mean"), cells=("key", "count"))
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))

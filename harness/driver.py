@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from harness.options import InputError
-from harness.store import RunStore
+from harness.store import CELLS_FILE, RunStore
 from harness.sweep import Plan, SweepSpec, build_methods, validate
 
 DONE = ("ok", "too_long")             # statuses a resume does not redo
@@ -111,9 +111,10 @@ def samples_for(loaded, task, length: int, plan: Plan) -> list:
     return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
 
 
-def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True) -> dict:
+def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None) -> dict:
     """Every (model x task x length x sample x method) cell not in `done`, dense first in every sample; the
-    model is loaded once per model. Returns counts by status (and `resumed`)."""
+    model is loaded once per model. Returns counts by status (and `resumed`). With `share` (a distributed sweep,
+    harness/distributed.py) this rank runs only its share of the cells still to do."""
     from tqdm.auto import tqdm
 
     from harness.models import load_model
@@ -122,7 +123,7 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
     counts: dict[str, int] = {}
     with tqdm(total=plan.total(), unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
-            loaded = load_model(model_name, options.device, progress=progress)
+            loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
             for task in plan.tasks:
                 bar.set_description(f"{model_name}/{task.name}")
                 for length in spec.lengths:
@@ -134,10 +135,13 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                             if key in done:
                                 counts["resumed"] = counts.get("resumed", 0) + 1
                                 continue
+                            if share is not None and not share.mine(key):  # hook(scale): another rank's cell
+                                continue
                             cell = {"key": key, "model": loaded.name, "method": method.name,
                                     "method_spec": method.spec(), "method_config": dataclasses.asdict(method.config),
                                     **measure.fields(method, options), "task": task.name, "sample_id": sample_id,
-                                    "length": length, "device": options.device}
+                                    "length": length, "device": options.device,
+                                    **(share.tags() if share is not None else {})}
                             if sample is None:
                                 cell.update(status="too_long", error=f"length {length} > model context "
                                             f"{loaded.max_context}")
@@ -154,17 +158,50 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
 
 def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_dense: bool = True,
             given: dict | None = None, extra_manifest: dict | None = None) -> tuple[RunStore, dict]:
-    """open_run + drive; a run folder that never got a cell (its model failed to load, say) is removed."""
-    store, plan, done, created = open_run(args, subcommand, fresh_spec, measure, default_name, add_dense, given,
-                                          extra_manifest)
-    print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done)", file=sys.stderr)
+    """open_run + drive; a run folder that never got a cell (its model failed to load, say) is removed.
+
+    Under torchrun every rank runs this: rank 0 opens the run folder and reads the done set, every rank runs its
+    share of the cells still to do into its own shard (cells.rank<R>.jsonl), the counts are summed on rank 0."""
+    from harness import distributed
+
+    info = distributed.init()
+    opened = open_run(args, subcommand, fresh_spec, measure, default_name, add_dense, given,
+                      extra_manifest) if info.leader else None
+    folder, done, created = distributed.broadcast(
+        (str(opened[0].folder), opened[2], opened[3]) if opened else None, info)
+    if opened:
+        store, plan = opened[0], opened[1]
+    else:  # the leader has written the (possibly extended) grid into the manifest
+        store = RunStore.open(Path(folder))
+        plan = validate(SweepSpec(**store.manifest()["spec"]), add_dense, quiet=True)
+    layout = distributed.layout(info, plan.options.device)  # collective: world size, each rank's device
+    if info.leader:  # world size and each rank's device, per start of the run
+        manifest = store.manifest()
+        if created:
+            manifest["distributed"] = layout
+        else:
+            manifest.setdefault("resumes", []).append(layout)
+        store.write_manifest(manifest)
+    if info.active:
+        store.shard = distributed.shard_name(info, measure.file or CELLS_FILE)
+        store.repair_torn_tail(measure.file)
+    if info.leader:
+        print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done, {info.world} rank(s))",
+              file=sys.stderr)
+    share = distributed.CellShare(info) if info.active else None
     try:
-        counts = drive(plan, store, measure, done, progress=not args.no_progress)
+        counts = drive(plan, store, measure, done, progress=not args.no_progress and info.leader, share=share)
     except BaseException:
-        if created and store.remove_if_empty():
+        if created and info.leader and store.remove_if_empty():
             print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
         raise
-    return store, counts
+    totals: dict[str, int] = {}
+    for rank, rank_counts in enumerate(distributed.gather(counts, info)):  # also waits for the slowest rank
+        for key, value in rank_counts.items():
+            if key != "resumed" or rank == 0:  # every rank skips the same done cells
+                totals[key] = totals.get(key, 0) + value
+    distributed.finish(info)
+    return store, totals
 
 
 def count_text(counts: dict) -> str:

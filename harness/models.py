@@ -224,10 +224,17 @@ def _from_gguf(folder, gguf: str, progress: bool = True):
     return model, tokenizer
 
 
-def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True, cache: bool = True
-               ) -> LoadedModel:
+def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True, cache: bool = True,
+               device_map: str | None = None) -> LoadedModel:
     if name.startswith("random:"):  # timing-only architecture with random weights (harness/random_models.py)
         from harness.random_models import load_random
+
+        if device_map:  # hook(scale): built on the first GPU, then split by accelerate
+            from harness.device_map import dispatch
+
+            loaded = load_random(name, "cuda:0" if device.startswith("cuda") else device, dtype)
+            loaded.model = dispatch(loaded.model, device_map)
+            return loaded
         return load_random(name, device, dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -257,7 +264,12 @@ def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True
     finally:
         if bars and not progress:
             hf_logging.enable_progress_bar()
-    model.to(device=device, dtype=dtype).eval()
+    if device_map:  # hook(scale): layers spread over the visible GPUs by accelerate (harness/device_map.py)
+        from harness.device_map import dispatch
+
+        model = dispatch(model.to(dtype=dtype), device_map).eval()
+    else:
+        model.to(device=device, dtype=dtype).eval()
     config_context = getattr(model.config, "max_position_embeddings", None)
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source,
                        dtype=str(dtype).removeprefix("torch."), max_context=max_context or config_context)

@@ -13,6 +13,7 @@ import torch
 from attention import hf
 from attention.registry import AttentionMethod
 from harness.options import InputError
+from harness import device_map, long_prefill
 from harness.timing import time_call
 
 
@@ -24,6 +25,8 @@ class RunOptions:
     max_new_tokens: int | None = None  # None: the task's own per-sample budget
     beyond_context: bool = False       # run lengths above the model's context (timing only)
     seed: int = 0                      # the grid's seed (diagnose samples its query rows with it)
+    prefill: str = "plain"             # hook(scale): plain | chunked | chunked-nocache (harness/long_prefill.py)
+    prefill_chunk: int = 16384
 
 
 def resolve_device(device: str) -> str:
@@ -100,22 +103,35 @@ def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> di
 
     def timed_prefill():
         method.stats.clear()  # keep only the last prefill's per-layer stats
+        if options.prefill != "plain":  # hook(scale): memory linear in length; same first token
+            return long_prefill.prefill(model, ids, options.prefill_chunk, keep_cache=options.prefill == "chunked")
         return prefill(model, ids, suppress)
 
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    ttft_ms, all_ms, (first, cache) = time_call(timed_prefill, device, options.repeats, options.warmup)
+        device_map.reset_peaks(model)  # hook(scale): every GPU of a split model
+    ttft_ms, all_ms, (first, cache) = time_call(timed_prefill, device, options.repeats, options.warmup,
+                                                sync=lambda: device_map.synchronize(model, device))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
+    split = device_map.peaks_gib(model) if device.startswith("cuda") else {}
+    if split:  # hook(scale): a split model's peak is per GPU; peak_mem_gib is the largest
+        peak = max(split.values())
     stats = summarize_stats(list(method.stats))
+    extra = long_prefill.cell_fields(options.prefill, options.prefill_chunk)  # hook(scale)
+    if split:  # hook(scale): a split model's peak per GPU
+        extra.update(peak_mem_gib_per_device=split, layers_per_device=device_map.layers_per_device(model))
     if getattr(loaded, "timing_only", False) or getattr(sample, "meta", {}).get("timing_only"):
-        return {"ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
-                "timing_only": True, **stats}  # random weights / timing task: no decode, no score
+        return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak,
+                "prompt_tokens": ids.shape[1], "timing_only": True, **stats}  # random weights / timing task
+    if cache is None:  # KV cache dropped during prefill (hook(scale)): nothing to decode after the first token
+        return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak,
+                "prompt_tokens": ids.shape[1], "timing_only": True, "first_token": int(first), **stats}
     hf.compress_cache(cache, method)
     budget = options.max_new_tokens or sample.max_new_tokens
     new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, eos, stops)
     prediction = tokenizer.decode(new_tokens, skip_special_tokens=True)  # raw: each task scores it as its official code
-    return {"ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
+    return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
             "new_tokens": len(new_tokens), "prediction": prediction, **stats}
 
 

@@ -69,6 +69,7 @@ class RunStore:
         self.folder = Path(folder)
         self.cells_path = self.folder / CELLS_FILE
         self.manifest_path = self.folder / MANIFEST_FILE
+        self.shard: str | None = None  # hook(scale): a rank's cells file (cells.rank<R>.jsonl) in a distributed sweep
 
     @staticmethod
     def is_run(folder: Path) -> bool:
@@ -109,7 +110,7 @@ class RunStore:
 
     def lines_path(self, file: str | None = None) -> Path:
         """cells.jsonl, or another JSON-lines file of the run folder (e.g. diagnostics.jsonl)."""
-        return self.cells_path if file is None else self.folder / file
+        return self.folder / (file or self.shard or CELLS_FILE)
 
     def append(self, cell: dict, file: str | None = None) -> None:
         line = json.dumps(cell, default=str)
@@ -120,12 +121,15 @@ class RunStore:
 
     def cells(self, file: str | None = None) -> list[dict]:
         """Every line that holds a JSON object. Anything else (a torn last line from a killed process, a scalar,
-        a hand-edited line) is skipped with one warning that counts them: a bad line never blocks a run."""
-        path = self.lines_path(file)
-        if not path.is_file():
-            return []
+        a hand-edited line) is skipped with one warning that counts them: a bad line never blocks a run.
+        A distributed sweep's rank shards (cells.rank<R>.jsonl) are read with the file they shard."""
+        from harness.distributed import shard_files
+
         cells, bad = [], 0
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        paths = shard_files(self.folder, file or CELLS_FILE)  # hook(scale)
+        lines = [line for path in paths for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        path = self.folder / (file or CELLS_FILE)
+        for line in lines:
             if not line.strip():
                 continue
             try:

@@ -26,6 +26,9 @@ class SweepSpec:
     warmup: int | None = None
     max_new_tokens: int | None = None
     beyond_context: bool = False  # run lengths above the model's context (timing only; accuracy is meaningless)
+    device_map: str | None = None  # hook(scale): auto | balanced: one model split over the visible GPUs
+    prefill: str = "plain"         # hook(scale): plain | chunked | chunked-nocache (harness/long_prefill.py)
+    prefill_chunk: int = 16384
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
@@ -94,7 +97,11 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     bad = [n for n in spec.lengths if n < 1]
     if bad or not spec.lengths:
         raise InputError(f"--lengths: {bad[0] if bad else 'none'} given; every length must be at least 1 token")
-    device = resolve_device(spec.device)
+    from harness import distributed
+    from harness.device_map import check as check_device_map
+
+    device = distributed.rank_device(resolve_device(spec.device))  # hook(scale): cuda:<LOCAL_RANK> per rank
+    check_device_map(spec.device_map, device, distributed.current().world)  # hook(scale)
     methods = build_methods(spec, add_dense, quiet)
     tasks = [build_task(t) for t in spec.tasks]
     for model in spec.models:
@@ -104,7 +111,9 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     options = RunOptions(device=device, repeats=spec.repeats or (3 if gpu else 1),
                          warmup=spec.warmup if spec.warmup is not None else (1 if gpu else 0),
                          max_new_tokens=spec.max_new_tokens, beyond_context=spec.beyond_context,
-                         seed=spec.seed)
+                         seed=spec.seed, prefill=spec.prefill, prefill_chunk=spec.prefill_chunk)  # hook(scale)
+    if spec.prefill not in ("plain", "chunked", "chunked-nocache") or spec.prefill_chunk < 1:
+        raise InputError("--prefill must be plain, chunked or chunked-nocache and --prefill-chunk at least 1")
     return Plan(spec, methods, tasks, options)
 
 

@@ -5,8 +5,10 @@ import time
 import torch
 
 
-def time_call(fn, device: str, repeats: int = 3, warmup: int = 1):
-    """Run fn warmup + repeats times; return (median ms, all timed ms, the last result)."""
+def time_call(fn, device: str, repeats: int = 3, warmup: int = 1, sync=None):
+    """Run fn warmup + repeats times; return (median ms, all timed ms, the last result).
+
+    `sync` (hook(scale)) waits for the work: on a model split over GPUs, for every GPU it spans."""
     result = None
     for _ in range(warmup):
         result = fn()
@@ -15,11 +17,11 @@ def time_call(fn, device: str, repeats: int = 3, warmup: int = 1):
     for _ in range(max(1, repeats)):
         if cuda:
             start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
+            (sync or (lambda: torch.cuda.synchronize(device)))()
             start.record()
             result = fn()
             stop.record()
-            torch.cuda.synchronize(device)
+            (sync or (lambda: torch.cuda.synchronize(device)))()
             times.append(start.elapsed_time(stop))
         else:
             begin = time.perf_counter()
