@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 import torch
 
+from attention.density import block_cells  # noqa: F401  (re-exported: the peers count tile cells here)
+from attention.scores import causal_scores
+
 
 def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
     """Mean over consecutive token blocks along dim -2 ([..., S, D] -> [..., ceil(S/block), D]); a short last
@@ -29,14 +32,9 @@ def block_sum(x: torch.Tensor, block: int) -> torch.Tensor:
 
 def row_probs(q, k, scale: float, rows: torch.Tensor) -> torch.Tensor:
     """Exact fp32 causal softmax of query rows `rows` (positions among the last q_len of k_len) against all keys:
-    [B, Hq, r, Sk]. Grouped kv heads are matched through a view, never expanded."""
-    batch, heads, q_len, dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    pos = rows.to(q.device) + (k_len - q_len)
-    grouped = q[:, :, rows].float().reshape(batch, kv_heads, heads // kv_heads, len(rows), dim)
-    scores = (grouped @ k.float()[:, :, None].transpose(-1, -2)).reshape(batch, heads, len(rows), k_len) * scale
-    allowed = torch.arange(k_len, device=q.device)[None, :] <= pos[:, None]
-    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    [B, Hq, r, Sk] (attention.scores.causal_scores, normalised)."""
+    pos = rows.to(q.device) + (k.shape[2] - q.shape[2])
+    return torch.softmax(causal_scores(q, k, scale, pos, rows=rows), dim=-1)
 
 
 def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
@@ -78,22 +76,6 @@ def cover_count(scores: torch.Tensor, mass: float) -> torch.Tensor:
     plus one. long [...]."""
     values, _ = ranked(scores)
     return (values.cumsum(-1) <= mass).sum(-1) + 1
-
-
-def block_cells(q_len: int, k_len: int, block: int, device=None) -> torch.Tensor:
-    """Causal (query, key) cells inside each block x block tile, queries the last q_len of k_len positions
-    (tiles counted from absolute position 0), in closed form: float64 [n, n], n = ceil(k_len / block)."""
-    n = -(-k_len // block)
-    tile = torch.arange(n, device=device, dtype=torch.float64)
-    start = tile * block
-    width = torch.clamp(start + block, max=k_len) - start                    # keys (and positions) per tile
-    row_lo = torch.clamp(start, min=k_len - q_len)                           # first query row in each tile
-    row_hi = start + width                                                   # one past the last
-    n_rows = (row_hi - row_lo).clamp(min=0)
-    below = n_rows[:, None] * width[None, :] * (tile[:, None] > tile[None, :])
-    # diagonal tile: a row at position i sees i + 1 - start keys of its own tile
-    own = (row_lo + row_hi + 1 - 2 * start) * n_rows / 2
-    return below + torch.diag(own)
 
 
 def blocks_density(blocks: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:

@@ -42,23 +42,28 @@ def window_for_density(length: int, sink: int, density: float) -> int:
     return low
 
 
-def block_cells(n_q: int, n_k: int, size: int, q_len: int, k_len: int, device="cpu") -> torch.Tensor:
-    """float64 [n_q, n_k]: causal cells inside each size x size block (positions absolute, queries the last
-    q_len of k_len)."""
-    q_off = k_len - q_len
-    rows = torch.arange(q_off, k_len, device=device)
-    first = torch.arange(n_k, device=device) * size
-    per_row = (rows[:, None] + 1 - first[None, :]).clamp(min=0, max=size)  # [Sq, n_k]
-    per_row = torch.minimum(per_row, (k_len - first).clamp(min=0)[None, :])
-    cells = torch.zeros(n_q, n_k, device=device, dtype=torch.float64)
-    cells.index_add_(0, (rows // size).clamp(max=n_q - 1), per_row.double())
-    return cells
+def block_cells(q_len: int, k_len: int, block: int, device=None) -> torch.Tensor:
+    """Causal (query, key) cells inside each block x block tile, queries the last q_len of k_len positions
+    (tiles counted from absolute position 0), in closed form: float64 [n, n], n = ceil(k_len / block)."""
+    n = -(-k_len // block)
+    tile = torch.arange(n, device=device, dtype=torch.float64)
+    start = tile * block
+    width = torch.clamp(start + block, max=k_len) - start                    # keys (and positions) per tile
+    row_lo = torch.clamp(start, min=k_len - q_len)                           # first query row in each tile
+    row_hi = start + width                                                   # one past the last
+    n_rows = (row_hi - row_lo).clamp(min=0)
+    below = n_rows[:, None] * width[None, :] * (tile[:, None] > tile[None, :])
+    # diagonal tile: a row at position i sees i + 1 - start keys of its own tile
+    own = (row_lo + row_hi + 1 - 2 * start) * n_rows / 2
+    return below + torch.diag(own)
 
 
 def block_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
     """Kept share of a blocks-only pattern from per-block causal cell counts: float [B, H]."""
     blocks = pattern.blocks.to(device)
-    cells = block_cells(*blocks.shape[-2:], pattern.block, q_len, k_len, device)
+    cells = block_cells(q_len, k_len, pattern.block, device)
+    if blocks.shape[-2:] != cells.shape:  # a table not over absolute key tiles: count its mask instead
+        return exact_density(pattern, batch, heads, q_len, k_len, device)
     kept = (blocks.double() * cells).sum((-2, -1))
     return (kept / causal_area(q_len, k_len)).float().expand(batch, heads).clone()
 

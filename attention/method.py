@@ -151,13 +151,3 @@ class SparseMethod(AttentionMethod):
     def keep_mask(self, q, k, scale, layer_idx=0):
         pattern = self.build_pattern(q, k, scale, layer_idx)
         return pattern.keep_mask(q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.device)
-
-
-class BlockSparseMethod(SparseMethod):
-    """A sparse method whose pattern is kept tiles only (SparsePattern.blocks): density from tile cell counts in
-    closed form (no per-row table at 128K)."""
-
-    def density(self, pattern: SparsePattern, q, k) -> torch.Tensor:
-        from attention.block_select import block_cells, blocks_density
-
-        return blocks_density(pattern.blocks, block_cells(q.shape[2], k.shape[2], pattern.block, q.device)).mean(0)

@@ -19,8 +19,8 @@ def causal_scores(q, k, scale: float, positions: torch.Tensor, rows: torch.Tenso
     kv_heads, k_len = k.shape[1], k.shape[2]
     q_rows = q if rows is None else q[:, :, rows]
     n = q_rows.shape[2]
-    grouped = q_rows.float().view(batch, kv_heads, heads // kv_heads, n, dim)
-    scores = (grouped @ k.float()[:, :, None].transpose(-1, -2)).view(batch, heads, n, k_len) * scale
+    grouped = q_rows.float().reshape(batch, kv_heads, heads // kv_heads, n, dim)
+    scores = (grouped @ k.float()[:, :, None].transpose(-1, -2)).reshape(batch, heads, n, k_len) * scale
     return scores.masked_fill(torch.arange(k_len, device=q.device)[None, :] > positions[:, None], float("-inf"))
 
 

@@ -60,7 +60,7 @@ class BigBird(SparseMethod):
         if self.config.density == 0:
             return self.config.random_blocks
         fixed = self.fixed_blocks(n)
-        cells = block_cells(n, n, self.config.block, length, length)
+        cells = block_cells(length, length, self.config.block)
         free = (torch.tril(torch.ones(n, n, dtype=torch.bool)) & ~fixed).sum(1)  # eligible blocks per row
         off_diagonal = cells[:, 0]  # cells of one whole block below the diagonal, per query-block row
         base, total = (cells * fixed).sum(), cells.sum()

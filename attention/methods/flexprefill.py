@@ -30,7 +30,7 @@ import torch
 
 from attention.block_select import (block_cells, block_pool_mean, block_sum, blocks_density, causal_blocks,
                                     ceil_div, diagonal_sums, js_distance, ranked, row_probs, solve, top_k_mask)
-from attention.method import BlockSparseMethod, ConfigError, MethodConfig, check_range
+from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
 from attention.registry import register
@@ -70,7 +70,7 @@ class FlexScores:
 
 
 @register
-class FlexPrefill(BlockSparseMethod):
+class FlexPrefill(SparseMethod):
     name = "flexprefill"
     Config = FlexPrefillConfig
     description = "FlexPrefill: JS-divergence head choice, gamma-cumulative vertical/slash/block tiles (block mask)"

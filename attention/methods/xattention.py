@@ -22,7 +22,7 @@ import dataclasses
 import torch
 
 from attention.block_select import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
-from attention.method import BlockSparseMethod, ConfigError, MethodConfig, check_range
+from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
 
@@ -106,7 +106,7 @@ def select_tiles(ranking: TileRanking, threshold: float) -> torch.Tensor:
 
 
 @register
-class XAttention(BlockSparseMethod):
+class XAttention(SparseMethod):
     name = "xattention"
     Config = XAttentionConfig
     description = "XAttention: antidiagonal-scored tiles, per-row threshold selection (block mask)"
