@@ -2,7 +2,7 @@
 import dataclasses
 from typing import ClassVar, Iterator
 
-from harness.options import InputError, build_config, parse_spec, unquote
+from harness.options import InputError, build_config, parse_spec
 from harness.registry import Registry
 
 # built-in tasks: importing a module registers its tasks
@@ -27,22 +27,24 @@ class Sample:
     stop: list[str] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
+class NoOptions:
+    """The Config of a task that takes no options."""
+
+
 class Task:
     """A task: `Config` is a dataclass of its options (typed and validated, like a method's), built from
     'name:key=value,...' by build_task; the task reads them from self.config."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    Config: ClassVar[type | None] = None
+    Config: ClassVar[type] = NoOptions
 
-    def __init__(self, config=None, **options: str):
-        if self.Config is not None:
-            self.config = config if config is not None else self.Config()
-            validate = getattr(self.config, "validate", None)
-            if validate is not None:
-                validate()
-        elif config is not None or options:
-            raise TaskError(f"{self.name}: unknown option(s) {', '.join(options)}")
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.Config()
+        validate = getattr(self.config, "validate", None)
+        if validate is not None:
+            validate()
 
     def samples(self, tokenizer, lengths: list[int], n: int = 1, seed: int = 0) -> Iterator[Sample]:
         raise NotImplementedError
@@ -71,6 +73,4 @@ def build_task(spec: str) -> Task:
     except InputError as err:
         raise TaskError(str(err)) from None
     cls = TASKS.get(name)
-    if cls.Config is not None:
-        return cls(build_config(cls.Config, options, name, TaskError))
-    return cls(**{key: unquote(value) for key, value in options.items()})  # tasks with keyword options
+    return cls(build_config(cls.Config, options, name, TaskError))
