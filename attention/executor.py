@@ -4,6 +4,8 @@ Where attention.backend picks Triton (CUDA by default) sink/window/column/slash 
 attention/kernels/; block patterns on CUDA go to FlexAttention (attention/flex_blocks.py); everything else runs
 the fp32-exact PyTorch path below, chunked over query rows to bound memory.
 """
+import os
+
 import torch
 
 from attention.backend import triton_enabled
@@ -131,9 +133,7 @@ def select_fused(q, k, scale: float, plan, *, sink: int, window: int, base: int,
 
 def run_fused(q, k, v, scale: float, window: int, selected) -> torch.Tensor:
     """The sparse kernel over window + a select_fused result (sinks are in its column list): one launch on the
-    portable kernel; on the Hopper path the TMA kernel's own index preparation and gather come first."""
-    import os
-
+    portable kernel; with ATTN_SPARSE_PATH=tma the TMA kernel's own index preparation and gather come first."""
     from attention.kernels.select import block_m_for, column_attention
 
     cols, col_full, col_hi, _ = selected
