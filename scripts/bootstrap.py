@@ -37,7 +37,7 @@ def prepare_model() -> None:
     """De-quantize the default GGUF model once into the user's cache, so the quickstart's first cell starts in
     seconds instead of spending most of a minute de-quantizing."""
     print("preparing smollm2-135m (de-quantized once, cached under ~/.cache/sampleattn)", flush=True)
-    subprocess.run([str(PY), "-c", "from harness.models import load_model; "
+    subprocess.run([str(PY), "-c", "from harness.models.loading import load_model; "
                     "load_model('smollm2-135m', 'cpu', progress=False)"], cwd=ROOT, check=True)
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness.store import RunStore, provenance
+from harness.running.store import RunStore, provenance
 
 
 def test_append_keeps_every_line_and_survives_a_torn_tail(tmp_path):

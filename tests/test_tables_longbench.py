@@ -4,8 +4,8 @@ import math
 import pandas as pd
 import pytest
 
-from harness import report, tables_longbench as tables
-from harness.store import RunStore
+from harness.reports import report, tables_longbench as tables
+from harness.running.store import RunStore
 from tasks.longbench_metrics import bucket
 
 # (dataset, per-sample scores) for dense and sample; lcc has 5 rows, multifieldqa_zh 1
