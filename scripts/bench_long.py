@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention import hf  # noqa: E402
 from harness.models import long_prefill  # noqa: E402
+from harness.reports.paper import PAPER  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = "dense:backend=flash,dense:backend=cudnn,sample:density=0.05,sample:density=0.1"
@@ -192,8 +193,8 @@ def git_commit() -> str:
 
 
 def paper_speedups() -> dict[int, float]:
-    """The MLSys version's TTFT speedups vs FlashAttention-2 (A100), from results/paper/ (unconfirmed)."""
-    path = REPO / "results" / "paper" / "ttft_speedup.csv"
+    """The MLSys version's TTFT speedups vs FlashAttention-2 (A100), from harness/reports/paper_tables/ (unconfirmed)."""
+    path = PAPER / "ttft_speedup.csv"
     if not path.is_file():
         return {}
     with open(path) as handle:
@@ -229,7 +230,7 @@ def table(rows: list[dict], meta: dict) -> str:
              f"do not grow with layers); the whole model's weights would take {meta['full_model_weights_gib']} GiB. "
              "Speedups are "
              "against the dense rows of this run. Paper: SampleAttention MLSys version, TTFT vs FlashAttention-2 "
-             "on an A100 (unconfirmed except 5.29x at 1M; results/paper/).",
+             "on an A100 (unconfirmed except 5.29x at 1M; harness/reports/paper_tables/).",
              "",
              "| length | method | status | TTFT ms | ms/layer | density | vs flash | vs cuDNN | peak GiB | paper vs FA2 |",
              "|---|---|---|---|---|---|---|---|---|---|"]

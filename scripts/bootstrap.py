@@ -3,6 +3,7 @@
 
     python3 scripts/bootstrap.py quickstart   # set up, then a short run on SmolLM2 (GPU if present, else CPU)
     python3 scripts/bootstrap.py test         # set up, then the test suite (CPU; Triton kernels interpreted)
+    python3 scripts/bootstrap.py lint         # set up, then ruff over the whole checkout (rules in pyproject.toml)
 """
 import os
 import subprocess
@@ -71,7 +72,10 @@ def main() -> int:
         setup()
         env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
         return subprocess.run([str(PY), "-m", "pytest", *sys.argv[2:]], cwd=ROOT, env=env).returncode
-    print("usage: python3 scripts/bootstrap.py quickstart|test [extra args]", file=sys.stderr)
+    if what == "lint":
+        setup()
+        return subprocess.run([str(PY), "-m", "ruff", "check", ".", *sys.argv[2:]], cwd=ROOT).returncode
+    print("usage: python3 scripts/bootstrap.py quickstart|test|lint [extra args]", file=sys.stderr)
     return 2
 
 

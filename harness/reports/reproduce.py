@@ -1,37 +1,25 @@
-"""`reproduce TABLE`: run (or reuse) the sweep behind a paper table and print ours beside the paper's.
+"""`reproduce TABLE`: ours beside the paper's, from the run folders of the sweep behind a paper table (the CLI,
+harness/cli/reproduce.py, runs that sweep or reuses finished runs).
 
 The paper's models (ChatGLM2-6B, InternLM2-7B) are not ours, so the comparable quantities are relative:
 accuracy as a share of the dense model's, and TTFT speedup over dense FlashAttention. Rows are joined on the
 method's full configuration (`sample:alpha=0.95` is `sample` with its default alpha), never on its name alone.
 """
-import argparse
 import dataclasses
 import json
 from pathlib import Path
 
-from harness.options import InputError
+import pandas as pd
 
-PAPER = Path(__file__).resolve().parents[2] / "results" / "paper"
-
-# table -> the sweep behind it (methods, tasks, default lengths) and the paper CSV it is compared with;
-# tasks None: any task (TTFT does not depend on what the prompt says)
-TABLES = {
-    "accuracy": {"methods": ["dense", "sample:alpha=0.95", "bigbird", "streaming"],
-                 "tasks": ["babilong", "longbench"], "lengths": [2048, 4096], "paper": "accuracy_v2.csv"},
-    "needle": {"methods": ["dense", "sample:alpha=0.95", "bigbird", "streaming"], "tasks": ["needle"],
-               "lengths": [1024, 2048, 4096, 8192], "paper": None},
-    "ttft": {"methods": ["dense", "sample:alpha=0.95", "sample:alpha=0.8", "sample:pattern=column_slash"],
-             "tasks": None, "lengths": [8192, 16384, 32768], "paper": "ttft_speedup.csv"},
-}
-PAPER_NAMES = {"full": "dense"}  # the paper's name for dense attention
+from attention.registry import build_method
+from harness.options import InputError, parse_spec
+from harness.reports import report
+from harness.reports.paper import PAPER, PAPER_NAMES, TABLES
 
 
 def config_key(spec: str) -> str:
     """A method spec as its name plus full configuration, so equal configurations join whatever their spelling;
     a method we do not have (the paper's hyperattention) keeps its own name."""
-    from attention.registry import build_method
-    from harness.options import parse_spec
-
     spec = PAPER_NAMES.get(spec, spec)
     try:
         name, options = parse_spec(spec)
@@ -53,8 +41,6 @@ def restrict_to_tasks(frame, table: str):
 
 
 def paper_relative_accuracy():
-    import pandas as pd
-
     paper = pd.read_csv(PAPER / "accuracy_v2.csv")
     full = paper[paper["method"] == "full"].set_index("model")
     paper["longbench_vs_full"] = paper["longbench_total"] / paper["model"].map(full["longbench_total"])
@@ -63,8 +49,6 @@ def paper_relative_accuracy():
 
 
 def compare_accuracy(frame, baseline: str) -> str:
-    from harness.reports import report
-
     ours = report.relative_accuracy_table(frame, baseline).mean(axis=1).unstack("task")
     ours.columns = [f"ours {task} vs dense" for task in ours.columns]
     ours = ours.reset_index().rename(columns={"model": "our model", "method_spec": "method"})
@@ -81,10 +65,6 @@ def compare_accuracy(frame, baseline: str) -> str:
 
 
 def compare_ttft(frame, baseline: str) -> str:
-    import pandas as pd
-
-    from harness.reports import report
-
     ours = report.speedup_table(frame, baseline).stack().rename("ours: TTFT speedup vs dense").reset_index()
     ours["key"] = ours["method_spec"].map(config_key)
     paper = pd.read_csv(PAPER / "ttft_speedup.csv")
@@ -100,40 +80,20 @@ def compare_ttft(frame, baseline: str) -> str:
     return joined.round(3).to_markdown(index=False)
 
 
-def reproduce(args: argparse.Namespace) -> str:
-    from harness.reports import report
-
-    table = TABLES[args.table]
-    if args.reuse:
-        runs = [Path(r) for r in args.reuse]
-    else:
-        from harness.running import driver
-        from harness.cli.common import finish, given_flags, spec_from_flags
-        from harness.running.runner import RunMeasure
-        from harness.running.plan import DEFAULTS
-
-        args.methods, args.task = ",".join(table["methods"]), None
-        args.lengths = args.lengths or table["lengths"]
-
-        def fresh():
-            return spec_from_flags(args, tasks=table["tasks"] or [DEFAULTS["task"]])
-
-        store, counts = driver.execute(args, "reproduce", fresh, RunMeasure(), given=given_flags(args),
-                                       default_name=args.name or f"reproduce-{args.table}")
-        finish(store, counts)
-        runs = [store.folder]
-    frame = restrict_to_tasks(report.load_cells(runs), args.table)
+def compare(runs: list[Path], table: str) -> str:
+    """Report the runs (into <first run>/report) and set ours beside the paper's numbers of `table`."""
+    frame = restrict_to_tasks(report.load_cells(runs), table)
     baseline = report.baseline_spec(frame)
     out = runs[0] / "report"
     report_path = report.build_report(runs, out, baseline)
-    lines = [f"# reproduce {args.table}", f"runs: {', '.join(str(r) for r in runs)}", f"report: {report_path}", ""]
-    if args.table == "accuracy":
+    lines = [f"# reproduce {table}", f"runs: {', '.join(str(r) for r in runs)}", f"report: {report_path}", ""]
+    if table == "accuracy":
         lines.append(compare_accuracy(frame, baseline))
-    elif args.table == "ttft":
+    elif table == "ttft":
         lines.append(compare_ttft(frame, baseline))
     else:
         lines.append(report.needle_grid(frame).round(2).to_markdown())
         lines.append("\nThe paper shows needle heatmaps as figures only; compare with needle_heatmaps.png.")
     text = "\n".join(lines)
-    (out / f"reproduce-{args.table}.md").write_text(text + "\n")
+    (out / f"reproduce-{table}.md").write_text(text + "\n")
     return text

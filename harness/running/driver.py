@@ -1,9 +1,8 @@
 """The one cell driver of `run`, `sweep` and `diagnose`: open (or resume) a run folder, loop over every cell of
 the grid, measure each with the command's measure function, and append one JSON line per cell.
 
-A measure is an object with `file` (the run folder's JSON-lines file; None for cells.jsonl), `unit` (for the
-progress bar), `fields(method, options)` (what a cell records before it runs) and
-`__call__(loaded, method, task, sample, options) -> dict` (what it measured, with a `status`).
+The driver takes a Settings (harness/running/settings.py), never argparse flags, and a measure (a `Measure`,
+harness/running/measure.py): RunMeasure for run, sweep and reproduce, DiagnoseMeasure for diagnose.
 """
 import dataclasses
 import datetime
@@ -11,9 +10,17 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from harness.models.loading import load_model
 from harness.options import InputError
-from harness.running.store import CELLS_FILE, RunStore
-from harness.running.plan import Plan, SweepSpec, build_methods, validate
+from harness.running import distributed
+from harness.running.estimate import Estimate
+from harness.running.measure import Measure
+from harness.running.plan import Plan, build_methods, validate
+from harness.running.settings import Settings, SweepSpec
+from harness.running.store import CELLS_FILE, RunStore, provenance
 
 DONE = ("ok", "too_long")             # statuses a resume does not redo
 EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
@@ -24,19 +31,16 @@ def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
 
 
 def sdpa_backend_flags() -> dict:
-    import torch
-
     backends = torch.backends.cuda
     return {"flash": backends.flash_sdp_enabled(), "cudnn": backends.cudnn_sdp_enabled(),
             "efficient": backends.mem_efficient_sdp_enabled(), "math": backends.math_sdp_enabled()}
 
 
-def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
-    """What a run folder records about itself: command, grid, resolved methods, options and provenance."""
-    from harness.running.store import provenance
-
-    return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
-            "subcommand": subcommand, "spec": dataclasses.asdict(plan.spec),
+def run_manifest(settings: Settings, plan: Plan, **extra) -> dict:
+    """What a run folder records about itself: command, grid (with where it came from), resolved methods,
+    options and provenance."""
+    return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *settings.argv]),
+            "subcommand": settings.command, "spec": dataclasses.asdict(plan.spec), "settings": settings.record(),
             "methods": [m.spec() for m in plan.methods], "tasks": [t.name for t in plan.tasks],
             "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(), **extra,
             **provenance(plan.options.device)}
@@ -69,25 +73,25 @@ def resume_spec(stored: SweepSpec, given: dict, add_dense: bool) -> tuple[SweepS
     return spec, added
 
 
-def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_dense: bool = True,
-             given: dict | None = None, extra_manifest: dict | None = None):
+def open_run(settings: Settings, measure: Measure, add_dense: bool = True, extra_manifest: dict | None = None):
     """Validate once, then create the run folder, or reopen it with --resume (extending its grid with new
     --methods/--lengths, and saying so). Returns (store, plan, done keys, created)."""
-    if not getattr(args, "resume", None):
-        plan = validate(fresh_spec(), add_dense)
-        manifest = run_manifest(subcommand, plan, **(extra_manifest or {}))
-        return RunStore.create(Path(args.out), args.name or default_name, manifest), plan, set(), True
+    subcommand, resume = settings.command, settings.resume
+    if not resume:
+        plan = validate(settings.grid, add_dense)
+        manifest = run_manifest(settings, plan, **(extra_manifest or {}))
+        return RunStore.create(Path(settings.out), settings.name, manifest), plan, set(), True
     try:
-        store = RunStore.open(Path(args.resume))
+        store = RunStore.open(Path(resume))
     except FileNotFoundError as err:
         raise InputError(str(err)) from None
     manifest = store.manifest()
     if (manifest.get("subcommand") == "diagnose") != (subcommand == "diagnose"):
         other = "diagnose" if manifest.get("subcommand") == "diagnose" else "run or sweep"
-        raise InputError(f"{args.resume} is a {manifest.get('subcommand')} run folder; resume it with {other}")
+        raise InputError(f"{resume} is a {manifest.get('subcommand')} run folder; resume it with {other}")
     if "spec" not in manifest:
-        raise InputError(f"{args.resume}: its manifest holds no grid (spec), so it cannot be resumed")
-    spec, added = resume_spec(SweepSpec(**manifest["spec"]), given or {}, add_dense)
+        raise InputError(f"{resume}: its manifest holds no grid (spec), so it cannot be resumed")
+    spec, added = resume_spec(SweepSpec(**manifest["spec"]), settings.given_values(), add_dense)
     plan = validate(spec, add_dense, quiet=True)
     if added:
         what = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in added.items())
@@ -111,16 +115,16 @@ def samples_for(loaded, task, length: int, plan: Plan) -> list:
     return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
 
 
-def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None) -> dict:
+def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progress: bool = True,
+          share=None) -> dict:
     """Every (model x task x length x sample x method) cell not in `done`, dense first in every sample; the
     model is loaded once per model. Returns counts by status (and `resumed`). With `share` (a distributed sweep,
-    harness/running/distributed.py) this rank runs only its share of the cells still to do."""
-    from tqdm.auto import tqdm
-
-    from harness.models.loading import load_model
-
+    harness/running/distributed.py) this rank runs only its share of the cells still to do. Prints a time
+    estimate after the first cell, refined as more finish."""
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
+    world = share.world if share is not None else 1
+    estimate = Estimate(-(-max(plan.total() - len(done), 0) // world))
     with tqdm(total=plan.total(), unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
@@ -135,8 +139,9 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                             if key in done:
                                 counts["resumed"] = counts.get("resumed", 0) + 1
                                 continue
-                            if share is not None and not share.mine(key):  # hook(scale): another rank's cell
+                            if share is not None and not share.mine(key):  # another rank's cell
                                 continue
+                            started = None
                             cell = {"key": key, "model": loaded.name, "method": method.name,
                                     "method_spec": method.spec(), "method_config": dataclasses.asdict(method.config),
                                     **measure.fields(method, options), "task": task.name, "sample_id": sample_id,
@@ -148,25 +153,26 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                             else:
                                 if loaded.max_context and length > loaded.max_context:
                                     cell["beyond_context"] = True
+                                started = estimate.start()
                                 cell.update(measure(loaded, method, task, sample, options))
                             store.append(cell, measure.file)
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
+                            line = estimate.cell_done(started)
+                            if line and (share is None or share.rank == 0):
+                                tqdm.write(line, file=sys.stderr)
             del loaded
     return counts
 
 
-def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_dense: bool = True,
-            given: dict | None = None, extra_manifest: dict | None = None) -> tuple[RunStore, dict]:
+def execute(settings: Settings, measure: Measure, add_dense: bool = True,
+            extra_manifest: dict | None = None) -> tuple[RunStore, dict]:
     """open_run + drive; a run folder that never got a cell (its model failed to load, say) is removed.
 
     Under torchrun every rank runs this: rank 0 opens the run folder and reads the done set, every rank runs its
     share of the cells still to do into its own shard (cells.rank<R>.jsonl), the counts are summed on rank 0."""
-    from harness.running import distributed
-
     info = distributed.init()
-    opened = open_run(args, subcommand, fresh_spec, measure, default_name, add_dense, given,
-                      extra_manifest) if info.leader else None
+    opened = open_run(settings, measure, add_dense, extra_manifest) if info.leader else None
     folder, done, created = distributed.broadcast(
         (str(opened[0].folder), opened[2], opened[3]) if opened else None, info)
     if opened:
@@ -186,11 +192,11 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
         store.shard = distributed.shard_name(info, measure.file or CELLS_FILE)
         store.repair_torn_tail(measure.file)
     if info.leader:
-        print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done, {info.world} rank(s))",
-              file=sys.stderr)
+        print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done, {info.world} rank(s); "
+              "a time estimate follows the first cell)", file=sys.stderr)
     share = distributed.CellShare(info) if info.active else None
     try:
-        counts = drive(plan, store, measure, done, progress=not args.no_progress and info.leader, share=share)
+        counts = drive(plan, store, measure, done, progress=settings.progress and info.leader, share=share)
     except BaseException:
         if created and info.leader and store.remove_if_empty():
             print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
@@ -202,7 +208,3 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
                 totals[key] = totals.get(key, 0) + value
     distributed.finish(info)
     return store, totals
-
-
-def count_text(counts: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing to do"
