@@ -10,6 +10,7 @@ Calls must follow each other within the machine's 30 s warm window, or /root/sta
 """
 import hashlib
 import json
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,6 @@ MODELS = ("smollm2", "gemma3", "qwen")
 
 def qwen_parts() -> list[Path]:
     """The six part files of the Qwen GGUF, in order, from the installed part packages."""
-    import site
     found = []
     for rel in QWEN_PARTS:
         hits = [Path(d) / rel for d in site.getsitepackages() + [site.getusersitepackages()] + sys.path
