@@ -38,6 +38,8 @@ def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
     return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
             "subcommand": subcommand, "spec": dataclasses.asdict(plan.spec),
             "methods": [m.spec() for m in plan.methods], "tasks": [t.name for t in plan.tasks],
+            # every task's resolved options (LongBench's code_sim backend among them)
+            "task_configs": [{"task": t.name, **dataclasses.asdict(t.config)} for t in plan.tasks],
             "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(), **extra,
             **provenance(plan.options.device)}
 
