@@ -19,7 +19,7 @@ def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
     """Every finished cell of the given runs, one row each, with meta fields flattened (meta.depth, ...)."""
     rows = []
     for folder in map(Path, run_dirs):
-        for cell in RunStore.open(folder).cells():
+        for cell in RunStore.open(folder).unique_cells(what="report"):
             if cell.get("status") != "ok":
                 continue
             row = {k: v for k, v in cell.items() if k not in ("meta", "layers", "scores")}
