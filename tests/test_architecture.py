@@ -168,3 +168,49 @@ def test_the_cli_starts_without_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
+
+
+def named_in_the_map() -> tuple[set[str], set[str]]:
+    """The file paths and the dotted module names ARCHITECTURE.md writes in backticks (placeholders skipped)."""
+    import re
+
+    tokens = re.findall(r"`([^`\s]+)`", (ROOT / "ARCHITECTURE.md").read_text())
+    tokens = [t.split("(")[0].rstrip(":,") for t in tokens if not any(c in t for c in "<*>|")]
+    paths = {t for t in tokens if t.endswith(".py") or "/" in t}
+    modules = {t for t in tokens if re.fullmatch(r"(attention|harness|tasks)(\.\w+)+", t)}
+    return paths, modules
+
+
+def test_every_path_the_architecture_map_names_exists():
+    files = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")]
+    files = [f for f in files if f.split("/")[0] not in (".venv", ".wt", ".git")]
+    paths, _ = named_in_the_map()
+    # a path is written from the repository root, or from the folder of its table (`kernels/` under attention/)
+    missing = [p for p in paths if not any(f == p.rstrip("/") or f.endswith("/" + p.rstrip("/")) for f in files)]
+    assert not missing, f"ARCHITECTURE.md names files that do not exist: {sorted(missing)}"
+
+
+def test_every_dotted_name_the_architecture_map_writes_exists():
+    import re
+
+    wrong = []
+    for name in named_in_the_map()[1]:
+        parts = name.split(".")
+        found = 0  # the longest prefix that is a module or package
+        for i in range(1, len(parts) + 1):
+            base = ROOT.joinpath(*parts[:i])
+            if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+                found = i
+        if found < len(parts):
+            base = ROOT.joinpath(*parts[:found])
+            source = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+            if not re.search(rf"\b{parts[found]}\b", source.read_text()):
+                wrong.append(name)
+    assert not wrong, f"ARCHITECTURE.md names modules or functions that do not exist: {sorted(wrong)}"
+
+
+def test_every_package_has_a_row_in_the_architecture_map():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    packages = [p.parent.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / pkg).rglob("__init__.py")]
+    missing = [p for p in packages if f"| `{p}/` |" not in text]
+    assert not missing, f"packages without a row in ARCHITECTURE.md's package table: {missing}"
