@@ -130,8 +130,7 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
     estimate after the first cell, refined as more finish."""
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
-    world = share.world if share is not None else 1
-    estimate = Estimate(-(-max(plan.total() - len(done), 0) // world))
+    estimate = Estimate(plan.total(), plan.total_tokens(), share.world if share is not None else 1)
     with tqdm(total=plan.total(), unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
@@ -145,8 +144,10 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
                             key = cell_key(loaded.name, method.spec(), task.name, sample_id)
                             if key in done:
                                 counts["resumed"] = counts.get("resumed", 0) + 1
+                                estimate.cell_done(length, None)
                                 continue
                             if share is not None and not share.mine(key):  # another rank's cell
+                                estimate.cell_done(length, None)
                                 continue
                             started = None
                             cell = {"key": key, "model": loaded.name, "method": method.name,
@@ -165,7 +166,7 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
                             store.append(cell, measure.file)
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
-                            line = estimate.cell_done(started)
+                            line = estimate.cell_done(length, started)
                             if line and (share is None or share.rank == 0):
                                 tqdm.write(line, file=sys.stderr)
             del loaded

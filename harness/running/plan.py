@@ -30,9 +30,16 @@ class Plan:
     tasks: list[Task]
     options: RunOptions
 
+    def per_length(self) -> int:
+        """Cells at each length."""
+        return len(self.spec.models) * len(self.methods) * sum(t.count(self.spec.samples) for t in self.tasks)
+
     def total(self) -> int:
-        spec = self.spec
-        return len(spec.models) * len(spec.lengths) * len(self.methods) * sum(t.count(spec.samples) for t in self.tasks)
+        return self.per_length() * len(self.spec.lengths)
+
+    def total_tokens(self) -> int:
+        """Prompt tokens over every cell (what the time estimate scales by)."""
+        return self.per_length() * sum(self.spec.lengths)
 
 
 def build_methods(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> list:
