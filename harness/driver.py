@@ -118,17 +118,31 @@ def samples_for(loaded, task, length: int, plan: Plan) -> list:
     return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
 
 
-def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None) -> dict:
+def cell_line(position: int, total: int, cell: dict) -> str:
+    """One plain line per finished cell (--no-progress, or output that is not a terminal)."""
+    what = [f"[{position}/{total}] {cell['model']}/{cell['task']} {cell['method_spec']} length={cell['length']} "
+            f"{cell['sample_id']}: {cell['status']}"]
+    if isinstance(cell.get("ttft_ms"), (int, float)):
+        what.append(f"ttft {cell['ttft_ms']:.1f} ms")
+    if isinstance(cell.get("score"), (int, float)):
+        what.append(f"score {cell['score']:.3f}")
+    return ", ".join(what)
+
+
+def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None,
+          lines: bool = False) -> dict:
     """Every (model x task x length x sample x method) cell not in `done`, dense first in every sample; the
     model is loaded once per model. Returns counts by status (and `resumed`). With `share` (a distributed sweep,
-    harness/distributed.py) this rank runs only its share of the cells still to do."""
+    harness/distributed.py) this rank runs only its share of the cells still to do. The bar counts finished
+    cells; `lines` prints one plain line per finished cell instead (logs, --no-progress)."""
     from tqdm.auto import tqdm
 
     from harness.models import load_model
 
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
-    with tqdm(total=plan.total(), unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
+    total, finished = plan.total(), 0
+    with tqdm(total=total, unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
             for task in plan.tasks:
@@ -137,12 +151,15 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                     for index, sample in enumerate(samples_for(loaded, task, length, plan)):
                         sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
                         for method in plan.methods:
-                            bar.update(1)
                             key = cell_key(loaded.name, method.spec(), task.name, sample_id)
                             if key in done:
                                 counts["resumed"] = counts.get("resumed", 0) + 1
+                                finished += 1
+                                bar.update(1)
                                 continue
                             if share is not None and not share.mine(key):  # hook(scale): another rank's cell
+                                finished += 1
+                                bar.update(1)
                                 continue
                             cell = {"key": key, "model": loaded.name, "method": method.name,
                                     "method_spec": method.spec(), "method_config": dataclasses.asdict(method.config),
@@ -159,6 +176,10 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                             store.append(cell, measure.file)
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
+                            finished += 1
+                            bar.update(1)  # counted once finished, with its status in the postfix
+                            if lines:
+                                print(cell_line(finished, total, cell), file=sys.stderr, flush=True)
             del loaded
     return counts
 
@@ -198,7 +219,8 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
                   file=sys.stderr)
         share = distributed.CellShare(info) if info.active else None
         try:
-            counts = drive(plan, store, measure, done, progress=not args.no_progress and info.leader, share=share)
+            bar = not args.no_progress and info.leader and sys.stderr.isatty()  # a log gets plain lines instead
+            counts = drive(plan, store, measure, done, progress=bar, share=share, lines=info.leader and not bar)
         except BaseException:
             if created and info.leader and store.remove_if_empty():
                 print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)

@@ -206,3 +206,34 @@ def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_
     assert main(["run", "--out", str(out), "--no-progress", "--lengths", "64"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"--out {out}: cannot create a run folder there" in err and "\n" not in err
+
+
+def test_the_bar_counts_finished_cells_and_a_log_gets_one_line_per_cell(tmp_path, capsys, monkeypatch):
+    import tqdm.auto
+
+    from harness import runner
+
+    bars, seen = [], []
+
+    class Recording(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    measure = runner.RunMeasure.__call__
+
+    def recording_measure(self, *args):
+        seen.append((bars[0].n, bars[0].postfix))  # what the cell bar (the first) shows while this cell runs
+        return measure(self, *args)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    monkeypatch.setattr(runner.RunMeasure, "__call__", recording_measure)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
+    argv = ["run", "--methods", "dense", "--lengths", "200,216", "--max-new-tokens", "1"]
+    assert main([*argv, "--out", str(tmp_path / "bar")]) == 0
+    assert seen == [(0, None), (1, "ok=1")] and bars[0].n == 2 and bars[0].postfix == "ok=2"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "log"), "--no-progress"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and lines[0].startswith("[1/2] ") and lines[1].startswith("[2/2] ")
+    assert "dense length=216" in lines[1] and ": ok, ttft " in lines[1]
