@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 
+from harness import hub
 from harness.options import InputError, parse_lengths  # noqa: F401  (parse_lengths: the CLI's length grammar)
 from harness.sweep import DEFAULTS
 OUT = "runs"  # git ignores it; committed evidence lives in results/runs/
@@ -104,6 +105,12 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # hook(scale): what --gpus relaunches
         # before anything imports huggingface_hub (it reads these once): no network unless --download
+        if getattr(args, "download", False):
+            reason = hub.unreachable_reason()
+            if reason is not None:
+                raise InputError(f"--download: the Hugging Face hub ({hub.endpoint()}) could not be reached "
+                                 f"({reason}); check the network (or HF_ENDPOINT, HTTPS_PROXY), or drop --download "
+                                 "to use the local cache")
         offline = "0" if getattr(args, "download", False) else "1"
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ[name] = offline

@@ -237,3 +237,38 @@ def test_the_bar_counts_finished_cells_and_a_log_gets_one_line_per_cell(tmp_path
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
     assert len(lines) == 2 and lines[0].startswith("[1/2] ") and lines[1].startswith("[2/2] ")
     assert "dense length=216" in lines[1] and ": ok, ttft " in lines[1]
+
+
+def test_download_without_a_reachable_hub_fails_within_seconds(tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: as a machine without network
+    start = time.monotonic()
+    assert main(["run", "--download", "--model", "no-such-org/no-such-model", "--out", str(tmp_path)]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err.strip()
+    assert "the Hugging Face hub (http://127.0.0.1:9) could not be reached" in err and "\n" not in err
+    assert "pass --download" not in err and not any(tmp_path.iterdir())
+
+
+def test_the_hub_probe_accepts_any_answer():
+    import http.server
+    import threading
+
+    from harness import hub
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert hub.unreachable_reason(f"http://127.0.0.1:{server.server_port}") is None
+    finally:
+        server.shutdown()
+    assert hub.unreachable_reason("http://127.0.0.1:9") is not None
