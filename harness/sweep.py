@@ -104,6 +104,8 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     check_device_map(spec.device_map, device, distributed.current().world)  # hook(scale)
     methods = build_methods(spec, add_dense, quiet)
     tasks = [build_task(t) for t in spec.tasks]
+    for task in tasks:
+        task.count(spec.samples)  # loads what a task reads (LongBench's files): missing data fails before any write
     for model in spec.models:
         check(model)
         check_tasks(model, tasks)
