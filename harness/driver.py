@@ -109,13 +109,21 @@ def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_
 
 
 def samples_for(loaded, task, length: int, plan: Plan) -> list:
-    """The task's samples at this length, or placeholders (None) for a length beyond the model's context."""
+    """The task's samples at this length; where none can be built, a dict per sample with the cell's status and
+    error instead: too_long beyond the model's context, error when the prompt does not fit in memory."""
     spec, options = plan.spec, plan.options
     if loaded.max_context is not None and length > loaded.max_context and not options.beyond_context:
         print(f"note: length {length} is beyond {loaded.name}'s context ({loaded.max_context}): its cells are "
               "recorded as too_long and not run; --beyond-context times them", file=sys.stderr)
-        return [None] * task.count(spec.samples)
-    return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
+        return [{"status": "too_long", "error": f"length {length} > model context {loaded.max_context}"}
+                ] * task.count(spec.samples)
+    try:
+        return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
+    except MemoryError:
+        print(f"note: the prompts of length {length} do not fit in memory: their cells are recorded as errors",
+              file=sys.stderr)
+        return [{"status": "error", "error": f"a prompt of {length} tokens does not fit in memory"}
+                ] * max(1, task.count(spec.samples))
 
 
 def cell_line(position: int, total: int, cell: dict) -> str:
@@ -149,7 +157,8 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                 bar.set_description(f"{model_name}/{task.name}")
                 for length in spec.lengths:
                     for index, sample in enumerate(samples_for(loaded, task, length, plan)):
-                        sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
+                        built = not isinstance(sample, dict)  # else: why it could not be built
+                        sample_id = sample.id if built else f"{task.name}-{length}-{index}"
                         for method in plan.methods:
                             key = cell_key(loaded.name, method.spec(), task.name, sample_id)
                             if key in done:
@@ -166,9 +175,8 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                                     **measure.fields(method, options), "task": task.name, "sample_id": sample_id,
                                     "length": length, "device": options.device,
                                     **(share.tags() if share is not None else {})}
-                            if sample is None:
-                                cell.update(status="too_long", error=f"length {length} > model context "
-                                            f"{loaded.max_context}")
+                            if not built:
+                                cell.update(sample)
                             else:
                                 if loaded.max_context and length > loaded.max_context:
                                     cell["beyond_context"] = True

@@ -3,10 +3,35 @@
 `run` is the one-model, one-task case of the same grid, and `diagnose` the same grid without the dense baseline.
 """
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
 from harness.options import InputError, alternatives, parse_lengths, parse_specs
+
+PROMPT_BYTES_PER_TOKEN = 44  # at least: a Python list of token ids (8 B pointer + 28 B int) and its int64 tensor
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_lengths_fit(lengths: list[int]) -> None:
+    """A length whose prompt alone cannot be held in this machine's memory is refused before anything is built
+    (--beyond-context lets any length through the model's context check, not through this one)."""
+    memory = physical_memory()
+    if not memory:
+        return
+    too_big = [n for n in lengths if n * PROMPT_BYTES_PER_TOKEN > memory]
+    if too_big:
+        n = too_big[0]
+        raise InputError(f"--lengths {n}: a prompt of {n:,} tokens needs at least {n * PROMPT_BYTES_PER_TOKEN / 2**30:.0f} "
+                         f"GiB just for its token ids, more than this machine's {memory / 2**30:.0f} GiB; pass "
+                         "shorter lengths")
+
 
 # defaults of the grid flags; the CLI leaves them None so that --resume can tell a given flag from a default
 DEFAULTS = {"model": "smollm2-135m", "models": "smollm2-135m", "task": "passkey", "methods": "dense",
@@ -97,6 +122,7 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     bad = [n for n in spec.lengths if n < 1]
     if bad or not spec.lengths:
         raise InputError(f"--lengths: {bad[0] if bad else 'none'} given; every length must be at least 1 token")
+    check_lengths_fit(spec.lengths)
     from harness import distributed
     from harness.device_map import check as check_device_map
 

@@ -272,3 +272,35 @@ def test_the_hub_probe_accepts_any_answer():
     finally:
         server.shutdown()
     assert hub.unreachable_reason("http://127.0.0.1:9") is not None
+
+
+def test_an_absurd_length_is_refused_in_one_line_before_anything(tmp_path, capsys, monkeypatch):
+    import time
+
+    from harness import sweep
+
+    monkeypatch.setattr(sweep, "physical_memory", lambda: 16 * 2**30)
+    start = time.monotonic()
+    assert main(["run", "--beyond-context", "--lengths", "1000000000", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--lengths 1000000000: a prompt of 1,000,000,000 tokens needs at least 41 GiB" in err and "\n" not in err
+    assert time.monotonic() - start < 5 and not any(tmp_path.iterdir())
+
+
+def test_a_prompt_that_does_not_fit_in_memory_is_a_cell_error_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    from tasks.passkey import Passkey
+
+    samples = Passkey.samples
+
+    def short_of_memory(self, tokenizer, lengths, *args, **kwargs):
+        if lengths == [216]:
+            raise MemoryError
+        return samples(self, tokenizer, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(Passkey, "samples", short_of_memory)
+    assert main(["run", "--methods", "dense", "--lengths", "216,200", "--out", str(tmp_path), "--no-progress",
+                 "--max-new-tokens", "1"]) == 0
+    (folder,) = tmp_path.iterdir()
+    cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+    assert [(c["length"], c["status"]) for c in cells] == [(216, "error"), (200, "ok")]
+    assert "does not fit in memory" in cells[0]["error"]
