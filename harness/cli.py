@@ -9,8 +9,9 @@ import sys
 
 from harness import hub
 from harness.options import InputError, parse_lengths  # noqa: F401  (parse_lengths: the CLI's length grammar)
-from harness.sweep import DEFAULTS
+from harness.sweep import DEFAULTS, check_names
 OUT = "runs"  # git ignores it; committed evidence lives in results/runs/
+TABLE_LENGTHS = "the table's own lengths"  # reproduce's default
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,7 +36,7 @@ def add_common(parser, grid: bool = False, methods: bool = True, timing: bool = 
         parser.add_argument("--methods", default=None, help="comma list, each optionally name:key=value,... e.g. "
                             f"dense,sample:alpha=0.9,bigbird; a|b|c runs each value (default: {DEFAULTS['methods']})")
     parser.add_argument("--lengths", default=None, help="comma list of prompt lengths in tokens; 8k accepted "
-                        f"(default: {lengths or 'the table own lengths'})")
+                        f"(default: {lengths or TABLE_LENGTHS})")
     parser.add_argument("--device", default=None, help="auto (GPU if present), cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--out", default=OUT, help=f"folder that receives the run folder (default: {OUT}/, "
                         "ignored by git)")
@@ -116,10 +117,18 @@ def main(argv=None) -> int:
             os.environ[name] = offline
         if isinstance(getattr(args, "lengths", None), str):
             args.lengths = parse_lengths(args.lengths)
+        task = getattr(args, "task", None)  # names first: before the subcommand imports torch
+        check_names([args.methods] if getattr(args, "methods", None) else [],
+                    [task] if isinstance(task, str) else list(task or []))
         module, function = args.handler
-        return getattr(importlib.import_module(module), function)(args)
-    except KeyboardInterrupt:
-        print("interrupted: finished cells are already saved; continue with --resume RUN_DIR", file=sys.stderr)
+        code = getattr(importlib.import_module(module), function)(args)
+        sys.stdout.flush()  # inside the try: a reader that has gone (`| head`) is met here
+        return code
+    except BrokenPipeError:  # the reader stopped reading (`sampleattn methods | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 0
+    except KeyboardInterrupt as err:  # the driver names the run folder (harness.driver.Interrupted)
+        print(getattr(err, "message", "interrupted"), file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001  bad input is one line and exit 2; anything else is a bug
         if not isinstance(err, InputError):  # methods' ConfigError and tasks' TaskError are InputErrors too

@@ -16,6 +16,14 @@ from harness.store import CELLS_FILE, RunStore
 from harness.sweep import Plan, SweepSpec, build_methods, validate
 
 DONE = ("ok", "too_long")             # statuses a resume does not redo
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, carrying what to tell the user: where the finished cells are and how to go on."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
 
 
@@ -229,9 +237,15 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
         try:
             bar = not args.no_progress and info.leader and sys.stderr.isatty()  # a log gets plain lines instead
             counts = drive(plan, store, measure, done, progress=bar, share=share, lines=info.leader and not bar)
-        except BaseException:
-            if created and info.leader and store.remove_if_empty():
+        except BaseException as err:
+            removed = created and info.leader and store.remove_if_empty()
+            if removed:
                 print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
+            if isinstance(err, KeyboardInterrupt) and not isinstance(err, Interrupted):
+                command = "sweep" if subcommand == "reproduce" else subcommand  # reproduce has no --resume
+                raise Interrupted("interrupted before the first cell finished; nothing was saved" if removed else
+                                  f"interrupted: finished cells are saved in {store.folder}; continue with "
+                                  f"`sampleattn {command} --resume {store.folder}`") from None
             raise
         totals: dict[str, int] = {}
         for rank, rank_counts in enumerate(distributed.gather(counts, info)):  # also waits for the slowest rank

@@ -7,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from harness.options import InputError, alternatives, parse_lengths, parse_specs
+from attention.methods import BUILTIN_NAMES as METHOD_NAMES
+from harness.options import InputError, alternatives, parse_lengths, parse_spec, parse_specs
+from tasks.base import TASKS
 
 PROMPT_BYTES_PER_TOKEN = 44  # at least: a Python list of token ids (8 B pointer + 28 B int) and its int64 tensor
 
@@ -105,9 +107,23 @@ def build_methods(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) 
     return sorted(methods, key=lambda m: m.name != "dense")  # dense first in every sample
 
 
+def check_names(methods: list[str], tasks: list[str]) -> None:
+    """Unknown method and task names (of method and task specs), refused before anything imports torch (a tenth
+    of a second, not seconds). A method registered by a plugin already imported is known too."""
+    registry = sys.modules.get("attention.registry")  # imported only if a plugin has registered a method
+    plugins = set(registry.METHODS._entries) if registry else set()
+    for text in methods:
+        for name, _ in parse_specs(text):
+            if name not in METHOD_NAMES and name not in plugins:
+                raise InputError(f"unknown method {name!r}; choose from: {', '.join(sorted({*METHOD_NAMES, *plugins}))}")
+    for text in tasks:
+        TASKS.get(parse_spec(text)[0])  # task modules import no torch
+
+
 def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Plan:
     """Everything checkable without loading a model: numbers, lengths, device, methods, tasks, models. Raises
     InputError (one line) before anything is written."""
+    check_names(spec.methods, spec.tasks)
     from harness.models import check
     from harness.random_models import check_tasks
     from harness.runner import RunOptions, resolve_device

@@ -304,3 +304,73 @@ def test_a_prompt_that_does_not_fit_in_memory_is_a_cell_error_and_the_run_goes_o
     cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
     assert [(c["length"], c["status"]) for c in cells] == [(216, "error"), (200, "ok")]
     assert "does not fit in memory" in cells[0]["error"]
+
+
+def test_the_quick_method_names_are_the_registered_ones():
+    from attention.methods import BUILTIN_NAMES
+    from attention.registry import METHODS
+
+    assert sorted(BUILTIN_NAMES) == METHODS.names()
+
+
+@pytest.mark.parametrize("argv", [["run", "--methods", "dense,nosuch"], ["run", "--task", "nosuch"],
+                                  ["sweep", "--task", "passkey", "--task", "nosuch:x=1"]])
+def test_a_bad_method_or_task_is_refused_before_torch_is_imported(argv):
+    probe = ("import sys; from harness.cli import main; code = main(sys.argv[1:]); "
+             "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stderr[-500:]
+    assert "unknown" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_names_the_run_folder_to_resume(tmp_path, capsys, monkeypatch):
+    from harness import runner
+
+    measure, calls = runner.RunMeasure.__call__, []
+
+    def interrupt_second(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measure(self, *args)
+
+    monkeypatch.setattr(runner.RunMeasure, "__call__", interrupt_second)
+    assert main(["run", "--methods", "dense", "--lengths", "200,216", "--out", str(tmp_path), "--no-progress",
+                 "--max-new-tokens", "1"]) == 130
+    (folder,) = tmp_path.iterdir()
+    assert f"continue with `sampleattn run --resume {folder}`" in capsys.readouterr().err
+
+
+def test_a_plain_file_as_model_says_it_is_a_file(tmp_path, capsys):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    assert main(["run", "--model", str(tmp_path / "weights.bin"), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a file, not a model" in err and "does not exist" not in err
+
+
+def test_methods_into_a_closed_pipe_is_quiet():
+    child = subprocess.Popen([sys.executable, "-m", "harness.cli", "methods"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child.stdout.close()  # as `| head` does once it has its lines
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 0 and "BrokenPipeError" not in err and "Traceback" not in err
+
+
+def test_methods_listing_is_self_consistent(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    from attention.methods.sample import RUN
+
+    assert "RUN rows" not in out and f"last {RUN} rows" in out
+    streaming = out[out.index("\nstreaming:"):].split("\n")[2:6]
+    window = next(line for line in streaming if line.strip().startswith("window "))
+    r_w = next(line for line in streaming if line.strip().startswith("r_w "))
+    assert "= None" in window and "None" in r_w and "window = 0" not in r_w  # one word for "not given"
+
+
+def test_reproduce_help_reads_plainly(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the table's own lengths" in text and "table own" not in text
