@@ -195,7 +195,7 @@ def test_user_runs_go_where_git_ignores_them():
 
 @pytest.mark.parametrize("where", ["a file", "below a file"])
 def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_path, capsys, monkeypatch):
-    from harness import models
+    from harness.models import loading as models
 
     def never(*args, **kwargs):
         raise AssertionError("a model was loaded before the run folder was made")
@@ -211,7 +211,7 @@ def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_
 def test_the_bar_counts_finished_cells_and_a_log_gets_one_line_per_cell(tmp_path, capsys, monkeypatch):
     import tqdm.auto
 
-    from harness import runner
+    from harness.running import runner
 
     bars, seen = [], []
 
@@ -277,7 +277,7 @@ def test_the_hub_probe_accepts_any_answer():
 def test_an_absurd_length_is_refused_in_one_line_before_anything(tmp_path, capsys, monkeypatch):
     import time
 
-    from harness import sweep
+    from harness.running import plan as sweep
 
     monkeypatch.setattr(sweep, "physical_memory", lambda: 16 * 2**30)
     start = time.monotonic()
@@ -325,7 +325,7 @@ def test_a_bad_method_or_task_is_refused_before_torch_is_imported(argv):
 
 
 def test_ctrl_c_names_the_run_folder_to_resume(tmp_path, capsys, monkeypatch):
-    from harness import runner
+    from harness.running import runner
 
     measure, calls = runner.RunMeasure.__call__, []
 

@@ -3,7 +3,7 @@ lengths in numeric order (512 before 1K) in the density and diagnose figures."""
 import pandas as pd
 import pytest
 
-from harness import diagnose_report, plots
+from harness.reports import diagnose_report, plots
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 
 from harness.cli import main
-from harness.store import RunStore
+from harness.running.store import RunStore
 
 
 def run_with(root, task, lengths):
@@ -118,7 +118,7 @@ def test_reproduce_accuracy_without_longbench_data_stops_before_creating_anythin
 
 
 def test_reproduce_part_babilong_plans_the_babilong_half_only(tmp_path, capsys, monkeypatch):
-    from harness import driver
+    from harness.running import driver
     from harness.options import InputError
 
     planned = []
