@@ -121,7 +121,8 @@ def flexprefill_reference(q, k, scale, block, gamma, tau, min_budget, max_budget
 
         n_v, n_s = tiles_for(vertical), tiles_for(slash)
         v_tiles = [float(vertical[t * block:(t + 1) * block].sum()) for t in range(n)]
-        s_tiles = [float(slash[t * block:(t + 1) * block].sum()) for t in range(n)]
+        near = length - (n - 1) * block  # their diagonal tiles are cut from the far end: tile 0 holds `near` offsets
+        s_tiles = [float(slash[max(0, t * block + near - block):t * block + near].sum()) for t in range(n)]
         key_means = torch.stack([keys[t * block:(t + 1) * block].mean(0) for t in range(n)])
         mean_q = q[0, h, list(rows)].mean(0) * scale
         pooled = torch.softmax(key_means @ mean_q, dim=0).double()
@@ -150,8 +151,10 @@ def flexprefill_reference(q, k, scale, block, gamma, tau, min_budget, max_budget
 
 # ---------------------------------------------------------------- XAttention
 
-def xattention_reference(q, k, scale, block, stride, threshold):
-    """Per head: kept tiles as a set of (query tile, key tile)."""
+def xattention_reference(q, k, scale, block, stride, threshold, first_rows=0):
+    """Per head: kept tiles as a set of (query tile, key tile). Rows below first_rows follow XAttention's first
+    chunk: only the diagonal tile's mass counts as held, the best other tile is taken unconditionally, each later
+    one while the diagonal plus all but the last taken stays below the threshold, and key tile 0 is kept anyway."""
     _, heads, length, dim = q.shape
     n = -(-length // block)
     groups = n * block // stride
@@ -176,8 +179,18 @@ def xattention_reference(q, k, scale, block, stride, threshold):
         for r in range(n):
             forced = {0, r}
             total = float(tile_scores[r].sum())
-            held = sum(float(tile_scores[r, c]) for c in forced)
             kept |= {(r, c) for c in forced}
+            if r < first_rows:
+                others = sorted((c for c in range(n) if c != r), key=lambda c: (-float(tile_scores[r, c]), c))
+                taken = []
+                for j, c in enumerate(others):
+                    if j and float(tile_scores[r, r]) + sum(float(tile_scores[r, x]) for x in taken[:-1]) \
+                            >= threshold * total:
+                        break
+                    taken.append(c)
+                kept |= {(r, c) for c in taken if c <= r}
+                continue
+            held = sum(float(tile_scores[r, c]) for c in forced)
             others = sorted((c for c in range(n) if c not in forced), key=lambda c: (-float(tile_scores[r, c]), c))
             for c in others:
                 if held >= threshold * total:
@@ -225,7 +238,8 @@ def check_xattention(q, k, scale, options, density=None):
     opts = dict(options, **({"density": str(density)} if density else {}))
     method = build_method("xattention", {key: str(v) for key, v in opts.items()})
     pattern = method.build_pattern(q, k, scale)
-    expected = xattention_reference(q, k, scale, options["block"], options["stride"], method.knobs["threshold"])
+    expected = xattention_reference(q, k, scale, options["block"], options["stride"], method.knobs["threshold"],
+                                    options.get("chunk", 2048) // options["block"])
     for h, tiles in enumerate(expected):
         assert tiles_of(pattern, h) == tiles, h
     return expected
@@ -233,7 +247,7 @@ def check_xattention(q, k, scale, options, density=None):
 
 MINF = {"vertical_size": 24, "slash_size": 40, "last_q": 16, "init_columns": 3, "local_diagonals": 8}
 FLEX = {"block": 16, "gamma": 0.6, "tau": 0.1, "min_budget": 16}
-XATT = {"block": 16, "stride": 4, "threshold": 0.7}
+XATT = {"block": 16, "stride": 4, "threshold": 0.7, "chunk": 32}  # rows 0-1 follow their first-chunk rule
 
 
 @pytest.mark.parametrize("length", [96, 131])
@@ -266,7 +280,7 @@ def test_peers_match_reference_on_captured_smollm2_qk():
     q, k, scale = captured(4)
     check_minference(q, k, scale, {**MINF, "vertical_size": 48, "slash_size": 64, "last_q": 64})
     flex = check_flexprefill(q, k, scale, {**FLEX, "block": 32, "min_budget": 32, "gamma": 0.9})
-    xatt = check_xattention(q, k, scale, {**XATT, "block": 32, "stride": 8, "threshold": 0.9})
+    xatt = check_xattention(q, k, scale, {**XATT, "block": 32, "stride": 8, "threshold": 0.9, "chunk": 64})
     assert {aware for _, aware in flex} == {True, False}  # both head kinds occur on this layer
     assert any(len(tiles) < 36 for tiles in xatt)  # 8 x 8 tiles, 36 causal: the threshold dropped some
 
@@ -343,3 +357,56 @@ def test_transposed_inputs_give_the_same_pattern(name, options):
     assert not strided_q.is_contiguous()
     expected = method.keep_mask(q, k, 0.25)
     assert torch.equal(method.keep_mask(strided_q, strided_k, 0.25), expected)
+
+
+# ---------------------------------------------------------------- against the official code's own output
+# tests/fixtures/peer_official_masks.pt: masks that each peer's official repository produced on q/k captured from
+# SmolLM2-135M (layer 12, q heads 0-5 / kv heads 0-1 of a 4096-token prompt of this repository's text, stored
+# bf16 up to 3000 tokens), with the repository URL, commit and the code path that ran (fixture["<peer>"]); lengths
+# include ones that are not a multiple of the block. Written outside this repository by running their selection
+# code (CPU, fp32 q/k); nothing of their code is here. These are the only tests that can catch a misreading of
+# the published code; the references above re-implement the same reading as the methods.
+
+OFFICIAL = Path(__file__).parent / "fixtures" / "peer_official_masks.pt"
+
+
+def official(peer):
+    data = torch.load(OFFICIAL)
+    assert data[peer]["source"].startswith("https://github.com/") and len(data[peer]["commit"]) == 40
+    return data["q"].float(), data["k"].float(), data["scale"], data[peer]["cases"]
+
+
+@pytest.mark.parametrize("case", ["default_3000", "default_2048", "default_2100"])
+def test_flexprefill_defaults_equal_the_official_masks(case):
+    q, k, scale, cases = official("flexprefill")
+    c = cases[case]
+    n = c["length"]
+    method = build_method("flexprefill", {})  # defaults: the fixture ran theirs at gamma 0.9, tau 0.1, 1024
+    assert {key: getattr(method.config, key) for key in c["options"]} == c["options"]
+    blocks = method.build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0]
+    assert blocks.shape == c["blocks"].shape
+    assert torch.equal(blocks, c["blocks"]), (blocks != c["blocks"]).nonzero()[:8].tolist()
+    assert 0 < int(blocks.sum()) < blocks.shape[0] * blocks.shape[1] * (blocks.shape[1] + 1) // 2  # sparse
+
+
+@pytest.mark.parametrize("case", ["default_3000", "default_2048", "stride8_t09_3000", "chunk1024_3000",
+                                  "per_head_3000"])
+def test_xattention_defaults_equal_the_official_masks(case, tmp_path):
+    q, k, scale, cases = official("xattention")
+    c = cases[case]
+    n = c["length"]
+    options = {key: str(v) for key, v in c["options"].items() if key in ("stride", "threshold", "chunk")}
+    if "head_thresholds" in c:  # their per-head format: per-layer lists of per-head thresholds in a .py file
+        path = tmp_path / "thresholds.py"
+        path.write_text(f"llama_fuse_16 = [{c['head_thresholds']!r}]\nllama_fuse_8 = [[0.1, 0.1, 0.1, 0.1, 0.1, 0.1]]\n")
+        options["thresholds"] = str(path)
+    if case.startswith("default"):
+        method = build_method("xattention", {})
+        assert {key: getattr(method.config, key) for key in c["options"]} == c["options"]
+    else:
+        method = build_method("xattention", options)
+    blocks = method.build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0]
+    assert torch.equal(blocks, c["blocks"]), (blocks != c["blocks"]).nonzero()[:8].tolist()
+    if case == "default_3000":  # the first-chunk rule is what makes these equal: the uniform rule keeps fewer
+        uniform = build_method("xattention", {"uniform_rows": "1"}).build_pattern(q[:, :, :n], k[:, :, :n], scale)
+        assert int(uniform.blocks.sum()) < int(blocks.sum())
