@@ -81,6 +81,8 @@ def minference_selected(pattern, heads, length):
         diags = set(range(pattern.window))
         if pattern.slashes is not None:
             diags |= {int(d) for d in pattern.slashes[0, h] if d >= 0}
+        if getattr(pattern, "band_offsets", None) is not None:  # the default: offsets run as MInference's bands
+            diags |= {int(d) for d in pattern.band_offsets[0, h] if d >= 0}
         out.append((cols, diags))
     return out
 
@@ -314,14 +316,14 @@ def test_block_cells_and_diagonal_sums_count_what_a_loop_counts():
     torch.testing.assert_close(diagonal_sums(probs, first), expected)
 
 
-def test_minference_runs_on_the_column_slash_kernel():
-    """On CUDA MInference's pattern goes to our Triton kernel: the same launch, interpreted on the CPU."""
+def test_minference_exact_diagonals_run_on_the_column_slash_kernel():
+    """exact_diagonals=1 (the deviation) goes to the column + slash kernel: the same launch, interpreted."""
     from attention.backend import use_backend
     from attention.reference import reference_attention
 
     q, k = random_qk(80, dim=16, seed=7)
     v = torch.randn_like(k)
-    method = build_method("minference", {key: str(val) for key, val in MINF.items()})
+    method = build_method("minference", {**{key: str(val) for key, val in MINF.items()}, "exact_diagonals": "1"})
     with use_backend("triton"):
         out = method.prefill(q, k, v, 0.25)
     keep = method.keep_mask(q, k, 0.25)
@@ -410,3 +412,117 @@ def test_xattention_defaults_equal_the_official_masks(case, tmp_path):
     if case == "default_3000":  # the first-chunk rule is what makes these equal: the uniform rule keeps fewer
         uniform = build_method("xattention", {"uniform_rows": "1"}).build_pattern(q[:, :, :n], k[:, :, :n], scale)
         assert int(uniform.blocks.sum()) < int(blocks.sum())
+
+
+def official_minference_mask(case, n):
+    """bool [H, n, n] that MInference's kernel computes from its index lists: per 64-row block the 64-key tiles
+    at the listed starts (causal), plus the selected columns (causal)."""
+    heads = case["heads"]
+    keep = torch.zeros(len(heads), n, n, dtype=torch.bool)
+    for h, head in enumerate(heads):
+        for block, starts in enumerate(head["bands"]):
+            rows = slice(block * 64, min(block * 64 + 64, n))
+            for start in starts.tolist():
+                keep[h, rows, start:min(start + 64, n)] = True
+        keep[h, :, head["vertical"].long()] = True
+    return keep & torch.ones(n, n, dtype=torch.bool).tril()
+
+
+@pytest.mark.parametrize("case", ["config_sparse_3000", "config_2000", "default_1000"])
+def test_minference_equals_the_official_selection_and_execution(case, tmp_path):
+    import json
+
+    from attention.bands import band_runs_torch
+
+    q, k, scale, cases = official("minference")
+    c = cases[case]
+    n = c["length"]
+    options = {}
+    if c["config"]:  # their per-head file format: a list of per-layer {head: [type, vertical, slash, score]}
+        path = tmp_path / "best_pattern.json"
+        path.write_text(json.dumps(c["config"]["best_pattern"]))
+        options["config"] = str(path)
+    method = build_method("minference", options)
+    qn, kn = q[:, :, :n], k[:, :, :n]
+    pattern = method.build_pattern(qn, kn, scale)
+    lo, hi, count = band_runs_torch(pattern.band_offsets, 1, qn.shape[1], n)
+    for h, head in enumerate(c["heads"]):
+        columns, offsets = pattern.columns[0, h], pattern.band_offsets[0, h]
+        assert set(columns[columns >= 0].tolist()) == set(head["vertical"].tolist()), h
+        assert set(offsets[offsets >= 0].tolist()) == set(head["slash"].tolist()), h
+        for block, starts in enumerate(head["bands"]):  # the 64-key tiles their index kernel lists, in order
+            ours = [t for r in range(int(count[h, block])) for t in range(int(lo[h, block, r]), int(hi[h, block, r]), 64)]
+            assert ours == starts.tolist(), (h, block)
+    keep = pattern.keep_mask(1, qn.shape[1], n, n)[0]
+    assert torch.equal(keep, official_minference_mask(c, n))
+    causal = n * (n + 1) / 2
+    torch.testing.assert_close(method.density(pattern, qn, kn), keep.sum((-2, -1)).float() / causal)
+    assert method.knobs["sizes"] == ("per-head file" if c["config"] else "uniform")
+    if case == "config_sparse_3000":  # the runs are what MInference computes: more than the exact diagonals
+        exact = build_method("minference", {**options, "exact_diagonals": "1"}).build_pattern(qn, kn, scale)
+        exact_keep = exact.keep_mask(1, qn.shape[1], n, n)[0]
+        assert bool((exact_keep <= keep).all()) and int(keep.sum()) > 1.5 * int(exact_keep.sum())
+
+
+def test_minference_config_file_errors_name_the_fix(tmp_path):
+    from attention.method import ConfigError
+
+    with pytest.raises(ConfigError, match="no such file"):
+        build_method("minference", {"config": str(tmp_path / "missing.json")})
+    bad = tmp_path / "block.json"
+    bad.write_text('[{"0": ["block_sparse", 100, 100, 1.0]}]')
+    q, k = random_qk(96)
+    with pytest.raises(ConfigError, match="only vertical_and_slash"):
+        build_method("minference", {"config": str(bad)}).build_pattern(q, k, 0.25)
+    short = tmp_path / "short.json"
+    short.write_text('[{"0": ["vertical_and_slash", 30, 100, 1.0]}]')
+    with pytest.raises(ConfigError, match="layers"):
+        build_method("minference", {"config": str(short)}).build_pattern(q, k, 0.25, layer_idx=3)
+
+
+@pytest.mark.parametrize("q_len,k_len", [(200, 200), (131, 200), (37, 165)])
+def test_band_runs_kernel_and_density_match_the_plain_versions(q_len, k_len):
+    """The Triton run builder (interpreted) equals the PyTorch one; the closed-form share equals the mask's."""
+    from attention.backend import use_backend
+    from attention.bands import BandPattern, band_runs_torch
+    from attention.kernels.bands import band_runs
+
+    gen = torch.Generator().manual_seed(q_len)
+    offsets = torch.randint(0, k_len, (1, 3, 23), generator=gen)
+    offsets[..., :4] = torch.arange(4)       # the nearest diagonals, as MInference forces them
+    offsets[0, 1, 10:] = -1                  # unused slots
+    columns = torch.randint(0, k_len, (1, 3, 9), generator=gen)
+    columns[0, 2, :3] = -1
+    m0 = (k_len - q_len) // 64
+    with use_backend("triton"):
+        got = band_runs(offsets, 1, 3, k_len, m0)
+    want = band_runs_torch(offsets, 1, 3, k_len, m0)
+    assert torch.equal(got[2], want[2])
+    used = torch.arange(got[0].shape[-1]) < got[2][..., None]
+    assert torch.equal(got[0][used], want[0][used]) and torch.equal(got[1][used], want[1][used])
+    pattern = BandPattern(columns=columns, band_offsets=offsets)
+    keep = pattern.keep_mask(1, 3, q_len, k_len)
+    causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len).sum()
+    share = pattern.kept_share(1, 3, q_len, k_len, torch.device("cpu"))
+    torch.testing.assert_close(share, keep.sum((-2, -1)).float() / causal)
+
+
+@pytest.mark.parametrize("q_len,k_len,dim", [(150, 150, 16), (97, 170, 64)])
+def test_band_attention_kernel_matches_the_reference(q_len, k_len, dim):
+    """MInference's execution on our band kernel (interpreted) against fp32 masked attention."""
+    from attention.backend import use_backend
+    from attention.reference import reference_attention
+
+    gen = torch.Generator().manual_seed(dim)
+    q = torch.randn(1, 4, q_len, dim, generator=gen)
+    k = torch.randn(1, 2, k_len, dim, generator=gen)
+    v = torch.randn(1, 2, k_len, dim, generator=gen)
+    method = build_method("minference", {"vertical_size": "12", "slash_size": "20", "last_q": "16",
+                                         "init_columns": "3", "local_diagonals": "8"})
+    keep = method.keep_mask(q, k, 0.25)
+    assert 0.1 < float(keep.float().mean()) and not bool(keep.all())
+    with use_backend("triton"):
+        out = method.prefill(q, k, v, 0.25)
+    expected = reference_attention(q, k, v, keep, 0.25)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-3)
