@@ -23,6 +23,12 @@ def supported(q: torch.Tensor) -> bool:
     return q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
 
 
+def coordinates_fit(batch: int, heads: int, kv_heads: int, q_len: int, k_len: int, slots: int) -> bool:
+    """TMA tile coordinates are 32-bit: every row of the flattened q ([B*Hq*Sq, D]) and of the combined K/V buffer
+    ([B*Hk*Sk + B*Hq*slots, D]) must be below 2^31 (addresses themselves are 64-bit in the hardware)."""
+    return max(batch * heads * q_len, batch * kv_heads * k_len + batch * heads * slots) < 2**31
+
+
 def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int, int, int, int, bool]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim.
 
@@ -99,6 +105,9 @@ def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None)
     n_qb = triton.cdiv(q_len, bm)
     has_cols, has_slash = idx.cols is not None, idx.deltas is not None
     slots = idx.cols.shape[-1] if has_cols else 0
+    if not coordinates_fit(batch, heads, kv_heads, q_len, k_len, slots):
+        raise ValueError(f"{batch}x{heads} heads x {k_len} keys exceed the TMA path's 32-bit tile coordinates; "
+                         "use ATTN_SPARSE_PATH=portable")
     kx, vx = combined_kv(k, v, idx.cols, slots, heads, idx.n_real)
     dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=q.device)

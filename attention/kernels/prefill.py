@@ -66,8 +66,9 @@ def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, wind
 TMA_MIN_LEN = 32768  # auto: below this the TMA path's extra launch work outweighs its faster tiles (NOTES.md v4)
 
 
-def sparse_path(q: torch.Tensor) -> str:
-    """'tma' or 'portable' for these queries under $ATTN_SPARSE_PATH (auto|tma|portable)."""
+def sparse_path(q: torch.Tensor, k_len: int = 0) -> str:
+    """'tma' or 'portable' for these queries under $ATTN_SPARSE_PATH (auto|tma|portable); auto keeps to the
+    portable kernel where the TMA path's 32-bit tile coordinates could not address every row (k_len keys)."""
     choice = os.environ.get("ATTN_SPARSE_PATH", "auto")
     if choice not in ("auto", "tma", "portable"):
         raise ValueError(f"ATTN_SPARSE_PATH={choice!r} is not one of auto, tma, portable")
@@ -75,7 +76,10 @@ def sparse_path(q: torch.Tensor) -> str:
         return choice
     if os.environ.get("TRITON_INTERPRET") == "1" or not q.is_cuda:
         return "portable"
-    return "tma" if torch.cuda.get_device_capability(q.device)[0] == 9 and q.shape[2] >= TMA_MIN_LEN else "portable"
+    batch, heads, q_len = q.shape[:3]
+    rows = batch * heads * (2 * max(k_len, q_len) + 256)  # bound on q rows and on K + gathered-column rows
+    fits = rows < 2**31
+    return "tma" if torch.cuda.get_device_capability(q.device)[0] == 9 and q_len >= TMA_MIN_LEN and fits else "portable"
 
 
 def sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int = 0, columns: torch.Tensor | None = None,
@@ -88,7 +92,7 @@ def sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int = 0, c
         raise ValueError(f"query heads ({heads}) must be a multiple of kv heads ({kv_heads})")
     if head_dim not in (16, 32, 64, 128, 256):
         raise ValueError(f"head dim {head_dim} is not supported; use 16, 32, 64, 128 or 256")
-    if sparse_path(q) == "tma":
+    if sparse_path(q, k.shape[2]) == "tma":
         from attention.kernels.hopper import sparse_attention_tma
 
         return sparse_attention_tma(q, k, v, scale, sink=sink, window=window, columns=columns, slashes=slashes,
