@@ -25,7 +25,7 @@ RUN_BLOCKS = 64      # query blocks handled together by one band_runs_kernel pro
 @triton.jit
 def band_runs_kernel(OFFS, N_OFFS, RUN_LO, RUN_HI, RUN_N, n_slots, offs_slots, m0, n_rb,
                      BAND: tl.constexpr, RB: tl.constexpr):
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit: bh x blocks x slots passes 2^31 at 1M tokens
     local = tl.program_id(0) * RB + tl.arange(0, RB)
     ok = local < n_rb
     end = (m0 + local + 1) * BAND                    # one past the last row of each query block
@@ -33,7 +33,7 @@ def band_runs_kernel(OFFS, N_OFFS, RUN_LO, RUN_HI, RUN_N, n_slots, offs_slots, m
     re = tl.zeros([RB], dtype=tl.int32)
     cnt = tl.zeros([RB], dtype=tl.int32)
     started = tl.zeros([RB], dtype=tl.int32)
-    out = bh * n_rb * n_slots + local * n_slots
+    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
     n = tl.load(N_OFFS + bh)
     for i in range(0, n):
         d = tl.load(OFFS + bh * offs_slots + i)      # offsets descending: range ends ascend
@@ -80,14 +80,14 @@ def band_attention_kernel(
     HEAD_D: tl.constexpr, BAND: tl.constexpr, HAS_COLS: tl.constexpr, F32: tl.constexpr,
 ):
     local = tl.num_programs(0) - 1 - tl.program_id(0)  # the last query blocks have the most work: start them first
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit from here: b, h, hk x strides pass 2^31 at 1M tokens
     b = bh // H
     h = bh % H
     hk = h // GROUP
     pos = (m0 + local) * BAND + tl.arange(0, BAND)      # absolute positions of this block's rows
     row_ok = (pos >= q_off) & (pos < Sk)
     offs_d = tl.arange(0, HEAD_D)
-    q = tl.load(Q + b * sq_b + h * sq_h + (pos - q_off)[:, None] * sq_s + offs_d[None, :], mask=row_ok[:, None],
+    q = tl.load(Q + b * sq_b + h * sq_h + (pos - q_off)[:, None].to(tl.int64) * sq_s + offs_d[None, :], mask=row_ok[:, None],
                 other=0.0)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
@@ -103,8 +103,8 @@ def band_attention_kernel(
         for start in range(lo, hi, BAND):
             keys = start + offs
             kv_ok = keys < Sk
-            k = tl.load(k_base + keys[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-            v = tl.load(v_base + keys[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+            k = tl.load(k_base + keys[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+            v = tl.load(v_base + keys[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
             keep = kv_ok[None, :] & (keys[None, :] <= pos[:, None]) & row_ok[:, None]
             if HAS_COLS:  # kept columns are computed below, once
                 hit = tl.load(COLHIT + bh * Sk + keys, mask=kv_ok, other=0)
@@ -118,14 +118,14 @@ def band_attention_kernel(
             cols = tl.load(COLS + bh * col_slots + slot, mask=slot < c_hi, other=0)
             prev = tl.load(COLS + bh * col_slots + slot - 1, mask=(slot < c_hi) & (slot > 0), other=-1)
             ok = (slot < c_hi) & (cols != prev)
-            k = tl.load(k_base + cols[:, None] * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
-            v = tl.load(v_base + cols[:, None] * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+            k = tl.load(k_base + cols[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+            v = tl.load(v_base + cols[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
             keep = ok[None, :] & (cols[None, :] <= pos[:, None]) & row_ok[:, None]
             acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
-    tl.store(O + b * so_b + h * so_h + (pos - q_off)[:, None] * so_s + offs_d[None, :], out.to(O.dtype.element_ty),
+    tl.store(O + b * so_b + h * so_h + (pos - q_off)[:, None].to(tl.int64) * so_s + offs_d[None, :], out.to(O.dtype.element_ty),
              mask=row_ok[:, None])
 
 
