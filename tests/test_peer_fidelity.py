@@ -409,6 +409,12 @@ def test_xattention_defaults_equal_the_official_masks(case, tmp_path):
         method = build_method("xattention", options)
     blocks = method.build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0]
     assert torch.equal(blocks, c["blocks"]), (blocks != c["blocks"]).nonzero()[:8].tolist()
+    if case == "default_2048":  # the fused estimate kernel (interpreted here) gives the same masks
+        from attention.backend import use_backend
+
+        with use_backend("triton"):
+            fused = build_method("xattention", {}).build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0]
+        assert torch.equal(fused, c["blocks"])
     if case == "default_3000":  # the first-chunk rule is what makes these equal: the uniform rule keeps fewer
         uniform = build_method("xattention", {"uniform_rows": "1"}).build_pattern(q[:, :, :n], k[:, :, :n], scale)
         assert int(uniform.blocks.sum()) < int(blocks.sum())
@@ -526,3 +532,19 @@ def test_band_attention_kernel_matches_the_reference(q_len, k_len, dim):
     expected = reference_attention(q, k, v, keep, 0.25)
     assert not out.isnan().any()
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("q_len,k_len,stride,block,dim", [(200, 200, 4, 16, 16), (131, 200, 8, 32, 32),
+                                                          (96, 96, 2, 16, 64), (45, 173, 4, 32, 16)])
+def test_xattention_estimate_kernel_matches_the_plain_version(q_len, k_len, stride, block, dim):
+    """The fused estimate (interpreted) equals the plain PyTorch tile scores on awkward shapes."""
+    from attention.kernels.estimate_xattention import xattention_tile_scores
+    from attention.methods.xattention import antidiagonal_tile_scores
+
+    gen = torch.Generator().manual_seed(k_len + dim)
+    q = torch.randn(1, 4, q_len, dim, generator=gen) * 2
+    k = torch.randn(1, 2, k_len, dim, generator=gen)
+    want = antidiagonal_tile_scores(q, k, 0.3, stride, block)
+    got = xattention_tile_scores(q, k, 0.3, stride, block)
+    assert not got.isnan().any() and float(want.abs().sum()) > 0
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from attention.backend import triton_enabled
 from attention.block_select import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
@@ -102,6 +103,16 @@ def antidiagonal_tile_scores(q, k, scale: float, stride: int, block: int) -> tor
     return out
 
 
+def tile_scores(q, k, scale: float, stride: int, block: int) -> torch.Tensor:
+    """antidiagonal_tile_scores, on the fused Triton kernel where Triton runs (one launch, no host sync)."""
+    if triton_enabled(q.device):
+        from attention.kernels import estimate_xattention as kernel  # imported lazily: triton only where it runs
+
+        if kernel.supported(q, stride, block):
+            return kernel.xattention_tile_scores(q, k, scale, stride, block)
+    return antidiagonal_tile_scores(q, k, scale, stride, block)
+
+
 @dataclasses.dataclass
 class TileRanking:
     order: torch.Tensor    # long [B, H, n, n]: per query tile, its non-forced tiles best first (forced ones last)
@@ -155,7 +166,7 @@ class XAttention(SparseMethod):
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config
         q_len, k_len = q.shape[2], k.shape[2]
-        scores = antidiagonal_tile_scores(q, k, scale, cfg.stride, cfg.block)
+        scores = tile_scores(q, k, scale, cfg.stride, cfg.block)
         ranking = rank_tiles(scores, 0 if cfg.uniform_rows else first_chunk_rows(q_len, k_len, cfg.block, cfg.chunk))
         threshold = cfg.threshold
         if cfg.thresholds:
