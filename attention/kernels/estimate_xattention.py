@@ -102,7 +102,7 @@ def xattention_tile_scores(q, k, scale: float, stride: int, block: int) -> torch
     per_tile = block // stride
     n = triton.cdiv(k_len, block)
     n_groups = n * per_tile
-    bm = max(per_tile, 64 if head_dim <= 64 else 32)
+    bm = max(per_tile, 64)
     bn = max(per_tile, 64)
     out = torch.zeros(batch, heads, n, n, dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(n_groups, bm), batch * heads)
