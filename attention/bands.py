@@ -95,18 +95,28 @@ class BandPattern(SparsePattern):
         k_pos = torch.arange(k_len, device=device)
         return keep | (cover[:, :, q_pos // BAND] & (k_pos[None, :] <= q_pos[:, None]))
 
+    def runs(self, batch: int, heads: int, k_len: int, m0: int, device):
+        """(lo, hi, count) of band_runs for these query blocks, built once per pattern and shape."""
+        key = (batch, heads, k_len, m0, str(device))
+        cache = self.__dict__.setdefault("_runs", {})
+        if key not in cache:
+            cache[key] = band_runs(self.band_offsets.to(device), batch, heads, k_len, m0)
+        return cache[key]
+
     def run(self, q, k, v, scale: float) -> torch.Tensor:
         if triton_enabled(q.device) and q.shape[-1] in (16, 32, 64, 128, 256):
             from attention.kernels.bands import band_attention  # imported lazily: triton only where it runs
 
-            return band_attention(q, k, v, scale, self.band_offsets, self.columns)
+            k_len = k.shape[2]
+            runs = self.runs(q.shape[0], q.shape[1], k_len, (k_len - q.shape[2]) // BAND, q.device)
+            return band_attention(q, k, v, scale, self.band_offsets, self.columns, runs=runs)
         return torch_pattern_attention(q, k, v, self, scale)
 
     def kept_share(self, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
         """float32 [B, H] kept share of the causal area, in closed form over runs and columns."""
         q_off = k_len - q_len
         m0 = q_off // BAND
-        lo, hi, count = band_runs(self.band_offsets.to(device), batch, heads, k_len, m0)
+        lo, hi, count = self.runs(batch, heads, k_len, m0, device)
         n_rb, slots = lo.shape[1], lo.shape[2]
         used = torch.arange(slots, device=device) < count[..., None].long()
         first = ((m0 + torch.arange(n_rb, device=device)) * BAND).clamp(min=q_off)[None, :, None]   # first row

@@ -51,10 +51,13 @@ def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
     sheared = padded.as_strided((batch, heads, rows, k_len + 1),
                                 (padded.stride(0), padded.stride(1), width + 1, 1), base)
     by_u = sheared.sum(2)                                                     # u = 0 .. Sk
-    offsets = first + rows - torch.arange(k_len + 1, device=probs.device)     # offset of each u
+    # u holds offset first + rows - u: offsets 0 .. Sk - 1 are u = first + rows down to first + rows - Sk + 1
+    # (slices from host ints: a boolean index here would cost two host syncs per call)
+    top = first + rows
+    lo, hi = max(0, top - k_len + 1), min(k_len, top)                         # u range with a valid offset
     out = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=probs.device)
-    valid = (offsets >= 0) & (offsets < k_len)
-    out[..., offsets[valid]] = by_u[..., valid]
+    if hi >= lo:
+        out[..., top - hi:top - lo + 1] = by_u[..., lo:hi + 1].flip(-1)
     return out
 
 

@@ -130,9 +130,10 @@ def band_attention_kernel(
 
 
 def band_attention(q, k, v, scale: float, offsets: torch.Tensor, columns: torch.Tensor | None,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
+                   out: torch.Tensor | None = None, runs=None) -> torch.Tensor:
     """Attention over MInference's executed pattern: offsets long [B, H, L] run as merged 64-key ranges per
-    64-row query block, columns long [B, H, C] (-1 = unused) gathered; queries are the last q_len of k_len."""
+    64-row query block, columns long [B, H, C] (-1 = unused) gathered; queries are the last q_len of k_len.
+    runs: band_runs' output for these query blocks when the caller has it already."""
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
@@ -141,7 +142,7 @@ def band_attention(q, k, v, scale: float, offsets: torch.Tensor, columns: torch.
     device = q.device
     q_off = k_len - q_len
     m0 = q_off // BAND
-    lo, hi, count = band_runs(offsets.to(device), batch, heads, k_len, m0)
+    lo, hi, count = runs if runs is not None else band_runs(offsets.to(device), batch, heads, k_len, m0)
     n_rb, slots = lo.shape[1], lo.shape[2]
     has_cols = columns is not None and columns.shape[-1] > 0
     cols = col_hi = colhit = torch.zeros(1, dtype=torch.int32, device=device)

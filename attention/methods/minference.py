@@ -124,7 +124,15 @@ class MInference(SparseMethod):
                                    torch.cat([forced_diags, slash_order + window], -1), sink, window)
 
     def head_sizes(self, heads: int, layer_idx: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """float [H] vertical and slash sizes: the per-head file's, else the uniform ones."""
+        """float [H] vertical and slash sizes: the per-head file's, else the uniform ones (one host-to-device copy
+        per layer and device, then cached)."""
+        cache = self.__dict__.setdefault("_sizes", {})
+        key = (heads, layer_idx, str(device))
+        if key not in cache:
+            cache[key] = self._head_sizes_for(heads, layer_idx, device)
+        return cache[key]
+
+    def _head_sizes_for(self, heads: int, layer_idx: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         sizes = [(cfg.vertical_size, cfg.slash_size)] * heads
         if cfg.config:

@@ -170,7 +170,7 @@ class XAttention(SparseMethod):
         ranking = rank_tiles(scores, 0 if cfg.uniform_rows else first_chunk_rows(q_len, k_len, cfg.block, cfg.chunk))
         threshold = cfg.threshold
         if cfg.thresholds:
-            threshold = self.head_thresholds(layer_idx, q.shape[1])
+            threshold = self.head_thresholds(layer_idx, q.shape[1], q.device)
         if cfg.density > 0:
             cells = block_cells(q_len, k_len, cfg.block, q.device)
 
@@ -182,7 +182,15 @@ class XAttention(SparseMethod):
                       "thresholds": "per-head file" if cfg.thresholds else "uniform"}
         return SparsePattern(blocks=select_tiles(ranking, threshold), block=cfg.block)
 
-    def head_thresholds(self, layer_idx: int, heads: int) -> torch.Tensor:
+    def head_thresholds(self, layer_idx: int, heads: int, device=None) -> torch.Tensor:
+        """float32 [H] on device: one host-to-device copy per layer and device, then cached."""
+        cache = self.__dict__.setdefault("_per_layer", {})
+        key = (layer_idx, heads, str(device))
+        if key not in cache:
+            cache[key] = self._thresholds_for(layer_idx, heads).to(device)
+        return cache[key]
+
+    def _thresholds_for(self, layer_idx: int, heads: int) -> torch.Tensor:
         if not hasattr(self, "_thresholds"):
             self._thresholds = load_thresholds(self.config.thresholds, self.config.stride)
         table = self._thresholds
