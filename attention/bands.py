@@ -125,14 +125,33 @@ class BandPattern(SparsePattern):
         cells = (ramp(stop, lo, hi) - ramp(first, lo, hi)) * used
         kept = cells.sum((-2, -1)).double()
         if self.columns is not None and self.columns.shape[-1]:
-            c = prepare_columns(self.columns.to(device), batch, heads, k_len).view(batch * heads, 1, -1)
+            # columns by prefix counts and position sums: all of the block's columns, minus those inside its runs
+            c = prepare_columns(self.columns.to(device), batch, heads, k_len)
             real = first_of_run(c)
-            # a column inside one of the block's runs is already counted there
-            starts = torch.where(used, lo, BIG).contiguous()
-            at = (torch.searchsorted(starts, c.expand(-1, n_rb, -1).contiguous(), right=True) - 1).clamp(min=0)
-            inside = (torch.gather(starts, 2, at) <= c) & (c < torch.gather(hi, 2, at)) & torch.gather(used, 2, at)
-            rows = (stop - torch.maximum(first, c)).clamp(min=0)
-            kept += torch.where(real & ~inside, rows, 0).sum((-2, -1)).double()
+            at = torch.where(real, c, k_len)
+            count = torch.zeros(batch * heads, k_len + 1, dtype=torch.long, device=device)
+            count.scatter_add_(1, at.view(batch * heads, -1), real.view(batch * heads, -1).long())
+            total = torch.zeros_like(count)
+            total.scatter_add_(1, at.view(batch * heads, -1), torch.where(real, c, 0).view(batch * heads, -1))
+            prefix_n = torch.nn.functional.pad(count.cumsum(-1), (1, 0))[:, None, :]   # columns < j
+            prefix_c = torch.nn.functional.pad(total.cumsum(-1), (1, 0))[:, None, :]   # their positions' sum
+
+            def column_cells(a, b, first, stop):
+                """Causal cells of the columns in keys [a, b) for rows [first, stop)."""
+                def at_(table, j):  # table[bh, 0, j] for j [BH or 1, n_rb, slots]
+                    j = j.clamp(0, k_len).expand(table.shape[0], -1, -1)
+                    return torch.gather(table.expand(-1, j.shape[1], -1), 2, j)
+                b = torch.minimum(b, stop)
+                mid = torch.maximum(a, torch.minimum(b, first))               # [a, mid): every row sees them
+                top = torch.maximum(mid, b)                                    # [mid, top): rows from c on
+                early = (at_(prefix_n, mid) - at_(prefix_n, a)) * (stop - first)
+                late = (at_(prefix_n, top) - at_(prefix_n, mid)) * stop - (at_(prefix_c, top) - at_(prefix_c, mid))
+                return early + late
+
+            zero = torch.zeros(1, n_rb, 1, dtype=torch.long, device=device)
+            kept += column_cells(zero, zero + k_len, first, stop).sum((-2, -1)).double()
+            inside = column_cells(lo.clamp(max=k_len), hi, first, stop) * used
+            kept -= inside.sum((-2, -1)).double()
         return (kept / causal_area(q_len, k_len)).float().view(batch, heads)
 
 
