@@ -15,13 +15,15 @@ from attention.scores import causal_scores
 def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
     """Mean over consecutive token blocks along dim -2 ([..., S, D] -> [..., ceil(S/block), D]); a short last
     block is averaged over its real tokens only."""
-    length = x.shape[-2]
-    n = -(-length // block)
-    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, n * block - length))
-    sums = padded.reshape(*x.shape[:-2], n, block, x.shape[-1]).sum(-2)
-    counts = torch.full((n,), float(block), device=x.device)
-    counts[-1] = length - (n - 1) * block
-    return sums / counts[:, None]
+    length, dim = x.shape[-2], x.shape[-1]
+    full = length // block
+    parts = []  # summed in fp32 straight from x's dtype: no fp32 copy of x (it is all of q for FlexPrefill)
+    if full:
+        whole = x[..., :full * block, :].reshape(*x.shape[:-2], full, block, dim)
+        parts.append(whole.sum(-2, dtype=torch.float32) / block)
+    if length > full * block:
+        parts.append(x[..., full * block:, :].sum(-2, keepdim=True, dtype=torch.float32) / (length - full * block))
+    return torch.cat(parts, -2) if len(parts) > 1 else parts[0]
 
 
 def block_sum(x: torch.Tensor, block: int) -> torch.Tensor:
