@@ -195,7 +195,7 @@ def test_user_runs_go_where_git_ignores_them():
 
 @pytest.mark.parametrize("where", ["a file", "below a file"])
 def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_path, capsys, monkeypatch):
-    from harness import models
+    from harness.models import loading as models
 
     def never(*args, **kwargs):
         raise AssertionError("a model was loaded before the run folder was made")

@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from harness.report import (accuracy_table, build_report, load_cells, relative_accuracy_table, speedup_table,
+from harness.reports.report import (accuracy_table, build_report, load_cells, relative_accuracy_table, speedup_table,
                             ttft_table)
-from harness.store import RunStore
+from harness.running.store import RunStore
 
 
 def synthetic_run(root):
@@ -86,7 +86,7 @@ def test_two_runs_are_each_divided_by_their_own_dense_cells(tmp_path):
 
 
 def test_accuracy_has_counts_wilson_intervals_and_relative_only_where_dense_is_clearly_above_zero(tmp_path):
-    from harness.report import wilson
+    from harness.reports.report import wilson
 
     low, high = wilson(1 / 3, 3)
     assert math.isclose(low, 0.0615, abs_tol=1e-3) and math.isclose(high, 0.7923, abs_tol=1e-3)
@@ -113,7 +113,7 @@ def test_dense_like_cells_and_cpu_timings_are_marked_and_cpu_speed_is_not_plotte
 def test_length_axes_tick_exactly_the_measured_lengths_as_k():
     import matplotlib.pyplot as plt
 
-    from harness.plots import length_axis
+    from harness.reports.plots import length_axis
 
     fig, ax = plt.subplots()
     ax.plot([8192, 16384, 32768], [1, 2, 3])

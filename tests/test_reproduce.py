@@ -1,7 +1,7 @@
 import pytest
 
 from harness.cli import main
-from harness.store import RunStore
+from harness.running.store import RunStore
 
 
 def run_with(root, task, lengths):

@@ -1,4 +1,4 @@
-"""Matplotlib figures for reports, drawn from tables harness.report computed (this module computes nothing and
+"""Matplotlib figures for reports, drawn from tables harness.reports.report computed (this module computes nothing and
 imports nothing from the harness but the length format). Each figure is saved as PNG and SVG; all_plots returns
 (stem, title) of what was drawn."""
 import matplotlib

@@ -1,5 +1,5 @@
 """Reports: run folders -> every table computed once here (pandas) -> markdown, CSV, LaTeX and report.md;
-harness.plots only draws the tables it is handed.
+harness.reports.plots only draws the tables it is handed.
 
 Conventions: accuracy carries its sample count and a Wilson 95% interval; accuracy relative to dense is shown
 only where dense scores clearly above zero; speedups divide by the dense cells of the same run (and so the same
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import tables_longbench
+from harness.reports import tables_longbench
 from harness.options import InputError, format_length
-from harness.store import DIAGNOSTICS_FILE, RunStore
+from harness.running.store import DIAGNOSTICS_FILE, RunStore
 
 Z95 = 1.959964
 CLEARLY_ABOVE_ZERO = 0.2  # relative accuracy needs dense's Wilson lower bound at least this high
@@ -237,7 +237,7 @@ def blank_missing(table: pd.DataFrame) -> pd.DataFrame:
 def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
     """Tables in a task's own official layout: LongBench (per dataset x100, average, LongBench-E buckets) and
     RULER (methods x lengths of the subtask average, and per subtask), each computed once in its module."""
-    from harness import tables_ruler
+    from harness.reports import tables_ruler
 
     tables = []
     if (frame["task"] == "longbench").any():
@@ -254,7 +254,7 @@ def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
 
 def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, pool_baselines: bool = False,
                  cpu_timings: bool = False) -> Path:
-    from harness import diagnose_report, plots
+    from harness.reports import diagnose_report, plots
 
     run_dirs = [Path(d) for d in run_dirs]
     stores = [RunStore.open(d) for d in run_dirs]

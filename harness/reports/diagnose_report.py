@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.options import InputError, format_length  # noqa: E402
-from harness.store import DIAGNOSTICS_FILE, RunStore  # noqa: E402
+from harness.running.store import DIAGNOSTICS_FILE, RunStore  # noqa: E402
 
 HEATMAP_PANELS = 12  # per figure; the longest length of each method is drawn first
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from harness.options import InputError
-from harness.store import CELLS_FILE, RunStore
-from harness.sweep import Plan, SweepSpec, build_methods, validate
+from harness.running.store import CELLS_FILE, RunStore
+from harness.running.plan import Plan, SweepSpec, build_methods, validate
 
 DONE = ("ok", "too_long")             # statuses a resume does not redo
 EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
@@ -33,7 +33,7 @@ def sdpa_backend_flags() -> dict:
 
 def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
     """What a run folder records about itself: command, grid, resolved methods, options and provenance."""
-    from harness.store import provenance
+    from harness.running.store import provenance
 
     return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
             "subcommand": subcommand, "spec": dataclasses.asdict(plan.spec),
@@ -121,10 +121,10 @@ def samples_for(loaded, task, length: int, plan: Plan) -> list:
 def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None) -> dict:
     """Every (model x task x length x sample x method) cell not in `done`, dense first in every sample; the
     model is loaded once per model. Returns counts by status (and `resumed`). With `share` (a distributed sweep,
-    harness/distributed.py) this rank runs only its share of the cells still to do."""
+    harness/running/distributed.py) this rank runs only its share of the cells still to do."""
     from tqdm.auto import tqdm
 
-    from harness.models import load_model
+    from harness.models.loading import load_model
 
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
@@ -169,7 +169,7 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
 
     Under torchrun every rank runs this: rank 0 opens the run folder and reads the done set, every rank runs its
     share of the cells still to do into its own shard (cells.rank<R>.jsonl), the counts are summed on rank 0."""
-    from harness import distributed
+    from harness.running import distributed
 
     info = distributed.init()
     opened = open_run(args, subcommand, fresh_spec, measure, default_name, add_dense, given,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.options import InputError
 
-PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
+PAPER = Path(__file__).resolve().parents[2] / "results" / "paper"
 
 # table -> the sweep behind it (methods, tasks, default lengths) and the paper CSV it is compared with;
 # tasks None: any task (TTFT does not depend on what the prompt says)
@@ -66,7 +66,7 @@ def relative_to_dense(frame, baseline: str):
     """Ours, per (model, method) and task, relative to dense, averaged over lengths: BABILong (and any task but
     LongBench) as the report's relative accuracy; LongBench as the ratio of the official totals (sum of eval.py's
     per-dataset scores over the datasets dense has), the quantity the paper's totals give."""
-    from harness import report, tables_longbench
+    from harness.reports import report, tables_longbench
 
     others = frame[frame["task"] != "longbench"]
     ours = report.relative_accuracy_table(others, baseline).mean(axis=1).unstack("task") if len(others) else None
@@ -99,7 +99,7 @@ def compare_accuracy(frame, baseline: str) -> str:
 def compare_ttft(frame, baseline: str) -> str:
     import pandas as pd
 
-    from harness import report
+    from harness.reports import report
 
     ours = report.speedup_table(frame, baseline).stack().rename("ours: TTFT speedup vs dense").reset_index()
     ours["key"] = ours["method_spec"].map(config_key)
@@ -117,16 +117,16 @@ def compare_ttft(frame, baseline: str) -> str:
 
 
 def reproduce(args: argparse.Namespace) -> str:
-    from harness import report
+    from harness.reports import report
 
     table = TABLES[args.table]
     if args.reuse:
         runs = [Path(r) for r in args.reuse]
     else:
-        from harness import driver
-        from harness.commands import finish, given_flags, spec_from_flags
-        from harness.runner import RunMeasure
-        from harness.sweep import DEFAULTS
+        from harness.running import driver
+        from harness.cli.common import finish, given_flags, spec_from_flags
+        from harness.running.runner import RunMeasure
+        from harness.running.plan import DEFAULTS
 
         args.methods, args.task = ",".join(table["methods"]), None
         args.lengths = args.lengths or table["lengths"]

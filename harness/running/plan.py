@@ -27,7 +27,7 @@ class SweepSpec:
     max_new_tokens: int | None = None
     beyond_context: bool = False  # run lengths above the model's context (timing only; accuracy is meaningless)
     device_map: str | None = None  # hook(scale): auto | balanced: one model split over the visible GPUs
-    prefill: str = "plain"         # hook(scale): plain | chunked | chunked-nocache (harness/long_prefill.py)
+    prefill: str = "plain"         # hook(scale): plain | chunked | chunked-nocache (harness/models/long_prefill.py)
     prefill_chunk: int = 16384
 
     @classmethod
@@ -83,9 +83,9 @@ def build_methods(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) 
 def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Plan:
     """Everything checkable without loading a model: numbers, lengths, device, methods, tasks, models. Raises
     InputError (one line) before anything is written."""
-    from harness.models import check
-    from harness.random_models import check_tasks
-    from harness.runner import RunOptions, resolve_device
+    from harness.models.loading import check
+    from harness.models.random_weights import check_tasks
+    from harness.running.runner import RunOptions, resolve_device
     from tasks.base import build_task
 
     for name in ("samples", "repeats", "max_new_tokens"):
@@ -97,8 +97,8 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     bad = [n for n in spec.lengths if n < 1]
     if bad or not spec.lengths:
         raise InputError(f"--lengths: {bad[0] if bad else 'none'} given; every length must be at least 1 token")
-    from harness import distributed
-    from harness.device_map import check as check_device_map
+    from harness.running import distributed
+    from harness.models.device_map import check as check_device_map
 
     device = distributed.rank_device(resolve_device(spec.device))  # hook(scale): cuda:<LOCAL_RANK> per rank
     check_device_map(spec.device_map, device, distributed.current().world)  # hook(scale)
