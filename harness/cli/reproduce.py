@@ -14,27 +14,33 @@ def add_parser(sub) -> None:
     parser.add_argument("table", choices=sorted(TABLES), help="which paper table or figure")
     add_common(parser, methods=False, resume=False, lengths=None)
     parser.add_argument("--from", dest="reuse", nargs="+", default=None, metavar="RUN_DIR",
-                        help="reuse finished run folders instead of running the sweep")
+                        help="reuse finished run folders instead of running the sweep (the comparison and its "
+                        "report go to a new folder under --out; the runs are not written)")
+    parser.add_argument("--part", default=None, choices=["babilong", "longbench"],
+                        help="accuracy: reproduce one half only (e.g. babilong when LongBench's data is not at "
+                        "hand); the output says it is partial")
 
 
-def table_grid(table: str) -> SweepSpec:
+def table_grid(table: str, tasks: list[str] | None) -> SweepSpec:
     """The sweep behind a paper table: its methods, its tasks (any task for TTFT) and its lengths."""
-    entry = TABLES[table]
-    return SweepSpec(methods=[",".join(entry["methods"])], tasks=entry["tasks"] or SweepSpec().tasks,
-                     lengths=entry["lengths"])
+    return SweepSpec(methods=[",".join(TABLES[table]["methods"])], tasks=tasks or SweepSpec().tasks,
+                     lengths=TABLES[table]["lengths"])
 
 
 def main(args, argv: list[str]) -> int:
-    from harness.reports.reproduce import compare  # the work: imported once the flags are known good
+    from harness.reports.reproduce import check_data, compare, tasks_of  # the work: once the flags are good
     from harness.running import driver
     from harness.running.runner import RunMeasure
 
+    tasks = tasks_of(args.table, args.part)
+    name = f"reproduce-{args.table}"
     if args.reuse:
-        runs = check_runs(args.reuse)
+        runs, out = check_runs(args.reuse), None  # its own folder, made once the runs hold something to compare
     else:
-        settings = settings_from(args, argv, NAME, name=f"reproduce-{args.table}", base=table_grid(args.table))
+        check_data(tasks or [], args.table)  # before a run folder exists
+        settings = settings_from(args, argv, NAME, name=name, base=table_grid(args.table, tasks))
         store, counts = driver.execute(settings, RunMeasure())
         finish(store, counts)
-        runs = [store.folder]
-    print(compare(runs, args.table))
+        runs, out = [store.folder], store.folder / "report"
+    print(compare(runs, args.table, tasks, out, args.out, args.name or name))
     return 0

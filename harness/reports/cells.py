@@ -17,10 +17,11 @@ def model_label(name: str) -> str:
 
 def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
     """Every finished cell of the given runs, one row each, with meta fields flattened (meta.depth, ...)."""
-    rows = []
+    rows, others = [], {}
     for folder in map(Path, run_dirs):
         for cell in RunStore.open(folder).unique_cells(what="report"):
             if cell.get("status") != "ok":
+                others[cell.get("status")] = others.get(cell.get("status"), 0) + 1
                 continue
             row = {k: v for k, v in cell.items() if k not in ("meta", "layers", "scores")}
             row.update({f"meta.{k}": v for k, v in (cell.get("meta") or {}).items() if not isinstance(v, (list, dict))})
@@ -28,7 +29,13 @@ def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
             row["run"] = folder.name
             rows.append(row)
     if not rows:
-        raise InputError(f"no finished cells in {', '.join(str(d) for d in run_dirs)}; run a sweep first")
+        where = ", ".join(str(d) for d in run_dirs)
+        if not others:
+            raise InputError(f"no finished cells in {where}; run a sweep first")
+        held = ", ".join(f"{n} {status}" for status, n in others.items())
+        hint = (" (too_long: every length was beyond the model's context; rerun with shorter --lengths, or "
+                "--beyond-context to time them)" if "too_long" in others else "")
+        raise InputError(f"nothing to report in {where}: no cell finished ok, it holds {held}{hint}")
     frame = pd.DataFrame(rows)
     for column, default in (("device", "unknown"), ("density", float("nan")), ("ttft_ms", float("nan"))):
         if column not in frame:

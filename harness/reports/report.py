@@ -142,15 +142,18 @@ def density_per_layer(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pareto_points(frame: pd.DataFrame, baseline: str, pool: bool, cpu: bool) -> pd.DataFrame:
-    """Per (model, method, length): speedup vs the baseline and accuracy (all tasks pooled) with its interval;
-    only at lengths where the baseline scores clearly above zero (elsewhere accuracy separates nothing)."""
+    """Per (model, method, length), and per run when several runs hold timings: speedup vs the baseline and
+    accuracy (all tasks pooled, LongBench as its dataset average) with its interval; only at lengths where the
+    baseline scores clearly above zero (elsewhere accuracy separates nothing)."""
     cells = timed(frame, cpu)
     if cells.empty or baseline not in set(cells["method_spec"]):
         return pd.DataFrame()
     speed = speedup_table(cells, baseline, pool).stack().rename("speedup").reset_index()
-    acc = accuracy_stats(frame, by=("model", "method_spec", "length")).reset_index()
-    base = acc[(acc["method_spec"] == baseline) & (acc["low"] >= CLEARLY_ABOVE_ZERO)][["model", "length"]]
-    return speed.merge(acc, on=["model", "method_spec", "length"], how="inner").merge(base, on=["model", "length"])
+    keys = [*(["run"] if "run" in speed else []), "model", "method_spec", "length"]
+    acc = accuracy_stats(frame, by=tuple(keys)).reset_index()
+    base = acc[(acc["method_spec"] == baseline) & (acc["low"] >= CLEARLY_ABOVE_ZERO)][
+        [k for k in keys if k != "method_spec"]]
+    return speed.merge(acc, on=keys, how="inner").merge(base, on=[k for k in keys if k != "method_spec"])
 
 
 # ---- writing --------------------------------------------------------------------------------------------------

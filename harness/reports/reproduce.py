@@ -1,12 +1,14 @@
 """`reproduce TABLE`: ours beside the paper's, from the run folders of the sweep behind a paper table (the CLI,
-harness/cli/reproduce.py, runs that sweep or reuses finished runs).
+harness/cli/reproduce.py, checks the data, runs that sweep or reuses finished runs, then calls `compare`).
 
 The paper's models (ChatGLM2-6B, InternLM2-7B) are not ours, so the comparable quantities are relative:
 accuracy as a share of the dense model's, and TTFT speedup over dense FlashAttention. Rows are joined on the
 method's full configuration (`sample:alpha=0.95` is `sample` with its default alpha), never on its name alone.
 """
 import dataclasses
+import datetime
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,72 @@ from attention.registry import build_method
 from harness.options import InputError, parse_spec
 from harness.reports import report, tables_longbench
 from harness.reports.paper import PAPER, PAPER_NAMES, TABLES
+from tasks.base import TaskError, build_task
+
+LONGBENCH_DATA = ("`hf download --repo-type dataset THUDM/LongBench data.zip` (it lands in the hub cache, where "
+                  "this command looks), or run this command once online with --download")
+
+
+def tasks_of(table: str, part: str | None = None) -> list[str] | None:
+    """The table's tasks, or the one --part picks (a partial reproduction, labelled so)."""
+    tasks = TABLES[table]["tasks"]
+    if part is None:
+        return tasks
+    if tasks is None or part not in tasks:
+        raise InputError(f"--part {part}: reproduce {table} has no such half"
+                         + (f"; choose {' or '.join(tasks)}" if tasks else ""))
+    return [part]
+
+
+def check_data(tasks: list[str], table: str) -> None:
+    """Every task's data is at hand before a run folder exists: LongBench's official files are not generated
+    and, offline, come only from the hub cache."""
+    for name in tasks:
+        try:
+            build_task(name).count(1)
+        except TaskError as err:
+            if name != "longbench":
+                raise
+            others = [t for t in TABLES[table]["tasks"] if t != "longbench"]
+            offer = (f"; or reproduce the {others[0]} half alone with --part {others[0]} (partial, labelled so)"
+                     if others else "")
+            raise InputError(f"reproduce {table}: the LongBench half needs THUDM/LongBench's data.zip, which is not "
+                             f"in the local cache ({' '.join(str(err).split())[:160]}); get it with "
+                             f"{LONGBENCH_DATA}{offer}") from None
+
+
+def partial_note(frame, table: str) -> str | None:
+    tasks = TABLES[table]["tasks"]
+    if not tasks:
+        return None
+    missing = [t for t in tasks if t not in set(frame["task"])]
+    if not missing:
+        return None
+    return (f"**Partial reproduction**: only the {', '.join(t for t in tasks if t not in missing)} half; "
+            f"no {', '.join(missing)} cells in these runs, so the paper's {', '.join(missing)} column has nothing "
+            "beside it.")
+
+
+def output_folder(out: str, name: str) -> Path:
+    """--from: a folder of its own under --out (the source runs stay untouched)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "reproduce"
+    root = Path(out)
+    folder, suffix = root / f"{stamp}-{name}", 1
+    while folder.exists():
+        folder, suffix = root / f"{stamp}-{name}-{suffix}", suffix + 1
+    try:
+        folder.mkdir(parents=True)
+    except OSError as err:
+        raise InputError(f"--out {root}: cannot create the reproduction's folder there ({err.strerror or err}); "
+                         "pass a writable folder") from None
+    return folder
+
+
+def markdown(table) -> str:
+    """Index levels as plain columns (never tuples), blanks where nothing is known (never nan)."""
+    shown = report.flat(table) if table.index.nlevels > 1 or table.index.name else table
+    return report.blank_missing(shown.round(3)).to_markdown(index=False)
 
 
 def config_key(spec: str) -> str:
@@ -77,7 +145,8 @@ def compare_accuracy(frame, baseline: str) -> str:
     joined = ours.merge(paper, on="key", how="outer")
     joined["method"] = joined["method"].fillna(joined["paper method"])
     joined = joined.drop(columns=["key"])
-    return joined.set_index("method").round(3).to_markdown()
+    first = ["method", "our model", "paper method"]
+    return markdown(joined[[c for c in first if c in joined] + [c for c in joined.columns if c not in first]])
 
 
 def compare_ttft(frame, baseline: str) -> str:
@@ -93,22 +162,29 @@ def compare_ttft(frame, baseline: str) -> str:
     joined = joined.drop(columns=["key", "paper method"]).sort_values(["method_spec", "length"])
     first = ["model", "method_spec", "length"]
     joined = joined[first + [c for c in joined.columns if c not in first]]
-    return joined.round(3).to_markdown(index=False)
+    return markdown(joined.rename(columns={"method_spec": "method"}))
 
 
-def compare(runs: list[Path], table: str) -> str:
-    """Report the runs (into <first run>/report) and set ours beside the paper's numbers of `table`."""
+def compare(runs: list[Path], table: str, tasks: list[str] | None, out: Path | None, out_root: str,
+            name: str) -> str:
+    """Report the runs and set ours beside the paper's numbers of `table`; the report goes to `out`, or (runs
+    reused with --from) to a new folder under `out_root`, made once the runs hold something to compare."""
     frame = restrict_to_tasks(report.load_cells(runs), table)
+    if tasks:
+        frame = frame[frame["task"].isin(tasks)]
     baseline = report.baseline_spec(frame)
-    out = runs[0] / "report"
+    out = out or output_folder(out_root, name)
     report_path = report.build_report(runs, out, baseline)
     lines = [f"# reproduce {table}", f"runs: {', '.join(str(r) for r in runs)}", f"report: {report_path}", ""]
+    partial = partial_note(frame, table)
+    if partial:
+        lines += [partial, ""]
     if table == "accuracy":
         lines.append(compare_accuracy(frame, baseline))
     elif table == "ttft":
         lines.append(compare_ttft(frame, baseline))
     else:
-        lines.append(report.needle_grid(frame).round(2).to_markdown())
+        lines.append(markdown(report.needle_grid(frame).round(2)))
         lines.append("\nThe paper shows needle heatmaps as figures only; compare with needle_heatmaps.png.")
     text = "\n".join(lines)
     (out / f"reproduce-{table}.md").write_text(text + "\n")

@@ -12,6 +12,7 @@ from harness.models.loading import check
 from harness.models.random_weights import check_tasks
 from harness.options import InputError, alternatives, parse_specs
 from harness.running import distributed
+from harness.running.checks import check_lengths_fit, check_names
 from harness.running.runner import resolve_device
 from harness.running.settings import PREFILL_MODES, RunOptions, SweepSpec
 from tasks.base import Task, build_task
@@ -56,6 +57,7 @@ def build_methods(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) 
 def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Plan:
     """Everything checkable without loading a model: numbers, lengths, device, methods, tasks, models. Raises
     InputError (one line) before anything is written."""
+    check_names(spec.methods, spec.tasks)
     for name in ("samples", "repeats", "max_new_tokens"):
         value = getattr(spec, name)
         if value is not None and value < 1:
@@ -65,10 +67,13 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     bad = [n for n in spec.lengths if n < 1]
     if bad or not spec.lengths:
         raise InputError(f"--lengths: {bad[0] if bad else 'none'} given; every length must be at least 1 token")
+    check_lengths_fit(spec.lengths)
     device = distributed.rank_device(resolve_device(spec.device))  # cuda:<LOCAL_RANK> per rank
     check_device_map(spec.device_map, device, distributed.current().world)
     methods = build_methods(spec, add_dense, quiet)
     tasks = [build_task(t) for t in spec.tasks]
+    for task in tasks:
+        task.count(spec.samples)  # loads what a task reads (LongBench's files): missing data fails before any write
     for model in spec.models:
         check(model)
         check_tasks(model, tasks)
