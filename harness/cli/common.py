@@ -5,6 +5,7 @@ from pathlib import Path
 
 from harness.options import parse_lengths
 from harness.running import distributed
+from harness.running.checks import check_lengths_fit
 from harness.running.settings import Settings, SweepSpec, with_overrides
 
 SCALAR_FLAGS = ("samples", "seed", "device", "repeats", "warmup", "max_new_tokens", "beyond_context", "device_map",
@@ -38,6 +39,7 @@ def settings_from(args, argv: list[str], command: str, name: str, base: SweepSpe
     given = grid_flags(args)
     base = base or SweepSpec()
     grid, overridden = with_overrides(base, given)
+    check_lengths_fit(grid.lengths)  # before the work imports torch (validate checks again)
     if sweep_file and overridden:
         changes = "; ".join(f"{field} {getattr(base, field)} -> {getattr(grid, field)}" for field in overridden)
         print(f"note: flags override {sweep_file}: {changes}", file=sys.stderr)
