@@ -389,6 +389,12 @@ def test_flexprefill_defaults_equal_the_official_masks(case):
     assert blocks.shape == c["blocks"].shape
     assert torch.equal(blocks, c["blocks"]), (blocks != c["blocks"]).nonzero()[:8].tolist()
     assert 0 < int(blocks.sum()) < blocks.shape[0] * blocks.shape[1] * (blocks.shape[1] + 1) // 2  # sparse
+    if case == "default_2100":  # the fused column / diagonal sums (Triton, interpreted here) give the same masks
+        from attention.backend import use_backend
+
+        with use_backend("triton"):
+            fused = build_method("flexprefill", {}).build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0]
+        assert torch.equal(fused, c["blocks"])
 
 
 @pytest.mark.parametrize("case", ["default_3000", "default_2048", "stride8_t09_3000", "chunk1024_3000",
@@ -461,6 +467,13 @@ def test_minference_equals_the_official_selection_and_execution(case, tmp_path):
             assert ours == starts.tolist(), (h, block)
     keep = pattern.keep_mask(1, qn.shape[1], n, n)[0]
     assert torch.equal(keep, official_minference_mask(c, n))
+    if case == "config_sparse_3000":  # the fused sums and the run builder (Triton, interpreted) select the same
+        from attention.backend import use_backend
+
+        with use_backend("triton"):
+            fused = method.build_pattern(qn, kn, scale)
+            assert torch.equal(fused.band_offsets, pattern.band_offsets) and torch.equal(fused.columns, pattern.columns)
+            torch.testing.assert_close(method.density(fused, qn, kn), keep.sum((-2, -1)).float() / (n * (n + 1) / 2))
     causal = n * (n + 1) / 2
     torch.testing.assert_close(method.density(pattern, qn, kn), keep.sum((-2, -1)).float() / causal)
     assert method.knobs["sizes"] == ("per-head file" if c["config"] else "uniform")

@@ -45,11 +45,12 @@ from pathlib import Path
 import torch
 
 from attention.bands import BandPattern
-from attention.block_select import diagonal_sums, ranked, row_probs, solve
+from attention.block_select import ranked, solve
 from attention.density import pattern_density
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
+from attention.scores import sampled_scores
 
 
 @dataclasses.dataclass
@@ -111,9 +112,8 @@ class MInference(SparseMethod):
         cfg = self.config
         q_len, k_len = q.shape[2], k.shape[2]
         rows = torch.arange(max(0, q_len - cfg.last_q), q_len, device=q.device)
-        probs = row_probs(q, k, scale, rows)
-        vertical = probs.sum(2)
-        slash = diagonal_sums(probs, k_len - len(rows))
+        # column and diagonal sums of the last rows' causal softmax; one fused pass on the Triton path
+        vertical, slash = sampled_scores(q, k, scale, rows, with_diag=True)
         sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
         _, column_order = ranked(vertical[..., sink:])
         _, slash_order = ranked(slash[..., window:])
