@@ -561,3 +561,16 @@ def test_xattention_estimate_kernel_matches_the_plain_version(q_len, k_len, stri
     got = xattention_tile_scores(q, k, 0.3, stride, block)
     assert not got.isnan().any() and float(want.abs().sum()) > 0
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_ranked_sorts_long_rows_as_a_stable_descending_sort():
+    """Long rows take the flat two-sort path: same values and order (ties: lower index) as torch.sort per row."""
+    from attention.block_select import LONG_ROWS, ranked
+
+    gen = torch.Generator().manual_seed(3)
+    for shape in [(2, 3, LONG_ROWS + 5), (5, LONG_ROWS + 1), (3, 40)]:
+        x = torch.randint(0, 30, shape, generator=gen).float()  # many ties
+        x[..., 3] = float("-inf")
+        values, order = ranked(x)
+        expected = torch.sort(x, dim=-1, descending=True, stable=True)
+        assert torch.equal(values, expected.values) and torch.equal(order, expected.indices)
