@@ -500,7 +500,7 @@ def test_minference_config_file_errors_name_the_fix(tmp_path):
 
 
 @pytest.mark.parametrize("q_len,k_len", [(200, 200), (131, 200), (37, 165)])
-def test_band_runs_kernel_and_density_match_the_plain_versions(q_len, k_len):
+def test_band_runs_kernel_and_density_match_the_plain_versions(q_len, k_len, monkeypatch):
     """The Triton run builder (interpreted) equals the PyTorch one; the closed-form share equals the mask's."""
     from attention.backend import use_backend
     from attention.bands import BandPattern, band_runs_torch
@@ -524,6 +524,10 @@ def test_band_runs_kernel_and_density_match_the_plain_versions(q_len, k_len):
     causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len).sum()
     share = pattern.kept_share(1, 3, q_len, k_len, torch.device("cpu"))
     torch.testing.assert_close(share, keep.sum((-2, -1)).float() / causal)
+    import attention.bands
+
+    monkeypatch.setattr(attention.bands, "SHARE_ELEMENTS", 8)  # one query block per step: the chunked sum
+    torch.testing.assert_close(pattern.kept_share(1, 3, q_len, k_len, torch.device("cpu")), share)
 
 
 @pytest.mark.parametrize("q_len,k_len,dim", [(150, 150, 16), (97, 170, 64)])
