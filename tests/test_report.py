@@ -129,3 +129,16 @@ def test_report_over_a_run_with_scalar_and_torn_lines_still_works(tmp_path):
     with open(run / "cells.jsonl", "a") as handle:
         handle.write('42\n"oops"\n{"key": "torn", "sta')
     assert build_report([run], tmp_path / "r").is_file()
+
+
+def test_report_on_cells_that_were_all_too_long_says_so(tmp_path, capsys):
+    from harness.cli import main
+
+    store = RunStore.create(tmp_path, "long", {})
+    store.release()
+    for method in ("dense", "sample"):
+        store.append({"key": f"m|{method}|passkey|p-9000-0", "status": "too_long", "model": "m", "method": method,
+                      "method_spec": method, "task": "passkey", "length": 9000, "error": "length 9000 > 8192"})
+    assert main(["report", str(store.folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "it holds 2 too_long" in err and "--beyond-context" in err and "run a sweep first" not in err

@@ -5,6 +5,7 @@ from harness.options import InputError
 from harness.running.plan import DEFAULTS
 
 OUT = "runs"  # git ignores it; committed evidence lives in results/runs/
+TABLE_LENGTHS = "the table's own lengths"  # reproduce's default
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,7 +30,7 @@ def add_common(parser, grid: bool = False, methods: bool = True, timing: bool = 
         parser.add_argument("--methods", default=None, help="comma list, each optionally name:key=value,... e.g. "
                             f"dense,sample:alpha=0.9,bigbird; a|b|c runs each value (default: {DEFAULTS['methods']})")
     parser.add_argument("--lengths", default=None, help="comma list of prompt lengths in tokens; 8k accepted "
-                        f"(default: {lengths or 'the table own lengths'})")
+                        f"(default: {lengths or TABLE_LENGTHS})")
     parser.add_argument("--device", default=None, help="auto (GPU if present), cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--out", default=OUT, help=f"folder that receives the run folder (default: {OUT}/, "
                         "ignored by git)")

@@ -14,7 +14,11 @@ def add_parser(sub) -> None:
     parser.add_argument("table", choices=sorted(TABLES), help="which paper table or figure")
     add_common(parser, methods=False, resume=False, lengths=None)
     parser.add_argument("--from", dest="reuse", nargs="+", default=None, metavar="RUN_DIR",
-                        help="reuse finished run folders instead of running the sweep")
+                        help="reuse finished run folders instead of running the sweep (the comparison and its "
+                        "report go to a new folder under --out; the runs are not written)")
+    parser.add_argument("--part", default=None, choices=["babilong", "longbench"],
+                        help="accuracy: reproduce one half only (e.g. babilong when LongBench's data is not at "
+                        "hand); the output says it is partial")
 
 
 def main(args) -> int:

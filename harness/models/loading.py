@@ -152,6 +152,9 @@ def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
         return path.parent, path.name, None
     if path.is_dir():
         return path, None, None
+    if path.is_file():
+        raise ModelError(f"--model {name} is a file, not a model: pass a .gguf file, a model folder (with "
+                         "config.json), an embedded name or a hub id")
     if os.sep in name and not name.count("/") == 1:
         raise ModelError(f"model folder {name} does not exist")
     if "/" in name:
@@ -183,7 +186,7 @@ def check(name: str) -> None:
 
         if not isinstance(try_to_load_from_cache(folder, "config.json"), str):
             raise ModelError(f"hub model {name!r} is not in the local cache and nothing is downloaded at run time; "
-                             f"run `huggingface-cli download {name}` first, or pass --download")
+                             f"run `hf download {name}` first, or pass --download")
 
 
 def file_sha256(path: Path) -> str:

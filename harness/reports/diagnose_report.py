@@ -110,8 +110,10 @@ def heatmaps(heads, metric, title, out, stem):
     were dense everywhere (dense, h2o's prefill) are left out: their panels would be flat."""
     sparse = heads.groupby(["model", "label", "length"])["density"].transform("min") < 1.0
     heads = heads[sparse] if sparse.any() else heads
-    panels = (heads.groupby(["model", "label", "length"]).size().reset_index()
-              .sort_values(["length", "label"], ascending=[False, True]).head(HEATMAP_PANELS))
+    panels = heads.groupby(["model", "label", "length"]).size().reset_index()
+    panels["length"] = panels["length"].astype(int)
+    panels = (panels.sort_values(["length", "label"], ascending=[False, True]).head(HEATMAP_PANELS)
+              .sort_values(["model", "label", "length"]))  # each method's lengths side by side, as numbers
     columns = min(4, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns + 1, 3.4 * rows), squeeze=False,
