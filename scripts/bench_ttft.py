@@ -36,6 +36,9 @@ from tasks.base import build_task  # noqa: E402
 METHODS = ("dense:backend=cudnn,dense:backend=flash,sample,sample:density=0.1,sample:density=0.05,r_w=0.0125,"
            "sample:density=0.1,r_w=0.025,sample:density=0.2,r_w=0.05,sample:density=0.5,r_w=0.125,"
            "sample:dense_above=1,streaming:density=0.1")
+# --peers: the peers at their published defaults and at equal density (issue 24)
+PEER_METHODS = ("minference,flexprefill,xattention,bigbird,minference:density=0.1,flexprefill:density=0.1,"
+                "xattention:density=0.1,bigbird:density=0.1")
 FIELDS = ["gpu", "model", "length", "method", "ttft_ms", "vs_cudnn", "ideal_ms", "vs_ideal", "density",
           "selected_density", "dense_layers", "layers", "launches_per_layer", "syncs_per_prefill", "peak_mem_gib",
           "repeats", "torch", "triton", "commit"]
@@ -216,6 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", required=True, help="model name; repeat with --lengths each")
     parser.add_argument("--lengths", action="append", required=True, help="lengths for the --model before it")
     parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--peers", action="store_true", help="also the peers at defaults and at density 0.1")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long", type=int, default=49152, help="from this length on one repeat fewer")
     parser.add_argument("--profile-at", default="8k,32k", help="lengths at which launches and syncs are counted")
@@ -232,7 +236,8 @@ def main(argv=None) -> int:
     rows = []
     for name, lengths in zip(args.model, args.lengths):
         begin = time.time()
-        rows += bench_model(name, parse_lengths(lengths), expand_alternatives(args.methods), args, meta)
+        methods = args.methods + ("," + PEER_METHODS if args.peers else "")
+        rows += bench_model(name, parse_lengths(lengths), expand_alternatives(methods), args, meta)
         print(f"{name}: {time.time() - begin:.0f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
