@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from harness import worker
 from harness.options import InputError
 from harness.store import CELLS_FILE, RunStore
 from harness.sweep import Plan, SweepSpec, build_methods, validate
@@ -121,6 +122,7 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
 
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
+    done = set(done) | worker.poisoned_keys(store.cells(measure.file))  # after a restart: not retried
     with tqdm(total=plan.total(), unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
@@ -150,6 +152,8 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                                     cell["beyond_context"] = True
                                 cell.update(measure(loaded, method, task, sample, options))
                             store.append(cell, measure.file)
+                            if cell["status"] == "error" and share is None and worker.is_sticky(cell.get("error")):
+                                worker.restart(store.folder, cell["error"])  # the process is poisoned
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
             del loaded
