@@ -317,7 +317,8 @@ def run_worker(args) -> int:
 
     def start(method, length, what="cell"):
         (out / PENDING).write_text(json.dumps({"file": str(path), "row": {
-            "model": args.model, "method": method.spec(), "length": length, "layers": meta["layers"], "chunk": args.chunk,
+            "model": args.model, "method": method.spec(), "length": length, "layers": meta["layers"],
+            "chunk": args.chunk,
             **({"check": "first_token"} if what == "check" else {})}, "started": time.time()}))
 
     for method in checks:

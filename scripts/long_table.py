@@ -89,7 +89,8 @@ def main_table(cells: list[dict], paper: dict) -> list[str]:
         lines.append("| " + " | ".join([
             length_label(row["length"]), row["method"], row.get("status", ""), show(row.get("ms_per_layer")),
             show(row.get("density")),
-            *(show(speedup(cells, row, b), "x") if row["method"] != b else "" for b in BASELINES), show(row.get("peak_mem_gib")), show(row.get("bound_gib")),
+            *(show(speedup(cells, row, b), "x") if row["method"] != b else "" for b in BASELINES),
+            show(row.get("peak_mem_gib")), show(row.get("bound_gib")),
             show(row.get("peak_over_bound")),
             f"{paper_value}x (unconfirmed{'' if row['length'] != 1 << 20 else ' except the 5.29x headline'})"
             if paper_value else ""]) + " |")
