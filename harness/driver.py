@@ -160,7 +160,7 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                                 cell.update(measure(loaded, method, task, sample, options))
                             store.append(cell, measure.file)
                             if cell["status"] == "error" and share is None and worker.is_sticky(cell.get("error")):
-                                worker.restart(store.folder, cell["error"])  # the process is poisoned
+                                worker.restart(store, cell["error"])  # the process is poisoned
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
             del loaded

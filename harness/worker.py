@@ -51,8 +51,10 @@ def resume_argv(folder: str, argv: list[str] | None = None, orig_argv: list[str]
     return [*prefix, *rest, "--resume", str(folder)]
 
 
-def restart(folder, message: str) -> None:
-    """Replace this (poisoned) process by a fresh run of the same command resuming `folder`; never returns."""
+def restart(store, message: str) -> None:
+    """Replace this (poisoned) process by a fresh run of the same command resuming the store's run folder (its
+    lock handed over: released here, taken again by the fresh process); never returns."""
+    folder = store.folder
     count = restarts() + 1
     if count > MAX_RESTARTS:
         raise SystemExit(f"error: {count - 1} restarts after CUDA errors; stopping (resume with --resume {folder})")
@@ -61,6 +63,8 @@ def restart(folder, message: str) -> None:
           f"({count}) to resume {folder}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os.environ[RESTARTS_ENV] = str(count)
+    if hasattr(store, "release"):
+        store.release()
     os.execv(sys.executable, argv)
 
 
