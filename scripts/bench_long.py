@@ -1,6 +1,6 @@
 """Long-prefill TTFT on one GPU: 128K to 1M tokens, dense baselines, SampleAttention at fixed densities, the peers.
 
-    python scripts/bench_long.py --layers 1 --lengths 128k,256k,512k,1m --repeats 3,1m=1 --out results/bench
+    python scripts/bench_long.py --layers 1 --lengths 128k,256k,512k,1m --repeats 3,512k=1,1m=1 --out results/bench
 
 Random weights (a timing-only model): only the time and memory of the prefill mean anything. The prefill is
 harness/long_prefill.py (row-wise parts chunked, each layer's KV cache dropped when the layer is done), so
@@ -398,7 +398,7 @@ def parse_args(argv):
                         help="method specs; the dense:backend=flash / cudnn rows are the speedup baselines")
     parser.add_argument("--layers", type=int, default=1, help="decoder layers kept (0 = all)")
     parser.add_argument("--chunk", type=int, default=long_prefill.DEFAULT_CHUNK)
-    parser.add_argument("--repeats", default="3,1m=1", help="timed prefills per cell, LENGTH=N per length")
+    parser.add_argument("--repeats", default="3,512k=1,1m=1", help="timed prefills per cell, LENGTH=N per length")
     parser.add_argument("--warmup-length", default="16k", help="one untimed prefill per method first (compiles)")
     parser.add_argument("--check-length", default="32k", help="plain vs chunked first token here (0: skip)")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run (not evidence)")
