@@ -16,8 +16,8 @@ fresh worker that resumes; a worker that dies outright (or a cell past --cell-ti
 that cell's error the same way. Out-of-memory is recorded and the worker goes on.
 
 Results append to OUT/long_<gpu>.jsonl: a meta line (provenance) per worker, then one row per cell; a cell
-already recorded there (same model, layers, chunk, length, method) is skipped, so the command resumes across
-calls (--retry-errors runs failed cells again; --budget-s stops starting cells after that many seconds).
+already recorded there by the same commit (same model, layers, chunk, length, method) is skipped, so the command
+resumes across calls (--retry-errors runs failed cells again; --budget-s stops starting cells after that many seconds).
 OUT/long_<gpu>.md is rendered from the jsonl at the end (scripts/long_table.py; it can also render it alone).
 """
 import argparse
@@ -293,9 +293,10 @@ def run_worker(args) -> int:
             "kv_bytes_per_token": long_prefill.held_bytes(full, 1, kept_kv_layers=full_layers)["kept_kv"],
             "layer_activation_bytes_per_token": sum(long_prefill.held_bytes(full, 1).values()),
             **provenance(args)}
-    rows = read_rows(path)
+    rows = read_rows(path)  # this commit's cells are done; other commits' rows stay as history, not reused
     recorded = {cell_key(r, r["method"], r["length"]) + ("|check" if "check" in r else "")
-                for r in rows if "method" in r and (not args.retry_errors or r.get("status") in ("ok", None))}
+                for r in rows if "method" in r and r.get("commit") == meta["commit"]
+                and (not args.retry_errors or r.get("status") in ("ok", None))}
     rows_meta = {"model": args.model, "layers": meta["layers"], "chunk": args.chunk}
     check = parse_lengths(args.check_length)[0] if args.check_length not in ("0", "") else 0
     todo = [(length, m) for length in lengths for m in methods
@@ -316,7 +317,7 @@ def run_worker(args) -> int:
             sys.exit(worker.RESTART_EXIT)
 
     def start(method, length, what="cell"):
-        (out / PENDING).write_text(json.dumps({"file": str(path), "row": {
+        (out / PENDING).write_text(json.dumps({"file": str(path), "commit": meta["commit"], "row": {
             "model": args.model, "method": method.spec(), "length": length, "layers": meta["layers"],
             "chunk": args.chunk,
             **({"check": "first_token"} if what == "check" else {})}, "started": time.time()}))
@@ -375,7 +376,8 @@ def supervise(args, argv: list[str]) -> int:
             return code or 1
         why = (f"cell exceeded --cell-timeout {args.cell_timeout} s; worker killed" if timed_out
                else f"worker died with status {code} during this cell")
-        row = {**pending["row"], "status": "timeout" if timed_out else "error", "error": why,
+        row = {**pending["row"], "commit": pending["commit"], "status": "timeout" if timed_out else "error",
+               "error": why,
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         append(Path(pending["file"]), row)
         print(json.dumps(row), file=sys.stderr, flush=True)

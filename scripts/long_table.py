@@ -21,8 +21,9 @@ BEGIN, END = "<!-- long-table:begin -->", "<!-- long-table:end -->"
 GIB = 2**30
 
 
-def read(path: Path) -> tuple[list[dict], list[dict]]:
-    """(meta lines, cell rows with the last row of each cell kept, in first-seen order)."""
+def read(path: Path, commit: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(meta lines, cell rows with the last row of each cell kept) of one commit: the last worker's unless given.
+    Baselines first within a length."""
     metas, cells = [], {}
     for line in path.read_text().splitlines():
         try:
@@ -36,7 +37,11 @@ def read(path: Path) -> tuple[list[dict], list[dict]]:
                    row.get("check"))
             cells.pop(key, None)
             cells[key] = row
-    order = sorted(cells.values(), key=lambda r: (r.get("model") or "", r.get("layers") or 0, r["length"]))
+    commit = commit or (metas[-1]["commit"] if metas else None)
+    metas = [m for m in metas if m["commit"] == commit]
+    rank = {b: i for i, b in enumerate(BASELINES)}
+    order = sorted((r for r in cells.values() if r.get("commit") == commit),
+                   key=lambda r: (r.get("model") or "", r.get("layers") or 0, r["length"], rank.get(r["method"], 9)))
     return metas, order
 
 
@@ -92,7 +97,7 @@ def main_table(cells: list[dict], paper: dict) -> list[str]:
             *(show(speedup(cells, row, b), "x") if row["method"] != b else "" for b in BASELINES),
             show(row.get("peak_mem_gib")), show(row.get("bound_gib")),
             show(row.get("peak_over_bound")),
-            f"{paper_value}x (unconfirmed{'' if row['length'] != 1 << 20 else ' except the 5.29x headline'})"
+            f"{paper_value}x ({'abstract' if row['length'] == 1 << 20 else 'unconfirmed'})"
             if paper_value else ""]) + " |")
     return lines
 
@@ -163,8 +168,9 @@ def render(path: Path) -> str:
              "the dense rows of this file at the same length. Paper: SampleAttention MLSys version, whole-model "
              "TTFT vs FlashAttention-2 on an A100 (results/paper/; unconfirmed except the 5.29x at 1M).", "",
              f"Provenance: {meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}, "
-             f"commit(s) {', '.join(commits)}, {len(metas)} worker start(s), last {meta['created']}; command: "
-             f"`{meta['command']}`.", ""]
+             f"commit {', '.join(commits)} (rows of other commits in the file are not shown), {len(metas)} worker "
+             f"start(s), last {meta['created']}; command(s): "
+             + "; ".join(f"`{c}`" for c in dict.fromkeys(m["command"] for m in metas)) + ".", ""]
     lines += main_table(cells, paper)
     lines += ["", *targets(cells)]
     failed = [r for r in cells if r.get("status") not in ("ok",)]
@@ -203,9 +209,9 @@ def readme_block(path: Path) -> str:
     cells = [r for r in rows if "check" not in r]
     lengths = sorted({r["length"] for r in cells})
     methods = list(dict.fromkeys(r["method"] for r in cells))
-    lines = [BEGIN, f"ms per layer (speedup vs dense flash), {metas[-1]['model']}, one {metas[-1]['gpu']}, from "
-             f"[results/bench/{path.with_suffix('.md').name}](results/bench/{path.with_suffix('.md').name}) "
-             "(rendered by scripts/long_table.py; provenance there):", "",
+    md = path.with_suffix(".md").name
+    lines = [BEGIN, f"ms per layer (speedup vs dense flash), {metas[-1]['model']}, one {metas[-1]['gpu']}, from",
+             f"[results/bench/{md}](results/bench/{md}) (rendered by scripts/long_table.py; provenance there):", "",
              "| method | " + " | ".join(length_label(n) for n in lengths) + " |",
              "|---|" + "---|" * len(lengths)]
     for method in methods:
@@ -220,6 +226,9 @@ def readme_block(path: Path) -> str:
                 x = speedup(cells, row, BASELINES[0])
                 values.append(f"{row['ms_per_layer']:.0f}" + (f" ({x}x)" if x and method != BASELINES[0] else ""))
         lines.append(f"| {method} | " + " | ".join(values) + " |")
+    paper = paper_speedups()
+    lines.append("| paper, MLSys version: SampleAttention TTFT vs FlashAttention-2, A100 (unconfirmed except 1M) | "
+                 + " | ".join(f"{paper[n]}x" if n in paper else "" for n in lengths) + " |")
     return "\n".join([*lines, END])
 
 
