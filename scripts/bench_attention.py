@@ -33,11 +33,23 @@ from attention.executor import run_pattern  # noqa: E402
 from attention.method import SparseMethod  # noqa: E402
 from attention.registry import available_methods, build_method  # noqa: E402
 
+# the peers: also timed at their defaults (one row per length and head dim), beside the published figure
+PEERS = ("minference", "flexprefill", "xattention", "bigbird")
+# each paper's own speed figure, marked with its GPU and where it is stated (no figure of ours is comparable 1:1:
+# their models, lengths and baselines differ; it is here so a reader sees both)
+PUBLISHED = {
+    "minference": "up to 10x pre-filling at 1M tokens vs FlashAttention-2, one A100-80G (arXiv 2407.02490 abstract; "
+                  "README: 2.9x at 128K with the SGLang/vLLM kernel, GPU not stated)",
+    "flexprefill": "no single speed figure located in the sources searched (arXiv 2502.20766)",
+    "xattention": "up to 13.5x attention computation (arXiv 2503.16428 abstract; GPU of that figure not located)",
+    "bigbird": "no GPU prefill figure (a pattern, 2020)",
+}
 # extra string options per method at density d (beside density=d)
 EXTRA_OPTIONS = {"sample": lambda d: {"r_w": str(d / 4), "r_row": "0.05"}}
 SKIP = {"oracle-topk": "reference path only (fp32, chunked): never a speed candidate"}
-FIELDS = ["gpu", "method", "seq_len", "density", "measured_density", "kernel_path", "pattern_ms", "kernel_ms", "ms",
-          "cell_ratio", "speedup_vs_cudnn", "speedup_vs_flash", "kernel_speedup_vs_flex"]
+FIELDS = ["gpu", "method", "dim", "seq_len", "density", "measured_density", "kernel_path", "pattern_ms", "kernel_ms",
+          "ms", "estimate_share", "estimate_launches", "estimate_syncs", "cell_ratio", "speedup_vs_cudnn",
+          "speedup_vs_flash", "kernel_speedup_vs_flex", "published"]
 
 
 @dataclass
@@ -161,9 +173,12 @@ def method_row(case, name, cls, density, warmup_ms, rep_ms):
         from attention.kernels.prefill import sparse_path
 
         pattern = method.build_pattern(case.q, case.k, case.scale)
+        row["estimate_launches"], row["estimate_syncs"] = launches_and_syncs(
+            lambda: method.build_pattern(case.q, case.k, case.scale))
         row["pattern_ms"] = bench(lambda: method.build_pattern(case.q, case.k, case.scale), warmup_ms, rep_ms)
         row["kernel_ms"] = bench(lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale), warmup_ms, rep_ms)
-        row["kernel_path"] = "flex" if pattern.blocks is not None else sparse_path(case.q)
+        row["kernel_path"] = ("bands" if hasattr(pattern, "run") else "flex" if pattern.blocks is not None
+                              else sparse_path(case.q))
         row["measured_density"] = float(method.density(pattern, case.q, case.k).mean())
 
     def prefill():
@@ -174,6 +189,26 @@ def method_row(case, name, cls, density, warmup_ms, rep_ms):
         stat = method.stats[-1].get("density", density) if method.stats else density
         row["measured_density"] = float(torch.as_tensor(stat, dtype=torch.float32).mean())
     return row
+
+
+def launches_and_syncs(fn) -> tuple[int, int]:
+    """(CUDA kernel launches, host syncs) of one call: the profiler's kernel events, torch's sync-debug warnings."""
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught, profile(activities=[ProfilerActivity.CUDA]) as prof:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+    kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    syncs = sum(1 for w in caught if "synchroniz" in str(w.message).lower())
+    return kernels, syncs
 
 
 def kernel_path_rows(case, density, paths, warmup_ms, rep_ms):
@@ -194,10 +229,12 @@ def kernel_path_rows(case, density, paths, warmup_ms, rep_ms):
     return rows
 
 
-def finish(rows, gpu, seq_len, base):
+def finish(rows, gpu, seq_len, base, dim=None):
     """Fill the derived columns of one length's rows against that length's cuDNN / flash / flex times."""
     for row in rows:
-        row.update(gpu=gpu, seq_len=seq_len)
+        row.update(gpu=gpu, seq_len=seq_len, dim=dim, published=PUBLISHED.get(row["method"], ""))
+        if row.get("pattern_ms") and "cudnn" in base:
+            row["estimate_share"] = row["pattern_ms"] / base["cudnn"]
         if row["density"] is None:
             row["density"] = round(row["measured_density"], 4)
         for ref, col in (("cudnn", "speedup_vs_cudnn"), ("flash", "speedup_vs_flash")):
@@ -258,7 +295,7 @@ def main(argv=None):
     ap.add_argument("--paths", default="tma,portable", help="kernel paths to time on the sample pattern ('' = none)")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
-    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dims", default="128", help="comma list of head dims (one pass over the lengths each)")
     ap.add_argument("--warmup-ms", type=float, default=100)
     ap.add_argument("--rep-ms", type=float, default=400)
     ap.add_argument("--qk", help="q/k/v captured by scripts/capture_qk.py: adds adaptive-density rows")
@@ -276,10 +313,11 @@ def main(argv=None):
         if not supported(torch.empty(1, device="cuda")):
             paths.remove("tma")
     rows = []
-    for seq_len in (int(x) for x in args.lengths.split(",") if x):
-        q, k, v = planted_inputs(seq_len, args.heads, args.kv_heads, args.dim)
+    runs = [(int(d), int(n)) for d in args.dims.split(",") if d for n in args.lengths.split(",") if n]
+    for dim, seq_len in runs:
+        q, k, v = planted_inputs(seq_len, args.heads, args.kv_heads, dim)
         shared = {}
-        scale = 1 / math.sqrt(args.dim)
+        scale = 1 / math.sqrt(dim)
         base, length_rows = {}, []
 
         def add(row):
@@ -304,10 +342,10 @@ def main(argv=None):
                 if has_density(cls):
                     add(method_row(case, name, cls, density, args.warmup_ms, args.rep_ms))
         for name, cls in methods.items():
-            if not has_density(cls):
+            if not has_density(cls) or name in PEERS:  # the peers also at their published defaults
                 case = Case(q, k, v, seq_len, None, scale, shared)
                 add(method_row(case, name, cls, None, args.warmup_ms, args.rep_ms))
-        rows += finish(length_rows, gpu, seq_len, base)
+        rows += finish(length_rows, gpu, seq_len, base, dim)
         write(path, rows)  # after every length: a run cut short keeps what it measured
         del q, k, v
         shared.clear()

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from attention import hf  # noqa: E402
 from attention.method import AttentionMethod  # noqa: E402
-from harness.models import load_model  # noqa: E402
-from harness import worker  # noqa: E402
+from harness.models.loading import load_model  # noqa: E402
+from harness.running import worker  # noqa: E402
 from harness.options import parse_lengths  # noqa: E402
-from harness.sweep import expand_alternatives  # noqa: E402
-from harness.runner import prefill  # noqa: E402
+from harness.running.plan import expand_alternatives  # noqa: E402
+from harness.running.runner import prefill  # noqa: E402
 from tasks.base import build_task  # noqa: E402
 
 # fixed densities with the window at a quarter of the budget (as in bench_attention) and with the default window

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from transformers import LlamaConfig
 
-from harness import long_prefill, worker
+from harness.models import long_prefill
+from harness.running import worker
 from scripts import bench_long, long_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import worker
+from harness.running import worker
 
 ROOT = Path(__file__).resolve().parents[1]
 ILLEGAL = "CUDA error: an illegal memory access was encountered"
