@@ -11,7 +11,8 @@ dense attention time = cuDNN TTFT - linear time. Targets are printed, never asse
 
 A failing cell is a row with its status and error, and the rest goes on; a CUDA error poisons the process, so
 after one the rows so far are written and the command restarts itself with --resume (cells of this commit
-already in the csv are skipped; harness/worker.py).
+already in the csv are skipped; harness/running/worker.py). Rows measured after such a restart lack the ratios
+to the baselines the earlier process measured at the same length.
 """
 import argparse
 import csv
@@ -153,7 +154,8 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
                     return rows + list(results.values())
                 continue
             peak = torch.cuda.max_memory_allocated() / 2**30
-            row = {"model": name, "length": length, "method": spec, "status": "ok", "ttft_ms": statistics.median(times),
+            row = {"model": name, "length": length, "method": spec, "status": "ok",
+                   "ttft_ms": statistics.median(times),
                    "peak_mem_gib": peak, "layers": layers, "repeats": repeats, **layer_stats(method), **meta}
             if length in args.profile_at:
                 row["launches_per_layer"], row["syncs_per_prefill"] = launches_and_syncs(call, layers)
