@@ -146,3 +146,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert not out.exists()
     assert worker.RESTART_EXIT == 75
+
+
+def test_the_default_table_methods_build_and_sample_windows_are_a_quarter_of_the_budget():
+    import math
+
+    from attention.density import base_cells
+
+    methods = bench_long.build(bench_long.DEFAULT_METHODS)
+    names = [m.name for m in methods]
+    assert names == ["dense", "dense", "sample", "sample", "sample", "streaming", "bigbird", "h2o", "minference",
+                     "flexprefill", "xattention"]
+    assert [m.config.backend for m in methods[:2]] == ["cudnn", "flash"]
+    assert sorted(m.config.density for m in methods if m.name == "sample") == [0.05, 0.1, 0.2]
+    for method in (m for m in methods if m.name == "sample"):
+        n = 1 << 20
+        window = math.ceil(method.config.r_w * n)
+        base, causal = base_cells(n, n, window, method.config.sink)
+        assert abs(base / causal / method.config.density - 0.25) < 0.01
