@@ -1,5 +1,6 @@
 """scripts/bench_long.py on the CPU (timings are not evidence): rows, resuming, the rendered table, the memory
-bound, and a failed cell that never takes the run down (a poisoning CUDA-style error, a worker that dies)."""
+bound, and a failed cell that never takes the run down (a poisoning CUDA-style error, a worker that dies, a
+cell that hangs, out-of-memory)."""
 import json
 import os
 import subprocess
@@ -101,6 +102,8 @@ class Fail(AttentionMethod):
                 os._exit(9)
             if self.config.how == "hang":
                 time.sleep(600)
+            if self.config.how == "oom":  # recoverable: the worker goes on
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
             torch.nn.modules.module.register_module_forward_pre_hook(poisoned)  # every later forward fails
             poisoned()
         return reference_attention(q, k, v, scale=scale).to(q.dtype)
@@ -117,7 +120,7 @@ sys.exit(bench_long.main())
 
 def test_failed_cells_are_recorded_and_the_rest_still_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    methods = "dense:backend=flash,fail:at=512,fail:at=512,how=die,fail:at=512,how=hang"
+    methods = "dense:backend=flash,fail:at=512,how=oom,fail:at=512,fail:at=512,how=die,fail:at=512,how=hang"
     result = subprocess.run([sys.executable, "-c", BOOTSTRAP, "--device", "cpu", "--lengths", "256,512,768",
                              "--layers", "1", "--chunk", "128", "--repeats", "1", "--methods", methods,
                              "--warmup-length", "128", "--check-length", "0", "--cell-timeout", "20",
@@ -125,16 +128,17 @@ def test_failed_cells_are_recorded_and_the_rest_still_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = rows_of(tmp_path / "long_cpu.jsonl")
     cells = {(r["length"], r["method"]): r for r in rows if "method" in r}
-    assert len(cells) == 12
-    poison, die, hang = "fail:at=512", "fail:at=512,how=die", "fail:at=512,how=hang"
+    assert len(cells) == 15
+    poison, die, hang, oom = "fail:at=512", "fail:at=512,how=die", "fail:at=512,how=hang", "fail:at=512,how=oom"
+    assert cells[(512, oom)]["status"] == "oom" and "out of memory" in cells[(512, oom)]["error"]
     assert cells[(512, poison)]["status"] == "error" and ILLEGAL in cells[(512, poison)]["error"]
     assert cells[(512, die)]["status"] == "error" and "worker died with status 9" in cells[(512, die)]["error"]
     assert cells[(512, hang)]["status"] == "timeout" and "--cell-timeout 20" in cells[(512, hang)]["error"]
-    failed = {(512, poison), (512, die), (512, hang)}
+    failed = {(512, poison), (512, die), (512, hang), (512, oom)}
     assert all(r["status"] == "ok" for key, r in cells.items() if key not in failed)  # after the poisoning too
     assert sum("meta" in r for r in rows) == 4  # the first worker and one fresh worker per failure
     table = (tmp_path / "long_cpu.md").read_text()
-    assert "Crashes: 3 of 12 cells did not finish" in table and ILLEGAL in table
+    assert "Crashes: 4 of 15 cells did not finish" in table and ILLEGAL in table
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
