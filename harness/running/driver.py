@@ -14,9 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.models.loading import load_model
-
 from harness.options import InputError
-from harness.running import distributed
+from harness.running import distributed, worker
 from harness.running.estimate import Estimate
 from harness.running.measure import Measure
 from harness.running.plan import Plan, build_methods, validate
@@ -159,6 +158,7 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
     estimate follows the first measured cell, refined as more finish."""
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
+    done = set(done) | worker.poisoned_keys(store.cells(measure.file))  # after a restart: not retried
     total, finished = plan.total(), 0
     estimate = Estimate(total, plan.total_tokens(), share.world if share is not None else 1)
     with tqdm(total=total, unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
@@ -197,6 +197,8 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
                                 started = estimate.start()
                                 cell.update(measure(loaded, method, task, sample, options))
                             store.append(cell, measure.file)
+                            if cell["status"] == "error" and share is None and worker.is_sticky(cell.get("error")):
+                                worker.restart(store, cell["error"])  # the process is poisoned
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
                             finished += 1
