@@ -33,9 +33,10 @@ def grid_flags(args) -> dict:
 
 
 def settings_from(args, argv: list[str], command: str, name: str, base: SweepSpec | None = None,
-                  sweep_file: str | None = None) -> Settings:
+                  sweep_file: str | None = None, named: tuple[str, ...] = ()) -> Settings:
     """`base` (the defaults, a sweep file's grid or a paper table's) with the flags given over it. Beside a
-    sweep file, says which of its fields the flags replaced (the manifest records them too)."""
+    sweep file, says which of its fields the flags replaced (the manifest records them too). `named`: the fields
+    the sweep file names, given as much as the flags are (a resume checks both against the stored grid)."""
     given = grid_flags(args)
     base = base or SweepSpec()
     grid, overridden = with_overrides(base, given)
@@ -43,7 +44,7 @@ def settings_from(args, argv: list[str], command: str, name: str, base: SweepSpe
     if sweep_file and overridden:
         changes = "; ".join(f"{field} {getattr(base, field)} -> {getattr(grid, field)}" for field in overridden)
         print(f"note: flags override {sweep_file}: {changes}", file=sys.stderr)
-    return Settings(command=command, grid=grid, name=args.name or name, given=tuple(given),
+    return Settings(command=command, grid=grid, name=args.name or name, given=tuple(dict.fromkeys([*named, *given])),
                     overridden=overridden if sweep_file else (), sweep_file=sweep_file, out=args.out,
                     resume=getattr(args, "resume", None), progress=not args.no_progress,
                     gpus=getattr(args, "gpus", None), argv=tuple(argv))

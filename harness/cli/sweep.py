@@ -4,7 +4,6 @@ from pathlib import Path
 
 from harness.cli.common import finish, grid_flags, launch_ranks, settings_from
 from harness.cli.flags import add_common, add_scale_flags
-from harness.options import InputError
 from harness.running.settings import SweepSpec, load_spec_file
 
 NAME = "sweep"
@@ -19,21 +18,23 @@ def add_parser(sub) -> None:
                         "device_map, prefill, prefill_chunk); flags given beside it override its fields")
 
 
-def file_grid(path: str, given: dict) -> SweepSpec:
-    """The sweep file's grid; models, methods or tasks it leaves out may come from flags."""
+def file_grid(path: str, given: dict) -> tuple[SweepSpec, tuple[str, ...]]:
+    """The sweep file's grid and the fields it names; models, methods or tasks it leaves out may come from
+    flags."""
     data = load_spec_file(path)
+    named = tuple(data)
     for key in ("models", "methods", "tasks"):
         if key in given and not data.get(key):
             data[key] = given[key]
-    return SweepSpec.from_dict(data, source=f"sweep file {path}")
+    return SweepSpec.from_dict(data, source=f"sweep file {path}"), named
 
 
 def main(args, argv: list[str]) -> int:
-    if args.resume and args.spec:
-        raise InputError("--resume continues the run's stored grid; drop the sweep file")
-    base = file_grid(args.spec, grid_flags(args)) if args.spec else None
+    base, named = file_grid(args.spec, grid_flags(args)) if args.spec else (None, ())
     name = Path(args.spec).stem if args.spec else "sweep"
-    settings = settings_from(args, argv, NAME, name=name, base=base, sweep_file=args.spec)
+    # beside --resume a sweep file is checked like flags: what it names must match the stored grid (new methods
+    # and lengths extend it), so the restart after a CUDA error (harness/running/worker.py) resumes it as given
+    settings = settings_from(args, argv, NAME, name=name, base=base, sweep_file=args.spec, named=named)
     launched = launch_ranks(settings)
     if launched is not None:
         return launched
