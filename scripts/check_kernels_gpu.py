@@ -8,7 +8,6 @@ exits 1 on any failure (error above 2x the bf16 bar, a NaN, an unwritten output,
   PYTHONPATH=. python scripts/check_kernels_gpu.py --shapes 200
 """
 import argparse
-import os
 import random
 import sys
 from pathlib import Path
@@ -18,12 +17,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.density import pattern_density  # noqa: E402
-from attention.kernels.hopper import sparse_attention_tma, supported  # noqa: E402
+from attention.executor import torch_pattern_attention  # noqa: E402
+from attention.kernels.config import override, tma_supported  # noqa: E402
+from attention.kernels.hopper import sparse_attention_tma  # noqa: E402
 from attention.kernels.prefill import sparse_attention_portable  # noqa: E402
-from attention.kernels.scores import sampled_scores  # noqa: E402
+from attention.kernels.stage1 import launch_sampled_scores as sampled_scores  # noqa: E402
 from attention.methods.sample import chunk_rows, strided_rows  # noqa: E402
 from attention.pattern import SparsePattern, density  # noqa: E402
 from attention.reference import expand_kv, reference_attention  # noqa: E402
+from attention.registry import build_method  # noqa: E402
 from attention.scores import torch_sampled_scores  # noqa: E402
 
 
@@ -60,15 +62,41 @@ def random_case(rng: random.Random, device):
 
 
 def with_tiles(fn, blocks):
-    """fn run with ATTN_TMA_BLOCKS=blocks (head dim 128): the tiles the launcher picks only for long sequences."""
+    """fn run with the TMA tiles `blocks`: the ones the launcher picks only for long sequences."""
     def run(*args, **kwargs):
-        old = os.environ.get("ATTN_TMA_BLOCKS")
-        os.environ["ATTN_TMA_BLOCKS"] = blocks
-        try:
+        with override(tma_blocks=blocks):
             return fn(*args, **kwargs)
-        finally:
-            os.environ.pop("ATTN_TMA_BLOCKS") if old is None else os.environ.__setitem__("ATTN_TMA_BLOCKS", old)
     return run
+
+
+def check_fused(paths, device="cuda"):
+    """SampleAttention's fused column path (attention/sample_fused.py) on each kernel path, D=64 and D=128,
+    adaptive and fixed budget, against the fp32 exact attention under the pattern its build_pattern gives."""
+    failed = 0
+    for path in paths:
+        for dim, heads, kv, seq, opts in ((64, 14, 2, 3000, {}), (64, 14, 2, 2500, {"density": "0.2"}),
+                                          (128, 8, 2, 2200, {}), (128, 4, 4, 1900, {"density": "0.3"})):
+            q = torch.randn(1, heads, seq, dim, device=device, dtype=torch.bfloat16)
+            k = torch.randn(1, kv, seq, dim, device=device, dtype=torch.bfloat16)
+            v = torch.randn(1, kv, seq, dim, device=device, dtype=torch.bfloat16)
+            k[:, :, torch.randperm(seq, device=device)[:seq // 50]] *= 4  # stripes to select
+            scale = dim ** -0.5
+            method = build_method("sample", {"dense_above": "1", **opts})
+            with override(sparse_path=path):
+                out = method.prefill(q, k, v, scale)
+            pattern = method.build_pattern(q, k, scale)
+            ref = torch_pattern_attention(q.float(), k.float(), v.float(), pattern, scale)
+            low = bf16_torch(q, k, v, pattern.keep_mask(1, heads, seq, seq, device), scale)
+            err, bar = rel(out, ref), rel(low, ref)
+            ok = not out.isnan().any() and err <= 2 * bar + 1e-3
+            failed += not ok
+            print(f"fused {path:8s} S={seq} H={heads}/{kv} D={dim} {opts}: rel err {err:.2e} (bf16 bar {bar:.2e})"
+                  f" {'ok' if ok else 'FAIL'}")
+    return failed
+
+
+def rel(x, ref):
+    return float((x.float() - ref).norm() / ref.norm())
 
 
 def check_sparse(paths, n_shapes, seed, device="cuda"):
@@ -130,10 +158,11 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     paths = {"portable": sparse_attention_portable}
-    if supported(torch.empty(1, device="cuda")):
+    if tma_supported(torch.empty(1, device="cuda")):
         paths["tma"] = sparse_attention_tma
-        paths["tma-128x128"] = with_tiles(sparse_attention_tma, "128,128,8,3,0")  # the >= 48K config
+        paths["tma-128x128"] = with_tiles(sparse_attention_tma, (128, 128, 8, 3, 0))  # the >= 48K config
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
+    failed += check_fused(["portable", "tma"] if "tma" in paths else ["portable"])
     print("GPU CHECK", "FAILED" if failed else "PASSED")
     return 1 if failed else 0
 

@@ -9,7 +9,7 @@ Entries below `exclude` are left out (sinks for columns, the window for diagonal
 
 The fused column form also writes what the sparse kernel reads: the sinks first, then the kept columns, as one
 sorted int32 list per head, the per-query-block column ranges (col_full, col_hi) and the exact density, so a
-SampleAttention layer is four launches: two stage-1 passes, this one, the sparse kernel.
+SampleAttention layer is four launches: two stage-1 passes, this one, the sparse kernel (attention/sample_fused.py).
 """
 import torch
 import triton
@@ -217,33 +217,3 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
         k_len - q_len, k_len, n_qb, block_m, a_hi, a_lo, b_hi, b_lo, float(base_cells), float(causal_cells),
         MODE=_mode(alpha, budget), FUSED=True, BLOCK=_tiles(k_len)[0], NS=SPLITS, num_warps=_tiles(k_len)[1])
     return cols, col_full, col_hi, dens
-
-
-def column_attention(q, k, v, scale: float, *, window: int, cols, col_full, col_hi, block_m: int,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
-    """The sparse kernel over window + the fused column list of select_columns (sinks included), with no further
-    index preparation: one launch. block_m must be the one select_columns was given (block_m_for)."""
-    from attention.kernels.prefill import LOG2E, block_config, interpreter_f32
-    from attention.kernels.sparse import sparse_fwd_kernel
-
-    batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    bm, bn, warps, stages = block_config(head_dim, q_len)
-    if bm != block_m:
-        raise ValueError(f"column ranges were built for {block_m}-row blocks, the kernel runs {bm}")
-    out = torch.empty_like(q) if out is None else out
-    n_qb = triton.cdiv(q_len, bm)
-    sparse_fwd_kernel[(n_qb, batch * heads)](
-        q, k, v, out, cols, col_full, col_hi, cols, col_hi, cols, cols,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        heads, heads // kv_heads, q_len, k_len, k_len - q_len, window, cols.shape[-1], n_qb, 0, scale * LOG2E,
-        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=True, HAS_SLASH=False, F32=interpreter_f32(q),
-        num_warps=warps, num_stages=stages)
-    return out
-
-
-def block_m_for(head_dim: int, q_len: int) -> int:
-    from attention.kernels.prefill import block_config
-
-    return block_config(head_dim, q_len)[0]
