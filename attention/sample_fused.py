@@ -29,9 +29,9 @@ from attention.kernels.prefill import column_attention
 from attention.kernels.stage1 import launch_sampled_scores, row_plan, scores_config
 
 
-def block_rows(q) -> tuple[str, int]:
+def block_rows(q, k_len: int) -> tuple[str, int]:
     """(kernel path, query rows per kernel block) for these queries: stage 2 writes ranges for those blocks."""
-    path = sparse_path(q)
+    path = sparse_path(q, k_len)
     head_dim, q_len = q.shape[3], q.shape[2]
     return path, (tma_config(head_dim, q_len)[0] if path == "tma" else block_config(head_dim, q_len)[0])
 
@@ -77,7 +77,7 @@ class Selection:
 def select(q, k, scale: float, plan, *, sink: int, window: int, base: int, causal: int,
            alpha: float | None = None, budget: float | None = None) -> Selection:
     """Stages 1 and 2 on a row plan: three launches, no sync."""
-    path, block_m = block_rows(q)
+    path, block_m = block_rows(q, k.shape[2])
     col, _ = launch_sampled_scores(q, k, scale, plan)
     cols, col_full, col_hi, density = select_columns(
         col, sink=min(sink, k.shape[2]), window=window, q_len=q.shape[2], block_m=block_m, base_cells=base,

@@ -38,6 +38,8 @@ def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
     return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
             "subcommand": subcommand, "spec": dataclasses.asdict(plan.spec),
             "methods": [m.spec() for m in plan.methods], "tasks": [t.name for t in plan.tasks],
+            # every task's resolved options (LongBench's code_sim backend among them)
+            "task_configs": [{"task": t.name, **dataclasses.asdict(t.config)} for t in plan.tasks],
             "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(), **extra,
             **provenance(plan.options.device)}
 
@@ -81,23 +83,28 @@ def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_
         store = RunStore.open(Path(args.resume))
     except FileNotFoundError as err:
         raise InputError(str(err)) from None
-    manifest = store.manifest()
-    if (manifest.get("subcommand") == "diagnose") != (subcommand == "diagnose"):
-        other = "diagnose" if manifest.get("subcommand") == "diagnose" else "run or sweep"
-        raise InputError(f"{args.resume} is a {manifest.get('subcommand')} run folder; resume it with {other}")
-    if "spec" not in manifest:
-        raise InputError(f"{args.resume}: its manifest holds no grid (spec), so it cannot be resumed")
-    spec, added = resume_spec(SweepSpec(**manifest["spec"]), given or {}, add_dense)
-    plan = validate(spec, add_dense, quiet=True)
-    if added:
-        what = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in added.items())
-        print(f"note: extending the run's grid with {what}", file=sys.stderr)
-        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        manifest.update(spec=dataclasses.asdict(spec), methods=[m.spec() for m in plan.methods],
-                        extended=[*manifest.get("extended", []), {"at": stamp, **added}])
-        store.write_manifest(manifest)
-    store.repair_torn_tail(measure.file)
-    done = {c.get("key") for c in store.cells(measure.file) if c.get("status") in DONE}
+    store.lock()  # before reading what is done: a second writer stops here
+    try:
+        manifest = store.manifest()
+        if (manifest.get("subcommand") == "diagnose") != (subcommand == "diagnose"):
+            other = "diagnose" if manifest.get("subcommand") == "diagnose" else "run or sweep"
+            raise InputError(f"{args.resume} is a {manifest.get('subcommand')} run folder; resume it with {other}")
+        if "spec" not in manifest:
+            raise InputError(f"{args.resume}: its manifest holds no grid (spec), so it cannot be resumed")
+        spec, added = resume_spec(SweepSpec(**manifest["spec"]), given or {}, add_dense)
+        plan = validate(spec, add_dense, quiet=True)
+        if added:
+            what = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in added.items())
+            print(f"note: extending the run's grid with {what}", file=sys.stderr)
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            manifest.update(spec=dataclasses.asdict(spec), methods=[m.spec() for m in plan.methods],
+                            extended=[*manifest.get("extended", []), {"at": stamp, **added}])
+            store.write_manifest(manifest)
+        store.repair_torn_tail(measure.file)
+        done = {c.get("key") for c in store.unique_cells(measure.file, "--resume") if c.get("status") in DONE}
+    except BaseException:
+        store.release()
+        raise
     return store, plan, done, False
 
 
@@ -174,33 +181,36 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
     else:  # the leader has written the (possibly extended) grid into the manifest
         store = RunStore.open(Path(folder))
         plan = validate(SweepSpec(**store.manifest()["spec"]), add_dense, quiet=True)
-    layout = distributed.layout(info, plan.options.device)  # collective: world size, each rank's device
-    if info.leader:  # world size and each rank's device, per start of the run
-        manifest = store.manifest()
-        if created:
-            manifest["distributed"] = layout
-        else:
-            manifest.setdefault("resumes", []).append(layout)
-        store.write_manifest(manifest)
-    if info.active:
-        store.shard = distributed.shard_name(info, measure.file or CELLS_FILE)
-        store.repair_torn_tail(measure.file)
-    if info.leader:
-        print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done, {info.world} rank(s))",
-              file=sys.stderr)
-    share = distributed.CellShare(info) if info.active else None
-    try:
-        counts = drive(plan, store, measure, done, progress=not args.no_progress and info.leader, share=share)
-    except BaseException:
-        if created and info.leader and store.remove_if_empty():
-            print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
-        raise
-    totals: dict[str, int] = {}
-    for rank, rank_counts in enumerate(distributed.gather(counts, info)):  # also waits for the slowest rank
-        for key, value in rank_counts.items():
-            if key != "resumed" or rank == 0:  # every rank skips the same done cells
-                totals[key] = totals.get(key, 0) + value
-    distributed.finish(info)
+    try:  # the run folder stays locked until every rank is done
+        layout = distributed.layout(info, plan.options.device)  # collective: world size, each rank's device
+        if info.leader:  # world size and each rank's device, per start of the run
+            manifest = store.manifest()
+            if created:
+                manifest["distributed"] = layout
+            else:
+                manifest.setdefault("resumes", []).append(layout)
+            store.write_manifest(manifest)
+        if info.active:
+            store.shard = distributed.shard_name(info, measure.file or CELLS_FILE)
+            store.repair_torn_tail(measure.file)
+        if info.leader:
+            print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done, {info.world} rank(s))",
+                  file=sys.stderr)
+        share = distributed.CellShare(info) if info.active else None
+        try:
+            counts = drive(plan, store, measure, done, progress=not args.no_progress and info.leader, share=share)
+        except BaseException:
+            if created and info.leader and store.remove_if_empty():
+                print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
+            raise
+        totals: dict[str, int] = {}
+        for rank, rank_counts in enumerate(distributed.gather(counts, info)):  # also waits for the slowest rank
+            for key, value in rank_counts.items():
+                if key != "resumed" or rank == 0:  # every rank skips the same done cells
+                    totals[key] = totals.get(key, 0) + value
+        distributed.finish(info)
+    finally:
+        store.release()
     return store, totals
 
 

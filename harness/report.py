@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import tables_longbench
 from harness.options import InputError, format_length
 from harness.store import DIAGNOSTICS_FILE, RunStore
 
@@ -44,7 +45,7 @@ def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
     """Every finished cell of the given runs, one row each, with meta fields flattened (meta.depth, ...)."""
     rows = []
     for folder in map(Path, run_dirs):
-        for cell in RunStore.open(folder).cells():
+        for cell in RunStore.open(folder).unique_cells(what="report"):
             if cell.get("status") != "ok":
                 continue
             row = {k: v for k, v in cell.items() if k not in ("meta", "layers", "scores")}
@@ -81,9 +82,12 @@ def baseline_spec(frame: pd.DataFrame, requested: str | None = None) -> str:
 # ---- accuracy -------------------------------------------------------------------------------------------------
 
 def accuracy_stats(frame: pd.DataFrame, by=("model", "task", "method_spec", "length")) -> pd.DataFrame:
-    """Mean score, sample count, Wilson 95% interval and mean executed density per group."""
+    """Mean score, sample count, Wilson 95% interval and mean executed density per group. LongBench's mean is
+    its per-dataset scores averaged over datasets, as LongBench defines it (tables_longbench.group_means)."""
     scored = frame.dropna(subset=["score"])
     stats = scored.groupby(list(by)).agg(mean=("score", "mean"), n=("score", "size"), density=("density", "mean"))
+    if "task" in scored and (scored["task"] == "longbench").any():
+        stats["mean"] = tables_longbench.group_means(scored, list(by)).reindex(stats.index)
     bounds = [wilson(m, n) for m, n in zip(stats["mean"], stats["n"])]
     stats["low"] = [b[0] for b in bounds]
     stats["high"] = [b[1] for b in bounds]
@@ -233,7 +237,7 @@ def blank_missing(table: pd.DataFrame) -> pd.DataFrame:
 def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
     """Tables in a task's own official layout: LongBench (per dataset x100, average, LongBench-E buckets) and
     RULER (methods x lengths of the subtask average, and per subtask), each computed once in its module."""
-    from harness import tables_longbench, tables_ruler
+    from harness import tables_ruler
 
     tables = []
     if (frame["task"] == "longbench").any():

@@ -1,5 +1,7 @@
 """Results store: one folder per run with manifest.json and an append-only cells.jsonl."""
 import datetime
+import errno
+import fcntl
 import json
 import os
 import platform
@@ -9,9 +11,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from harness.options import InputError
+
 REPO = Path(__file__).resolve().parents[1]
 CELLS_FILE = "cells.jsonl"
 MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"  # flock'ed for a writing run's life; the kernel drops it when the process ends, however it ends
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
 _warned: set[tuple[str, int]] = set()  # one warning per file and count, however often a command reads it
 PACKAGES = ["torch", "triton", "transformers", "gguf", "pandas", "lm_eval", "datasets", "flash_attn",
@@ -70,6 +75,7 @@ class RunStore:
         self.cells_path = self.folder / CELLS_FILE
         self.manifest_path = self.folder / MANIFEST_FILE
         self.shard: str | None = None  # hook(scale): a rank's cells file (cells.rank<R>.jsonl) in a distributed sweep
+        self._lock = None  # the open lock file while this process writes the run
 
     @staticmethod
     def is_run(folder: Path) -> bool:
@@ -88,10 +94,56 @@ class RunStore:
         while folder.exists():
             folder = Path(root) / f"{stamp}-{safe}-{suffix}"
             suffix += 1
-        folder.mkdir(parents=True)
+        try:
+            folder.mkdir(parents=True)
+        except OSError as err:
+            raise InputError(f"--out {root}: cannot create a run folder there ({err.strerror or err}); pass a "
+                             "writable folder") from None
         store = cls(folder)
+        store.lock()
         store.write_manifest(manifest)
         return store
+
+    def lock(self) -> None:
+        """Hold the run folder's advisory lock until release() or the end of this process (however it ends): a
+        second writer (another --resume of the same folder) gets a one-line error instead of duplicating cells.
+        A lock file left behind by a process that has ended holds no lock: it is taken over, and said so."""
+        path = self.folder / LOCK_FILE
+        try:
+            handle = open(path, "a+", encoding="utf-8")
+        except OSError as err:
+            raise InputError(f"{self.folder}: cannot write in the run folder ({err.strerror or err}); pass a "
+                             "writable folder") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise InputError(f"{self.folder}: cannot lock the run folder ({err.strerror or err})") from None
+            raise InputError(f"{self.folder} is in use by {holder}; wait for it to finish (or stop it), then "
+                             "--resume again") from None
+        handle.seek(0)
+        stale = handle.read().strip()
+        if stale:
+            print(f"note: {self.folder}: taking over a stale lock ({stale} has ended)", file=sys.stderr)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}")
+        handle.flush()
+        self._lock = handle
+
+    def release(self) -> None:
+        """Drop the lock (an empty lock file means: nobody holds it)."""
+        if self._lock is None:
+            return
+        handle, self._lock = self._lock, None
+        handle.seek(0)
+        handle.truncate()
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
     @classmethod
     def open(cls, folder: Path) -> "RunStore":
@@ -146,10 +198,37 @@ class RunStore:
                   "what a killed run leaves)", file=sys.stderr)
         return cells
 
+    def unique_cells(self, file: str | None = None, what: str = "") -> list[dict]:
+        """cells(), one line per cell key: the first finished line (ok or too_long) of a key, else its last
+        line. Two processes that once wrote the same folder leave a key finished twice; the extra lines are
+        dropped and counted in one note (`what` names the reader)."""
+        chosen: dict = {}
+        order, dropped = [], 0
+        for cell in self.cells(file):
+            key = cell.get("key")
+            if key is None:
+                order.append(cell)
+                continue
+            if key not in chosen:
+                chosen[key] = cell
+                order.append(key)
+                continue
+            first_done = chosen[key].get("status") in ("ok", "too_long")
+            if first_done and cell.get("status") in ("ok", "too_long"):
+                dropped += 1
+            elif not first_done:
+                chosen[key] = cell
+        if dropped:
+            print(f"note: {self.folder}: {what + ': ' if what else ''}dropped {dropped} duplicate line(s) of cells "
+                  "already finished (two writers once ran this folder); one line per cell is kept", file=sys.stderr)
+        return [chosen[item] if isinstance(item, str) else item for item in order]
+
     def remove_if_empty(self) -> bool:
         """Delete a run folder that holds nothing but its manifest (a run that failed before its first cell)."""
-        if any(p.name != MANIFEST_FILE for p in self.folder.iterdir()):
+        if any(p.name not in (MANIFEST_FILE, LOCK_FILE) for p in self.folder.iterdir()):
             return False
+        self.release()
+        (self.folder / LOCK_FILE).unlink(missing_ok=True)
         self.manifest_path.unlink()
         self.folder.rmdir()
         return True

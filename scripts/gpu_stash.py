@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Move model weights and wheels to the GPU machine in parts under the 64 MiB carry limit.
 
-Here:   python3 scripts/gpu_stash.py prepare smollm2|gemma3
+Here:   python3 scripts/gpu_stash.py prepare smollm2|gemma3|qwen
         -> .stash/<model>/pN/ folders (git-ignored), one to carry per call, and .whl/ (transformers 5.23 + gguf)
 There:  every call:     mkdir -p /root/stash && cp .stash/<model>/pN/* /root/stash/
         the last call:  ... (carrying .whl too) && python3 scripts/gpu_stash.py assemble /root/stash <model>
@@ -16,8 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STASH = ROOT / ".stash"
-PART_BYTES = 50 * 2**20  # the last part travels with ~13 MiB of wheels
+PART_BYTES = 40 * 2**20  # each call also carries the ~15 MB tree; the last part travels with ~13 MiB of wheels
 GPU_WHEELS = ["transformers==5.23.0", "gguf==0.19.0"]  # Gemma-3's GGUF needs transformers >= 5.23
+MODELS = ("smollm2", "gemma3", "qwen")
 
 
 def sha256_of(chunks) -> str:
@@ -34,7 +35,7 @@ def read_blocks(path: Path):
 
 def prepare(model: str) -> None:
     sys.path.insert(0, str(ROOT))
-    from harness.models import find_embedded_gguf, gemma_chunks
+    from harness.models import find_embedded_gguf, gemma_chunks, qwen_chunks
 
     sources: list[tuple[str, list[Path]]] = []  # (file name on the GPU, the local files that make it up)
     if model == "smollm2":
@@ -43,10 +44,15 @@ def prepare(model: str) -> None:
     if model == "gemma3":
         name, chunks, _ = gemma_chunks()
         sources.append((name, chunks))
+    if model == "qwen":
+        name, chunks, qwen_sha256 = qwen_chunks()
+        sources.append((name, chunks))
     plan, stream_size = [], 0
     for name, files in sources:
         size = sum(f.stat().st_size for f in files)
         digest = sha256_of(block for f in files for block in read_blocks(f))
+        if model == "qwen" and digest != qwen_sha256:
+            sys.exit(f"error: the joined Qwen GGUF has sha256 {digest}, expected {qwen_sha256}: reinstall the parts")
         plan.append({"file": name, "offset": stream_size, "length": size, "sha256": digest})
         stream_size += size
     stash = STASH / model
@@ -91,9 +97,9 @@ def assemble(folder: Path, model: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "prepare" and sys.argv[2] in ("smollm2", "gemma3"):
+    if len(sys.argv) == 3 and sys.argv[1] == "prepare" and sys.argv[2] in MODELS:
         prepare(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "assemble":
         assemble(Path(sys.argv[2]), sys.argv[3])
     else:
-        sys.exit("usage: gpu_stash.py prepare smollm2|gemma3 | assemble FOLDER smollm2|gemma3")
+        sys.exit("usage: gpu_stash.py prepare smollm2|gemma3|qwen | assemble FOLDER smollm2|gemma3|qwen")

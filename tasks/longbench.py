@@ -113,9 +113,12 @@ class LongBenchConfig:
     e: bool = False             # LongBench-E (13 datasets, length buckets) instead of LongBench v1
     path: str = ""              # a folder of the official JSONL files; empty: the hub's data.zip from the cache
     max_new_tokens: int | None = None  # None: each dataset's official budget (dataset2maxlen.json)
+    code_sim: str = longbench_metrics.CODE_SIM_DEFAULT  # lcc, repobench-p: difflib (as the published results)
+    # or levenshtein (fuzzywuzzy with python-Levenshtein)
 
     def validate(self):
         resolve_datasets(self.datasets, self.e)
+        longbench_metrics.check_code_sim(self.code_sim)
         if self.path and not Path(self.path).expanduser().is_dir():
             raise TaskError(f"longbench: path {self.path} is not a folder; {MISSING}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -127,7 +130,8 @@ class LongBench(Task):
     name = "longbench"
     Config = LongBenchConfig
     description = ("LongBench v1 / LongBench-E with official prompts and metrics (options: datasets=all|en|single|"
-                   "multi|summ|fewshot|synthetic|code|NAME+NAME, e=1 for LongBench-E, path=DIR, max_new_tokens=)")
+                   "multi|summ|fewshot|synthetic|code|NAME+NAME, e=1 for LongBench-E, path=DIR, max_new_tokens=, "
+                   "code_sim=difflib|levenshtein)")
 
     def __init__(self, options: LongBenchConfig | None = None):  # not `config`: that is the official table here
         super().__init__(options)
@@ -136,8 +140,7 @@ class LongBench(Task):
         self.datasets = resolve_datasets(cfg.datasets, cfg.e)
         self.path = Path(cfg.path).expanduser() if cfg.path else None
         self.max_new_tokens = cfg.max_new_tokens
-        if any(config()["datasets"][d]["metric"] == "code_sim" for d in self.datasets):
-            longbench_metrics.check_code_sim()  # before any generation: without it lcc/repobench-p drift
+        self.code_sim = cfg.code_sim
         self._rows: dict[str, list[dict]] = {}
         self._ids: dict[tuple, list[int]] = {}
 
@@ -172,6 +175,8 @@ class LongBench(Task):
                             "metric": cfg["metric"]}
                     if isinstance(row.get("length"), int):
                         meta["bucket"] = longbench_metrics.bucket(row["length"])
+                    if cfg["metric"] == "code_sim":
+                        meta["code_sim"] = self.code_sim  # the backend that scores it, recorded per cell
                     if cfg["metric"] == "classification":
                         meta["all_classes"] = list(row.get("all_classes") or [])
                     meta["generation"] = generation(cfg, self.max_new_tokens, tokenizer)
@@ -186,5 +191,5 @@ class LongBench(Task):
         cfg = config()["datasets"][sample.meta["dataset"]]
         answers = sample.answer if isinstance(sample.answer, list) else [sample.answer]
         value = longbench_metrics.score(cfg["metric"], prediction, answers, sample.meta.get("all_classes"),
-                                        cfg["first_line"])
+                                        cfg["first_line"], sample.meta.get("code_sim", self.code_sim))
         return {"score": value, cfg["metric"]: value}

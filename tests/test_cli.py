@@ -191,3 +191,18 @@ def test_user_runs_go_where_git_ignores_them():
     assert build_parser().parse_args(["run"]).out == OUT
     ignored = subprocess.run(["git", "check-ignore", "-q", f"{OUT}/20260101-000000-run"], cwd=ROOT)
     assert ignored.returncode == 0
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_path, capsys, monkeypatch):
+    from harness import models
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before the run folder was made")
+
+    monkeypatch.setattr(models, "load_model", never)
+    (tmp_path / "plain").write_text("not a folder")
+    out = tmp_path / "plain" if where == "a file" else tmp_path / "plain" / "runs"
+    assert main(["run", "--out", str(out), "--no-progress", "--lengths", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--out {out}: cannot create a run folder there" in err and "\n" not in err

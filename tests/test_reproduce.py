@@ -68,3 +68,23 @@ def test_reproduce_refuses_to_compare_different_tasks(tmp_path, capsys):
 def test_reproduce_rejects_flags_it_does_not_use(flag, capsys):
     assert main(["reproduce", "accuracy", *flag]) == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_reproduce_accuracy_takes_longbench_as_the_ratio_of_official_totals(tmp_path, capsys):
+    """Dense: qasper 1 sample at 1.0, lcc 3 samples at 0 -> dataset scores 100 and 0, total 100 (pooled 0.25).
+    Sample: qasper 0.5, lcc 1, 1, 1 -> 50 + 100 = 150: the totals give 1.5; pooled means would give 3.5 / 1."""
+    store = RunStore.create(tmp_path, "lb", {})
+    scores = {"dense": {"qasper": [1.0], "lcc": [0, 0, 0]}, "sample": {"qasper": [0.5], "lcc": [1, 1, 1]}}
+    for spec, datasets in scores.items():
+        for dataset, values in datasets.items():
+            for k, score in enumerate(values):
+                store.append({"key": f"{spec}|{dataset}|{k}", "status": "ok", "model": "m", "task": "longbench",
+                              "method": spec, "method_spec": spec, "length": 2048, "ttft_ms": 10.0, "score": score,
+                              "meta": {"dataset": dataset, "longbench_e": False, "row": k}})
+    assert main(["reproduce", "accuracy", "--from", str(store.folder), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| sample "))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    header = next(line for line in out.splitlines() if line.startswith("| method "))
+    column = [c.strip() for c in header.split("|")[1:-1]].index("ours longbench vs dense")
+    assert float(cells[column]) == 1.5

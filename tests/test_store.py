@@ -55,3 +55,53 @@ def test_a_folder_with_only_its_manifest_is_removed_and_one_with_cells_kept(tmp_
     full = RunStore.create(tmp_path, "full", {})
     full.append({"key": "a"})
     assert not full.remove_if_empty() and full.folder.exists()
+
+
+HOLD_LOCK = """
+import sys, time
+from harness.store import RunStore
+store = RunStore.open(sys.argv[1])
+store.lock()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_folder_in_use_refuses_a_second_writer_and_a_dead_holder_leaves_no_lock(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.cli import main
+
+    store = RunStore.create(tmp_path, "busy", {})
+    assert (store.folder / ".lock").read_text().startswith(f"pid {os.getpid()}")  # held from creation
+    store.release()
+    root = Path(__file__).resolve().parents[1]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(store.folder)], cwd=root, text=True,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["run", "--resume", str(store.folder), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"is in use by pid {holder.pid}" in err and "\n" not in err
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+        holder.wait()
+    again = RunStore.open(store.folder)
+    again.lock()
+    assert f"taking over a stale lock (pid {holder.pid}" in capsys.readouterr().err
+    again.release()
+
+
+def test_duplicate_lines_of_a_finished_cell_are_dropped_and_counted(tmp_path, capsys):
+    store = RunStore.create(tmp_path, "dup", {})
+    for cell in ({"key": "a", "status": "error"}, {"key": "a", "status": "ok", "score": 1},
+                 {"key": "b", "status": "ok", "score": 0}, {"key": "a", "status": "ok", "score": 0.5},
+                 {"key": "b", "status": "ok", "score": 0.25}):
+        store.append(cell)
+    cells = store.unique_cells(what="report")
+    assert [(c["key"], c["status"], c["score"]) for c in cells] == [("a", "ok", 1), ("b", "ok", 0)]
+    assert "report: dropped 2 duplicate line(s)" in capsys.readouterr().err
+    assert len(store.cells()) == 5  # nothing rewritten

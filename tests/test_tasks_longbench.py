@@ -238,18 +238,50 @@ def test_samsum_stops_at_the_newline_token_as_official_pred_py(tok, by_dataset):
     assert trec["prediction"] == "\nAmanda will bring Jerry cookies.\n"
 
 
-def test_code_sim_needs_levenshtein_ratio_not_difflib(monkeypatch):
-    # Levenshtein's ratio is 2 x LCS / (len a + len b): "bcac" and "a cb" share "ac", 4/8 = 0.5; difflib's
-    # greedy blocks find one character, 2/8 = 0.25: fuzzywuzzy's number without python-Levenshtein
-    assert longbench_metrics.score("code_sim", "bcac", ["a cb"]) == 0.5
+def lcs(a: str, b: str) -> int:
+    row = [0] * (len(b) + 1)
+    for ch in a:
+        prev = 0
+        for j, other in enumerate(b, 1):
+            prev, row[j] = row[j], prev + 1 if ch == other else max(row[j], row[j - 1])
+    return row[-1]
+
+
+# (first line of the prediction, reference line): pairs on which difflib's greedy blocks and Levenshtein's
+# ratio (2 x LCS / (len a + len b)) give different fuzz.ratio; the last is over 200 characters (difflib autojunk)
+DISAGREE = [("bcac", "a cb"),
+            ("if (a > b) { return a; }", "return a > b ? a : b;"),
+            ("    self.assertEqual(x, y) " * 9, "self.assertEqual(y, x)  " * 9)]
+
+
+@pytest.mark.parametrize("prediction,truth", DISAGREE)
+def test_code_sim_scores_difflib_by_default_as_the_published_results(prediction, truth, monkeypatch):
     import difflib
 
     from fuzzywuzzy import fuzz
 
+    by_difflib = round(100 * difflib.SequenceMatcher(None, prediction, truth).ratio())
+    by_levenshtein = round(100 * 2 * lcs(prediction, truth) / (len(prediction) + len(truth)))
+    assert by_difflib != by_levenshtein  # the pair tells the backends apart
+    assert longbench_metrics.score("code_sim", prediction, [truth]) == by_difflib / 100
+    assert longbench_metrics.score("code_sim", prediction, [truth], code_sim="levenshtein") == by_levenshtein / 100
+    # fuzzywuzzy itself: with python-Levenshtein, and with the difflib fallback it takes without it
+    assert fuzz.ratio(prediction, truth) == by_levenshtein
     monkeypatch.setattr(fuzz, "SequenceMatcher", difflib.SequenceMatcher)
-    assert fuzz.ratio("bcac", "a cb") == 25
+    assert fuzz.ratio(prediction, truth) == by_difflib
+
+
+def test_code_sim_backend_is_a_task_option_recorded_per_sample(tok, monkeypatch):
+    lcc = next(build_task(f"longbench:datasets=lcc,path={FIXTURES}").samples(tok, [4000]))
+    assert lcc.meta["code_sim"] == "difflib"
+    task = build_task(f"longbench:datasets=lcc,code_sim=levenshtein,path={FIXTURES}")
+    lcc = next(task.samples(tok, [4000]))
+    assert lcc.meta["code_sim"] == "levenshtein"
+    assert task.score(lcc, "bcac")["score"] == longbench_metrics.score("code_sim", "bcac", lcc.answer,
+                                                                       code_sim="levenshtein")
+    with pytest.raises(TaskError, match="code_sim='fast'.*difflib or levenshtein"):
+        build_task(f"longbench:code_sim=fast,path={FIXTURES}")
+    monkeypatch.setitem(sys.modules, "Levenshtein", None)  # not installed: only the option that needs it fails
     with pytest.raises(TaskError, match="pip install python-Levenshtein"):
-        longbench_metrics.score("code_sim", "bcac", ["a cb"])
-    with pytest.raises(TaskError, match="python-Levenshtein"):  # before any generation
-        build_task(f"longbench:datasets=code,path={FIXTURES}")
-    build_task(f"longbench:datasets=qasper,path={FIXTURES}")  # other datasets do not need it
+        build_task(f"longbench:datasets=code,code_sim=levenshtein,path={FIXTURES}")
+    build_task(f"longbench:datasets=code,path={FIXTURES}")  # difflib needs nothing more

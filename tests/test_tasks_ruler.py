@@ -144,8 +144,25 @@ def test_official_settings_come_from_the_package():
     assert {settings[t].metric for t in SUBTASKS[:11]} == {"string_match_all"}
 
 
+def test_official_fill_leaves_the_generation_budget(tok):
+    """RULER's max_seq_length counts the tokens to generate: the prompt fills length - tokens_to_generate."""
+    budgets = {name: cfg.tokens_to_generate for name, cfg in ruler_module.official().items()}
+    official_fill = {s.meta["subtask"]: s for s in build_task("ruler:tasks=niah_single_1+vt+cwe+qa_1")
+                     .samples(tok, [1500], n=1)}
+    full_fill = {s.meta["subtask"]: s for s in build_task("ruler:tasks=niah_single_1+vt+cwe+qa_1,fill=full")
+                 .samples(tok, [1500], n=1)}
+    assert len(set(budgets[t] for t in official_fill)) > 1  # the budget differs per subtask family
+    for subtask, s in official_fill.items():
+        assert s.length == 1500 and len(s.input_ids) == 1500 - budgets[subtask] and s.meta["fill"] == "official"
+        full = full_fill[subtask]
+        assert len(full.input_ids) == 1500 and full.meta["fill"] == "full"
+        assert full.meta["haystack_units"] >= s.meta["haystack_units"] and full.answer == s.answer
+    with pytest.raises(TaskError, match="fill='some'"):
+        build_task("ruler:fill=some")
+
+
 def test_exact_lengths_chat_frame_and_same_content_at_every_length(tok):
-    task = build_task("ruler:tasks=niah_single_1+niah_multiquery+vt+cwe+fwe+qa_1")
+    task = build_task("ruler:tasks=niah_single_1+niah_multiquery+vt+cwe+fwe+qa_1,fill=full")
     by_length = collections.defaultdict(dict)
     for s in task.samples(tok, [900, 1500], n=2):
         assert len(s.input_ids) == s.length
@@ -165,9 +182,9 @@ def test_exact_lengths_chat_frame_and_same_content_at_every_length(tok):
 
 def test_seeded_and_reproducible(tok):
     task = build_task("ruler:tasks=niah_multikey_2+vt")
-    first = [s.input_ids for s in task.samples(tok, [700], n=2, seed=3)]
-    again = [s.input_ids for s in task.samples(tok, [700], n=2, seed=3)]
-    other = [s.input_ids for s in task.samples(tok, [700], n=2, seed=4)]
+    first = [s.input_ids for s in task.samples(tok, [800], n=2, seed=3)]
+    again = [s.input_ids for s in task.samples(tok, [800], n=2, seed=3)]
+    other = [s.input_ids for s in task.samples(tok, [800], n=2, seed=4)]
     assert first == again and first != other and first[0] != first[1]
 
 

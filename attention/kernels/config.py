@@ -114,12 +114,21 @@ def tma_supported(q: torch.Tensor) -> bool:
     return q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
 
 
-def sparse_path(q: torch.Tensor) -> str:
-    """'tma' or 'portable' for these queries [B, H, Sq, D]: the one decision every sparse launch goes through."""
+def coordinates_fit(batch: int, heads: int, kv_heads: int, q_len: int, k_len: int, slots: int) -> bool:
+    """TMA tile coordinates are 32-bit: every row of the flattened q ([B*Hq*Sq, D]) and of the combined K/V buffer
+    ([B*Hk*Sk + B*Hq*slots, D]) must be below 2^31 (addresses themselves are 64-bit in the hardware)."""
+    return max(batch * heads * q_len, batch * kv_heads * k_len + batch * heads * slots) < 2**31
+
+
+def sparse_path(q: torch.Tensor, k_len: int = 0) -> str:
+    """'tma' or 'portable' for these queries [B, H, Sq, D] over k_len keys: the one decision every sparse launch
+    goes through. TMA on Hopper from TMA_MIN_LEN queries, where its 32-bit tile coordinates reach every row."""
     choice = _overrides.get("sparse_path", "auto")
     if choice != "auto":
         return choice
     if interpreting() or not q.is_cuda:
         return "portable"
+    batch, heads, q_len = q.shape[:3]
+    rows = batch * heads * (2 * max(k_len, q_len) + 256)  # bound on q rows and on K + gathered-column rows
     hopper = torch.cuda.get_device_capability(q.device)[0] == 9
-    return "tma" if hopper and q.shape[2] >= TMA_MIN_LEN else "portable"
+    return "tma" if hopper and q_len >= TMA_MIN_LEN and rows < 2**31 else "portable"

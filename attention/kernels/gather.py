@@ -52,7 +52,7 @@ def gather_rows_kernel(K, V, KX, VX, COLS, N_REAL, out_base, H, GROUP, HK, Sk, s
     if (tile == 0) | (tile * ROWS < n):
         slot = tile * ROWS + tl.arange(0, ROWS)
         ok = slot < n
-        col = tl.load(COLS + bh * slots + slot, mask=ok, other=0).to(tl.int64)
+        col = tl.load(COLS + bh.to(tl.int64) * slots + slot, mask=ok, other=0).to(tl.int64)
         src = ((bh // H) * HK + (bh % H) // GROUP).to(tl.int64) * Sk + col
         dst = out_base + bh.to(tl.int64) * slots + slot
         offs_d = tl.arange(0, HEAD_D)

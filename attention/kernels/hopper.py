@@ -11,7 +11,7 @@ import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attention.indices import BIG, hit_map, slash_blocks
-from attention.kernels.config import LOG2E, interpreter_f32, tma_config
+from attention.kernels.config import LOG2E, coordinates_fit, interpreter_f32, tma_config
 from attention.kernels.gather import column_lists, combined_kv, kept_up_to
 from attention.kernels.sparse_tma import sparse_tma_kernel
 
@@ -69,6 +69,9 @@ def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None)
     n_qb = triton.cdiv(q_len, bm)
     has_cols, has_slash = idx.cols is not None, idx.deltas is not None
     slots = idx.cols.shape[-1] if has_cols else 0
+    if not coordinates_fit(batch, heads, kv_heads, q_len, k_len, slots):
+        raise ValueError(f"{batch}x{heads} heads x {k_len} keys exceed the TMA path's 32-bit tile coordinates; "
+                         "run the portable kernel (attention.kernels.config.override(sparse_path='portable'))")
     kx, vx = combined_kv(k, v, idx.cols, slots, heads, idx.n_real)
     dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=q.device)

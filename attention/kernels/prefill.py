@@ -29,7 +29,7 @@ def sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int = 0, c
         raise ValueError(f"query heads ({heads}) must be a multiple of kv heads ({kv_heads})")
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head dim {head_dim} is not supported; use 16, 32, 64, 128 or 256")
-    if sparse_path(q) == "tma":
+    if sparse_path(q, k.shape[2]) == "tma":
         return sparse_attention_tma(q, k, v, scale, sink=sink, window=window, columns=columns, slashes=slashes,
                                     out=out)
     return sparse_attention_portable(q, k, v, scale, sink=sink, window=window, columns=columns, slashes=slashes,

@@ -42,7 +42,7 @@ def row_stats_kernel(
     # PACK query heads of one kv group share a program: their BLOCK_M rows each stack into one PACK*BLOCK_M tile,
     # so every key tile is read once for all of them (pass 1 is bound by re-reading K otherwise)
     rb = tl.num_programs(0) - 1 - tl.program_id(0)  # later rows see more keys: start them first
-    pid = tl.program_id(1)
+    pid = tl.program_id(1).to(tl.int64)  # 64-bit: b, heads x strides pass 2^31 at 1M tokens
     b = pid // (H // PACK)
     h0 = (pid % (H // PACK)) * PACK
     r = tl.arange(0, PACK * BLOCK_M)
@@ -52,8 +52,8 @@ def row_stats_kernel(
     ok = rows >= 0
     pos = q_off + rows
     offs_d = tl.arange(0, HEAD_D)
-    q = tl.load(Q + b * sq_b + heads[:, None] * sq_h + rows[:, None] * sq_s + offs_d[None, :], mask=ok[:, None],
-                other=0.0)
+    q = tl.load(Q + b * sq_b + heads[:, None] * sq_h + rows[:, None].to(tl.int64) * sq_s + offs_d[None, :],
+                mask=ok[:, None], other=0.0)
     k_base = K + b * sk_b + (h0 // GROUP) * sk_h
     last = tl.max(tl.where(ok, pos, -1), 0)
     m_i = tl.full([PACK * BLOCK_M], NEG_INF, dtype=tl.float32)
@@ -63,14 +63,15 @@ def row_stats_kernel(
     full = tl.minimum(tl.min(tl.where(ok, pos, Sk), 0) + 1, tl.maximum(last + 1, 0)) // BLOCK_N * BLOCK_N
     for start in range(0, full, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
-        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :])
+        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :])
         s = dot(q, tl.trans(k), F32) * qk_scale
         m_new = tl.maximum(m_i, tl.max(s, 1))
         l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(_exp2(s - m_new[:, None], HALF), 1)
         m_i = m_new
     for start in range(full, last + 1, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
-        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=(offs_n < Sk)[:, None], other=0.0)
+        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=(offs_n < Sk)[:, None],
+                    other=0.0)
         s = dot(q, tl.trans(k), F32) * qk_scale
         s = tl.where(ok[:, None] & (offs_n[None, :] <= pos[:, None]), s, NEG_INF)
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -90,7 +91,7 @@ def _col_tile(col, q_base, k, ROWS, M_IN, L_IN, DIAG, rb, kb, bh, offs_n, kv_ok,
     rows = tl.load(ROWS + idx)
     ok = rows >= 0
     pos = q_off + rows
-    q = tl.load(q_base + rows[:, None] * sq_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+    q = tl.load(q_base + rows[:, None].to(tl.int64) * sq_s + offs_d[None, :], mask=ok[:, None], other=0.0)
     m = tl.load(M_IN + bh * n_rows + idx)
     l = tl.load(L_IN + bh * n_rows + idx)
     # p = exp2(s - m) / l = exp2(s - (m + log2 l)): the normaliser folded into the exponent; unused rows -> 0
@@ -125,13 +126,13 @@ def column_scores_kernel(
     F32: tl.constexpr, HALF: tl.constexpr = False,
 ):
     kb = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit: b, h x strides pass 2^31 at 1M tokens
     b = bh // H
     h = bh % H
     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
     kv_ok = offs_n < Sk
     offs_d = tl.arange(0, HEAD_D)
-    k = tl.load(K + b * sk_b + (h // GROUP) * sk_h + offs_n[:, None] * sk_s + offs_d[None, :],
+    k = tl.load(K + b * sk_b + (h // GROUP) * sk_h + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :],
                 mask=kv_ok[:, None], other=0.0)
     q_base = Q + b * sq_b + h * sq_h
     col = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # summed down the rows once, after the loop

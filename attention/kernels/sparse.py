@@ -41,13 +41,13 @@ def _window_block(acc, m_i, l_i, q, k_base, v_base, start, pos, row_ok, offs_d, 
     offs_n = start + tl.arange(0, BLOCK_N)
     if MASKED:
         kv_ok = offs_n < Sk
-        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
         diff = pos[:, None] - offs_n[None, :]
         keep = (diff < window) & (diff >= 0) & row_ok[:, None]
         return _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
-    k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :])
-    v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :])
+    k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :])
+    v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :])
     return _online_step(acc, m_i, l_i, q, k, v, row_ok[:, None], qk_scale, False, F32)
 
 
@@ -60,8 +60,8 @@ def slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHI
         delta = tl.load(DELTAS + bh * delta_slots + t)
         offs_n = p_first - delta * BLOCK_N + tl.arange(0, BLOCK_N)
         kv_ok = (offs_n >= 0) & (offs_n < Sk)
-        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
         diff = pos[:, None] - offs_n[None, :]
         cand = kv_ok[None, :] & (diff >= window) & (diff >= 0) & row_ok[:, None]
         on_diag = tl.load(DIAGHIT + bh * Sk + diff, mask=cand, other=0)
@@ -81,7 +81,7 @@ def sparse_fwd_kernel(
     HAS_COLS: tl.constexpr, HAS_SLASH: tl.constexpr, F32: tl.constexpr,
 ):
     qb = tl.num_programs(0) - 1 - tl.program_id(0)  # the last query blocks have the most work: start them first
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit from here: b, h, hk x strides pass 2^31 at 1M tokens
     b = bh // H
     h = bh % H
     hk = h // GROUP
@@ -89,7 +89,8 @@ def sparse_fwd_kernel(
     row_ok = offs_m < Sq
     pos = q_off + offs_m  # absolute key position of each query
     offs_d = tl.arange(0, HEAD_D)
-    q = tl.load(Q + b * sq_b + h * sq_h + offs_m[:, None] * sq_s + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    q = tl.load(Q + b * sq_b + h * sq_h + offs_m[:, None].to(tl.int64) * sq_s + offs_d[None, :], mask=row_ok[:, None],
+                other=0.0)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
     p_first = q_off + qb * BLOCK_M
@@ -124,8 +125,8 @@ def sparse_fwd_kernel(
             cols = tl.load(COLS + bh * col_slots + slot, mask=slot < c_hi, other=0)
             prev = tl.load(COLS + bh * col_slots + slot - 1, mask=(slot < c_hi) & (slot > 0), other=-1)
             ok = (slot < c_hi) & (cols != prev)
-            k = tl.load(k_base + cols[:, None] * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
-            v = tl.load(v_base + cols[:, None] * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+            k = tl.load(k_base + cols[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+            v = tl.load(v_base + cols[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
             if c0 + BLOCK_N <= c_full:
                 acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, ok[None, :], qk_scale, True, F32)
             else:
@@ -140,5 +141,5 @@ def sparse_fwd_kernel(
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
     out = acc / l_safe[:, None]
-    tl.store(O + b * so_b + h * so_h + offs_m[:, None] * so_s + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=row_ok[:, None])
+    tl.store(O + b * so_b + h * so_h + offs_m[:, None].to(tl.int64) * so_s + offs_d[None, :],
+             out.to(O.dtype.element_ty), mask=row_ok[:, None])

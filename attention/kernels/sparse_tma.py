@@ -83,8 +83,8 @@ def sparse_tma_kernel(
     n_cfull = 0
     n_ctail = 0
     if HAS_COLS:
-        c_full = tl.load(COL_FULL + bh * n_qb + qb)
-        c_hi = tl.load(COL_HI + bh * n_qb + qb)
+        c_full = tl.load(COL_FULL + bh.to(tl.int64) * n_qb + qb)
+        c_hi = tl.load(COL_HI + bh.to(tl.int64) * n_qb + qb)
         n_cfull = c_full // BLOCK_N
         n_ctail = tl.maximum(tl.cdiv(c_hi, BLOCK_N) - n_cfull, 0)
     win_lo = (tl.maximum(p_first - window + 1, 0) // BLOCK_N) * BLOCK_N
@@ -115,7 +115,7 @@ def sparse_tma_kernel(
         row = tl.where(is_col, c_row + slot0, kv_row + start)
         k = desc_k.load([row, 0])
         v = desc_v.load([row, 0])
-        cpos = tl.load(COLPOS + bh * col_slots + slot0 + offs_n,
+        cpos = tl.load(COLPOS + bh.to(tl.int64) * col_slots + slot0 + offs_n,
                        mask=slot0 + offs_n < tl.where(is_col, col_slots, 0), other=0)
         kpos = tl.where(is_col, cpos, start + offs_n)  # padding slots hold BIG: past every row, never kept
         lo = tl.where(is_col, window, 0)
@@ -127,11 +127,11 @@ def sparse_tma_kernel(
     if HAS_SLASH:
         k_base = K + (b * HK + hk).to(tl.int64) * Sk * HEAD_D
         v_base = V + (b * HK + hk).to(tl.int64) * Sk * HEAD_D
-        acc, m_i, l_i = slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHIT, bh,
+        acc, m_i, l_i = slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHIT, bh.to(tl.int64),
                                    delta_slots, p_first, pos, row_ok, offs_d, HEAD_D, HEAD_D, Sk, window, qk_scale,
                                    BLOCK_N, F32)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
     out = acc / l_safe[:, None]
-    tl.store(O + b * so_b + h * so_h + offs_m[:, None] * so_s + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=row_ok[:, None])
+    tl.store(O + b.to(tl.int64) * so_b + h.to(tl.int64) * so_h + offs_m[:, None].to(tl.int64) * so_s
+             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
