@@ -72,7 +72,7 @@ def add_scale_flags(parser) -> None:
 
 
 def build_parser() -> Parser:
-    from harness import diagnose_cli, report_cli
+    from harness import calibrate_cli, diagnose_cli, report_cli
 
     parser = Parser(prog="sampleattn", description="Accuracy vs time-to-first-token of sparse prefill attention "
                     "methods (SampleAttention, BigBird, StreamingLLM, H2O) against dense FlashAttention.")
@@ -92,6 +92,7 @@ def build_parser() -> Parser:
     handler(sub.add_parser("tasks", help="list tasks"), "harness.commands", "cmd_tasks")
     report_cli.add_subcommands(sub, add_common, handler)
     diagnose_cli.add_subcommands(sub, add_common, handler)
+    calibrate_cli.add_subcommands(sub, handler)
     return parser
 
 
