@@ -9,11 +9,13 @@ Two limits per shape (head dim, GQA group, length), both measured by `calibrate.
 with the sparse kernel's time fitted as a + b x density. Between table lengths the limits are interpolated in
 log2(length); below the first length the first row holds, above the last the last.
 
-Where the limits come from, in order (every layer records it as `limits`):
+Where the limits come from, in order (every layer records it as `limits`, with the shape of the rows used):
   option    the method's `dense_above` (>= 0): both limits that value (0 = always dense, 1 = never)
   table     a table given with `use_table` or found at CACHE (written by `sampleattn calibrate` for this GPU)
   default   DEFAULTS_FILE (shipped, per GPU kind, from calibrations on those cards)
   none      no table for this device (CPU runs are for accuracy): never dense
+The first table holding rows of this very (head dim, GQA group) for this GPU is used; where none does, the first
+with any rows for this GPU, at its nearest shape.
 """
 import json
 import math
@@ -117,14 +119,14 @@ def limits_for(device, head_dim: int, group: int, length: int, dense_above: floa
         value = dense_above if dense_above < 1 else NEVER
         return Limits(value, value, f"option:dense_above={dense_above:g}")
     kind = gpu_kind(device)
-    for table, source in _tables():
-        rows = table.get("gpus", {}).get(kind)
-        if rows:
-            near = _nearest(rows, head_dim, group)
-            label = source if source != "default" else f"default:{kind}"
-            shape = f"D{near[0]['head_dim']}/g{near[0]['group']}"
-            return Limits(interpolate(near, "before", length), interpolate(near, "after", length),
-                          f"{label}:{shape}")
+    found = [(rows, source) for table, source in _tables() if (rows := table.get("gpus", {}).get(kind))]
+    exact = [(rows, source) for rows, source in found
+             if any((r["head_dim"], r["group"]) == (head_dim, group) for r in rows)]
+    for rows, source in (exact or found)[:1]:  # a table with this very shape first, in the order above
+        near = _nearest(rows, head_dim, group)
+        label = source if source != "default" else f"default:{kind}"
+        shape = f"D{near[0]['head_dim']}/g{near[0]['group']}"
+        return Limits(interpolate(near, "before", length), interpolate(near, "after", length), f"{label}:{shape}")
     return Limits(NEVER, NEVER, f"none:{kind}")
 
 

@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from attention.kernels.config import kernel_settings
 from harness.options import InputError
 from harness.store import CELLS_FILE, RunStore
 from harness.sweep import Plan, SweepSpec, build_methods, validate
@@ -40,7 +41,8 @@ def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
             "methods": [m.spec() for m in plan.methods], "tasks": [t.name for t in plan.tasks],
             # every task's resolved options (LongBench's code_sim backend among them)
             "task_configs": [{"task": t.name, **dataclasses.asdict(t.config)} for t in plan.tasks],
-            "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(), **extra,
+            "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(),
+            "kernel_settings": kernel_settings(), **extra,
             **provenance(plan.options.device)}
 
 

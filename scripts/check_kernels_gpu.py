@@ -23,7 +23,8 @@ from attention.kernels.hopper import sparse_attention_tma  # noqa: E402
 from attention.kernels.prefill import sparse_attention_portable  # noqa: E402
 from attention.kernels.stage1 import launch_sampled_scores as sampled_scores  # noqa: E402
 from attention.methods.sample import chunk_rows, strided_rows  # noqa: E402
-from attention.pattern import SparsePattern, density  # noqa: E402
+from attention.density import mask_density as density  # noqa: E402
+from attention.pattern import SparsePattern  # noqa: E402
 from attention.reference import expand_kv, reference_attention  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 from attention.scores import torch_sampled_scores  # noqa: E402
@@ -160,7 +161,7 @@ def main():
     paths = {"portable": sparse_attention_portable}
     if tma_supported(torch.empty(1, device="cuda")):
         paths["tma"] = sparse_attention_tma
-        paths["tma-128x128"] = with_tiles(sparse_attention_tma, (128, 128, 8, 3, 0))  # the >= 48K config
+        paths["tma-128x128"] = with_tiles(sparse_attention_tma, {128: (128, 128, 8, 3, 0)})  # the >= 48K config
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
     failed += check_fused(["portable", "tma"] if "tma" in paths else ["portable"])
     print("GPU CHECK", "FAILED" if failed else "PASSED")

@@ -76,7 +76,7 @@ def main():
             print(f"flex   S={seq} d={dens}: {flex_ms:.3f} ms = {flex_ms / (dens * cudnn):.2f} x d x cudnn", flush=True)
             for path, configs, key in (("tma", args.tma, "tma_blocks"), ("portable", args.portable, "sparse_blocks")):
                 for config in configs.split(";"):
-                    tiles = {key: tuple(int(x) for x in config.split(","))} if config else {}
+                    tiles = {key: {dim: tuple(int(x) for x in config.split(","))}} if config else {}
                     try:
                         with override(sparse_path=path, **tiles):
                             ms = timed(runner)

@@ -35,6 +35,17 @@ def test_limits_interpolate_in_log_length_and_hold_outside(table):
     assert fallback.limits_for("cpu", 64, 7, 8192).source == "none:cpu"  # no table for the CPU: never dense
 
 
+def test_a_table_with_the_exact_shape_wins_over_an_earlier_one_without_it(tmp_path, monkeypatch):
+    cached = tmp_path / "cache.json"
+    fallback.save_table({"gpus": {"cpu": [dict(ROWS[0], after=0.9)]}}, cached)  # D64/g7 only
+    monkeypatch.setattr(fallback, "CACHE", cached)
+    monkeypatch.setattr(fallback, "DEFAULTS_FILE", tmp_path / "defaults.json")
+    fallback.save_table({"gpus": {"cpu": ROWS}}, tmp_path / "defaults.json")
+    assert fallback.limits_for("cpu", 64, 7, 8192).after == 0.9            # the cache covers this shape
+    got = fallback.limits_for("cpu", 128, 4, 8192)                          # it does not cover this one
+    assert got.after == 0.5 and got.source == "default:cpu:D128/g4"
+
+
 def test_decision_on_both_sides_of_the_limit_per_head():
     limits = fallback.Limits(0.2, 0.5, "test")
     assert fallback.dense_heads([0.49, 0.5, 0.51, 0.1], limits) == [False, True, True, False]

@@ -7,7 +7,8 @@ from attention.density import pattern_density
 from attention.executor import run_pattern
 from attention.kernels.stage1 import launch_sampled_scores as sampled_scores
 from attention.scores import column_scores
-from attention.pattern import SparsePattern, density
+from attention.density import mask_density as density
+from attention.pattern import SparsePattern
 from attention.reference import attention_probs, reference_attention
 from attention.methods.sample import chunk_rows, strided_rows
 from tests.kernel_helpers import bf16_torch_attention, kernel_attention, random_qkv, rel_err
@@ -108,7 +109,7 @@ def test_tma_path_with_long_sequence_tiles():
     from attention.kernels.config import override
     from attention.kernels.hopper import sparse_attention_tma
 
-    with override(tma_blocks=(128, 128, 8, 3, 0)):
+    with override(tma_blocks={128: (128, 128, 8, 3, 0)}):
         check_tma_long_tiles(sparse_attention_tma)
 
 

@@ -149,3 +149,19 @@ def test_sample_fused_prefill_on_each_kernel_path_matches_its_pattern(path):
     assert not out.isnan().any()
     ref = reference_attention(q, k, v, keep, 0.125)
     assert rel_err(out, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, 0.125), ref)
+
+
+@pytest.mark.parametrize("name", list(cases()))
+@pytest.mark.parametrize("alpha", [0.95, 0.5, 1e-6])
+def test_fused_mass_threshold_from_the_sort_keeps_what_the_search_keeps(name, alpha):
+    """select_columns takes the mass threshold from mass_threshold (a device sort) instead of the kernel's k-ary
+    search: the same kept set as select_top's search, ties and zeros included (sinks aside)."""
+    scores = cases()[name]
+    n, sink = scores.shape[-1], min(2, scores.shape[-1] - 1)
+    base, causal = base_cells(n, n, 1, sink)
+    cols = select_columns(scores, sink=sink, window=1, q_len=n, block_m=64, base_cells=base, causal_cells=causal,
+                          alpha=alpha)[0]
+    searched = as_mask(select_top(scores, alpha=alpha, exclude=sink), n)
+    fused = as_mask(cols, n)
+    fused[..., :sink] = False
+    assert torch.equal(fused, searched)

@@ -36,10 +36,10 @@ def _load(S, idx, n, exclude):
 
 @triton.jit
 def select_kernel(
-    S, OUT, COUNT, PREFIX, COL_FULL, COL_HI, DENSITY,
+    S, OUT, COUNT, PREFIX, COL_FULL, COL_HI, DENSITY, THR,
     n, s_row, out_row, exclude, window, q_off, k_len, n_qb, block_m,
     alpha_hi, alpha_lo, budget_hi, budget_lo, base_cells, causal_cells,
-    MODE: tl.constexpr, FUSED: tl.constexpr, BLOCK: tl.constexpr, NS: tl.constexpr,
+    MODE: tl.constexpr, FUSED: tl.constexpr, BLOCK: tl.constexpr, NS: tl.constexpr, GIVEN: tl.constexpr = False,
 ):
     row = tl.program_id(0).to(tl.int64)
     s_base = S + row * s_row
@@ -63,6 +63,9 @@ def select_kernel(
     if MODE == 1:
         lo = zero
         hi = zero + 0x7F800001
+        if GIVEN:  # the mass threshold came from a parallel sort on the device (mass_threshold): no search
+            lo = zero + tl.load(THR + row)
+            hi = lo + 1
     if MODE != 0:
         while hi - lo > 1:
             cand = lo + ((hi - lo) * split) // (NS + 1)
@@ -187,7 +190,8 @@ def select_top(scores: torch.Tensor, *, alpha: float | None = None, budget: floa
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
     select_kernel[(rows.shape[0],)](
-        rows, out, count, count, count, count, rows, n, rows.stride(0), out.stride(0), exclude, window, n - q_len, n,
+        rows, out, count, count, count, count, rows, count, n, rows.stride(0), out.stride(0), exclude, window,
+        n - q_len, n,
         1, 1, a_hi, a_lo, b_hi, b_lo, 0.0, 1.0,
         MODE=_mode(alpha, budget), FUSED=False, BLOCK=_tiles(n)[0], NS=SPLITS, num_warps=_tiles(n)[1])
     return out.view(scores.shape)
@@ -212,8 +216,25 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
     dens = torch.empty(batch, heads, dtype=torch.float32, device=dev)
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
+    mode = _mode(alpha, budget)
+    given = mode == MODES["mass"]
+    thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len)) if given else count
     select_kernel[(rows,)](
-        col, cols, count, prefix, col_full, col_hi, dens, k_len, k_len, k_len, min(sink, k_len), window,
+        col, cols, count, prefix, col_full, col_hi, dens, thr, k_len, k_len, k_len, min(sink, k_len), window,
         k_len - q_len, k_len, n_qb, block_m, a_hi, a_lo, b_hi, b_lo, float(base_cells), float(causal_cells),
-        MODE=_mode(alpha, budget), FUSED=True, BLOCK=_tiles(k_len)[0], NS=SPLITS, num_warps=_tiles(k_len)[1])
+        MODE=mode, FUSED=True, BLOCK=_tiles(k_len)[0], NS=SPLITS, GIVEN=given, num_warps=_tiles(k_len)[1])
     return cols, col_full, col_hi, dens
+
+
+def mass_threshold(scores: torch.Tensor, alpha: float, exclude: int) -> torch.Tensor:
+    """int64 [rows]: the bit pattern of the mass rule's threshold per row, the largest t with sum(s >= t) >= alpha x
+    total over the kernel's scores (non-positive, NaN and the first `exclude` entries count as 0): the value at the
+    first sorted position whose running sum reaches the target. A segmented sort and a cumsum run over all rows in
+    parallel, where the kernel's k-ary search walks each row 8 times in one program."""
+    keys = torch.arange(scores.shape[-1], device=scores.device)
+    s = torch.where((scores > 0) & (keys >= exclude), scores, 0.0)
+    ranked = s.sort(-1, descending=True).values
+    csum = ranked.double().cumsum(-1)
+    target = csum[:, -1:] * alpha
+    first = torch.searchsorted(csum, target).clamp(max=scores.shape[-1] - 1)
+    return ranked.gather(-1, first).view(torch.int32).long().flatten().contiguous()

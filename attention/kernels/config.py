@@ -27,7 +27,7 @@ _overrides: dict = {}
 @contextmanager
 def override(**settings):
     """Run a block with kernel settings other than the defaults, e.g. override(sparse_path="portable") or
-    override(tma_blocks=(128, 64, 4, 2, 0)). Keys: OVERRIDE_KEYS."""
+    override(tma_blocks={128: (128, 64, 4, 2, 0)}) (tile settings per head dim). Keys: OVERRIDE_KEYS."""
     unknown = set(settings) - set(OVERRIDE_KEYS)
     if unknown:
         raise ValueError(f"unknown kernel setting(s) {sorted(unknown)}; use {', '.join(OVERRIDE_KEYS)}")
@@ -44,7 +44,9 @@ def override(**settings):
 
 def kernel_settings() -> dict:
     """What decides the kernels' speed in this process: the defaults' rule and any active override (manifest)."""
-    return {"tma_min_len": TMA_MIN_LEN, "long_tiles_from": LONG_TILES, "overrides": dict(_overrides)}
+    return {"tma_min_len": TMA_MIN_LEN, "long_tiles_from": LONG_TILES,
+            "overrides": {k: ({str(d): list(t) for d, t in v.items()} if isinstance(v, dict) else v)
+                          for k, v in _overrides.items()}}
 
 
 def interpreting() -> bool:
@@ -61,8 +63,8 @@ def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
 
     D=128: H100 sweep (results/bench/v2/sweep.log): 64x64 tiles at 32K (more programs to fill 132 SMs), 128x64 at
     128K. D=64: half the bytes per key tile, so 128-row query blocks with 64-key tiles and 4 warps at any length."""
-    if "sparse_blocks" in _overrides:
-        return tuple(_overrides["sparse_blocks"])
+    if head_dim in _overrides.get("sparse_blocks", {}):
+        return tuple(_overrides["sparse_blocks"][head_dim])
     if head_dim <= 64:
         return 128, 64, 4, 3
     if head_dim <= 128:
@@ -76,8 +78,8 @@ def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int,
     D=128: H200 sweep (results/bench/v4/run2): 128x128, 8 warps, 3 stages at 128K; 128x64, 4 warps, 2 stages
     (two programs per SM) at 32K and 8K. warp_specialize made no difference with triton 3.6 on Hopper.
     D=64: 128x64, 4 warps, 3 stages (the portable kernel's D=64 tiles; not swept yet)."""
-    if "tma_blocks" in _overrides:
-        bm, bn, w, s, ws = _overrides["tma_blocks"]
+    if head_dim in _overrides.get("tma_blocks", {}):
+        bm, bn, w, s, ws = _overrides["tma_blocks"][head_dim]
     elif head_dim <= 64:
         bm, bn, w, s, ws = 128, 64, 4, 3, 0
     elif head_dim <= 128:
@@ -92,8 +94,8 @@ def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int,
 def scores_config(head_dim: int) -> tuple[int, int, int, int]:
     """Stage 1 (keys per block in pass 1, in pass 2, num_warps, num_stages): the H100 sweep's best
     (results/bench/v2/sweep.log), 128-key blocks in both passes."""
-    if "scores_cfg" in _overrides:
-        return tuple(_overrides["scores_cfg"])
+    if head_dim in _overrides.get("scores_cfg", {}):
+        return tuple(_overrides["scores_cfg"][head_dim])
     return (128, 128, 4, 3) if head_dim <= 128 else (64, 64, 8, 3)
 
 
