@@ -15,13 +15,15 @@ from attention.scores import causal_scores
 def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
     """Mean over consecutive token blocks along dim -2 ([..., S, D] -> [..., ceil(S/block), D]); a short last
     block is averaged over its real tokens only."""
-    length = x.shape[-2]
-    n = -(-length // block)
-    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, n * block - length))
-    sums = padded.reshape(*x.shape[:-2], n, block, x.shape[-1]).sum(-2)
-    counts = torch.full((n,), float(block), device=x.device)
-    counts[-1] = length - (n - 1) * block
-    return sums / counts[:, None]
+    length, dim = x.shape[-2], x.shape[-1]
+    full = length // block
+    parts = []  # summed in fp32 straight from x's dtype: no fp32 copy of x (it is all of q for FlexPrefill)
+    if full:
+        whole = x[..., :full * block, :].reshape(*x.shape[:-2], full, block, dim)
+        parts.append(whole.sum(-2, dtype=torch.float32) / block)
+    if length > full * block:
+        parts.append(x[..., full * block:, :].sum(-2, keepdim=True, dtype=torch.float32) / (length - full * block))
+    return torch.cat(parts, -2) if len(parts) > 1 else parts[0]
 
 
 def block_sum(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -51,10 +53,13 @@ def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
     sheared = padded.as_strided((batch, heads, rows, k_len + 1),
                                 (padded.stride(0), padded.stride(1), width + 1, 1), base)
     by_u = sheared.sum(2)                                                     # u = 0 .. Sk
-    offsets = first + rows - torch.arange(k_len + 1, device=probs.device)     # offset of each u
+    # u holds offset first + rows - u: offsets 0 .. Sk - 1 are u = first + rows down to first + rows - Sk + 1
+    # (slices from host ints: a boolean index here would cost two host syncs per call)
+    top = first + rows
+    lo, hi = max(0, top - k_len + 1), min(k_len, top)                         # u range with a valid offset
     out = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=probs.device)
-    valid = (offsets >= 0) & (offsets < k_len)
-    out[..., offsets[valid]] = by_u[..., valid]
+    if hi >= lo:
+        out[..., top - hi:top - lo + 1] = by_u[..., lo:hi + 1].flip(-1)
     return out
 
 

@@ -102,6 +102,8 @@ def exact_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_
 
 def pattern_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
     """float32 [B, H]: kept cells / causal cells for queries at the last q_len of k_len positions."""
+    if hasattr(pattern, "kept_share"):  # a pattern that counts its own cells (attention/bands.py)
+        return pattern.kept_share(batch, heads, q_len, k_len, device)
     if pattern.blocks is not None:
         only_blocks = not pattern.sink and not pattern.window and pattern.columns is None and pattern.slashes is None
         fn = block_density if only_blocks else exact_density

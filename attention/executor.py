@@ -34,6 +34,8 @@ def torch_pattern_attention(q, k, v, pattern: SparsePattern, scale: float) -> to
 
 
 def run_pattern(q, k, v, pattern: SparsePattern, scale: float) -> torch.Tensor:
+    if hasattr(pattern, "run"):  # a pattern with its own execution (attention/bands.py: MInference's runs)
+        return pattern.run(q, k, v, scale)
     if pattern.blocks is None and triton_enabled(q.device) and q.shape[-1] in HEAD_DIMS:
         from attention.kernels.prefill import sparse_attention  # imported lazily: triton is only needed here
         return sparse_attention(q, k, v, scale, sink=pattern.sink, window=pattern.window, columns=pattern.columns,

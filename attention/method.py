@@ -127,9 +127,11 @@ class SparseMethod(AttentionMethod):
 
         def sparse(qs, ks, vs, heads):
             return run_pattern(qs, ks, vs, pattern if heads is None else pattern_heads(pattern, heads), scale)
-        # an exact density known before building was decided above: no sync for it
+        # an exact density known before building was decided above: no sync for it. Heads split only for a plain
+        # SparsePattern (a pattern with its own execution, e.g. attention/bands.py, decides for the whole layer)
         exact = predicted is not None and self.predicted_is_exact
-        return self.execute(q, k, v, scale, layer_idx, density, limits, sparse, decide=not exact)
+        return self.execute(q, k, v, scale, layer_idx, density, limits, sparse, decide=not exact,
+                            per_head=type(pattern) is SparsePattern)
 
     # the dense fallback (attention/fallback.py), the same for every sparse method: a layer runs dense when the
     # density known before estimating reaches limits.before; after estimating, each head whose selected density
@@ -150,7 +152,7 @@ class SparseMethod(AttentionMethod):
         return None
 
     def execute(self, q, k, v, scale, layer_idx, density: torch.Tensor, limits: Limits, run_sparse,
-                extra: torch.Tensor | None = None, decide: bool = True) -> torch.Tensor:
+                extra: torch.Tensor | None = None, decide: bool = True, per_head: bool = True) -> torch.Tensor:
         """Run the layer on the selected per-head density [Hq] (a device tensor): sparse, dense, or split by head.
         run_sparse(q, k, v, heads, extra_host) runs the sparse path on all heads (heads None, kv unexpanded) or
         on a subset; extra (float [n], optional) is read in the same sync and handed over as a host list."""
@@ -162,6 +164,8 @@ class SparseMethod(AttentionMethod):
                           else density.new_zeros(0)]).tolist()  # the layer's one host sync
         selected, extra_host = host[:density.numel()], host[density.numel():]
         dense = dense_heads(selected, limits) if decide else [False] * len(selected)
+        if not per_head:  # the layer as a whole: dense when its mean selected density reaches the limit
+            dense = [sum(selected) / len(selected) >= limits.after] * len(selected) if decide else dense
         sparse = (lambda qs, ks, vs, heads: run_sparse(qs, ks, vs, heads, extra_host)) if extra is not None \
             else run_sparse
         if all(dense):

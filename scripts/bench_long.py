@@ -3,7 +3,7 @@
     python scripts/bench_long.py --model random:llama-3.1-8b --lengths 256k,512k,1m --layers 2 --out DIR
 
 Random weights (a timing-only model): only the time and memory of the prefill mean anything. The prefill is
-harness/long_prefill.py (row-wise parts chunked, each layer's KV cache dropped when the layer is done), so
+harness/models/long_prefill.py (row-wise parts chunked, each layer's KV cache dropped when the layer is done), so
 memory grows linearly in length; attention runs through the harness bridge exactly as in a sweep.
 
 --layers N keeps the first N decoder layers (every layer of Llama-3.1-8B costs the same, so speedups of N
@@ -27,13 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention import hf  # noqa: E402
-from harness import long_prefill  # noqa: E402
+from harness.models import long_prefill  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = "dense:backend=flash,dense:backend=cudnn,sample:density=0.05,sample:density=0.1"
 BASELINES = ("dense:backend=flash", "dense:backend=cudnn")
 
-# Llama-3.1-8B's architecture, used only when harness.random_models (random:<preset>) is not in this tree
+# Llama-3.1-8B's architecture, used only when harness.models.random_weights (random:<preset>) is not in this tree
 LLAMA_31_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
                "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256, "max_position_embeddings": 131072,
                "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": False,
@@ -42,9 +42,9 @@ LLAMA_31_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_laye
 
 
 def model_config(name: str, layers: int | None):
-    """The architecture of `random:<preset>`: from harness.random_models when present (the swappable part)."""
+    """The architecture of `random:<preset>`: from harness.models.random_weights when present (the swappable part)."""
     try:
-        from harness.random_models import build_config
+        from harness.models.random_weights import build_config
     except ImportError:
         build_config = None
     if build_config is not None:
@@ -54,7 +54,7 @@ def model_config(name: str, layers: int | None):
 
         config = LlamaConfig(**LLAMA_31_8B)
     else:
-        raise SystemExit(f"error: {name}: only random:llama-3.1-8b is known without harness/random_models.py")
+        raise SystemExit(f"error: {name}: only random:llama-3.1-8b is known without harness/models/random_weights.py")
     if layers:
         config.num_hidden_layers = min(layers, config.num_hidden_layers)
         if getattr(config, "layer_types", None):
@@ -75,7 +75,7 @@ def load_timing_model(name: str, layers: int | None, device: str):
 
 
 def build(spec: str):
-    from harness.sweep import expand_alternatives
+    from harness.running.plan import expand_alternatives
 
     return expand_alternatives(spec)
 
@@ -87,13 +87,13 @@ def parse_lengths(text: str) -> list[int]:
 
 
 def mean_density(stats: list[dict]) -> float | None:
-    from harness.runner import summarize_stats
+    from harness.running.runner import summarize_stats
 
     return summarize_stats(stats).get("density")
 
 
 def time_prefill(model, ids, chunk: int, repeats: int) -> list[float]:
-    from harness.timing import time_call
+    from harness.running.timing import time_call
 
     def once():
         return long_prefill.prefill(model, ids, chunk=chunk, keep_cache=False)
@@ -186,7 +186,7 @@ def provenance(args) -> dict:
 
 
 def git_commit() -> str:
-    from harness.store import git_commit as commit
+    from harness.running.store import git_commit as commit
 
     return commit()
 

@@ -4,7 +4,7 @@ per prefill and the ideal bound (linear-layer time + executed density x dense at
 
   PYTHONPATH=. python scripts/bench_ttft.py --model random:llama-3.1-8b --lengths 8k,16k,32k,64k,128k \
       --model random:smollm2-135m --lengths 2k,4k,8k
-  PYTHONPATH=. python scripts/bench_ttft.py --model <Qwen2.5-Coder-0.5B .gguf or folder> --lengths 8k,16k,32k \
+  PYTHONPATH=. python scripts/bench_ttft.py --model qwen2.5-coder-0.5b --lengths 8k,16k,32k \
       --methods defaults        # issue 23: every registered method at its defaults beside dense
 
 Writes results/bench/ttft_<gpu>.csv (appends rows for new (model, length, method) keys, replaces re-measured
@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 from attention import hf  # noqa: E402
 from attention.method import AttentionMethod  # noqa: E402
 from attention.registry import available_methods  # noqa: E402
-from harness.models import load_model  # noqa: E402
+from harness.models.loading import load_model  # noqa: E402
 from harness.options import parse_lengths  # noqa: E402
-from harness.sweep import expand_alternatives  # noqa: E402
-from harness.runner import prefill  # noqa: E402
+from harness.running.plan import expand_alternatives  # noqa: E402
+from harness.running.runner import prefill  # noqa: E402
 from tasks.base import build_task  # noqa: E402
 
 # fixed densities with the window at a quarter of the budget (as in bench_attention) and with the default window

@@ -41,7 +41,7 @@ def prepare_model(name: str = "smollm2-135m") -> None:
     """De-quantize an embedded GGUF model once into the user's cache, so a run's first cell starts in seconds
     instead of spending most of a minute de-quantizing."""
     print(f"preparing {name} (de-quantized once, cached under ~/.cache/sampleattn)", flush=True)
-    subprocess.run([str(PY), "-c", "from harness.models import load_model; "
+    subprocess.run([str(PY), "-c", "from harness.models.loading import load_model; "
                     f"load_model({name!r}, 'cpu', progress=False)"], cwd=ROOT, check=True)
 
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention import hf  # noqa: E402
 from attention.methods.dense import DenseAttention  # noqa: E402
-from harness.models import load_model  # noqa: E402
+from harness.models.loading import load_model  # noqa: E402
 
 
 class Capture(DenseAttention):

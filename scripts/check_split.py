@@ -1,4 +1,4 @@
-"""One model split over two GPUs (accelerate dispatch, harness/device_map.py): same results, and its TTFT.
+"""One model split over two GPUs (accelerate dispatch, harness/models/device_map.py): same results, and its TTFT.
 
     python scripts/check_split.py --out DIR            (needs 2 visible GPUs)
 
@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention import hf  # noqa: E402
-from harness import device_map  # noqa: E402
-from harness.runner import greedy_decode  # noqa: E402
-from harness.sweep import expand_alternatives  # noqa: E402
+from harness.models import device_map  # noqa: E402
+from harness.running.runner import greedy_decode  # noqa: E402
+from harness.running.plan import expand_alternatives  # noqa: E402
 
 METHODS = "dense,sample,sample:pattern=column_slash,bigbird,streaming:window=1024,h2o"
 SMALL = {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 6, "num_attention_heads": 8,

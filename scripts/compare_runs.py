@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.store import RunStore  # noqa: E402
+from harness.running.store import RunStore  # noqa: E402
 
 
 def last_by_key(folder: str) -> dict[str, dict]:

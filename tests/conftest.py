@@ -12,6 +12,6 @@ import pytest
 @pytest.fixture(scope="session")
 def smollm2():
     """The embedded default model, loaded once per test session (CPU, fp32)."""
-    from harness.models import load_model
+    from harness.models.loading import load_model
 
     return load_model("smollm2-135m", "cpu")

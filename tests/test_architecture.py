@@ -31,9 +31,11 @@ def graph() -> dict[str, set[str]]:
     edges = {}
     for name, path in files.items():
         targets = {t for t in top_level_imports(path) if t in files}
-        # importing a.b.c runs a/__init__ and a/b/__init__ first
-        edges[name] = targets | {".".join(t.split(".")[:i]) for t in targets for i in range(1, t.count(".") + 1)}
-        edges[name] &= set(files)
+        # importing a.b.c runs a/__init__ and a/b/__init__ first, except the importer's own packages: they are
+        # initialised before any of their modules runs (an explicit import of one is still an edge)
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        parents = {".".join(t.split(".")[:i]) for t in targets for i in range(1, t.count(".") + 1)}
+        edges[name] = (targets | (parents - own)) & set(files)
         edges[name].discard(name)
     return edges
 

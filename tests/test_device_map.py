@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from harness import device_map
+from harness.models import device_map
 from harness.cli import main
 from tiny_checkpoint import save_tiny_checkpoint
 from tiny_models import tiny_model
@@ -47,8 +47,8 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUD
                                   "streaming:window=256", "h2o"])
 def test_every_method_split_over_two_gpus_equals_one_gpu(spec):
     from attention import hf
-    from harness.runner import greedy_decode
-    from harness.sweep import expand_alternatives
+    from harness.running.runner import greedy_decode
+    from harness.running.plan import expand_alternatives
 
     from transformers import AutoModelForCausalLM, LlamaConfig
 

@@ -12,7 +12,7 @@ from attention.pattern import SparsePattern
 from attention.reference import attention_probs, causal_mask
 from attention.registry import AttentionMethod, build_method
 from harness.cli import main
-from harness.diagnose import Diagnosing
+from harness.running.diagnose import Diagnosing
 from tests.tiny_models import tiny_model
 
 LENGTH = 203  # not a multiple of any block size used below
@@ -228,8 +228,8 @@ def test_bad_diagnose_input_is_one_line_exit_2_and_writes_nothing(argv, message,
 
 def synthetic_diagnostics(root):
     """Two methods with hand-set per-head numbers: 2 layers x 2 heads each, at one length."""
-    from harness.diagnose import DIAGNOSTICS_FILE
-    from harness.store import RunStore
+    from harness.running.diagnose import DIAGNOSTICS_FILE
+    from harness.running.store import RunStore
 
     store = RunStore.create(root, "diag", {"subcommand": "diagnose"})
     for method, alpha, density_, worst in (("sample", 0.9, [[0.2, 0.4], [0.6, 0.8]], [[0.92, 0.85], [0.5, 0.99]]),
@@ -245,7 +245,7 @@ def synthetic_diagnostics(root):
 
 
 def test_summary_counts_heads_below_each_methods_own_alpha(tmp_path):
-    from harness.diagnose_report import load_heads, summary_table
+    from harness.reports.diagnose_report import load_heads, summary_table
 
     table = summary_table(load_heads([synthetic_diagnostics(tmp_path)]))
     sample, streaming = table.loc[("m", "sample", 1024)], table.loc[("m", "streaming", 1024)]
@@ -256,7 +256,7 @@ def test_summary_counts_heads_below_each_methods_own_alpha(tmp_path):
 
 
 def test_report_of_runs_and_diagnostics_holds_both(tmp_path):
-    from harness.report import build_report
+    from harness.reports.report import build_report
     from tests.test_report import synthetic_run
 
     report = build_report([synthetic_run(tmp_path), synthetic_diagnostics(tmp_path)], tmp_path / "report")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import distributed
+from harness.running import distributed
 from harness.cli import main
-from harness.distributed import CellShare, Rank
-from harness.store import RunStore
+from harness.running.distributed import CellShare, Rank
+from harness.running.store import RunStore
 from tiny_checkpoint import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import torch
 
 from attention import hf
 from attention.registry import build_method
-from harness import long_prefill
+from harness.models import long_prefill
 from tiny_checkpoint import save_tiny_checkpoint
 from tiny_models import tiny_model
 
@@ -52,7 +52,7 @@ def test_first_token_equals_the_plain_prefill_through_the_bridge(name, options):
 
 
 def test_decode_after_chunked_prefill_matches_generate():
-    from harness.runner import greedy_decode
+    from harness.running.runner import greedy_decode
 
     model = tiny_model("llama")
     ids = prompt(150, seed=3)

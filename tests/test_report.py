@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from harness.report import (accuracy_table, build_report, load_cells, relative_accuracy_table, speedup_table,
+from harness.reports.report import (accuracy_table, build_report, load_cells, relative_accuracy_table, speedup_table,
                             ttft_table)
-from harness.store import RunStore
+from harness.running.store import RunStore
 
 
 def synthetic_run(root):
@@ -86,7 +86,7 @@ def test_two_runs_are_each_divided_by_their_own_dense_cells(tmp_path):
 
 
 def test_accuracy_has_counts_wilson_intervals_and_relative_only_where_dense_is_clearly_above_zero(tmp_path):
-    from harness.report import wilson
+    from harness.reports.report import wilson
 
     low, high = wilson(1 / 3, 3)
     assert math.isclose(low, 0.0615, abs_tol=1e-3) and math.isclose(high, 0.7923, abs_tol=1e-3)
@@ -113,7 +113,7 @@ def test_dense_like_cells_and_cpu_timings_are_marked_and_cpu_speed_is_not_plotte
 def test_length_axes_tick_exactly_the_measured_lengths_as_k():
     import matplotlib.pyplot as plt
 
-    from harness.plots import length_axis
+    from harness.reports.plots import length_axis
 
     fig, ax = plt.subplots()
     ax.plot([8192, 16384, 32768], [1, 2, 3])
@@ -129,3 +129,16 @@ def test_report_over_a_run_with_scalar_and_torn_lines_still_works(tmp_path):
     with open(run / "cells.jsonl", "a") as handle:
         handle.write('42\n"oops"\n{"key": "torn", "sta')
     assert build_report([run], tmp_path / "r").is_file()
+
+
+def test_report_on_cells_that_were_all_too_long_says_so(tmp_path, capsys):
+    from harness.cli import main
+
+    store = RunStore.create(tmp_path, "long", {})
+    store.release()
+    for method in ("dense", "sample"):
+        store.append({"key": f"m|{method}|passkey|p-9000-0", "status": "too_long", "model": "m", "method": method,
+                      "method_spec": method, "task": "passkey", "length": 9000, "error": "length 9000 > 8192"})
+    assert main(["report", str(store.folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "it holds 2 too_long" in err and "--beyond-context" in err and "run a sweep first" not in err

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness.store import RunStore, provenance
+from harness.running.store import RunStore, provenance
 
 
 def test_append_keeps_every_line_and_survives_a_torn_tail(tmp_path):
@@ -59,7 +59,7 @@ def test_a_folder_with_only_its_manifest_is_removed_and_one_with_cells_kept(tmp_
 
 HOLD_LOCK = """
 import sys, time
-from harness.store import RunStore
+from harness.running.store import RunStore
 store = RunStore.open(sys.argv[1])
 store.lock()
 print("locked", flush=True)

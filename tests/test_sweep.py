@@ -10,7 +10,7 @@ import torch
 
 from attention.registry import METHODS, AttentionMethod, register
 from harness.cli import main
-from harness.sweep import expand_alternatives
+from harness.running.plan import expand_alternatives
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_streaming_default_is_sparse_at_every_length():
 
 
 def test_dense_note_is_printed_once_per_validation(capsys):
-    from harness.sweep import SweepSpec, validate
+    from harness.running.plan import SweepSpec, validate
 
     plan = validate(SweepSpec(models=["smollm2-135m"], methods=["streaming:window=8,sample"], tasks=["passkey"],
                               lengths=[256]))

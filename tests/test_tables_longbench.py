@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import report, tables_longbench as tables
-from harness.store import RunStore
+from harness.reports import report, tables_longbench as tables
+from harness.running.store import RunStore
 from tasks.longbench_metrics import bucket
 
 # (dataset, per-sample scores) for dense and sample; lcc has 5 rows, multifieldqa_zh 1
@@ -169,8 +169,8 @@ def test_the_code_sim_backend_is_named_in_the_report(frame):
 
 
 def test_the_manifest_records_the_code_sim_backend():
-    from harness.driver import run_manifest
-    from harness.sweep import SweepSpec, validate
+    from harness.running.driver import run_manifest
+    from harness.running.plan import SweepSpec, validate
 
     fixtures = Path(__file__).parent / "fixtures" / "longbench"
     for option, backend in (("", "difflib"), (",code_sim=levenshtein", "levenshtein")):
@@ -181,7 +181,7 @@ def test_the_manifest_records_the_code_sim_backend():
 
 
 def test_the_end_of_run_summary_averages_datasets(frame, capsys):
-    from harness.commands import print_summary
+    from harness.cli.common import print_summary
 
     print_summary(RunStore.open(frame.attrs["folder"]))
     row = next(line for line in capsys.readouterr().out.splitlines() if "longbench" in line and "dense" in line)

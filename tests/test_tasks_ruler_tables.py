@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness import tables_ruler
+from harness.reports import tables_ruler
 from tasks.ruler import SUBTASKS
 
 

@@ -15,3 +15,7 @@ BUILTINS = (
     "attention.methods.flexprefill",
     "attention.methods.xattention",
 )
+# every name the built-ins register, known without importing them (they import torch): an unknown method is
+# refused at once; tests/test_registry.py keeps this equal to what the modules register
+BUILTIN_NAMES = ("dense", "flash-attn", "eager", "sample", "bigbird", "streaming", "h2o", "oracle-topk", "minference",
+                 "flexprefill", "xattention")

@@ -14,12 +14,16 @@ Per query head, on `block`-token tiles:
 4. Every head keeps its top key-tile columns and tile diagonals (tile column 0 and the diagonal tile forced),
    causal; query-aware heads add the tiles of step 3 (and tile (0, 0)).
 
-Defaults from bytedance/FlexPrefill's README (flex_prefill_config): block_size 128, gamma 0.9, tau 0.1,
-min_budget 512, max_budget None (here 0). Sequences no longer than max(2 x block, min_budget rounded up to a
-tile) run dense, as in their flex_prefill_attention. Differences from their code: the token-to-tile budget
-divides by `block` (their code divides by 128 whatever the block size); diagonal offsets are grouped into tiles
-from offset 0 (their pooling starts from the far end, so tiles line up only when the length is a multiple of
-the block); ties go to the lower index (stable sort).
+Defaults from bytedance/FlexPrefill (flex_prefill/ops/flex_prefill_attention.py, commit a24b27b): block_size
+128, gamma 0.9, tau 0.1, max_budget None (here 0), and min_budget 1024, the value of the paper's scripts
+(experiments/scripts/flex_prefill/*.sh; their README example shows 512). Sequences no longer than
+max(2 x block, min_budget rounded up to a tile) run dense, as in their flex_prefill_attention. Diagonal offsets are
+pooled into tiles as their code does: from the far end of the diagonal list, so with r = k_len - (n - 1) x block
+tokens in the last tile, tile diagonal s holds offsets s x block + r - block .. s x block + r - 1 (tile 0 holds the
+r nearest ones); at lengths that are a multiple of the block this is plain grouping from offset 0.
+tests/test_peer_fidelity.py checks the tile masks against their get_active_blocks run on captured q/k
+(tests/fixtures/peer_official_masks.pt). Differences from their code: the token-to-tile budget divides by
+`block` (theirs by 128 whatever the block size; equal at the default); ties go to the lower index (stable sort).
 
 `density` > 0 solves gamma per layer so that the layer's kept share is closest to `density` (the head choice
 does not depend on gamma; min_budget still floors every head).
@@ -41,7 +45,7 @@ class FlexPrefillConfig(MethodConfig):
     block: int = 128
     gamma: float = 0.9        # attention mass the selection must cover
     tau: float = 0.1          # JS-distance threshold below which a head is query-aware
-    min_budget: int = 512     # tokens: every head keeps at least this many tile columns and diagonals' worth
+    min_budget: int = 1024    # tokens: every head keeps at least this many tile columns and diagonals' worth
     max_budget: int = 0       # tokens: at most this many (0 = no limit)
     density: float = 0.0      # > 0: solve gamma per layer for this kept share of the causal area
 
@@ -88,7 +92,10 @@ class FlexPrefill(SparseMethod):
         probs = row_probs(q, k, scale, rows)
         vertical = probs.mean(2)
         slash = diagonal_sums(probs, k_len - len(rows)) / len(rows)
-        vertical_tiles, slash_tiles = block_sum(vertical, b), block_sum(slash, b)
+        vertical_tiles = block_sum(vertical, b)
+        # their diagonal pooling starts from the farthest offset: the nearest tile holds the r = k_len - (n-1)b
+        # smallest offsets, so pad the near end by b - r before grouping
+        slash_tiles = block_sum(torch.nn.functional.pad(slash, (n * b - k_len, 0)), b)
         # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
         keys = expand_kv(block_pool_mean(k, b), heads)                     # [B, H, n, D], pooled first
         mean_q = q[:, :, rows].float().mean(2, keepdim=True) * scale        # [B, H, 1, D]

@@ -6,27 +6,45 @@ score) and along each diagonal i - j (slash score). The head keeps its top `vert
 among them (MInference forces them by giving them infinite score). Here the forced ones become the pattern's
 sink and window, the rest columns and slashes, so it runs on our column + slash kernel.
 
-Defaults, from microsoft/MInference (minference/modules/minference_forward.py): last_q = 64; vertical_size
-1000 and slash_size 6096, the fallback every head gets when no searched config names it; the first 30 columns
-and 100 diagonals forced (their online vertical-slash kernel). Their sizes are clamped to at least 30 and 50;
-here slash_size is clamped to at least `local_diagonals` instead, since with fewer slots than forced diagonals
-their top-k picks arbitrarily among equal infinite scores. Ties elsewhere: the lower column index or the smaller
-offset wins (a stable sort; MInference's torch.topk leaves tie order unspecified).
-These sizes are tokens, tuned for 128K prompts: at 2K-8K they keep most or all of the causal area.
+Execution, as MInference's kernel does it (attention/bands.py): per 64-row query block each kept diagonal
+becomes the 64-key range it crosses there, ranges that overlap or touch are merged into runs of whole 64-key tiles,
+computed as tiles; kept columns outside them are gathered. At MInference's sizes this computes 2-4x the cells of
+the exact diagonals, and that is what its accuracy and speed are measured on. `exact_diagonals=1` (a deviation)
+runs only the selected diagonals instead, on the column + slash kernel.
 
-`density` > 0 replaces the sizes by ratio x (vertical_size, slash_size), MInference's own `minference_ratio`
-knob, solved per layer so that the layer's kept share is closest to `density` (forced stripes stay).
+Defaults, from microsoft/MInference (minference/modules/minference_forward.py, commit fb56c91): last_q = 64;
+vertical_size 1000 and slash_size 6096, the fallback every head gets when no searched config names it; the first
+30 columns and 100 diagonals forced (their online vertical-slash kernel). Their sizes are clamped to at least 30
+and 50; here slash_size is clamped to at least `local_diagonals` instead, since with fewer slots than forced
+diagonals their top-k picks arbitrarily among equal infinite scores. Ties elsewhere: the lower column index or the
+smaller offset wins (a stable sort; MInference's torch.topk leaves tie order unspecified).
+These sizes are tokens, tuned for 128K prompts: at 2K-8K they keep most or all of the causal area.
+tests/test_peer_fidelity.py compares the selected columns and diagonals and the executed runs with the output of
+their code on captured q/k (tests/fixtures/peer_official_masks.pt).
+
+Per-head sizes: `config=PATH` reads MInference's own per-model file (e.g. minference/configs/
+Llama_3.1_8B_Instruct_128k_kv_out_v32_fit_o_best_pattern.json from their repository, brought by the user; none
+is shipped here): a JSON list with one object per layer mapping a query head's index to [pattern type,
+vertical_size, slash_size, score]; heads it does not name get vertical_size / slash_size, as theirs get 1000 / 6096.
+Their offline search writes only "vertical_and_slash" entries to the shipped files; a file with another type
+("stream_llm", "block_sparse") is refused. Each layer's record says which sizes ran (`sizes`: per-head file or
+uniform).
+
+`density` > 0 scales every head's sizes by one ratio (MInference's own `minference_ratio` knob), solved per layer
+so that the layer's executed share is closest to `density` (forced stripes stay).
 
 Per-head pattern choice: MInference picks A-shape, vertical-slash or block-sparse per head by an offline search
 that runs dense attention on a calibration prompt (search_pattern), and its public code then writes every
-winner back as vertical-slash sizes (its shipped configs hold only vertical_and_slash entries). An online version
-needs dense attention rows outside the estimation window to compare on, and block-sparse heads could not share
-the column/slash kernel with the others; it is not offered here.
+winner back as vertical-slash sizes (its shipped configs hold only vertical_and_slash entries). The search itself
+is not offered here.
 """
 import dataclasses
+import json
+from pathlib import Path
 
 import torch
 
+from attention.bands import BandPattern
 from attention.block_select import diagonal_sums, ranked, row_probs, solve
 from attention.density import pattern_density
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
@@ -41,7 +59,9 @@ class MInferenceConfig(MethodConfig):
     last_q: int = 64             # queries the estimate is taken from (the last ones)
     init_columns: int = 30       # first columns always kept
     local_diagonals: int = 100   # nearest diagonals always kept (offsets 0 .. local_diagonals - 1)
-    density: float = 0.0         # > 0: scale both sizes so the layer keeps this share of the causal area
+    density: float = 0.0         # > 0: scale all sizes so the layer keeps this share of the causal area
+    config: str = ""             # MInference's per-head config file (per-layer {head: [type, vertical, slash, score]})
+    exact_diagonals: bool = False  # True: run only the selected diagonals (a deviation; see the docstring)
 
     def validate(self):
         for name in ("vertical_size", "slash_size", "last_q"):
@@ -52,12 +72,31 @@ class MInferenceConfig(MethodConfig):
         if self.local_diagonals < 1:
             raise ConfigError(f"local_diagonals={self.local_diagonals} must be >= 1 (the diagonal itself)")
         check_range("density", self.density, 0.0, 1.0)
+        if self.config and not Path(self.config).is_file():
+            raise ConfigError(f"config={self.config}: no such file (give MInference's per-head config JSON)")
+
+
+def load_head_sizes(path: str) -> list[dict[int, tuple[int, int]]]:
+    """Per layer, {query head: (vertical_size, slash_size)} from MInference's config file format."""
+    try:
+        layers = json.loads(Path(path).read_text())
+        table = [{int(head): (int(entry[1]), int(entry[2])) for head, entry in layer.items()
+                  if entry[0] == "vertical_and_slash" or _refuse(path, head, entry[0])} for layer in layers]
+    except (ValueError, TypeError, IndexError, AttributeError) as err:
+        raise ConfigError(f"config={path}: not MInference's format (a JSON list of per-layer objects "
+                          f"{{head: [type, vertical_size, slash_size, score]}}): {err}") from None
+    return table
+
+
+def _refuse(path: str, head: str, kind: str) -> bool:
+    raise ConfigError(f"config={path}: head {head} has pattern type {kind!r}; only vertical_and_slash heads are "
+                      "run here (their shipped configs hold only those)")
 
 
 @dataclasses.dataclass
 class VerticalSlashScores:
-    column_order: torch.Tensor  # long [B, H, Sk - sink]: non-forced columns, best first
-    slash_order: torch.Tensor   # long [B, H, Sk - window]: non-forced offsets, best first
+    column_order: torch.Tensor  # long [B, H, Sk]: forced columns first, then the others best first
+    slash_order: torch.Tensor   # long [B, H, Sk]: forced offsets first, then the others best first
     sink: int
     window: int
 
@@ -66,7 +105,7 @@ class VerticalSlashScores:
 class MInference(SparseMethod):
     name = "minference"
     Config = MInferenceConfig
-    description = "MInference vertical-slash: top columns and diagonals from the last 64 queries (column+slash kernel)"
+    description = "MInference vertical-slash: top columns and diagonals from the last 64 queries, run as 64-key bands"
 
     def scores(self, q, k, scale) -> VerticalSlashScores:
         cfg = self.config
@@ -78,34 +117,69 @@ class MInference(SparseMethod):
         sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
         _, column_order = ranked(vertical[..., sink:])
         _, slash_order = ranked(slash[..., window:])
-        return VerticalSlashScores(column_order + sink, slash_order + window, sink, window)
+        lead = vertical.shape[:-1]
+        forced_cols = torch.arange(sink, device=q.device).expand(*lead, sink)
+        forced_diags = torch.arange(window, device=q.device).expand(*lead, window)
+        return VerticalSlashScores(torch.cat([forced_cols, column_order + sink], -1),
+                                   torch.cat([forced_diags, slash_order + window], -1), sink, window)
 
-    def counts(self, k_len: int, ratio: float) -> tuple[int, int]:
-        """(extra columns, extra diagonals) beyond the forced ones for sizes scaled by ratio."""
+    def head_sizes(self, heads: int, layer_idx: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """float [H] vertical and slash sizes: the per-head file's, else the uniform ones (one host-to-device copy
+        per layer and device, then cached)."""
+        cache = self.__dict__.setdefault("_sizes", {})
+        key = (heads, layer_idx, str(device))
+        if key not in cache:
+            cache[key] = self._head_sizes_for(heads, layer_idx, device)
+        return cache[key]
+
+    def _head_sizes_for(self, heads: int, layer_idx: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
-        sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
-        vertical = min(k_len, max(round(cfg.vertical_size * ratio), cfg.init_columns))
-        slash = min(k_len, max(round(cfg.slash_size * ratio), cfg.local_diagonals))
-        return max(0, vertical - sink), max(0, slash - window)
+        sizes = [(cfg.vertical_size, cfg.slash_size)] * heads
+        if cfg.config:
+            if not hasattr(self, "_head_sizes"):
+                self._head_sizes = load_head_sizes(cfg.config)
+            if layer_idx >= len(self._head_sizes):
+                raise ConfigError(f"config={cfg.config} has {len(self._head_sizes)} layers, the model more; use the "
+                                  "file made for this model")
+            named = self._head_sizes[layer_idx]
+            sizes = [named.get(h, sizes[h]) for h in range(heads)]
+        table = torch.tensor(sizes, dtype=torch.float64, device=device)
+        return table[:, 0], table[:, 1]
 
-    @staticmethod
-    def pattern(s: VerticalSlashScores, n_columns: int, n_slashes: int) -> SparsePattern:
-        columns = s.column_order[..., :n_columns].sort(-1).values if n_columns else None
-        slashes = s.slash_order[..., :n_slashes].sort(-1).values if n_slashes else None
-        return SparsePattern(sink=s.sink, window=s.window, columns=columns, slashes=slashes)
+    def counts(self, k_len: int, sizes: tuple[torch.Tensor, torch.Tensor], ratio: float):
+        """long [H] columns and diagonals kept per head (forced ones included) for sizes scaled by ratio."""
+        cfg = self.config
+        vertical = (sizes[0] * ratio).round().clamp(min=cfg.init_columns).clamp(max=k_len).long()
+        slash = (sizes[1] * ratio).round().clamp(min=cfg.local_diagonals).clamp(max=k_len).long()
+        return vertical, slash
+
+    def pattern(self, s: VerticalSlashScores, n_columns: torch.Tensor, n_slashes: torch.Tensor) -> SparsePattern:
+        def first(order, count):
+            slots = torch.arange(order.shape[-1], device=order.device)
+            return torch.where(slots < count[:, None].to(order.device), order, -1).sort(-1).values
+
+        if self.config.exact_diagonals:  # forced stripes as sink and window, the rest as columns and slashes
+            cols = first(s.column_order[..., s.sink:], (n_columns - s.sink).clamp(min=0))
+            diags = first(s.slash_order[..., s.window:], (n_slashes - s.window).clamp(min=0))
+            return SparsePattern(sink=s.sink, window=s.window, columns=cols if cols.shape[-1] else None,
+                                 slashes=diags if diags.shape[-1] else None)
+        return BandPattern(columns=first(s.column_order, n_columns), band_offsets=first(s.slash_order, n_slashes))
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape
         k_len = k.shape[2]
         s = self.scores(q, k, scale)
+        sizes = self.head_sizes(heads, layer_idx, q.device)
         ratio = 1.0
         if self.config.density > 0:
             def share(x: float) -> float:
-                p = self.pattern(s, *self.counts(k_len, x))
+                p = self.pattern(s, *self.counts(k_len, sizes, x))
                 return float(pattern_density(p, batch, heads, q_len, k_len, q.device).mean())
 
-            top = k_len / min(self.config.vertical_size, self.config.slash_size)
+            top = k_len / float(torch.minimum(sizes[0], sizes[1]).min())
             ratio = solve(share, self.config.density, 0.0, top)
-        n_columns, n_slashes = self.counts(k_len, ratio)
-        self.knobs = {"ratio": ratio, "vertical": s.sink + n_columns, "slash": s.window + n_slashes}
+        n_columns, n_slashes = self.counts(k_len, sizes, ratio)
+        self.knobs = {"ratio": ratio, "vertical": n_columns.float().mean(), "slash": n_slashes.float().mean(),
+                      "sizes": "per-head file" if self.config.config else "uniform",
+                      "execution": "diagonals" if self.config.exact_diagonals else "bands"}
         return self.pattern(s, n_columns, n_slashes)

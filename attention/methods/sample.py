@@ -19,18 +19,19 @@ from attention.pattern import SparsePattern
 from attention.registry import register
 from attention.scores import sampled_scores
 
-RUN = 64  # sampled rows come in runs of this many consecutive queries (the kernels' block)
+RUN = 64  # sampled rows come in runs of this many consecutive queries (the kernels' block); the r_row and chunk_n
+# comments say 64: keep them in step
 
 
 @dataclasses.dataclass
 class SampleConfig(MethodConfig):
     alpha: float = 0.95        # CRA threshold: share of sampled column mass the kept columns must reach
-    r_row: float = 0.05        # share of query rows sampled (strided; the last RUN rows always included)
+    r_row: float = 0.05        # share of query rows sampled (strided; the last 64 rows always included)
     r_w: float = 0.08          # local window width as a share of the sequence
     pattern: str = "column"    # column | column_slash
     alpha_c: float = 0.95      # column_slash: threshold for columns
     alpha_s: float = 0.95      # column_slash: threshold for diagonals
-    chunk_n: int = 8           # column_slash: sample the last RUN rows of each of chunk_n chunks
+    chunk_n: int = 8           # column_slash: sample the last 64 rows of each of chunk_n chunks
     granularity: int = 1       # 1 = single key columns; 64 / 128 = whole key blocks
     sink: int = 4              # first tokens always kept
     density: float = 0.0       # > 0: fixed budget, best columns until this share of the causal area (replaces

@@ -19,7 +19,7 @@ from attention.registry import register
 class StreamingConfig(MethodConfig):
     n_sink: int = 4
     window: int | None = None  # recent tokens, the query itself included; None = r_w of the sequence
-    r_w: float = 0.08       # window as a share of the sequence when window = 0
+    r_w: float = 0.08       # window as a share of the sequence when window is None (not given)
     density: float = 0.0    # > 0: solve the window for this kept share (replaces window and r_w)
     dense_above: float = -1.0  # GPU: run a layer dense at this density or more (-1: measured limits; 1: never)
 

@@ -8,19 +8,36 @@ left out). Summing those probabilities over `block`-token tiles gives a tile sco
 key tile 0 and its diagonal tile, then its other tiles from the highest score down while the sum of what it
 already holds is below `threshold` x its row total; tiles above the diagonal are dropped.
 
-Defaults from mit-han-lab/x-attention: block_size 128 (Xattention_prefill, which asserts it), stride 8 (one of
-the two strides, 8 and 16, of their RULER runs; 8 is the finer estimate), threshold 0.9 (their README's value for
-QwenVL-2 and HunyuanVideo; Xattention_prefill's own default is 0.8, and their LLaMA runs use per-head thresholds
-from an offline search, not offered here). This follows their plain-PyTorch estimate (select_mode "inverse",
-norm 1, no keep_sink / keep_recent); their Triton path fuses the same computation. Ties go to the lower tile
-index (stable sort; theirs is unspecified).
+Their first chunk. Their estimate runs in query chunks of `chunk` tokens (Xattention_prefill's rule: the length
+rounded up to a power of two P, then max(2048, min(P, 2^28 / P)); so the whole sequence up to 16K, 8K-token chunks
+at 32K, 2K at 128K). In the first chunk their forced-tile mask is written so that the diagonal overwrites key
+tile 0 (find_blocks_chunked: `mask[..., current_index:current_index + chunk_num] = eye` with current_index 0), so
+only the diagonal's mass counts as held, key tile 0 competes with the others (and is kept anyway: dropped picks
+fall back to index 0), and the running sum lags one pick behind: the best other tile is always taken and the
+j-th (j >= 1) while diagonal + the best j - 1 others < threshold x total. The net effect is about one more tile per
+query-tile row. This reproduces it by default; `uniform_rows=1` gives every row the rule of later chunks.
+
+Defaults from mit-han-lab/x-attention (commit e379887): block_size 128 (Xattention_prefill asserts it), stride 16
+(FastPrefillConfig's default and their README's example), threshold 0.8 (Xattention_prefill's default; their
+LLaMA runs load per-head thresholds, here `thresholds=PATH`, their xattn/threshold/llama_threshold.py format or a
+JSON list of per-layer lists of per-head thresholds). This follows their plain-PyTorch estimate (select_mode
+"inverse", norm 1, no keep_sink / keep_recent), the path their code takes on GPUs whose name lacks "100" (an
+H200 included); tests/test_peer_fidelity.py checks the tile masks against it on captured q/k
+(tests/fixtures/peer_official_masks.pt). Not reproduced: in that path, for chunks after the first, when the
+length is a multiple of the chunk their causal mask also hides the keys of earlier chunks (a `[..., -0:]` slice
+masks whole rows); here every query group sees all its causal keys. Ties go to the lower tile index (stable sort;
+theirs is unspecified).
 
 `density` > 0 solves the threshold per layer so that the layer's kept share is closest to `density`.
 """
+import ast
 import dataclasses
+import json
+from pathlib import Path
 
 import torch
 
+from attention.backend import triton_enabled
 from attention.block_select import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
@@ -32,8 +49,11 @@ SCORE_ELEMENTS = 1 << 26  # fp32 group scores held at once (256 MiB)
 @dataclasses.dataclass
 class XAttentionConfig(MethodConfig):
     block: int = 128
-    stride: int = 8
-    threshold: float = 0.9    # share of each query tile's estimated mass its kept tiles must reach
+    stride: int = 16
+    threshold: float = 0.8    # share of each query tile's estimated mass its kept tiles must reach
+    thresholds: str = ""      # per-layer, per-head thresholds file (overrides threshold; see the docstring)
+    chunk: int = 0            # estimation chunk in tokens, for the first-chunk rule (0 = Xattention_prefill's rule)
+    uniform_rows: bool = False  # True: first-chunk rows use the later chunks' rule (a deviation, see docstring)
     density: float = 0.0      # > 0: solve the threshold per layer for this kept share of the causal area
 
     def validate(self):
@@ -42,6 +62,10 @@ class XAttentionConfig(MethodConfig):
         if self.block < 1 or self.block % self.stride:
             raise ConfigError(f"block={self.block} must be a positive multiple of stride={self.stride}")
         check_range("threshold", self.threshold, 0.0, 1.0, low_open=True)
+        if self.chunk < 0 or self.chunk % self.block:
+            raise ConfigError(f"chunk={self.chunk} must be 0 (their rule) or a multiple of block={self.block}")
+        if self.thresholds and not Path(self.thresholds).is_file():
+            raise ConfigError(f"thresholds={self.thresholds}: no such file (give a per-head threshold file)")
         check_range("density", self.density, 0.0, 1.0)
 
 
@@ -79,6 +103,16 @@ def antidiagonal_tile_scores(q, k, scale: float, stride: int, block: int) -> tor
     return out
 
 
+def tile_scores(q, k, scale: float, stride: int, block: int) -> torch.Tensor:
+    """antidiagonal_tile_scores, on the fused Triton kernel where Triton runs (one launch, no host sync)."""
+    if triton_enabled(q.device):
+        from attention.kernels import estimate_xattention as kernel  # imported lazily: triton only where it runs
+
+        if kernel.supported(q, stride, block):
+            return kernel.xattention_tile_scores(q, k, scale, stride, block)
+    return antidiagonal_tile_scores(q, k, scale, stride, block)
+
+
 @dataclasses.dataclass
 class TileRanking:
     order: torch.Tensor    # long [B, H, n, n]: per query tile, its non-forced tiles best first (forced ones last)
@@ -87,19 +121,37 @@ class TileRanking:
     forced: torch.Tensor   # bool [n, n]: key tile 0 and the diagonal tile
 
 
-def rank_tiles(scores: torch.Tensor) -> TileRanking:
+def first_chunk_rows(q_len: int, k_len: int, block: int, chunk: int = 0) -> int:
+    """Query-tile rows in their first estimation chunk (`chunk` tokens, 0 = Xattention_prefill's chunk_size rule);
+    0 when the queries are not the whole sequence (their chunk grid then starts past key tile 0)."""
+    if q_len != k_len:
+        return 0
+    p = 1 << (k_len - 1).bit_length()
+    chunk = chunk or max(min(max(2048, p), 128 * 1024 * 2048 // p), 2048)
+    return chunk // block
+
+
+def rank_tiles(scores: torch.Tensor, first_rows: int = 0) -> TileRanking:
+    """Rows below first_rows follow their first-chunk rule (diagonal alone held, one-pick lag); see the docstring."""
     n = scores.shape[-1]
     r, c = torch.arange(n, device=scores.device)[:, None], torch.arange(n, device=scores.device)[None, :]
-    forced = (c == 0) | (c == r)
+    first = r < first_rows                                                   # [n, 1]
+    forced = (c == r) | ((c == 0) & ~first)
     others, order = ranked(scores.masked_fill(forced, float("-inf")))
     forced_mass = torch.where(forced, scores, 0.0).sum(-1, keepdim=True)
     before = torch.nn.functional.pad(others.clamp(min=0).cumsum(-1), (1, 0))[..., :-1]
-    held = torch.where(others > float("-inf"), forced_mass + before, float("inf"))  # forced slots: never "taken"
-    return TileRanking(order, held, scores.sum(-1, keepdim=True), forced)
+    lagged = torch.nn.functional.pad(before, (1, 0))[..., :-1] + forced_mass
+    lagged[..., 0] = 0.0                                                     # their best other is always taken
+    held = torch.where(first, lagged, forced_mass + before)
+    held = torch.where(others > float("-inf"), held, float("inf"))           # forced slots: never "taken"
+    return TileRanking(order, held, scores.sum(-1, keepdim=True), forced | (c == 0))
 
 
-def select_tiles(ranking: TileRanking, threshold: float) -> torch.Tensor:
-    """bool [B, H, n, n]: forced tiles, then the best others while the held mass is below threshold x total."""
+def select_tiles(ranking: TileRanking, threshold: float | torch.Tensor) -> torch.Tensor:
+    """bool [B, H, n, n]: forced tiles, then the best others while the held mass is below threshold x total
+    (threshold a float or per head, float [H])."""
+    if isinstance(threshold, torch.Tensor):
+        threshold = threshold.to(ranking.total.device, torch.float32)[:, None, None]
     take = ranking.held < threshold * ranking.total
     keep = torch.zeros_like(take).scatter(-1, ranking.order, take) | ranking.forced
     return keep & causal_blocks(keep.shape[-1], keep.device)
@@ -114,9 +166,11 @@ class XAttention(SparseMethod):
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config
         q_len, k_len = q.shape[2], k.shape[2]
-        scores = antidiagonal_tile_scores(q, k, scale, cfg.stride, cfg.block)
-        ranking = rank_tiles(scores)
+        scores = tile_scores(q, k, scale, cfg.stride, cfg.block)
+        ranking = rank_tiles(scores, 0 if cfg.uniform_rows else first_chunk_rows(q_len, k_len, cfg.block, cfg.chunk))
         threshold = cfg.threshold
+        if cfg.thresholds:
+            threshold = self.head_thresholds(layer_idx, q.shape[1], q.device)
         if cfg.density > 0:
             cells = block_cells(q_len, k_len, cfg.block, q.device)
 
@@ -124,5 +178,42 @@ class XAttention(SparseMethod):
                 return float(blocks_density(select_tiles(ranking, x), cells).mean())
 
             threshold = solve(share, cfg.density, 0.0, 1.0)
-        self.knobs = {"threshold": threshold}
+        self.knobs = {"threshold": threshold if isinstance(threshold, float) else float(threshold.mean()),
+                      "thresholds": "per-head file" if cfg.thresholds else "uniform"}
         return SparsePattern(blocks=select_tiles(ranking, threshold), block=cfg.block)
+
+    def head_thresholds(self, layer_idx: int, heads: int, device=None) -> torch.Tensor:
+        """float32 [H] on device: one host-to-device copy per layer and device, then cached."""
+        cache = self.__dict__.setdefault("_per_layer", {})
+        key = (layer_idx, heads, str(device))
+        if key not in cache:
+            cache[key] = self._thresholds_for(layer_idx, heads).to(device)
+        return cache[key]
+
+    def _thresholds_for(self, layer_idx: int, heads: int) -> torch.Tensor:
+        if not hasattr(self, "_thresholds"):
+            self._thresholds = load_thresholds(self.config.thresholds, self.config.stride)
+        table = self._thresholds
+        if layer_idx >= len(table) or len(table[layer_idx]) != heads:
+            raise ConfigError(f"thresholds={self.config.thresholds}: layer {layer_idx} needs {heads} head thresholds "
+                              f"(the file has {len(table)} layers, {len(table[min(layer_idx, len(table) - 1)])} heads)"
+                              "; use the file made for this model")
+        return torch.tensor(table[layer_idx], dtype=torch.float32)
+
+
+def load_thresholds(path: str, stride: int) -> list[list[float]]:
+    """Per-layer lists of per-head thresholds: a JSON list of lists, or XAttention's threshold file (a Python file
+    of `name = [[...], ...]` assignments; the one named *_<stride> is taken, else the only one)."""
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        return json.loads(text)
+    tables = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            tables[node.targets[0].id] = ast.literal_eval(node.value)
+    named = [v for name, v in tables.items() if name.endswith(f"_{stride}")]
+    if len(named) == 1:
+        return named[0]
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    raise ConfigError(f"thresholds={path}: no single table for stride {stride} among {sorted(tables)}")

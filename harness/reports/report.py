@@ -1,5 +1,5 @@
 """Reports: run folders -> every table computed once here (pandas) -> markdown, CSV, LaTeX and report.md;
-harness.plots only draws the tables it is handed.
+harness.reports.plots only draws the tables it is handed.
 
 Conventions: accuracy carries its sample count and a Wilson 95% interval; accuracy relative to dense is shown
 only where dense scores clearly above zero; speedups divide by the dense cells of the same run (and so the same
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import tables_longbench
+from harness.reports import tables_longbench
 from harness.options import InputError, format_length
-from harness.store import DIAGNOSTICS_FILE, RunStore
+from harness.running.store import DIAGNOSTICS_FILE, RunStore
 
 Z95 = 1.959964
 CLEARLY_ABOVE_ZERO = 0.2  # relative accuracy needs dense's Wilson lower bound at least this high
@@ -43,10 +43,11 @@ def model_label(name: str) -> str:
 
 def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
     """Every finished cell of the given runs, one row each, with meta fields flattened (meta.depth, ...)."""
-    rows = []
+    rows, others = [], {}
     for folder in map(Path, run_dirs):
         for cell in RunStore.open(folder).unique_cells(what="report"):
             if cell.get("status") != "ok":
+                others[cell.get("status")] = others.get(cell.get("status"), 0) + 1
                 continue
             row = {k: v for k, v in cell.items() if k not in ("meta", "layers", "scores")}
             row.update({f"meta.{k}": v for k, v in (cell.get("meta") or {}).items() if not isinstance(v, (list, dict))})
@@ -54,7 +55,13 @@ def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
             row["run"] = folder.name
             rows.append(row)
     if not rows:
-        raise InputError(f"no finished cells in {', '.join(str(d) for d in run_dirs)}; run a sweep first")
+        where = ", ".join(str(d) for d in run_dirs)
+        if not others:
+            raise InputError(f"no finished cells in {where}; run a sweep first")
+        held = ", ".join(f"{n} {status}" for status, n in others.items())
+        hint = (" (too_long: every length was beyond the model's context; rerun with shorter --lengths, or "
+                "--beyond-context to time them)" if "too_long" in others else "")
+        raise InputError(f"nothing to report in {where}: no cell finished ok, it holds {held}{hint}")
     frame = pd.DataFrame(rows)
     for column, default in (("device", "unknown"), ("density", float("nan")), ("ttft_ms", float("nan"))):
         if column not in frame:
@@ -177,15 +184,18 @@ def density_per_layer(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pareto_points(frame: pd.DataFrame, baseline: str, pool: bool, cpu: bool) -> pd.DataFrame:
-    """Per (model, method, length): speedup vs the baseline and accuracy (all tasks pooled) with its interval;
-    only at lengths where the baseline scores clearly above zero (elsewhere accuracy separates nothing)."""
+    """Per (model, method, length), and per run when several runs hold timings: speedup vs the baseline and
+    accuracy (all tasks pooled, LongBench as its dataset average) with its interval; only at lengths where the
+    baseline scores clearly above zero (elsewhere accuracy separates nothing)."""
     cells = timed(frame, cpu)
     if cells.empty or baseline not in set(cells["method_spec"]):
         return pd.DataFrame()
     speed = speedup_table(cells, baseline, pool).stack().rename("speedup").reset_index()
-    acc = accuracy_stats(frame, by=("model", "method_spec", "length")).reset_index()
-    base = acc[(acc["method_spec"] == baseline) & (acc["low"] >= CLEARLY_ABOVE_ZERO)][["model", "length"]]
-    return speed.merge(acc, on=["model", "method_spec", "length"], how="inner").merge(base, on=["model", "length"])
+    keys = [*(["run"] if "run" in speed else []), "model", "method_spec", "length"]
+    acc = accuracy_stats(frame, by=tuple(keys)).reset_index()
+    base = acc[(acc["method_spec"] == baseline) & (acc["low"] >= CLEARLY_ABOVE_ZERO)][
+        [k for k in keys if k != "method_spec"]]
+    return speed.merge(acc, on=keys, how="inner").merge(base, on=[k for k in keys if k != "method_spec"])
 
 
 # ---- writing --------------------------------------------------------------------------------------------------
@@ -237,7 +247,7 @@ def blank_missing(table: pd.DataFrame) -> pd.DataFrame:
 def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
     """Tables in a task's own official layout: LongBench (per dataset x100, average, LongBench-E buckets) and
     RULER (methods x lengths of the subtask average, and per subtask), each computed once in its module."""
-    from harness import tables_ruler
+    from harness.reports import tables_ruler
 
     tables = []
     if (frame["task"] == "longbench").any():
@@ -254,7 +264,7 @@ def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
 
 def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, pool_baselines: bool = False,
                  cpu_timings: bool = False) -> Path:
-    from harness import diagnose_report, plots
+    from harness.reports import diagnose_report, plots
 
     run_dirs = [Path(d) for d in run_dirs]
     stores = [RunStore.open(d) for d in run_dirs]

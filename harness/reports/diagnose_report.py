@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.options import InputError, format_length  # noqa: E402
-from harness.store import DIAGNOSTICS_FILE, RunStore  # noqa: E402
+from harness.running.store import DIAGNOSTICS_FILE, RunStore  # noqa: E402
 
 HEATMAP_PANELS = 12  # per figure; the longest length of each method is drawn first
 
@@ -110,8 +110,10 @@ def heatmaps(heads, metric, title, out, stem):
     were dense everywhere (dense, h2o's prefill) are left out: their panels would be flat."""
     sparse = heads.groupby(["model", "label", "length"])["density"].transform("min") < 1.0
     heads = heads[sparse] if sparse.any() else heads
-    panels = (heads.groupby(["model", "label", "length"]).size().reset_index()
-              .sort_values(["length", "label"], ascending=[False, True]).head(HEATMAP_PANELS))
+    panels = heads.groupby(["model", "label", "length"]).size().reset_index()
+    panels["length"] = panels["length"].astype(int)
+    panels = (panels.sort_values(["length", "label"], ascending=[False, True]).head(HEATMAP_PANELS)
+              .sort_values(["model", "label", "length"]))  # each method's lengths side by side, as numbers
     columns = min(4, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns + 1, 3.4 * rows), squeeze=False,

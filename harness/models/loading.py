@@ -139,8 +139,8 @@ def find_embedded_gguf(name: str) -> Path:
 
 def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
     """(folder or hub id, gguf file name or None, known max context)."""
-    if name.startswith("random:"):  # timing-only architecture with random weights (harness/random_models.py)
-        from harness.random_models import config_dict
+    if name.startswith("random:"):  # timing-only architecture with random weights (harness/models/random_weights.py)
+        from harness.models.random_weights import config_dict
         return name, None, config_dict(name).get("max_position_embeddings")
     if name in EMBEDDED:
         path = find_embedded_gguf(name)
@@ -152,6 +152,9 @@ def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
         return path.parent, path.name, None
     if path.is_dir():
         return path, None, None
+    if path.is_file():
+        raise ModelError(f"--model {name} is a file, not a model: pass a .gguf file, a model folder (with "
+                         "config.json), an embedded name or a hub id")
     if os.sep in name and not name.count("/") == 1:
         raise ModelError(f"model folder {name} does not exist")
     if "/" in name:
@@ -183,7 +186,7 @@ def check(name: str) -> None:
 
         if not isinstance(try_to_load_from_cache(folder, "config.json"), str):
             raise ModelError(f"hub model {name!r} is not in the local cache and nothing is downloaded at run time; "
-                             f"run `huggingface-cli download {name}` first, or pass --download")
+                             f"run `hf download {name}` first, or pass --download")
 
 
 def file_sha256(path: Path) -> str:
@@ -245,11 +248,11 @@ def _from_gguf(folder, gguf: str, progress: bool = True):
 
 def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True, cache: bool = True,
                device_map: str | None = None) -> LoadedModel:
-    if name.startswith("random:"):  # timing-only architecture with random weights (harness/random_models.py)
-        from harness.random_models import load_random
+    if name.startswith("random:"):  # timing-only architecture with random weights (harness/models/random_weights.py)
+        from harness.models.random_weights import load_random
 
         if device_map:  # hook(scale): built on the first GPU, then split by accelerate
-            from harness.device_map import dispatch
+            from harness.models.device_map import dispatch
 
             loaded = load_random(name, "cuda:0" if device.startswith("cuda") else device, dtype)
             loaded.model = dispatch(loaded.model, device_map)
@@ -283,8 +286,8 @@ def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True
     finally:
         if bars and not progress:
             hf_logging.enable_progress_bar()
-    if device_map:  # hook(scale): layers spread over the visible GPUs by accelerate (harness/device_map.py)
-        from harness.device_map import dispatch
+    if device_map:  # hook(scale): layers spread over the visible GPUs by accelerate (harness/models/device_map.py)
+        from harness.models.device_map import dispatch
 
         model = dispatch(model.to(dtype=dtype), device_map).eval()
     else:

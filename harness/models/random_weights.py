@@ -46,7 +46,7 @@ def is_random(name: str) -> bool:
 
 def config_dict(name: str) -> dict:
     """The config fields of random:<preset or config.json>; a one-line ModelError when neither."""
-    from harness.models import ModelError
+    from harness.models.loading import ModelError
 
     target = name[len(PREFIX):]
     if target in PRESETS:
@@ -68,7 +68,7 @@ def config_dict(name: str) -> dict:
 def build_config(name: str):
     from transformers import AutoConfig
 
-    from harness.models import ModelError
+    from harness.models.loading import ModelError
 
     data = config_dict(name)
     model_type = data.pop("model_type")
@@ -102,7 +102,7 @@ def load_random(name: str, device: str = "cpu", dtype=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.models import LoadedModel, default_dtype
+    from harness.models.loading import LoadedModel, default_dtype
 
     config = build_config(name)
     dtype = dtype or default_dtype(device)
@@ -119,7 +119,7 @@ def load_random(name: str, device: str = "cpu", dtype=None):
 
 def check_tasks(model: str, tasks) -> None:
     """Random weights time prefills only: refuse a task that scores answers, in one line."""
-    from harness.models import ModelError
+    from harness.models.loading import ModelError
 
     if not is_random(model):
         return

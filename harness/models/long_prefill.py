@@ -19,10 +19,10 @@ import sys
 
 import torch
 
-from harness.options import InputError
+from harness.options import PREFILL_CHUNK, InputError
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
-DEFAULT_CHUNK = 16384
+DEFAULT_CHUNK = PREFILL_CHUNK
 MODES = ("plain", "chunked", "chunked-nocache")  # the harness's --prefill choices
 
 

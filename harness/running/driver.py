@@ -13,10 +13,18 @@ from pathlib import Path
 
 from attention.kernels.config import kernel_settings
 from harness.options import InputError
-from harness.store import CELLS_FILE, RunStore
-from harness.sweep import Plan, SweepSpec, build_methods, validate
+from harness.running.store import CELLS_FILE, RunStore
+from harness.running.plan import Plan, SweepSpec, build_methods, validate
 
 DONE = ("ok", "too_long")             # statuses a resume does not redo
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, carrying what to tell the user: where the finished cells are and how to go on."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
 
 
@@ -34,7 +42,7 @@ def sdpa_backend_flags() -> dict:
 
 def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
     """What a run folder records about itself: command, grid, resolved methods, options and provenance."""
-    from harness.store import provenance
+    from harness.running.store import provenance
 
     return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
             "subcommand": subcommand, "spec": dataclasses.asdict(plan.spec),
@@ -111,49 +119,74 @@ def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_
 
 
 def samples_for(loaded, task, length: int, plan: Plan) -> list:
-    """The task's samples at this length, or placeholders (None) for a length beyond the model's context."""
+    """The task's samples at this length; where none can be built, a dict per sample with the cell's status and
+    error instead: too_long beyond the model's context, error when the prompt does not fit in memory."""
     spec, options = plan.spec, plan.options
     if loaded.max_context is not None and length > loaded.max_context and not options.beyond_context:
         print(f"note: length {length} is beyond {loaded.name}'s context ({loaded.max_context}): its cells are "
               "recorded as too_long and not run; --beyond-context times them", file=sys.stderr)
-        return [None] * task.count(spec.samples)
-    return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
+        return [{"status": "too_long", "error": f"length {length} > model context {loaded.max_context}"}
+                ] * task.count(spec.samples)
+    try:
+        return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
+    except MemoryError:
+        print(f"note: the prompts of length {length} do not fit in memory: their cells are recorded as errors",
+              file=sys.stderr)
+        return [{"status": "error", "error": f"a prompt of {length} tokens does not fit in memory"}
+                ] * max(1, task.count(spec.samples))
 
 
-def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None) -> dict:
+def cell_line(position: int, total: int, cell: dict) -> str:
+    """One plain line per finished cell (--no-progress, or output that is not a terminal)."""
+    what = [f"[{position}/{total}] {cell['model']}/{cell['task']} {cell['method_spec']} length={cell['length']} "
+            f"{cell['sample_id']}: {cell['status']}"]
+    if isinstance(cell.get("ttft_ms"), (int, float)):
+        what.append(f"ttft {cell['ttft_ms']:.1f} ms")
+    if isinstance(cell.get("score"), (int, float)):
+        what.append(f"score {cell['score']:.3f}")
+    return ", ".join(what)
+
+
+def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None,
+          lines: bool = False) -> dict:
     """Every (model x task x length x sample x method) cell not in `done`, dense first in every sample; the
     model is loaded once per model. Returns counts by status (and `resumed`). With `share` (a distributed sweep,
-    harness/distributed.py) this rank runs only its share of the cells still to do."""
+    harness/running/distributed.py) this rank runs only its share of the cells still to do. The bar counts
+    finished cells; `lines` prints one plain line per finished cell instead (logs, --no-progress)."""
     from tqdm.auto import tqdm
 
-    from harness.models import load_model
+    from harness.models.loading import load_model
 
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
-    with tqdm(total=plan.total(), unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
+    total, finished = plan.total(), 0
+    with tqdm(total=total, unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
             for task in plan.tasks:
                 bar.set_description(f"{model_name}/{task.name}")
                 for length in spec.lengths:
                     for index, sample in enumerate(samples_for(loaded, task, length, plan)):
-                        sample_id = sample.id if sample else f"{task.name}-{length}-{index}"
+                        built = not isinstance(sample, dict)  # else: why it could not be built
+                        sample_id = sample.id if built else f"{task.name}-{length}-{index}"
                         for method in plan.methods:
-                            bar.update(1)
                             key = cell_key(loaded.name, method.spec(), task.name, sample_id)
                             if key in done:
                                 counts["resumed"] = counts.get("resumed", 0) + 1
+                                finished += 1
+                                bar.update(1)
                                 continue
                             if share is not None and not share.mine(key):  # hook(scale): another rank's cell
+                                finished += 1
+                                bar.update(1)
                                 continue
                             cell = {"key": key, "model": loaded.name, "method": method.name,
                                     "method_spec": method.spec(), "method_config": dataclasses.asdict(method.config),
                                     **measure.fields(method, options), "task": task.name, "sample_id": sample_id,
                                     "length": length, "device": options.device,
                                     **(share.tags() if share is not None else {})}
-                            if sample is None:
-                                cell.update(status="too_long", error=f"length {length} > model context "
-                                            f"{loaded.max_context}")
+                            if not built:
+                                cell.update(sample)
                             else:
                                 if loaded.max_context and length > loaded.max_context:
                                     cell["beyond_context"] = True
@@ -161,6 +194,10 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                             store.append(cell, measure.file)
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
+                            finished += 1
+                            bar.update(1)  # counted once finished, with its status in the postfix
+                            if lines:
+                                print(cell_line(finished, total, cell), file=sys.stderr, flush=True)
             del loaded
     return counts
 
@@ -171,7 +208,7 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
 
     Under torchrun every rank runs this: rank 0 opens the run folder and reads the done set, every rank runs its
     share of the cells still to do into its own shard (cells.rank<R>.jsonl), the counts are summed on rank 0."""
-    from harness import distributed
+    from harness.running import distributed
 
     info = distributed.init()
     opened = open_run(args, subcommand, fresh_spec, measure, default_name, add_dense, given,
@@ -200,10 +237,17 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
                   file=sys.stderr)
         share = distributed.CellShare(info) if info.active else None
         try:
-            counts = drive(plan, store, measure, done, progress=not args.no_progress and info.leader, share=share)
-        except BaseException:
-            if created and info.leader and store.remove_if_empty():
+            bar = not args.no_progress and info.leader and sys.stderr.isatty()  # a log gets plain lines instead
+            counts = drive(plan, store, measure, done, progress=bar, share=share, lines=info.leader and not bar)
+        except BaseException as err:
+            removed = created and info.leader and store.remove_if_empty()
+            if removed:
                 print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
+            if isinstance(err, KeyboardInterrupt) and not isinstance(err, Interrupted):
+                command = "sweep" if subcommand == "reproduce" else subcommand  # reproduce has no --resume
+                raise Interrupted("interrupted before the first cell finished; nothing was saved" if removed else
+                                  f"interrupted: finished cells are saved in {store.folder}; continue with "
+                                  f"`sampleattn {command} --resume {store.folder}`") from None
             raise
         totals: dict[str, int] = {}
         for rank, rank_counts in enumerate(distributed.gather(counts, info)):  # also waits for the slowest rank

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.options import InputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CELLS_FILE = "cells.jsonl"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"  # flock'ed for a writing run's life; the kernel drops it when the process ends, however it ends
@@ -175,7 +175,7 @@ class RunStore:
         """Every line that holds a JSON object. Anything else (a torn last line from a killed process, a scalar,
         a hand-edited line) is skipped with one warning that counts them: a bad line never blocks a run.
         A distributed sweep's rank shards (cells.rank<R>.jsonl) are read with the file they shard."""
-        from harness.distributed import shard_files
+        from harness.running.distributed import shard_files
 
         cells, bad = [], 0
         paths = shard_files(self.folder, file or CELLS_FILE)  # hook(scale)

@@ -12,9 +12,9 @@ import torch
 
 from attention import hf
 from attention.registry import AttentionMethod
-from harness.options import InputError
-from harness import device_map, long_prefill
-from harness.timing import time_call
+from harness.options import PREFILL_CHUNK, InputError
+from harness.models import device_map, long_prefill
+from harness.running.timing import time_call
 
 
 @dataclasses.dataclass
@@ -25,8 +25,8 @@ class RunOptions:
     max_new_tokens: int | None = None  # None: the task's own per-sample budget
     beyond_context: bool = False       # run lengths above the model's context (timing only)
     seed: int = 0                      # the grid's seed (diagnose samples its query rows with it)
-    prefill: str = "plain"             # hook(scale): plain | chunked | chunked-nocache (harness/long_prefill.py)
-    prefill_chunk: int = 16384
+    prefill: str = "plain"             # hook(scale): plain | chunked | chunked-nocache (harness/models/long_prefill.py)
+    prefill_chunk: int = PREFILL_CHUNK
 
 
 def resolve_device(device: str) -> str:
@@ -136,7 +136,7 @@ def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> di
 
 
 class RunMeasure:
-    """The measure of `run` and `sweep` cells (see harness.driver): TTFT, memory, greedy answer, task score."""
+    """The measure of `run` and `sweep` cells (see harness.running.driver): TTFT, memory, greedy answer, task score."""
 
     file = None  # cells.jsonl
     unit = "cell"

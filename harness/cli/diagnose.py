@@ -1,23 +1,26 @@
-"""CLI subcommand `diagnose`: per layer and head, density and true recall of each method's mask on a real model."""
+"""`sampleattn diagnose`: per layer and head, density and true recall of each method's mask on a real model."""
 from pathlib import Path
 
+from harness.cli.common import given_flags, spec_from_flags
+from harness.cli.flags import add_common
+from harness.options import InputError
+from harness.running.store import DIAGNOSTICS_FILE, RunStore
 
-def add_subcommands(sub, add_common, handler) -> None:
-    parser = sub.add_parser("diagnose", help="per layer and head: density and recall (kept share of the dense "
+NAME = "diagnose"
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(NAME, help="per layer and head: density and recall (kept share of the dense "
                             "attention mass, exact on sampled query rows) of each method; writes diagnostics.jsonl")
     add_common(parser, timing=False)
     parser.add_argument("--rows", type=int, default=None,
                         help="query rows sampled per layer, one per equal stratum, plus the last row (default 64)")
-    handler(parser, "harness.diagnose_cli", "cmd_diagnose")
 
 
-def cmd_diagnose(args) -> int:
-    from attention.diagnostics import FRONTIER
-    from harness import driver
-    from harness.commands import given_flags, spec_from_flags
-    from harness.diagnose import DiagnoseMeasure
-    from harness.options import InputError
-    from harness.store import DIAGNOSTICS_FILE, RunStore
+def main(args) -> int:
+    from attention.diagnostics import FRONTIER  # the work: imported once the flags are known good
+    from harness.running import driver
+    from harness.running.diagnose import DiagnoseMeasure
 
     rows = args.rows
     if args.resume and RunStore.is_run(Path(args.resume)):

@@ -2,23 +2,24 @@
 the dense-fallback limits (the logic is attention/calibrate.py; the table's home and use, attention/fallback.py)."""
 from pathlib import Path
 
-from attention import calibrate, fallback
 from harness.options import InputError, parse_lengths
 
+NAME = "calibrate"
 
-def add_subcommands(sub, handler) -> None:
-    cal = sub.add_parser("calibrate", help="time dense vs sparse attention on this GPU for a model's shape and "
+
+def add_parser(sub) -> None:
+    cal = sub.add_parser(NAME, help="time dense vs sparse attention on this GPU for a model's shape and "
                          "cache the dense-fallback limits every sparse method uses")
     cal.add_argument("--model", help="model whose attention shape (head dim, query / kv heads) to calibrate")
     cal.add_argument("--shape", help="HEAD_DIM:HEADS:KV_HEADS instead of --model, e.g. 64:14:2")
     cal.add_argument("--lengths", default="8k,16k,32k", help="prompt lengths to time (default 8k,16k,32k)")
     cal.add_argument("--device", default="cuda")
-    cal.add_argument("--table", default=str(fallback.CACHE), help=f"table to merge into (default {fallback.CACHE})")
-    handler(cal, "harness.calibrate_cli", "cmd_calibrate")
+    cal.add_argument("--table", default=None, help="table to merge into (default: the cache the fallback reads, "
+                     "~/.cache/sampleattn/dense_limits.json)")
 
 
 def model_shape(name: str) -> tuple[int, int, int]:
-    from harness.models import load_model  # loads transformers: only when a model is named
+    from harness.models.loading import load_model  # loads transformers: only when a model is named (`--help` stays fast)
 
     config = load_model(name, "cpu").model.config
     heads = config.num_attention_heads
@@ -34,12 +35,14 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return dim, heads, kv
 
 
-def cmd_calibrate(args) -> int:
+def main(args) -> int:
+    from attention import calibrate, fallback  # torch and the kernels: only when the command runs
+
     if (args.model is None) == (args.shape is None):
         raise InputError("give one of --model NAME or --shape HEAD_DIM:HEADS:KV_HEADS")
     dim, heads, kv = parse_shape(args.shape) if args.shape else model_shape(args.model)
     lengths = parse_lengths(args.lengths) if isinstance(args.lengths, str) else args.lengths
     table = calibrate.calibrate(lengths, heads, kv, dim, args.device)
-    path = fallback.save_table(table, Path(args.table))
+    path = fallback.save_table(table, Path(args.table) if args.table else fallback.CACHE)
     print(f"wrote {path}")
     return 0

@@ -3,10 +3,38 @@
 `run` is the one-model, one-task case of the same grid, and `diagnose` the same grid without the dense baseline.
 """
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
-from harness.options import InputError, alternatives, parse_lengths, parse_specs
+from attention.methods import BUILTIN_NAMES as METHOD_NAMES
+from harness.options import (PREFILL_CHUNK, InputError, alternatives, parse_lengths, parse_spec,
+                             parse_specs)
+from tasks.base import TASKS
+
+PROMPT_BYTES_PER_TOKEN = 44  # at least: a Python list of token ids (8 B pointer + 28 B int) and its int64 tensor
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_lengths_fit(lengths: list[int]) -> None:
+    """A length whose prompt alone cannot be held in this machine's memory is refused before anything is built
+    (--beyond-context lets any length through the model's context check, not through this one)."""
+    memory = physical_memory()
+    if not memory:
+        return
+    too_big = [n for n in lengths if n * PROMPT_BYTES_PER_TOKEN > memory]
+    if too_big:
+        n = too_big[0]
+        raise InputError(f"--lengths {n}: a prompt of {n:,} tokens needs at least {n * PROMPT_BYTES_PER_TOKEN / 2**30:.0f} "
+                         f"GiB just for its token ids, more than this machine's {memory / 2**30:.0f} GiB; pass "
+                         "shorter lengths")
+
 
 # defaults of the grid flags; the CLI leaves them None so that --resume can tell a given flag from a default
 DEFAULTS = {"model": "smollm2-135m", "models": "smollm2-135m", "task": "passkey", "methods": "dense",
@@ -27,8 +55,8 @@ class SweepSpec:
     max_new_tokens: int | None = None
     beyond_context: bool = False  # run lengths above the model's context (timing only; accuracy is meaningless)
     device_map: str | None = None  # hook(scale): auto | balanced: one model split over the visible GPUs
-    prefill: str = "plain"         # hook(scale): plain | chunked | chunked-nocache (harness/long_prefill.py)
-    prefill_chunk: int = 16384
+    prefill: str = "plain"         # hook(scale): plain | chunked | chunked-nocache (harness/models/long_prefill.py)
+    prefill_chunk: int = PREFILL_CHUNK
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
@@ -80,12 +108,26 @@ def build_methods(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) 
     return sorted(methods, key=lambda m: m.name != "dense")  # dense first in every sample
 
 
+def check_names(methods: list[str], tasks: list[str]) -> None:
+    """Unknown method and task names (of method and task specs), refused before anything imports torch (a tenth
+    of a second, not seconds). A method registered by a plugin already imported is known too."""
+    registry = sys.modules.get("attention.registry")  # imported only if a plugin has registered a method
+    plugins = set(registry.METHODS._entries) if registry else set()
+    for text in methods:
+        for name, _ in parse_specs(text):
+            if name not in METHOD_NAMES and name not in plugins:
+                raise InputError(f"unknown method {name!r}; choose from: {', '.join(sorted({*METHOD_NAMES, *plugins}))}")
+    for text in tasks:
+        TASKS.get(parse_spec(text)[0])  # task modules import no torch
+
+
 def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Plan:
     """Everything checkable without loading a model: numbers, lengths, device, methods, tasks, models. Raises
     InputError (one line) before anything is written."""
-    from harness.models import check
-    from harness.random_models import check_tasks
-    from harness.runner import RunOptions, resolve_device
+    check_names(spec.methods, spec.tasks)
+    from harness.models.loading import check
+    from harness.models.random_weights import check_tasks
+    from harness.running.runner import RunOptions, resolve_device
     from tasks.base import build_task
 
     for name in ("samples", "repeats", "max_new_tokens"):
@@ -97,13 +139,16 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     bad = [n for n in spec.lengths if n < 1]
     if bad or not spec.lengths:
         raise InputError(f"--lengths: {bad[0] if bad else 'none'} given; every length must be at least 1 token")
-    from harness import distributed
-    from harness.device_map import check as check_device_map
+    check_lengths_fit(spec.lengths)
+    from harness.running import distributed
+    from harness.models.device_map import check as check_device_map
 
     device = distributed.rank_device(resolve_device(spec.device))  # hook(scale): cuda:<LOCAL_RANK> per rank
     check_device_map(spec.device_map, device, distributed.current().world)  # hook(scale)
     methods = build_methods(spec, add_dense, quiet)
     tasks = [build_task(t) for t in spec.tasks]
+    for task in tasks:
+        task.count(spec.samples)  # loads what a task reads (LongBench's files): missing data fails before any write
     for model in spec.models:
         check(model)
         check_tasks(model, tasks)

@@ -1,4 +1,4 @@
-"""Matplotlib figures for reports, drawn from tables harness.report computed (this module computes nothing and
+"""Matplotlib figures for reports, drawn from tables harness.reports.report computed (this module computes nothing and
 imports nothing from the harness but the length format). Each figure is saved as PNG and SVG; all_plots returns
 (stem, title) of what was drawn."""
 import matplotlib
@@ -36,7 +36,8 @@ def lines_by_method(table, ylabel, title, out, stem, log_y=False, reference=None
     panel_levels = [n for n in table.index.names if n != "method_spec"]
     panels = list(table.index.droplevel("method_spec").unique())
     specs = sorted(table.index.get_level_values("method_spec").unique())  # one colour and marker per method
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    height = max(3.8, 0.2 * len(specs))  # tall enough for the legend beside the panels
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), height), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         part = table.xs(panel if isinstance(panel, tuple) else (panel,), level=panel_levels)
         for spec, row in part.iterrows():
@@ -48,21 +49,34 @@ def lines_by_method(table, ylabel, title, out, stem, log_y=False, reference=None
             ax.set_yscale("log")
         if reference is not None:
             ax.axhline(reference[0], color="grey", lw=0.8, ls="--")
-        name = " / ".join(map(str, panel)) if isinstance(panel, tuple) else str(panel)
-        ax.set(title=f"{name}: {title}", ylabel=ylabel)
+        # run and model each on a line of their own: a long run name never runs into the next panel's title
+        name = "\n".join(map(str, panel)) if isinstance(panel, tuple) else str(panel)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=s)
                for i, s in enumerate(specs)]
     if reference is not None:
         handles.append(plt.Line2D([], [], color="grey", lw=0.8, ls="--", label=reference[1]))
     axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle(title, fontsize=11, y=1.0)
+    fig.subplots_adjust(top=0.82, wspace=0.3)  # room for the two-line panel titles under the figure title
     save(fig, out, stem)
 
 
+def colour(i: int, count: int):
+    """The i-th of `count` distinct colours: matplotlib's ten, tab20's twenty, or spread over turbo beyond."""
+    if count <= 10:
+        return f"C{i % 10}"
+    return plt.get_cmap("tab20")(i % 20) if count <= 20 else plt.get_cmap("turbo")(i / (count - 1))
+
+
 def pareto(points, baseline, out, stem):
-    """Accuracy (with its 95% interval) against speedup, one panel per (model, length), one colour per method."""
+    """Accuracy (with its 95% interval) against speedup, one panel per (model, length), one colour per method;
+    with several runs one marker per run (a run's points never look like another's), else one per method."""
     panels = sorted(points.groupby(["model", "length"]).groups)
     specs = sorted(points["method_spec"].unique())
+    runs = sorted(points["run"].unique()) if "run" in points else []
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.3 * columns, 3.6 * rows), squeeze=False)
@@ -70,18 +84,24 @@ def pareto(points, baseline, out, stem):
         part = points[(points["model"] == model) & (points["length"] == length)]
         for _, p in part.iterrows():
             i = specs.index(p["method_spec"])
+            marker = MARKERS[(runs.index(p["run"]) if runs else i) % len(MARKERS)]
             ax.errorbar(p["speedup"], p["mean"], yerr=[[max(0.0, p["mean"] - p["low"])],
                                                        [max(0.0, p["high"] - p["mean"])]],
-                        fmt=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", ms=7, capsize=3, alpha=0.85,
-                        mfc="none" if p["dense_like"] else f"C{i % 10}")
+                        fmt=marker, color=colour(i, len(specs)), ms=7, capsize=3, alpha=0.85,
+                        mfc="none" if p["dense_like"] else colour(i, len(specs)))
         ax.axvline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_title(f"{model} @ {format_length(int(length))}", fontsize=10)
         ax.set(xlabel=f"TTFT speedup vs {baseline}", ylabel="accuracy (95% CI)", ylim=(-0.05, 1.05))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], ls="", label=s)
-               for i, s in enumerate(specs)]
+    if runs:
+        handles = [plt.Line2D([], [], color=colour(i, len(specs)), lw=6, label=s) for i, s in enumerate(specs)]
+        handles += [plt.Line2D([], [], color="black", marker=MARKERS[j % len(MARKERS)], ls="", label=f"run {r}")
+                    for j, r in enumerate(runs)]
+    else:
+        handles = [plt.Line2D([], [], color=colour(i, len(specs)), marker=MARKERS[i % len(MARKERS)], ls="",
+                              label=s) for i, s in enumerate(specs)]
     handles.append(plt.Line2D([], [], color="grey", ls="--", label=f"{baseline} speed (= 1)"))
     axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
@@ -111,8 +131,10 @@ def needle_heatmaps(grid, out, stem):
 
 def density_lines(density, out, stem, panels: int = 3):
     """Executed density per layer: one panel per (model, length), the longest `panels` lengths; a line per method."""
-    keys = sorted(density.groupby(["model", "length"]).groups, key=lambda k: (k[0], -k[1]))[:panels]
-    specs = sorted(density["method_spec"].unique())
+    longest = sorted(density.groupby(["model", "length"]).groups, key=lambda k: (k[0], -int(k[1])))[:panels]
+    keys = sorted(longest, key=lambda k: (k[0], int(k[1])))  # drawn shortest to longest, as numbers
+    drawn = density[density.set_index(["model", "length"]).index.isin(keys)]
+    specs = sorted(drawn["method_spec"].unique())  # the legend lists only what is drawn
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.6), squeeze=False, sharey=True)
     for ax, (model, length) in zip(axes[0], keys):
         part = density[(density["model"] == model) & (density["length"] == length)]

@@ -12,7 +12,7 @@ import torch
 
 from attention import diagnostics, hf
 from attention.registry import AttentionMethod
-from harness.store import DIAGNOSTICS_FILE
+from harness.running.store import DIAGNOSTICS_FILE
 
 
 class Diagnosing(AttentionMethod):
@@ -60,7 +60,7 @@ def heads_below(layers: list[dict], alpha: float) -> float | None:
 
 
 class DiagnoseMeasure:
-    """The measure of `diagnose` lines (see harness.driver): per-layer, per-head density and recall of one prefill."""
+    """The measure of `diagnose` lines (see harness.running.driver): per-layer, per-head density and recall of one prefill."""
 
     file = DIAGNOSTICS_FILE
     unit = "prefill"
@@ -74,7 +74,7 @@ class DiagnoseMeasure:
 
     def __call__(self, loaded, method, task, sample, options) -> dict:
         """One line's measured fields; a failure is recorded (status error / oom) and the grid goes on."""
-        from harness.runner import failure
+        from harness.running.runner import failure
 
         start = time.perf_counter()
         try:

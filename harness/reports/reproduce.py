@@ -6,12 +6,14 @@ method's full configuration (`sample:alpha=0.95` is `sample` with its default al
 """
 import argparse
 import dataclasses
+import datetime
 import json
+import re
 from pathlib import Path
 
 from harness.options import InputError
 
-PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
+PAPER = Path(__file__).resolve().parents[2] / "results" / "paper"
 
 # table -> the sweep behind it (methods, tasks, default lengths) and the paper CSV it is compared with;
 # tasks None: any task (TTFT does not depend on what the prompt says)
@@ -24,6 +26,75 @@ TABLES = {
              "tasks": None, "lengths": [8192, 16384, 32768], "paper": "ttft_speedup.csv"},
 }
 PAPER_NAMES = {"full": "dense"}  # the paper's name for dense attention
+LONGBENCH_DATA = ("`hf download --repo-type dataset THUDM/LongBench data.zip` (it lands in the hub cache, where "
+                  "this command looks), or run this command once online with --download")
+
+
+def tasks_of(args) -> list[str] | None:
+    """The table's tasks, or the one --part picks (a partial reproduction, labelled so)."""
+    tasks = TABLES[args.table]["tasks"]
+    part = getattr(args, "part", None)
+    if part is None:
+        return tasks
+    if tasks is None or part not in tasks:
+        raise InputError(f"--part {part}: reproduce {args.table} has no such half"
+                         + (f"; choose {' or '.join(tasks)}" if tasks else ""))
+    return [part]
+
+
+def check_data(tasks: list[str], table: str) -> None:
+    """Every task's data is at hand before a run folder exists: LongBench's official files are not generated
+    and, offline, come only from the hub cache."""
+    from tasks.base import TaskError, build_task
+
+    for name in tasks:
+        try:
+            build_task(name).count(1)
+        except TaskError as err:
+            if name != "longbench":
+                raise
+            others = [t for t in TABLES[table]["tasks"] if t != "longbench"]
+            offer = (f"; or reproduce the {others[0]} half alone with --part {others[0]} (partial, labelled so)"
+                     if others else "")
+            raise InputError(f"reproduce {table}: the LongBench half needs THUDM/LongBench's data.zip, which is not "
+                             f"in the local cache ({' '.join(str(err).split())[:160]}); get it with "
+                             f"{LONGBENCH_DATA}{offer}") from None
+
+
+def partial_note(frame, table: str) -> str | None:
+    tasks = TABLES[table]["tasks"]
+    if not tasks:
+        return None
+    missing = [t for t in tasks if t not in set(frame["task"])]
+    if not missing:
+        return None
+    return (f"**Partial reproduction**: only the {', '.join(t for t in tasks if t not in missing)} half; "
+            f"no {', '.join(missing)} cells in these runs, so the paper's {', '.join(missing)} column has nothing "
+            "beside it.")
+
+
+def output_folder(args) -> Path:
+    """--from: a folder of its own under --out (the source runs stay untouched)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", args.name or f"reproduce-{args.table}").strip("-") or "reproduce"
+    root = Path(args.out)
+    folder, suffix = root / f"{stamp}-{name}", 1
+    while folder.exists():
+        folder, suffix = root / f"{stamp}-{name}-{suffix}", suffix + 1
+    try:
+        folder.mkdir(parents=True)
+    except OSError as err:
+        raise InputError(f"--out {root}: cannot create the reproduction's folder there ({err.strerror or err}); "
+                         "pass a writable folder") from None
+    return folder
+
+
+def markdown(table) -> str:
+    """Index levels as plain columns (never tuples), blanks where nothing is known (never nan)."""
+    from harness.reports.report import blank_missing, flat
+
+    shown = flat(table) if table.index.nlevels > 1 or table.index.name else table
+    return blank_missing(shown.round(3)).to_markdown(index=False)
 
 
 def config_key(spec: str) -> str:
@@ -66,7 +137,7 @@ def relative_to_dense(frame, baseline: str):
     """Ours, per (model, method) and task, relative to dense, averaged over lengths: BABILong (and any task but
     LongBench) as the report's relative accuracy; LongBench as the ratio of the official totals (sum of eval.py's
     per-dataset scores over the datasets dense has), the quantity the paper's totals give."""
-    from harness import report, tables_longbench
+    from harness.reports import report, tables_longbench
 
     others = frame[frame["task"] != "longbench"]
     ours = report.relative_accuracy_table(others, baseline).mean(axis=1).unstack("task") if len(others) else None
@@ -93,13 +164,14 @@ def compare_accuracy(frame, baseline: str) -> str:
     joined = ours.merge(paper, on="key", how="outer")
     joined["method"] = joined["method"].fillna(joined["paper method"])
     joined = joined.drop(columns=["key"])
-    return joined.set_index("method").round(3).to_markdown()
+    first = ["method", "our model", "paper method"]
+    return markdown(joined[[c for c in first if c in joined] + [c for c in joined.columns if c not in first]])
 
 
 def compare_ttft(frame, baseline: str) -> str:
     import pandas as pd
 
-    from harness import report
+    from harness.reports import report
 
     ours = report.speedup_table(frame, baseline).stack().rename("ours: TTFT speedup vs dense").reset_index()
     ours["key"] = ours["method_spec"].map(config_key)
@@ -113,42 +185,51 @@ def compare_ttft(frame, baseline: str) -> str:
     joined = joined.drop(columns=["key", "paper method"]).sort_values(["method_spec", "length"])
     first = ["model", "method_spec", "length"]
     joined = joined[first + [c for c in joined.columns if c not in first]]
-    return joined.round(3).to_markdown(index=False)
+    return markdown(joined.rename(columns={"method_spec": "method"}))
 
 
 def reproduce(args: argparse.Namespace) -> str:
-    from harness import report
+    from harness.reports import report
 
     table = TABLES[args.table]
+    tasks = tasks_of(args)
     if args.reuse:
         runs = [Path(r) for r in args.reuse]
+        out = None  # made once the runs are known to hold something to compare
     else:
-        from harness import driver
-        from harness.commands import finish, given_flags, spec_from_flags
-        from harness.runner import RunMeasure
-        from harness.sweep import DEFAULTS
+        from harness.running import driver
+        from harness.cli.common import finish, given_flags, spec_from_flags
+        from harness.running.runner import RunMeasure
+        from harness.running.plan import DEFAULTS
 
         args.methods, args.task = ",".join(table["methods"]), None
         args.lengths = args.lengths or table["lengths"]
+        check_data(tasks or [], args.table)
 
         def fresh():
-            return spec_from_flags(args, tasks=table["tasks"] or [DEFAULTS["task"]])
+            return spec_from_flags(args, tasks=tasks or [DEFAULTS["task"]])
 
         store, counts = driver.execute(args, "reproduce", fresh, RunMeasure(), given=given_flags(args),
                                        default_name=args.name or f"reproduce-{args.table}")
         finish(store, counts)
         runs = [store.folder]
+        out = store.folder / "report"  # the new run's own folder
     frame = restrict_to_tasks(report.load_cells(runs), args.table)
+    if tasks:
+        frame = frame[frame["task"].isin(tasks)]
     baseline = report.baseline_spec(frame)
-    out = runs[0] / "report"
+    out = out or output_folder(args)
     report_path = report.build_report(runs, out, baseline)
     lines = [f"# reproduce {args.table}", f"runs: {', '.join(str(r) for r in runs)}", f"report: {report_path}", ""]
+    partial = partial_note(frame, args.table)
+    if partial:
+        lines += [partial, ""]
     if args.table == "accuracy":
         lines.append(compare_accuracy(frame, baseline))
     elif args.table == "ttft":
         lines.append(compare_ttft(frame, baseline))
     else:
-        lines.append(report.needle_grid(frame).round(2).to_markdown())
+        lines.append(markdown(report.needle_grid(frame).round(2)))
         lines.append("\nThe paper shows needle heatmaps as figures only; compare with needle_heatmaps.png.")
     text = "\n".join(lines)
     (out / f"reproduce-{args.table}.md").write_text(text + "\n")

@@ -2,7 +2,7 @@
 the per-subtask breakdown. Cells are rows as harness.report.load_cells gives them (task, model, method_spec,
 length, score in 0..1, meta.subtask).
 
-    python -m harness.tables_ruler RUN_DIR [RUN_DIR ...] [--out DIR]   # writes ruler.md (+ CSVs) into DIR
+    python -m harness.reports.tables_ruler RUN_DIR [RUN_DIR ...] [--out DIR]   # writes ruler.md (+ CSVs) into DIR
 """
 import argparse
 import sys
@@ -85,9 +85,9 @@ def write(frame: pd.DataFrame, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.report import load_cells
+    from harness.reports.report import load_cells
 
-    parser = argparse.ArgumentParser(prog="python -m harness.tables_ruler", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.reports.tables_ruler", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="folder for ruler.md and CSVs (default: first run)")
     args = parser.parse_args(argv)

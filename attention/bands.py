@@ -1,0 +1,164 @@
+"""BandPattern: a vertical-slash pattern executed the way MInference's kernel executes it.
+
+Per 64-row query block (blocks counted from absolute position 0), each kept diagonal offset d contributes the
+64-key range [64m - d, 64m + 64 - d) that the diagonal crosses in block m (clamped to start at >= 0). Taking
+offsets from the largest down, a range that starts past the end of the current run + 64 starts a new run, one that
+ends past it grows the run by one 64-key tile (so runs are whole tiles from their first range's start); every cell
+of a run's tiles is computed (causal), which is 2-4x the cells of the exact diagonals at MInference's sizes. Kept
+columns count everywhere (causal). This is csrc/vertical_slash_index.cu (convert_vertical_slash_indexes) of
+microsoft/MInference, re-derived; tests/test_peer_fidelity.py compares the runs and masks with its output.
+
+On the Triton path attention/kernels/bands.py builds the runs and runs them; elsewhere band_runs_torch builds the
+same runs and the exact PyTorch executor runs the keep mask.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from attention.backend import triton_enabled
+from attention.density import causal_area
+from attention.executor import torch_pattern_attention
+from attention.indices import BIG, first_of_run, prepare_columns
+from attention.pattern import SparsePattern
+
+BAND = 64
+
+
+def band_runs_torch(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: int = 0):
+    """Same contract as attention.kernels.bands.band_runs, in PyTorch: one vectorised step per offset slot."""
+    device = offsets.device
+    n_rb = -(-k_len // BAND) - m0
+    d = offsets.expand(batch, heads, offsets.shape[-1]).reshape(batch * heads, -1).long()
+    d = torch.where(d >= 0, d, -1).sort(-1, descending=True).values
+    slots = max(1, min(n_rb + m0, d.shape[-1] + 1))
+    end = ((m0 + torch.arange(n_rb, device=device) + 1) * BAND)[None, :]        # [1, n_rb]
+    rows = batch * heads
+    lo = torch.zeros(rows, n_rb, slots + 1, dtype=torch.long, device=device)  # + 1: a bin for "no store"
+    hi = torch.zeros_like(lo)
+    rs = torch.zeros(rows, n_rb, dtype=torch.long, device=device)
+    re, cnt = torch.zeros_like(rs), torch.zeros_like(rs)
+    started = torch.zeros(rows, n_rb, dtype=torch.bool, device=device)
+    for i in range(d.shape[-1]):
+        di = d[:, i:i + 1]
+        valid = (di >= 0) & (di < end)
+        s = torch.clamp(end - di, min=BAND)
+        cont = valid & started
+        gap = cont & (s > re + BAND)
+        grow = cont & ~gap & (s > re)
+        at = torch.where(gap, cnt, slots)[..., None]
+        lo.scatter_(2, at, rs[..., None])
+        hi.scatter_(2, at, re[..., None])
+        cnt += gap.long()
+        fresh = valid & ~started
+        rs = torch.where(fresh | gap, s - BAND, rs)
+        re = torch.where(fresh | gap, s, torch.where(grow, re + BAND, re))
+        started |= valid
+    at = torch.where(started, cnt, slots)[..., None]
+    lo.scatter_(2, at, rs[..., None])
+    hi.scatter_(2, at, re[..., None])
+    count = cnt + started.long()
+    return lo[..., :slots].int(), hi[..., :slots].int(), count.int()
+
+
+def band_runs(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: int = 0):
+    if triton_enabled(offsets.device):
+        from attention.kernels.bands import band_runs as kernel_runs  # imported lazily: triton only where it runs
+
+        return kernel_runs(offsets, batch, heads, k_len, m0)
+    return band_runs_torch(offsets, batch, heads, k_len, m0)
+
+
+def run_cover(lo, hi, count, k_len: int) -> torch.Tensor:
+    """bool [BH, n_rb, k_len]: keys inside some run of each query block (small sizes: tests, keep masks)."""
+    rows, n_rb, slots = lo.shape
+    used = torch.arange(slots, device=lo.device) < count[..., None].long()
+    diff = torch.zeros(rows, n_rb, k_len + 1, dtype=torch.long, device=lo.device)
+    diff.scatter_add_(2, torch.where(used, lo.long().clamp(max=k_len), k_len), used.long())
+    diff.scatter_add_(2, torch.where(used, hi.long().clamp(max=k_len), k_len), -used.long())
+    return diff.cumsum(-1)[..., :k_len] > 0
+
+
+@dataclass
+class BandPattern(SparsePattern):
+    """columns (any order, -1 unused) and band_offsets long [B, Hq, L] (-1 unused), run as MInference runs them."""
+    band_offsets: torch.Tensor | None = None
+
+    def keep_mask(self, batch, heads, q_len, k_len, device=None, q_start=None, q_positions=None):
+        keep = super().keep_mask(batch, heads, q_len, k_len, device, q_start, q_positions)
+        if q_positions is not None:
+            q_pos = q_positions.to(device=device, dtype=torch.long)
+        else:
+            q_start = k_len - q_len if q_start is None else q_start
+            q_pos = torch.arange(q_start, q_start + keep.shape[-2], device=device)
+        lo, hi, count = band_runs_torch(self.band_offsets.to(device), batch, heads, k_len)
+        cover = run_cover(lo, hi, count, k_len).view(batch, heads, -1, k_len)
+        k_pos = torch.arange(k_len, device=device)
+        return keep | (cover[:, :, q_pos // BAND] & (k_pos[None, :] <= q_pos[:, None]))
+
+    def runs(self, batch: int, heads: int, k_len: int, m0: int, device):
+        """(lo, hi, count) of band_runs for these query blocks, built once per pattern and shape."""
+        key = (batch, heads, k_len, m0, str(device))
+        cache = self.__dict__.setdefault("_runs", {})
+        if key not in cache:
+            cache[key] = band_runs(self.band_offsets.to(device), batch, heads, k_len, m0)
+        return cache[key]
+
+    def run(self, q, k, v, scale: float) -> torch.Tensor:
+        if triton_enabled(q.device) and q.shape[-1] in (16, 32, 64, 128, 256):
+            from attention.kernels.bands import band_attention  # imported lazily: triton only where it runs
+
+            k_len = k.shape[2]
+            runs = self.runs(q.shape[0], q.shape[1], k_len, (k_len - q.shape[2]) // BAND, q.device)
+            return band_attention(q, k, v, scale, self.band_offsets, self.columns, runs=runs)
+        return torch_pattern_attention(q, k, v, self, scale)
+
+    def kept_share(self, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
+        """float32 [B, H] kept share of the causal area, in closed form over runs and columns."""
+        q_off = k_len - q_len
+        m0 = q_off // BAND
+        lo, hi, count = self.runs(batch, heads, k_len, m0, device)
+        n_rb, slots = lo.shape[1], lo.shape[2]
+        used = torch.arange(slots, device=device) < count[..., None].long()
+        first = ((m0 + torch.arange(n_rb, device=device)) * BAND).clamp(min=q_off)[None, :, None]   # first row
+        stop = ((m0 + torch.arange(n_rb, device=device) + 1) * BAND).clamp(max=k_len)[None, :, None]  # past last
+        lo, hi = lo.long(), hi.long().clamp(max=k_len)
+        cells = (ramp(stop, lo, hi) - ramp(first, lo, hi)) * used
+        kept = cells.sum((-2, -1)).double()
+        if self.columns is not None and self.columns.shape[-1]:
+            # columns by prefix counts and position sums: all of the block's columns, minus those inside its runs
+            c = prepare_columns(self.columns.to(device), batch, heads, k_len)
+            real = first_of_run(c)
+            at = torch.where(real, c, k_len)
+            count = torch.zeros(batch * heads, k_len + 1, dtype=torch.long, device=device)
+            count.scatter_add_(1, at.view(batch * heads, -1), real.view(batch * heads, -1).long())
+            total = torch.zeros_like(count)
+            total.scatter_add_(1, at.view(batch * heads, -1), torch.where(real, c, 0).view(batch * heads, -1))
+            prefix_n = torch.nn.functional.pad(count.cumsum(-1), (1, 0))[:, None, :]   # columns < j
+            prefix_c = torch.nn.functional.pad(total.cumsum(-1), (1, 0))[:, None, :]   # their positions' sum
+
+            def column_cells(a, b, first, stop):
+                """Causal cells of the columns in keys [a, b) for rows [first, stop)."""
+                def at_(table, j):  # table[bh, 0, j] for j [BH or 1, n_rb, slots]
+                    j = j.clamp(0, k_len).expand(table.shape[0], -1, -1)
+                    return torch.gather(table.expand(-1, j.shape[1], -1), 2, j)
+                b = torch.minimum(b, stop)
+                mid = torch.maximum(a, torch.minimum(b, first))               # [a, mid): every row sees them
+                top = torch.maximum(mid, b)                                    # [mid, top): rows from c on
+                early = (at_(prefix_n, mid) - at_(prefix_n, a)) * (stop - first)
+                late = (at_(prefix_n, top) - at_(prefix_n, mid)) * stop - (at_(prefix_c, top) - at_(prefix_c, mid))
+                return early + late
+
+            zero = torch.zeros(1, n_rb, 1, dtype=torch.long, device=device)
+            kept += column_cells(zero, zero + k_len, first, stop).sum((-2, -1)).double()
+            inside = column_cells(lo.clamp(max=k_len), hi, first, stop) * used
+            kept -= inside.sum((-2, -1)).double()
+        return (kept / causal_area(q_len, k_len)).float().view(batch, heads)
+
+
+def ramp(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Causal cells of keys [lo, hi) in rows 0 .. x - 1: sum over i < x of clamp(i + 1 - lo, 0, hi - lo)."""
+    width = (hi - lo).clamp(min=0)
+    y = (x - lo).clamp(min=0)                       # rows at or past lo
+    full = (y - width).clamp(min=0)                 # rows that see the whole range
+    part = y - full                                 # rows that see 1, 2, ... keys
+    return part * (part + 1) // 2 + full * width

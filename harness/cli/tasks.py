@@ -1,0 +1,14 @@
+"""`sampleattn tasks`: every task with its description."""
+from tasks.base import available_tasks
+
+NAME = "tasks"
+
+
+def add_parser(sub) -> None:
+    sub.add_parser(NAME, help="list tasks")
+
+
+def main(args) -> int:
+    for name, cls in sorted(available_tasks().items()):
+        print(f"{name}: {cls.description}")
+    return 0

@@ -1,0 +1,118 @@
+"""The peers' kernels under real CUDA (the CI runs them interpreted on the CPU): MInference's band kernel against
+fp32 masked attention, its run builder against the PyTorch one, the fused XAttention estimate against the plain
+version, and the peers' masks at their defaults against the official fixtures. Prints one line per check, exit 1
+on any failure.
+
+  PYTHONPATH=. python scripts/check_peers_gpu.py
+"""
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attention.bands import BandPattern, band_runs_torch  # noqa: E402
+from attention.kernels.bands import band_attention, band_runs  # noqa: E402
+from attention.kernels.estimate_xattention import xattention_tile_scores  # noqa: E402
+from attention.methods.xattention import antidiagonal_tile_scores  # noqa: E402
+from attention.reference import reference_attention  # noqa: E402
+from attention.registry import build_method  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "peer_official_masks.pt"
+failed = []
+
+
+def check(name, ok, detail=""):
+    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}", flush=True)
+    if not ok:
+        failed.append(name)
+
+
+def plain_attention(q, k, v, keep, scale):
+    """Masked attention in plain PyTorch at the inputs' precision (bf16 matmuls; TF32 for fp32, as tl.dot)."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        scores = (q @ k.transpose(-1, -2)) * scale
+        probs = torch.softmax(scores.float().masked_fill(~keep, float("-inf")), -1).to(q.dtype)
+        return probs @ v
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def bands(q_len, k_len, dim, dtype):
+    g = torch.Generator(device="cuda").manual_seed(dim + q_len)
+    q = torch.randn(1, 8, q_len, dim, device="cuda", generator=g).to(dtype)
+    k = torch.randn(1, 2, k_len, dim, device="cuda", generator=g).to(dtype)
+    v = torch.randn(1, 2, k_len, dim, device="cuda", generator=g).to(dtype)
+    offsets = torch.randint(0, k_len, (1, 8, 300), device="cuda", generator=g)
+    offsets[..., :100] = torch.arange(100, device="cuda")
+    columns = torch.randint(0, k_len, (1, 8, 200), device="cuda", generator=g)
+    columns[..., :30] = torch.arange(30, device="cuda")
+    m0 = (k_len - q_len) // 64
+    got, want = band_runs(offsets, 1, 8, k_len, m0), band_runs_torch(offsets, 1, 8, k_len, m0)
+    used = torch.arange(got[0].shape[-1], device="cuda") < got[2][..., None]
+    check(f"band runs {q_len}/{k_len}", torch.equal(got[2], want[2]) and torch.equal(got[0][used], want[0][used])
+          and torch.equal(got[1][used], want[1][used]))
+    pattern = BandPattern(columns=columns, band_offsets=offsets)
+    keep = pattern.keep_mask(1, 8, q_len, k_len, "cuda")
+    out = band_attention(q, k, v, dim ** -0.5, offsets, columns)
+    ref = reference_attention(q.float(), k.float(), v.float(), keep, dim ** -0.5)
+    low = plain_attention(q, k, v, keep, dim ** -0.5)
+    err, base = (out.float() - ref).abs().max().item(), (low.float() - ref).abs().max().item()
+    check(f"band attention {q_len}/{k_len} D{dim} {dtype}", not out.isnan().any() and err <= max(2 * base, 1e-4),
+          f"err {err:.2e} (plain {dtype} {base:.2e}) density {keep.float().mean().item():.3f}")
+
+
+def xattention(q_len, k_len, dim, stride):
+    g = torch.Generator(device="cuda").manual_seed(dim)
+    q = torch.randn(1, 8, q_len, dim, device="cuda", generator=g).bfloat16()
+    k = torch.randn(1, 2, k_len, dim, device="cuda", generator=g).bfloat16()
+    got = xattention_tile_scores(q, k, dim ** -0.5, stride, 128)
+    want = antidiagonal_tile_scores(q, k, dim ** -0.5, stride, 128)
+    err = (got - want).abs().max().item()
+    check(f"xattention estimate {q_len}/{k_len} D{dim} S{stride}", err < 2e-3 * want.abs().max().item(),
+          f"max err {err:.2e} of {want.abs().max().item():.2e}")
+
+
+def fixtures():
+    data = torch.load(FIXTURE)
+    q, k, scale = data["q"].float().cuda(), data["k"].float().cuda(), data["scale"]
+    for case in ("default_3000", "default_2048"):
+        c = data["xattention"]["cases"][case]
+        n = c["length"]
+        blocks = build_method("xattention", {}).build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0].cpu()
+        check(f"xattention official {case}", torch.equal(blocks, c["blocks"]), f"diff {(blocks != c['blocks']).sum()}")
+    for case in ("default_3000", "default_2100"):
+        c = data["flexprefill"]["cases"][case]
+        n = c["length"]
+        blocks = build_method("flexprefill", {}).build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0].cpu()
+        check(f"flexprefill official {case}", torch.equal(blocks, c["blocks"]), f"diff {(blocks != c['blocks']).sum()}")
+    c = data["minference"]["cases"]["config_sparse_3000"]
+    n = c["length"]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(c["config"]["best_pattern"], f)
+    pattern = build_method("minference", {"config": f.name}).build_pattern(q[:, :, :n], k[:, :, :n], scale)
+    lo, hi, count = band_runs(pattern.band_offsets, 1, q.shape[1], n)
+    ok = True
+    for h, head in enumerate(c["heads"]):
+        for block, starts in enumerate(head["bands"]):
+            ours = [t for r in range(int(count[h, block])) for t in range(int(lo[h, block, r]), int(hi[h, block, r]), 64)]
+            ok &= ours == starts.tolist()
+    check("minference official runs config_sparse_3000", ok)
+
+
+if __name__ == "__main__":
+    print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+    for args in ((2048, 2048, 128, torch.bfloat16), (1000, 3000, 64, torch.bfloat16), (777, 777, 64, torch.float32)):
+        bands(*args)
+    for args in ((4096, 4096, 128, 16), (3000, 5000, 64, 8)):
+        xattention(*args)
+    fixtures()
+    print("all ok" if not failed else f"FAILED: {failed}")
+    sys.exit(1 if failed else 0)
