@@ -169,7 +169,7 @@ def test_stage2_select_last_row():
     dens = Fake("density", (rows,), torch.float32)
     with Probe(scores, out, count, prefix, col_full, col_hi, dens) as probe:
         run_programs(select_kernel, (rows,), [(rows - 1,)],
-                     scores, out, count, prefix, col_full, col_hi, dens, n, n, n, 4, 256, 0, n, n_qb, bm,
+                     scores, out, count, prefix, col_full, col_hi, dens, count, n, n, n, 4, 256, 0, n, n_qb, bm,
                      1.0, 0.0, 0.0, 0.0, 0.0, 1.0, MODE=0, FUSED=True, BLOCK=1024, NS=SPLITS, num_warps=4)
     assert_clean(probe)
     assert max(prefix.touched) == rows * n - 1
