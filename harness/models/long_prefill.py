@@ -135,3 +135,18 @@ def cell_fields(mode: str, chunk: int) -> dict:
     if mode == "plain":
         return {"prefill": "plain"}
     return {"prefill": mode, "prefill_chunk": chunk, "kv_cache": "dropped" if mode == "chunked-nocache" else "kept"}
+
+
+def held_bytes(config, length: int, batch: int = 1, element_bytes: int = 2, kept_kv_layers: int = 0) -> dict:
+    """What forward() holds besides weights at its peak (a layer's attention call), by part, in bytes:
+    the residual stream [B, S, hidden], that layer's q/k/v ([B, S, H|Hk, D] each), attention's output
+    [B, S, H, D], and the KV cache of `kept_kv_layers` finished layers (0 with keep_cache=False). The chunked
+    row-wise parts (a chunk's MLP activations) are freed before attention runs and are smaller than it at
+    long lengths; the attention method's own workspace is not included (the caller adds it)."""
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    tokens = batch * length * element_bytes
+    return {"hidden": tokens * config.hidden_size,
+            "qkv": tokens * (heads + 2 * kv_heads) * head_dim,
+            "attention_out": tokens * heads * head_dim,
+            "kept_kv": kept_kv_layers * tokens * 2 * kv_heads * head_dim}

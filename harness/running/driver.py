@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from attention.kernels.config import kernel_settings
+from harness.running import worker
 from harness.options import InputError
 from harness.running.store import CELLS_FILE, RunStore
 from harness.running.plan import Plan, SweepSpec, build_methods, validate
@@ -159,6 +160,7 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
 
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
+    done = set(done) | worker.poisoned_keys(store.cells(measure.file))  # after a restart: not retried
     total, finished = plan.total(), 0
     with tqdm(total=total, unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
         for model_name in spec.models:
@@ -192,6 +194,8 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                                     cell["beyond_context"] = True
                                 cell.update(measure(loaded, method, task, sample, options))
                             store.append(cell, measure.file)
+                            if cell["status"] == "error" and share is None and worker.is_sticky(cell.get("error")):
+                                worker.restart(store, cell["error"])  # the process is poisoned
                             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
                             bar.set_postfix(counts, refresh=False)
                             finished += 1

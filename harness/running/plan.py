@@ -31,7 +31,8 @@ def check_lengths_fit(lengths: list[int]) -> None:
     too_big = [n for n in lengths if n * PROMPT_BYTES_PER_TOKEN > memory]
     if too_big:
         n = too_big[0]
-        raise InputError(f"--lengths {n}: a prompt of {n:,} tokens needs at least {n * PROMPT_BYTES_PER_TOKEN / 2**30:.0f} "
+        need = n * PROMPT_BYTES_PER_TOKEN / 2**30
+        raise InputError(f"--lengths {n}: a prompt of {n:,} tokens needs at least {need:.0f} "
                          f"GiB just for its token ids, more than this machine's {memory / 2**30:.0f} GiB; pass "
                          "shorter lengths")
 
@@ -116,7 +117,8 @@ def check_names(methods: list[str], tasks: list[str]) -> None:
     for text in methods:
         for name, _ in parse_specs(text):
             if name not in METHOD_NAMES and name not in plugins:
-                raise InputError(f"unknown method {name!r}; choose from: {', '.join(sorted({*METHOD_NAMES, *plugins}))}")
+                known = ", ".join(sorted({*METHOD_NAMES, *plugins}))
+                raise InputError(f"unknown method {name!r}; choose from: {known}")
     for text in tasks:
         TASKS.get(parse_spec(text)[0])  # task modules import no torch
 
