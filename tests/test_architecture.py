@@ -54,7 +54,7 @@ def graph() -> dict[str, set[str]]:
 
 # Circles still to break, each named; drop an entry once its circle is gone (the test then fails if it returns).
 # attention/kernels/hopper.py <-> prefill.py: helper `sample` gives the shared kernel constants a home (issue 22).
-KNOWN_CIRCLES = [{"attention.kernels.hopper", "attention.kernels.prefill"}]
+KNOWN_CIRCLES: list[set[str]] = []  # none left
 
 
 def circles(edges: dict[str, set[str]]) -> list[set[str]]:
