@@ -128,10 +128,12 @@ class SparseMethod(AttentionMethod):
         def sparse(qs, ks, vs, heads):
             return run_pattern(qs, ks, vs, pattern if heads is None else pattern_heads(pattern, heads), scale)
         # an exact density known before building was decided above: no sync for it. Heads split only for a plain
-        # SparsePattern (a pattern with its own execution, e.g. attention/bands.py, decides for the whole layer)
+        # SparsePattern on our kernel: a pattern with its own execution (attention/bands.py) and a block pattern
+        # (compiled FlexAttention, whose shapes are static: a new sparse-head count recompiles it, and past the
+        # recompile limit it falls back to an unfused path that materialises the scores) decide per layer
         exact = predicted is not None and self.predicted_is_exact
         return self.execute(q, k, v, scale, layer_idx, density, limits, sparse, decide=not exact,
-                            per_head=type(pattern) is SparsePattern)
+                            per_head=type(pattern) is SparsePattern and pattern.blocks is None)
 
     # the dense fallback (attention/fallback.py), the same for every sparse method: a layer runs dense when the
     # density known before estimating reaches limits.before; after estimating, each head whose selected density

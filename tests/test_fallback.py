@@ -145,3 +145,29 @@ def test_calibration_builds_a_table_that_the_fallback_applies(tmp_path):
         assert method.stats[-1]["dense_limit"] == 0.0
     finally:
         fallback.use_table(None)
+
+
+def test_a_block_pattern_falls_back_per_layer_never_split_by_head():
+    """Block patterns run on compiled FlexAttention with static shapes: splitting their heads would recompile it
+    for every sparse-head count (and past the recompile limit it materialises the scores). They decide per layer,
+    on the mean of the selected per-head densities."""
+    q, k, v = random_qkv(1024, 4, 2, 64, seed=8, stripes=0.03)
+    q[:, 1] = q[:, 1] * 0.01  # a diffuse head: FlexPrefill keeps more tiles there
+
+    def with_limit(after):
+        fallback.use_table({"gpus": {"cpu": [{"head_dim": 64, "group": 2, "length": 1024, "before": 2.0,
+                                               "after": after}]}, "source": "table:test"})
+        try:
+            method = build_method("flexprefill", {"block": "64", "min_budget": "64"})
+            with use_backend("triton"):
+                method.prefill(q, k, v, 0.125, layer_idx=0)
+            return method.stats[-1]
+        finally:
+            fallback.use_table(None)
+
+    free = with_limit(2.0)
+    selected = [float(x) for x in free["selected_density"]]
+    low, mean, high = min(selected), sum(selected) / len(selected), max(selected)
+    assert free["path"] == "sparse" and low < mean < high  # a per-head split would be possible
+    assert with_limit((mean + high) / 2)["path"] == "sparse"  # some heads above the limit, the mean below
+    assert with_limit((low + mean) / 2)["path"] == "dense"    # some heads below the limit, the mean above
