@@ -61,6 +61,19 @@ def launch_ranks(settings: Settings) -> int | None:
     return distributed.launch(settings.gpus, list(settings.argv), settings.grid.device)
 
 
+def measure_grid(settings: Settings) -> int:
+    """Run or sweep: every cell of the grid measured by RunMeasure (on this rank, or on the ranks it launches)."""
+    launched = launch_ranks(settings)
+    if launched is not None:
+        return launched
+    from harness.running import driver  # the work: imported once the flags are known good
+    from harness.running.runner import RunMeasure
+
+    store, counts = driver.execute(settings, RunMeasure())
+    finish(store, counts)
+    return 0
+
+
 def count_text(counts: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing to do"
 

@@ -1,5 +1,5 @@
 """`sampleattn run`: one model x methods x lengths on one task; writes a run folder."""
-from harness.cli.common import finish, launch_ranks, model_stem, settings_from
+from harness.cli.common import measure_grid, model_stem, settings_from
 from harness.cli.flags import add_common, add_scale_flags
 
 NAME = "run"
@@ -13,12 +13,4 @@ def add_parser(sub) -> None:
 
 def main(args, argv: list[str]) -> int:
     settings = settings_from(args, argv, NAME, name=f"run-{model_stem(args)}")
-    launched = launch_ranks(settings)
-    if launched is not None:
-        return launched
-    from harness.running import driver  # the work: imported once the flags are known good
-    from harness.running.runner import RunMeasure
-
-    store, counts = driver.execute(settings, RunMeasure())
-    finish(store, counts)
-    return 0
+    return measure_grid(settings)

@@ -2,7 +2,7 @@
 YAML file (flags given beside the file override its fields, and the run says which)."""
 from pathlib import Path
 
-from harness.cli.common import finish, grid_flags, launch_ranks, settings_from
+from harness.cli.common import grid_flags, measure_grid, settings_from
 from harness.cli.flags import add_common, add_scale_flags
 from harness.running.settings import SweepSpec, load_spec_file
 
@@ -35,12 +35,4 @@ def main(args, argv: list[str]) -> int:
     # beside --resume a sweep file is checked like flags: what it names must match the stored grid (new methods
     # and lengths extend it), so the restart after a CUDA error (harness/running/worker.py) resumes it as given
     settings = settings_from(args, argv, NAME, name=name, base=base, sweep_file=args.spec, named=named)
-    launched = launch_ranks(settings)
-    if launched is not None:
-        return launched
-    from harness.running import driver  # the work: imported once the flags are known good
-    from harness.running.runner import RunMeasure
-
-    store, counts = driver.execute(settings, RunMeasure())
-    finish(store, counts)
-    return 0
+    return measure_grid(settings)
