@@ -41,7 +41,7 @@ def sparse_attention_portable(q, k, v, scale: float, *, sink: int = 0, window: i
                               out: torch.Tensor | None = None) -> torch.Tensor:
     """The portable kernel (sparse.py); same contract as sparse_attention."""
     batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
+    k_len = k.shape[2]
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = torch.empty_like(q) if out is None else out
