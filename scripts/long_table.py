@@ -22,8 +22,8 @@ GIB = 2**30
 
 
 def read(path: Path, commit: str | None = None) -> tuple[list[dict], list[dict]]:
-    """(meta lines, cell rows with the last row of each cell kept) of one commit: the last worker's unless given.
-    Baselines first within a length."""
+    """(meta lines, cell rows with the last row of each cell kept): of one commit when given, else the newest row of
+    each cell whatever its commit (each row names its commit in the table). Baselines first within a length."""
     metas, cells = [], {}
     for line in path.read_text().splitlines():
         try:
@@ -37,10 +37,10 @@ def read(path: Path, commit: str | None = None) -> tuple[list[dict], list[dict]]
                    row.get("check"))
             cells.pop(key, None)
             cells[key] = row
-    commit = commit or (metas[-1]["commit"] if metas else None)
-    metas = [m for m in metas if m["commit"] == commit]
+    if commit:
+        metas = [m for m in metas if m["commit"] == commit]
     rank = {b: i for i, b in enumerate(BASELINES)}
-    order = sorted((r for r in cells.values() if r.get("commit") == commit),
+    order = sorted((r for r in cells.values() if commit is None or r.get("commit") == commit),
                    key=lambda r: (r.get("model") or "", r.get("layers") or 0, r["length"], rank.get(r["method"], 9)))
     return metas, order
 
@@ -88,8 +88,8 @@ def show(value, suffix: str = "") -> str:
 
 def main_table(cells: list[dict], paper: dict) -> list[str]:
     lines = ["| length | method | status | ms/layer | executed density | vs flash | vs cuDNN | peak GiB | "
-             "bound GiB | peak / bound | paper (MLSys, A100) vs FA2 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bound GiB | peak / bound | paper (MLSys, A100) vs FA2 | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in cells:
         paper_value = paper.get(row["length"]) if row["method"].startswith("sample") else None
         lines.append("| " + " | ".join([
@@ -99,7 +99,7 @@ def main_table(cells: list[dict], paper: dict) -> list[str]:
             show(row.get("peak_mem_gib")), show(row.get("bound_gib")),
             show(row.get("peak_over_bound")),
             f"{paper_value}x ({'abstract' if row['length'] == 1 << 20 else 'unconfirmed'})"
-            if paper_value else ""]) + " |")
+            if paper_value else "", (row.get("commit") or "")[:7]]) + " |")
     return lines
 
 
@@ -169,7 +169,7 @@ def render(path: Path) -> str:
              "the dense rows of this file at the same length. Paper: SampleAttention MLSys version, whole-model "
              "TTFT vs FlashAttention-2 on an A100 (harness/reports/paper_tables/; unconfirmed except the 5.29x at 1M).", "",
              f"Provenance: {meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}, "
-             f"commit {', '.join(commits)} (rows of other commits in the file are not shown), {len(metas)} worker "
+             f"commits {', '.join(c[:7] for c in commits)} (the newest row of each cell; its commit in the last column), {len(metas)} worker "
              f"start(s), last {meta['created']}; command(s): "
              + "; ".join(f"`{c}`" for c in dict.fromkeys(m["command"] for m in metas)) + ".", ""]
     lines += main_table(cells, paper)
