@@ -5,7 +5,7 @@ import sys
 from harness.running.plan import DEFAULTS
 
 GRID_FLAGS = ("methods", "lengths", "samples", "seed", "device", "repeats", "warmup", "max_new_tokens",
-              "beyond_context")
+              "beyond_context", "batch_size")
 
 
 def given_flags(args, models=None, tasks=None) -> dict:
@@ -36,7 +36,8 @@ def spec_from_flags(args, models: list[str] | None = None, tasks: list[str] | No
                      warmup=args.warmup, max_new_tokens=args.max_new_tokens,
                      beyond_context=bool(args.beyond_context),
                      device_map=getattr(args, "device_map", None), prefill=getattr(args, "prefill", "plain"),
-                     prefill_chunk=getattr(args, "prefill_chunk", 16384))  # hook(scale)
+                     prefill_chunk=getattr(args, "prefill_chunk", 16384),  # hook(scale)
+                     batch_size=getattr(args, "batch_size", None) or 1)
 
 
 def launch_ranks(args) -> int | None:

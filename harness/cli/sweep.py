@@ -3,7 +3,7 @@ file."""
 from pathlib import Path
 
 from harness.cli.common import finish, given_flags, launch_ranks, spec_from_flags
-from harness.cli.flags import add_common, add_scale_flags
+from harness.cli.flags import add_batch_flag, add_common, add_scale_flags
 from harness.options import InputError
 from harness.running.plan import DEFAULTS, SweepSpec, load_spec_file
 
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     parser = sub.add_parser(NAME, help="a grid of models x methods (x settings) x tasks x lengths x samples")
     add_common(parser, grid=True)
     add_scale_flags(parser)
+    add_batch_flag(parser)
     parser.add_argument("spec", nargs="?", default=None, help="YAML sweep file (keys: models, methods, tasks, "
                         "lengths, samples, seed, device, repeats, warmup, max_new_tokens, beyond_context); flags "
                         "otherwise")
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     from harness.running import driver  # the work: imported once the flags are known good
-    from harness.running.runner import RunMeasure
+    from harness.running.batch import BatchMeasure
 
     launched = launch_ranks(args)
     if launched is not None:
@@ -37,7 +38,7 @@ def main(args) -> int:
         return spec_from_flags(args, models or [DEFAULTS["models"]], args.task or [DEFAULTS["task"]])
 
     name = Path(args.spec).stem if args.spec else "sweep"
-    store, counts = driver.execute(args, "sweep", fresh, RunMeasure(), default_name=name,
+    store, counts = driver.execute(args, "sweep", fresh, BatchMeasure(), default_name=name,
                                    given=given_flags(args, models, args.task))
     finish(store, counts)
     return 0

@@ -25,6 +25,7 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message)
         self.message = message
 EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
+REPLACEABLE = ("batch_size",)         # flags --resume may change: cells come out the same
 
 
 def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
@@ -57,12 +58,12 @@ def resume_spec(stored: SweepSpec, given: dict, add_dense: bool) -> tuple[SweepS
 
     Returns (spec, what was added)."""
     for name, value in given.items():
-        if name not in EXTENDABLE and value != getattr(stored, name):
+        if name not in EXTENDABLE + REPLACEABLE and value != getattr(stored, name):
             flag = "--" + name.replace("_", "-")
             raise InputError(f"--resume continues the run's stored grid; {flag} differs from it "
                              f"({getattr(stored, name)!r} stored, {value!r} given): start a new run instead")
     added: dict = {}
-    spec = stored
+    spec = dataclasses.replace(stored, **{k: given[k] for k in REPLACEABLE if k in given})
     if "lengths" in given:
         new = [n for n in given["lengths"] if n not in stored.lengths]
         if new:
@@ -107,6 +108,9 @@ def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             manifest.update(spec=dataclasses.asdict(spec), methods=[m.spec() for m in plan.methods],
                             extended=[*manifest.get("extended", []), {"at": stamp, **added}])
+            store.write_manifest(manifest)
+        elif dataclasses.asdict(spec) != manifest["spec"]:  # a REPLACEABLE flag changed (--batch-size)
+            manifest["spec"] = dataclasses.asdict(spec)
             store.write_manifest(manifest)
         store.repair_torn_tail(measure.file)
         done = {c.get("key") for c in store.unique_cells(measure.file, "--resume") if c.get("status") in DONE}
@@ -159,43 +163,56 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
     counts: dict[str, int] = {}
     total, finished = plan.total(), 0
     with tqdm(total=total, unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
+        def finish(cell: dict) -> None:
+            nonlocal finished
+            store.append(cell, measure.file)
+            counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+            bar.set_postfix(counts, refresh=False)
+            finished += 1
+            bar.update(1)  # counted once finished, with its status in the postfix
+            if lines:
+                print(cell_line(finished, total, cell), file=sys.stderr, flush=True)
+
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
             for task in plan.tasks:
                 bar.set_description(f"{model_name}/{task.name}")
                 for length in spec.lengths:
-                    for index, sample in enumerate(samples_for(loaded, task, length, plan)):
-                        built = not isinstance(sample, dict)  # else: why it could not be built
-                        sample_id = sample.id if built else f"{task.name}-{length}-{index}"
-                        for method in plan.methods:
-                            key = cell_key(loaded.name, method.spec(), task.name, sample_id)
-                            if key in done:
-                                counts["resumed"] = counts.get("resumed", 0) + 1
-                                finished += 1
-                                bar.update(1)
-                                continue
-                            if share is not None and not share.mine(key):  # hook(scale): another rank's cell
-                                finished += 1
-                                bar.update(1)
-                                continue
-                            cell = {"key": key, "model": loaded.name, "method": method.name,
-                                    "method_spec": method.spec(), "method_config": dataclasses.asdict(method.config),
-                                    **measure.fields(method, options), "task": task.name, "sample_id": sample_id,
-                                    "length": length, "device": options.device,
-                                    **(share.tags() if share is not None else {})}
-                            if not built:
-                                cell.update(sample)
-                            else:
+                    samples = list(enumerate(samples_for(loaded, task, length, plan)))
+                    size = spec.batch_size if hasattr(measure, "group") else 1  # batch.BatchMeasure
+                    for start in range(0, len(samples), size):
+                        for method in plan.methods:  # dense first in every group of samples
+                            pending = []  # (sample, cell) to measure together
+                            for index, sample in samples[start:start + size]:
+                                built = not isinstance(sample, dict)  # else: why it could not be built
+                                sample_id = sample.id if built else f"{task.name}-{length}-{index}"
+                                key = cell_key(loaded.name, method.spec(), task.name, sample_id)
+                                if key in done or (share is not None and not share.mine(key)):
+                                    if key in done:
+                                        counts["resumed"] = counts.get("resumed", 0) + 1
+                                    finished += 1  # resumed, or another rank's cell (hook(scale))
+                                    bar.update(1)
+                                    continue
+                                cell = {"key": key, "model": loaded.name, "method": method.name,
+                                        "method_spec": method.spec(),
+                                        "method_config": dataclasses.asdict(method.config),
+                                        **measure.fields(method, options), "task": task.name,
+                                        "sample_id": sample_id, "length": length, "device": options.device,
+                                        **(share.tags() if share is not None else {})}
+                                if not built:
+                                    cell.update(sample)
+                                    finish(cell)
+                                    continue
                                 if loaded.max_context and length > loaded.max_context:
                                     cell["beyond_context"] = True
-                                cell.update(measure(loaded, method, task, sample, options))
-                            store.append(cell, measure.file)
-                            counts[cell["status"]] = counts.get(cell["status"], 0) + 1
-                            bar.set_postfix(counts, refresh=False)
-                            finished += 1
-                            bar.update(1)  # counted once finished, with its status in the postfix
-                            if lines:
-                                print(cell_line(finished, total, cell), file=sys.stderr, flush=True)
+                                pending.append((sample, cell))
+                            if size > 1 and pending:
+                                results = measure.group(loaded, method, task, [s for s, _ in pending], options)
+                            else:
+                                results = [measure(loaded, method, task, s, options) for s, _ in pending]
+                            for (_, cell), result in zip(pending, results):
+                                cell.update(result)
+                                finish(cell)
             del loaded
     return counts
 

@@ -56,6 +56,7 @@ class SweepSpec:
     device_map: str | None = None  # hook(scale): auto | balanced: one model split over the visible GPUs
     prefill: str = "plain"         # hook(scale): plain | chunked | chunked-nocache (harness/models/long_prefill.py)
     prefill_chunk: int = 16384
+    batch_size: int = 1            # accuracy cells: samples of one cell group per prefill and decode (running/batch.py)
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
@@ -129,7 +130,7 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     from harness.running.runner import RunOptions, resolve_device
     from tasks.base import build_task
 
-    for name in ("samples", "repeats", "max_new_tokens"):
+    for name in ("samples", "repeats", "max_new_tokens", "batch_size"):
         value = getattr(spec, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")

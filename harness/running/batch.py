@@ -1,0 +1,111 @@
+"""Accuracy cells in batches (`--batch-size N`): N samples of one cell group (same model, task, length, method;
+consecutive samples) through one prefill and one batched greedy decode.
+
+TTFT is still timed at batch 1 on the group's first sample (as runner.run_cell times every cell), so timings
+stay comparable with batch 1 runs; every cell of the group records that time and which sample it came from.
+Each row decodes as it would alone: a row that reached its stop token or its budget keeps its tokens while the
+others go on (its later tokens are computed and dropped). The methods run a batch per sample where they would
+otherwise share a choice over the rows (attention.method.AttentionMethod.batched_prefill).
+"""
+import sys
+
+import torch
+
+from attention import hf
+from harness.running.runner import (RunMeasure, cache_argument, failure, run_cell, scored, stop_after_ids,
+                                    stop_token_ids, summarize_stats, time_prefill)
+
+
+def unbatchable(samples, options, loaded) -> str | None:
+    """Why these samples cannot share one prefill (they then run at batch 1), or None."""
+    if len({len(s.input_ids) for s in samples}) > 1:
+        return "their prompts differ in token length (no padding)"
+    if options.prefill != "plain":
+        return f"--prefill {options.prefill} runs one prompt at a time"
+    if getattr(loaded, "timing_only", False) or any(s.meta.get("timing_only") for s in samples):
+        return "the cells are timing only (nothing to decode)"
+    return None
+
+
+def batch_prefill(model, input_ids, suppress: list):
+    """runner.prefill for a batch of equal-length prompts: each row's first token never one of its `suppress`."""
+    out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    cache = out.get("cache") if cache_argument(model) == "cache" else out.past_key_values
+    logits = out.logits[:, -1]
+    for row, ids in enumerate(suppress):
+        if ids:
+            logits[row, list(ids)] = float("-inf")
+    return logits.argmax(dim=-1), cache
+
+
+def batch_greedy_decode(model, first_tokens, cache, prompt_len: int, budgets: list[int], stop_ids: set[int],
+                        stop_after: list[set[int]]) -> list[list[int]]:
+    """runner.greedy_decode row by row in one batch: a row ends at its budget, an EOS (dropped) or one of its
+    stop_after ids (kept), exactly where it would end alone; the batch ends when every row has."""
+    rows = len(budgets)
+    tokens = [[int(t)] for t in first_tokens.tolist()]
+    token = first_tokens.view(rows, 1)
+    for step in range(1, max(budgets)):
+        live = [step < budgets[r] and tokens[r][-1] not in stop_ids and tokens[r][-1] not in stop_after[r]
+                for r in range(rows)]
+        if not any(live):
+            break
+        position = torch.full((rows, 1), prompt_len + step - 1, device=token.device)
+        out = model(input_ids=token, position_ids=position, use_cache=True, **{cache_argument(model): cache})
+        token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+        for r, value in enumerate(token.view(-1).tolist()):
+            if live[r]:
+                tokens[r].append(value)
+    return [[t for t in row if t not in stop_ids] for row in tokens]
+
+
+@torch.inference_mode()
+def run_group(loaded, method, samples: list, options) -> list[dict]:
+    """One result per sample, as runner.run_cell gives it, from one batched prefill and decode; TTFT and peak
+    memory from the batch 1 prefill of the first sample. Per-layer stats (density) are the batch's: the mean over
+    its samples (or one entry per sample and layer where the method ran them one by one), marked stats_scope."""
+    model, tokenizer, device = loaded.model, loaded.tokenizer, options.device
+    if len(samples) == 1:
+        return [{**run_cell(loaded, method, samples[0], options), "batch_size": 1}]
+    method.stats.clear()
+    timed, _, _ = time_prefill(loaded, method, samples[0], options)  # TTFT at batch 1, as every cell; cache freed
+    ids = torch.tensor([s.input_ids for s in samples], device=device)
+    eos = stop_token_ids(model, tokenizer)
+    stops = [stop_after_ids(tokenizer, s) for s in samples]
+    method.stats.clear()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    first, cache = batch_prefill(model, ids, [sorted(eos | s) if s else () for s in stops])
+    batch_peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
+    stats = summarize_stats(list(method.stats))
+    hf.compress_cache(cache, method)
+    budgets = [options.max_new_tokens or s.max_new_tokens for s in samples]
+    rows = batch_greedy_decode(model, first, cache, ids.shape[1], budgets, eos, stops)
+    return [{**timed, "ttft_sample": samples[0].id, "batch_size": len(samples), "batch_peak_mem_gib": batch_peak,
+             "new_tokens": len(new_tokens), "prediction": tokenizer.decode(new_tokens, skip_special_tokens=True),
+             **stats, "stats_scope": "batch"} for new_tokens in rows]
+
+
+class BatchMeasure(RunMeasure):
+    """RunMeasure with `group`: the driver hands it up to --batch-size samples of one cell group at once."""
+
+    def __init__(self):
+        self.noted: set[str] = set()  # what was said about groups run at batch 1 (once per run)
+
+    def group(self, loaded, method, task, samples, options) -> list[dict]:
+        reason = unbatchable(samples, options, loaded) if len(samples) > 1 else None
+        if reason and (task.name, reason) not in self.noted:
+            self.noted.add((task.name, reason))
+            print(f"note: --batch-size: {task.name} cells run at batch 1 where {reason}", file=sys.stderr)
+        try:
+            with hf.install(loaded.model, method):  # the model's own attention is back after the group
+                results = ([r for s in samples for r in run_group(loaded, method, [s], options)] if reason else
+                           run_group(loaded, method, list(samples), options))
+        except torch.cuda.OutOfMemoryError as err:
+            torch.cuda.empty_cache()
+            results = [{"status": "oom", "error": str(err).splitlines()[0], "batch_size": len(samples)}
+                       for _ in samples]
+        except (RuntimeError, ValueError) as err:  # recorded in each cell of the group; the grid goes on
+            results = [{**failure(method, samples[0], err), "batch_size": len(samples)} for _ in samples]
+        return [{"answer": s.answer, "meta": s.meta, **(scored(task, s, r) if "status" not in r else r)}
+                for s, r in zip(samples, results)]
