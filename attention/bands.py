@@ -18,7 +18,7 @@ import torch
 from attention.backend import triton_enabled
 from attention.density import causal_area
 from attention.executor import torch_pattern_attention
-from attention.indices import BIG, first_of_run, prepare_columns
+from attention.indices import first_of_run, prepare_columns
 from attention.pattern import SparsePattern
 
 BAND = 64
@@ -113,46 +113,57 @@ class BandPattern(SparsePattern):
         return torch_pattern_attention(q, k, v, self, scale)
 
     def kept_share(self, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
-        """float32 [B, H] kept share of the causal area, in closed form over runs and columns."""
+        """float32 [B, H] kept share of the causal area, in closed form over runs and columns (query blocks taken
+        in chunks so that the [B*H, blocks, run slots] temporaries stay near SHARE_ELEMENTS)."""
         q_off = k_len - q_len
         m0 = q_off // BAND
         lo, hi, count = self.runs(batch, heads, k_len, m0, device)
-        n_rb, slots = lo.shape[1], lo.shape[2]
-        used = torch.arange(slots, device=device) < count[..., None].long()
-        first = ((m0 + torch.arange(n_rb, device=device)) * BAND).clamp(min=q_off)[None, :, None]   # first row
-        stop = ((m0 + torch.arange(n_rb, device=device) + 1) * BAND).clamp(max=k_len)[None, :, None]  # past last
-        lo, hi = lo.long(), hi.long().clamp(max=k_len)
-        cells = (ramp(stop, lo, hi) - ramp(first, lo, hi)) * used
-        kept = cells.sum((-2, -1)).double()
+        rows, n_rb, slots = lo.shape
+        tables = None
         if self.columns is not None and self.columns.shape[-1]:
             # columns by prefix counts and position sums: all of the block's columns, minus those inside its runs
-            c = prepare_columns(self.columns.to(device), batch, heads, k_len)
+            c = prepare_columns(self.columns.to(device), batch, heads, k_len).view(rows, -1)
             real = first_of_run(c)
             at = torch.where(real, c, k_len)
-            count = torch.zeros(batch * heads, k_len + 1, dtype=torch.long, device=device)
-            count.scatter_add_(1, at.view(batch * heads, -1), real.view(batch * heads, -1).long())
-            total = torch.zeros_like(count)
-            total.scatter_add_(1, at.view(batch * heads, -1), torch.where(real, c, 0).view(batch * heads, -1))
-            prefix_n = torch.nn.functional.pad(count.cumsum(-1), (1, 0))[:, None, :]   # columns < j
-            prefix_c = torch.nn.functional.pad(total.cumsum(-1), (1, 0))[:, None, :]   # their positions' sum
-
-            def column_cells(a, b, first, stop):
-                """Causal cells of the columns in keys [a, b) for rows [first, stop)."""
-                def at_(table, j):  # table[bh, 0, j] for j [BH or 1, n_rb, slots]
-                    j = j.clamp(0, k_len).expand(table.shape[0], -1, -1)
-                    return torch.gather(table.expand(-1, j.shape[1], -1), 2, j)
-                b = torch.minimum(b, stop)
-                mid = torch.maximum(a, torch.minimum(b, first))               # [a, mid): every row sees them
-                top = torch.maximum(mid, b)                                    # [mid, top): rows from c on
-                early = (at_(prefix_n, mid) - at_(prefix_n, a)) * (stop - first)
-                late = (at_(prefix_n, top) - at_(prefix_n, mid)) * stop - (at_(prefix_c, top) - at_(prefix_c, mid))
-                return early + late
-
-            zero = torch.zeros(1, n_rb, 1, dtype=torch.long, device=device)
-            kept += column_cells(zero, zero + k_len, first, stop).sum((-2, -1)).double()
-            inside = column_cells(lo.clamp(max=k_len), hi, first, stop) * used
-            kept -= inside.sum((-2, -1)).double()
+            n_cols = torch.zeros(rows, k_len + 1, dtype=torch.long, device=device).scatter_add_(1, at, real.long())
+            sum_cols = torch.zeros_like(n_cols).scatter_add_(1, at, torch.where(real, c, 0))
+            tables = (torch.nn.functional.pad(n_cols.cumsum(-1), (1, 0))[:, None, :],    # columns < j
+                      torch.nn.functional.pad(sum_cols.cumsum(-1), (1, 0))[:, None, :])  # their positions' sum
+        kept = torch.zeros(rows, dtype=torch.float64, device=device)
+        step = max(1, SHARE_ELEMENTS // (rows * slots))
+        for b0 in range(0, n_rb, step):
+            blocks = m0 + torch.arange(b0, min(b0 + step, n_rb), device=device)
+            first = (blocks * BAND).clamp(min=q_off)[None, :, None]                # first row of each block
+            stop = ((blocks + 1) * BAND).clamp(max=k_len)[None, :, None]           # one past its last row
+            used = torch.arange(slots, device=device) < count[:, b0:b0 + step, None].long()
+            run_lo, run_hi = lo[:, b0:b0 + step].long(), hi[:, b0:b0 + step].long().clamp(max=k_len)
+            kept += ((ramp(stop, run_lo, run_hi) - ramp(first, run_lo, run_hi)) * used).sum((-2, -1)).double()
+            if tables is not None:
+                zero = torch.zeros_like(first)
+                kept += column_cells(tables, zero, zero + k_len, first, stop, k_len).sum((-2, -1)).double()
+                inside = column_cells(tables, run_lo.clamp(max=k_len), run_hi, first, stop, k_len) * used
+                kept -= inside.sum((-2, -1)).double()
         return (kept / causal_area(q_len, k_len)).float().view(batch, heads)
+
+
+SHARE_ELEMENTS = 1 << 24
+
+
+def column_cells(tables, a, b, first, stop, k_len: int) -> torch.Tensor:
+    """Causal cells of the kept columns in keys [a, b) for rows [first, stop), from prefix tables (count of
+    columns < j, sum of their positions), each [rows, 1, k_len + 1]."""
+    prefix_n, prefix_c = tables
+
+    def at(table, j):  # table[row, 0, j] for j [rows or 1, blocks, slots]
+        j = j.clamp(0, k_len).expand(table.shape[0], -1, -1)
+        return torch.gather(table.expand(-1, j.shape[1], -1), 2, j)
+
+    b = torch.minimum(b, stop)
+    mid = torch.maximum(a, torch.minimum(b, first))                    # [a, mid): every row of the block sees them
+    top = torch.maximum(mid, b)                                         # [mid, top): rows from the column on
+    early = (at(prefix_n, mid) - at(prefix_n, a)) * (stop - first)
+    late = (at(prefix_n, top) - at(prefix_n, mid)) * stop - (at(prefix_c, top) - at(prefix_c, mid))
+    return early + late
 
 
 def ramp(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

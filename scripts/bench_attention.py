@@ -11,6 +11,10 @@ ms only. FlexAttention's pattern_ms is building its BlockMask. Methods without a
 plans) are skipped with a note. Extra options per method (SampleAttention: window a quarter of the budget) are in
 EXTRA_OPTIONS.
 
+The peers (PEERS) also get a row at their defaults per length and head dim (--dims 64,128), with estimate_share =
+pattern_ms / cuDNN dense ms, estimate_launches / estimate_syncs (CUDA kernels and host syncs of one build_pattern,
+from the profiler and torch's sync-debug mode) and `published`, the paper's own speed figure with its GPU.
+
 cell_ratio = kernel_ms / (measured density x cuDNN dense ms): 1.0 means cuDNN's throughput per computed cell
 (issue 14's target). Times are CUDA-event medians after warm-up (triton.testing.do_bench, L2 flushed between
 runs); inputs are random bf16 with planted key stripes.

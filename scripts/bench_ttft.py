@@ -8,6 +8,11 @@ per prefill and the ideal bound (linear-layer time + executed density x dense at
 Writes results/bench/ttft_<gpu>.csv (appends rows for new (model, length, method) keys, replaces re-measured
 ones) and ttft_<gpu>.png. Linear time = the same prefill with attention replaced by a no-op (`none` rows);
 dense attention time = cuDNN TTFT - linear time. Targets are printed, never asserted.
+
+A failing cell is a row with its status and error, and the rest goes on; a CUDA error poisons the process, so
+after one the rows so far are written and the command restarts itself with --resume (cells of this commit
+already in the csv are skipped; harness/running/worker.py). Rows measured after such a restart lack the ratios
+to the baselines the earlier process measured at the same length.
 """
 import argparse
 import csv
@@ -27,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from attention import hf  # noqa: E402
 from attention.method import AttentionMethod  # noqa: E402
 from harness.models.loading import load_model  # noqa: E402
+from harness.running import worker  # noqa: E402
 from harness.options import parse_lengths  # noqa: E402
 from harness.running.plan import expand_alternatives  # noqa: E402
 from harness.running.runner import prefill  # noqa: E402
@@ -36,7 +42,11 @@ from tasks.base import build_task  # noqa: E402
 METHODS = ("dense:backend=cudnn,dense:backend=flash,sample,sample:density=0.1,sample:density=0.05,r_w=0.0125,"
            "sample:density=0.1,r_w=0.025,sample:density=0.2,r_w=0.05,sample:density=0.5,r_w=0.125,"
            "sample:dense_above=1,streaming:density=0.1")
-FIELDS = ["gpu", "model", "length", "method", "ttft_ms", "vs_cudnn", "ideal_ms", "vs_ideal", "density",
+# --peers: the peers at their published defaults and at equal density (issue 24)
+PEER_METHODS = ("minference,flexprefill,xattention,bigbird,minference:density=0.1,flexprefill:density=0.1,"
+                "xattention:density=0.1,bigbird:density=0.1")
+FIELDS = ["gpu", "model", "length", "method", "status", "error", "ttft_ms", "vs_cudnn", "ideal_ms", "vs_ideal",
+          "density",
           "selected_density", "dense_layers", "layers", "launches_per_layer", "syncs_per_prefill", "peak_mem_gib",
           "repeats", "torch", "triton", "commit"]
 
@@ -119,6 +129,8 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
         results = {}
         for method in [NoAttention(), *methods]:
             spec = method.spec()
+            if (name, str(length), spec) in args.done:
+                continue
             hf.install(loaded.model, method)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -129,11 +141,24 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
                     return prefill(loaded.model, ids)
             try:
                 times = timed(call, repeats, warmup)
-            except torch.cuda.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError as err:
                 print(f"{name} {length} {spec}: out of memory", flush=True)
+                rows.append({"model": name, "length": length, "method": spec, "status": "oom",
+                             "error": str(err).splitlines()[0], **meta})
+                torch.cuda.empty_cache()
+                continue
+            except (RuntimeError, ValueError) as err:
+                message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+                print(f"{name} {length} {spec}: {message}", flush=True)
+                rows.append({"model": name, "length": length, "method": spec, "status": "error", "error": message,
+                             **meta})
+                if worker.is_sticky(message):
+                    args.poisoned = message  # this process can launch nothing more: main writes the rows, restarts
+                    return rows + list(results.values())
                 continue
             peak = torch.cuda.max_memory_allocated() / 2**30
-            row = {"model": name, "length": length, "method": spec, "ttft_ms": statistics.median(times),
+            row = {"model": name, "length": length, "method": spec, "status": "ok",
+                   "ttft_ms": statistics.median(times),
                    "peak_mem_gib": peak, "layers": layers, "repeats": repeats, **layer_stats(method), **meta}
             if length in args.profile_at:
                 row["launches_per_layer"], row["syncs_per_prefill"] = launches_and_syncs(call, layers)
@@ -154,6 +179,14 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
     del loaded
     torch.cuda.empty_cache()
     return rows
+
+
+def done_cells(path: Path, commit: str) -> set:
+    """(model, length, method) of the rows this commit already wrote to the csv (--resume)."""
+    if not path.is_file():
+        return set()
+    with open(path) as f:
+        return {(r["model"], r["length"], r["method"]) for r in csv.DictReader(f) if r.get("commit") == commit}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -216,10 +249,12 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", required=True, help="model name; repeat with --lengths each")
     parser.add_argument("--lengths", action="append", required=True, help="lengths for the --model before it")
     parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--peers", action="store_true", help="also the peers at defaults and at density 0.1")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long", type=int, default=49152, help="from this length on one repeat fewer")
     parser.add_argument("--profile-at", default="8k,32k", help="lengths at which launches and syncs are counted")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    parser.add_argument("--resume", action="store_true", help="skip the cells of this commit already in the csv")
     args = parser.parse_args(argv)
     if len(args.model) != len(args.lengths):
         parser.error("give one --lengths after each --model")
@@ -229,15 +264,24 @@ def main(argv=None) -> int:
     commit = os.environ.get("SAMPLEATTN_GIT_COMMIT") or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     meta = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "commit": commit}
+    out = Path(args.out)
+    path = out / f"ttft_{gpu}.csv"
+    args.done, args.poisoned = done_cells(path, commit) if args.resume else set(), None
     rows = []
     for name, lengths in zip(args.model, args.lengths):
         begin = time.time()
-        rows += bench_model(name, parse_lengths(lengths), expand_alternatives(args.methods), args, meta)
+        methods = args.methods + ("," + PEER_METHODS if args.peers else "")
+        rows += bench_model(name, parse_lengths(lengths), expand_alternatives(methods), args, meta)
         print(f"{name}: {time.time() - begin:.0f} s", flush=True)
-    out = Path(args.out)
+        if args.poisoned:
+            break
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"ttft_{gpu}.csv"
     write_csv(path, rows)
+    if args.poisoned:  # a fresh process measures the rest; this cell is in the csv, so it is not retried
+        prefix = worker.command_prefix() if argv is None else [sys.executable, str(Path(__file__).resolve())]
+        rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+        print(f"note: restarting in a fresh process after: {args.poisoned}", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [*prefix, *rest, "--resume"])
     plot(path, out / f"ttft_{gpu}.png")
     targets(rows)
     print(f"wrote {path}")

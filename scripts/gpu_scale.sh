@@ -33,7 +33,7 @@ for part in $PARTS; do
       python3 scripts/check_split.py --out "$OUT/scale" || echo "== check_split status $?"
       python3 scripts/check_split.py --unguarded --out "$OUT/scale" || echo "== unguarded check status $?" ;;
     long)
-      CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_long.py --layers "${LONG_LAYERS:-2}" --out "$OUT/scale" \
+      CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_long.py --lengths 256k,512k,1m --layers "${LONG_LAYERS:-2}" --out "$OUT/scale" \
         || echo "== bench_long status $?" ;;
     *) echo "unknown part $part (sweep split long)"; exit 2 ;;
   esac

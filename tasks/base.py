@@ -39,6 +39,7 @@ class Task:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Config: ClassVar[type] = NoOptions
+    timing_only: ClassVar[bool] = False  # prompts with no answer (the `tokens` task): cells are timed, not scored
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()

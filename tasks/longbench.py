@@ -31,8 +31,8 @@ GROUPS = {
     "code": ["lcc", "repobench-p"],
 }
 ZH = {"multifieldqa_zh", "dureader", "vcsum", "lsht", "passage_retrieval_zh"}
-MISSING = (f"pass longbench:path=DIR with the official JSONL files (unzip data.zip of the hub dataset {HUB}), "
-           f"or run once online so huggingface_hub caches {HUB}/data.zip")
+MISSING = (f"get it with `hf download --repo-type dataset {HUB} data.zip` (it lands in the hub cache, where this "
+           f"task looks), or pass longbench:path=DIR with the official JSONL files (data.zip unzipped)")
 
 
 @cache

@@ -17,7 +17,7 @@ class Tokens(Task):
                 rng = random.Random(f"{seed}-{length}-{index}")
                 ids = [rng.randrange(vocab) for _ in range(length)]
                 yield Sample(id=f"tokens-{length}-{index}", task=self.name, length=length, input_ids=ids, answer="",
-                             max_new_tokens=1, meta={"timing_only": True})
+                             max_new_tokens=1)
 
     def score(self, sample, prediction):
         return {}

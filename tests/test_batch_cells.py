@@ -11,7 +11,8 @@ import torch
 from attention import hf
 from harness.cli import main
 from harness.running import batch
-from harness.running.runner import RunOptions, run_cell
+from harness.running.runner import run_cell
+from harness.running.settings import RunOptions
 from tasks.base import Sample
 from tests.test_methods import METHODS, small
 from tests.tiny_models import tiny_model
@@ -37,10 +38,12 @@ class Loaded:
     tokenizer: object
     name: str = "tiny"
     max_context: int = 512
+    timing_only: bool = False
 
 
 class Scorer:
     name = "tiny-task"
+    timing_only = False
 
     def score(self, sample, prediction):
         return {"score": float(prediction.startswith(sample.answer))}

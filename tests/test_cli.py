@@ -195,12 +195,12 @@ def test_user_runs_go_where_git_ignores_them():
 
 @pytest.mark.parametrize("where", ["a file", "below a file"])
 def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_path, capsys, monkeypatch):
-    from harness.models import loading as models
+    from harness.running import driver
 
     def never(*args, **kwargs):
         raise AssertionError("a model was loaded before the run folder was made")
 
-    monkeypatch.setattr(models, "load_model", never)
+    monkeypatch.setattr(driver, "load_model", never)
     (tmp_path / "plain").write_text("not a folder")
     out = tmp_path / "plain" if where == "a file" else tmp_path / "plain" / "runs"
     assert main(["run", "--out", str(out), "--no-progress", "--lengths", "64"]) == 2
@@ -209,13 +209,11 @@ def test_an_unwritable_out_is_one_line_exit_2_before_any_model_loads(where, tmp_
 
 
 def test_the_bar_counts_finished_cells_and_a_log_gets_one_line_per_cell(tmp_path, capsys, monkeypatch):
-    import tqdm.auto
-
-    from harness.running import runner
+    from harness.running import driver, runner
 
     bars, seen = [], []
 
-    class Recording(tqdm.auto.tqdm):
+    class Recording(driver.tqdm):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             bars.append(self)
@@ -226,7 +224,7 @@ def test_the_bar_counts_finished_cells_and_a_log_gets_one_line_per_cell(tmp_path
         seen.append((bars[0].n, bars[0].postfix))  # what the cell bar (the first) shows while this cell runs
         return measure(self, *args)
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    monkeypatch.setattr(driver, "tqdm", Recording)
     monkeypatch.setattr(runner.RunMeasure, "__call__", recording_measure)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
     argv = ["run", "--methods", "dense", "--lengths", "200,216", "--max-new-tokens", "1"]
@@ -255,7 +253,7 @@ def test_the_hub_probe_accepts_any_answer():
     import http.server
     import threading
 
-    from harness import hub
+    from harness.models import hub
 
     class NotFound(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self):
@@ -277,9 +275,9 @@ def test_the_hub_probe_accepts_any_answer():
 def test_an_absurd_length_is_refused_in_one_line_before_anything(tmp_path, capsys, monkeypatch):
     import time
 
-    from harness.running import plan as sweep
+    from harness.running import checks
 
-    monkeypatch.setattr(sweep, "physical_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(checks, "physical_memory", lambda: 16 * 2**30)
     start = time.monotonic()
     assert main(["run", "--beyond-context", "--lengths", "1000000000", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

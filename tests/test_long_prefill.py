@@ -84,37 +84,3 @@ def test_timing_only_cells_record_the_mode_and_skip_scoring(tmp_path):
     for cell in cells:
         assert cell["status"] == "ok" and cell["prefill"] == "chunked-nocache" and cell["kv_cache"] == "dropped"
         assert cell["timing_only"] and cell["first_token"] >= 0 and "score" not in cell and "prediction" not in cell
-
-
-
-def test_bench_long_smoke_run_on_cpu_writes_rows_and_the_paper_table(tmp_path, monkeypatch):
-    from transformers import LlamaConfig
-
-    from scripts import bench_long
-
-    tiny = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=128, max_position_embeddings=4096)
-
-    def config(name, layers):
-        cfg = LlamaConfig(**tiny)
-        cfg.num_hidden_layers = min(layers or 3, 3)
-        return cfg
-
-    monkeypatch.setattr(bench_long, "model_config", config)
-    assert bench_long.main(["--device", "cpu", "--lengths", "256,512", "--layers", "2", "--chunk", "128",
-                            "--methods", "dense:backend=flash,dense:backend=cudnn,sample:density=0.2",
-                            "--warmup-length", "128", "--check-length", "256", "--out", str(tmp_path)]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "long.jsonl").read_text().splitlines()]
-    assert rows[0]["meta"]["layers"] == 2 and rows[0]["meta"]["model_layers"] == 3
-    checks = [r for r in rows if r.get("check") == "first_token"]
-    assert len(checks) == 3 and all(c.get("same_first_token") for c in checks if c["method"] != "dense:backend=cudnn")
-    cells = [r for r in rows[1:] if "check" not in r]
-    assert [(r["length"], r["method"]) for r in cells] == [(n, m) for n in (256, 512) for m in
-                                                         ("dense:backend=flash", "dense:backend=cudnn",
-                                                          "sample:density=0.2")]
-    flash = [r for r in cells if r["method"] == "dense:backend=flash"]
-    assert all(r["status"] == "ok" and r["layers"] == 2 and r["ttft_ms"] > 0 for r in flash)
-    sample = [r for r in cells if r["method"].startswith("sample")]
-    assert all(r["status"] == "ok" and 0 < r["density"] < 1 for r in sample)
-    table = (tmp_path / "long.md").read_text()
-    assert "2 of 3 layers" in table and "| 256 | sample:density=0.2 | ok |" in table

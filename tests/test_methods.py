@@ -163,12 +163,21 @@ def test_bridge_on_tiny_models(name, family):
             assert (got - dense).abs().max() > 1e-3
 
 
+def kept_key_mask(h2o, layer_idx: int, heads: int, k_len: int) -> torch.Tensor:
+    """Bool [B, Hq, 1, k_len] of the keys a decode step sees after H2O's eviction (later tokens all kept)."""
+    kept = h2o.kept[layer_idx]
+    mask = torch.zeros(*kept.shape[:2], k_len, dtype=torch.bool, device=kept.device)
+    mask.scatter_(-1, kept, True)
+    mask[..., h2o.prompt_len[layer_idx]:] = True
+    return mask.repeat_interleave(heads // kept.shape[1], dim=1)[:, :, None]
+
+
 def install_kept_key_decode(model, h2o):
     """Full-cache model whose decode steps use fp32 attention masked to the keys H2O kept."""
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         layer = getattr(module, "layer_idx", 0)
         if query.shape[2] == 1 and layer in h2o.kept:
-            keep = h2o.kept_mask(layer, query.shape[1], key.shape[2])
+            keep = kept_key_mask(h2o, layer, query.shape[1], key.shape[2])
             out = reference_attention(query, key, value, keep, scaling).to(query.dtype)
             return out.transpose(1, 2).contiguous(), None
         kwargs.pop("is_causal", None)

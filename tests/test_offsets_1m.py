@@ -5,6 +5,8 @@ arguments (tests/offset_probe.py): Llama-3.1-8B attention shapes (32 query heads
 2^20 tokens, where q and the output hold 2^32 elements. Both layouts a model hands over: contiguous [B, H, S, D]
 and the [B, S, H, D] projection output seen through a transpose (row stride H*D: row x stride passes 2^31 from
 512K rows). With 32-bit offsets these accesses wrap outside their tensors; the probe reports every one.
+Covered: the portable and Hopper sparse kernels, the gather, both stage-1 passes, stage 2, and the peers'
+kernels (MInference's band runs and band attention, XAttention's fused estimate).
 """
 from types import SimpleNamespace
 
@@ -175,3 +177,53 @@ def test_stage2_select_last_row():
                      1.0, 0.0, 0.0, 0.0, 0.0, 1.0, MODE=0, FUSED=True, BLOCK=1024, NS=SPLITS, num_warps=4)
     assert_clean(probe)
     assert max(prefix.touched) == rows * n - 1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_peer_minference_band_kernels(layout):
+    from attention.kernels.bands import BAND, RUN_BLOCKS, band_attention_kernel, band_runs_kernel
+
+    q, k, v, o = qkvo(layout)
+    n_rb, n_slots, col_slots, n_offs = S // BAND, 64, 256, 6
+    lo = Fake("run_lo", (B * H, n_rb, n_slots), torch.int32, fill=const(S - 4 * BAND))
+    hi = Fake("run_hi", (B * H, n_rb, n_slots), torch.int32, fill=const(S - 2 * BAND))
+    count = Fake("run_n", (B * H, n_rb), torch.int32, fill=const(2))
+    cols = Fake("cols", (B, H, col_slots), torch.int32, fill=lambda off: S - 8192 + (off % col_slots) * 16)
+    col_hi = Fake("col_hi", (B, H, n_rb), torch.int32, fill=const(col_slots))
+    colhit = Fake("colhit", (B, H, S), torch.int8)
+    with Probe(q, k, v, o, lo, hi, count, cols, col_hi, colhit) as probe:
+        run_programs(band_attention_kernel, (n_rb, B * H), [(0, B * H - 1), (n_rb - 1, B * H - 1)],
+                     q, k, v, o, lo, hi, count, cols, col_hi, colhit, *strides(q, k, v, o),
+                     H, H // HK, S, S, 0, 0, n_rb, n_slots, col_slots, 0.1,
+                     HEAD_D=D, BAND=BAND, HAS_COLS=True, F32=False, num_warps=4)
+    assert_clean(probe, o)
+    offs = Fake("offsets", (B, H, n_offs), torch.int64, fill=lambda off: S - 1000 * (off % n_offs + 1))
+    n_off = Fake("n_offsets", (B, H), torch.int32, fill=const(n_offs))
+    programs = triton_cdiv(n_rb, RUN_BLOCKS)
+    with Probe(offs, n_off, lo, hi, count) as probe:
+        run_programs(band_runs_kernel, (programs, B * H), [(programs - 1, B * H - 1)],
+                     offs, n_off, lo, hi, count, n_slots, n_offs, 0, n_rb, BAND=BAND, RB=RUN_BLOCKS)
+    assert_clean(probe)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_peer_xattention_estimate_kernel(layout):
+    from attention.kernels.estimate_xattention import xattention_tiles_kernel
+
+    q, k, _, _ = qkvo(layout)
+    stride, block = 8, 128
+    n_tiles = S // block
+    n_groups, bm = S // stride, 64
+    out = Fake("tiles", (B, H, n_tiles, n_tiles), torch.float32)
+    with Probe(q, k, out) as probe:
+        # the first query block (the last program) of the last head: one key block per pass
+        run_programs(xattention_tiles_kernel, (n_groups // bm, B * H), [(n_groups // bm - 1, B * H - 1)],
+                     q, k, out, *strides(q, k), H, H // HK, S, S, 0, n_groups, n_tiles, 0.1,
+                     HEAD_D=D, STRIDE=stride, PER_TILE=block // stride, BM=bm, BN=bm, F32=False, num_warps=4)
+    assert_clean(probe)
+    if layout == "bhsd":  # the last head's rows lie past 2^31 elements (bshd: only its first rows, near the start)
+        assert max(q.touched) >= 2**31
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)

@@ -389,6 +389,12 @@ def test_flexprefill_defaults_equal_the_official_masks(case):
     assert blocks.shape == c["blocks"].shape
     assert torch.equal(blocks, c["blocks"]), (blocks != c["blocks"]).nonzero()[:8].tolist()
     assert 0 < int(blocks.sum()) < blocks.shape[0] * blocks.shape[1] * (blocks.shape[1] + 1) // 2  # sparse
+    if case == "default_2100":  # the fused column / diagonal sums (Triton, interpreted here) give the same masks
+        from attention.backend import use_backend
+
+        with use_backend("triton"):
+            fused = build_method("flexprefill", {}).build_pattern(q[:, :, :n], k[:, :, :n], scale).blocks[0]
+        assert torch.equal(fused, c["blocks"])
 
 
 @pytest.mark.parametrize("case", ["default_3000", "default_2048", "stride8_t09_3000", "chunk1024_3000",
@@ -461,6 +467,13 @@ def test_minference_equals_the_official_selection_and_execution(case, tmp_path):
             assert ours == starts.tolist(), (h, block)
     keep = pattern.keep_mask(1, qn.shape[1], n, n)[0]
     assert torch.equal(keep, official_minference_mask(c, n))
+    if case == "config_sparse_3000":  # the fused sums and the run builder (Triton, interpreted) select the same
+        from attention.backend import use_backend
+
+        with use_backend("triton"):
+            fused = method.build_pattern(qn, kn, scale)
+            assert torch.equal(fused.band_offsets, pattern.band_offsets) and torch.equal(fused.columns, pattern.columns)
+            torch.testing.assert_close(method.density(fused, qn, kn), keep.sum((-2, -1)).float() / (n * (n + 1) / 2))
     causal = n * (n + 1) / 2
     torch.testing.assert_close(method.density(pattern, qn, kn), keep.sum((-2, -1)).float() / causal)
     assert method.knobs["sizes"] == ("per-head file" if c["config"] else "uniform")
@@ -487,7 +500,7 @@ def test_minference_config_file_errors_name_the_fix(tmp_path):
 
 
 @pytest.mark.parametrize("q_len,k_len", [(200, 200), (131, 200), (37, 165)])
-def test_band_runs_kernel_and_density_match_the_plain_versions(q_len, k_len):
+def test_band_runs_kernel_and_density_match_the_plain_versions(q_len, k_len, monkeypatch):
     """The Triton run builder (interpreted) equals the PyTorch one; the closed-form share equals the mask's."""
     from attention.backend import use_backend
     from attention.bands import BandPattern, band_runs_torch
@@ -511,6 +524,10 @@ def test_band_runs_kernel_and_density_match_the_plain_versions(q_len, k_len):
     causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len).sum()
     share = pattern.kept_share(1, 3, q_len, k_len, torch.device("cpu"))
     torch.testing.assert_close(share, keep.sum((-2, -1)).float() / causal)
+    import attention.bands
+
+    monkeypatch.setattr(attention.bands, "SHARE_ELEMENTS", 8)  # one query block per step: the chunked sum
+    torch.testing.assert_close(pattern.kept_share(1, 3, q_len, k_len, torch.device("cpu")), share)
 
 
 @pytest.mark.parametrize("q_len,k_len,dim", [(150, 150, 16), (97, 170, 64)])
@@ -548,3 +565,16 @@ def test_xattention_estimate_kernel_matches_the_plain_version(q_len, k_len, stri
     got = xattention_tile_scores(q, k, 0.3, stride, block)
     assert not got.isnan().any() and float(want.abs().sum()) > 0
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_ranked_sorts_long_rows_as_a_stable_descending_sort():
+    """Long rows take the flat two-sort path: same values and order (ties: lower index) as torch.sort per row."""
+    from attention.block_select import LONG_ROWS, ranked
+
+    gen = torch.Generator().manual_seed(3)
+    for shape in [(2, 3, LONG_ROWS + 5), (5, LONG_ROWS + 1), (3, 40)]:
+        x = torch.randint(0, 30, shape, generator=gen).float()  # many ties
+        x[..., 3] = float("-inf")
+        values, order = ranked(x)
+        expected = torch.sort(x, dim=-1, descending=True, stable=True)
+        assert torch.equal(values, expected.values) and torch.equal(order, expected.indices)

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from harness.reports.report import (accuracy_table, build_report, load_cells, relative_accuracy_table, speedup_table,
-                            ttft_table)
+from harness.reports.report import (accuracy_stats, build_report, load_cells, relative_accuracy_table, speedup_table,
+                                    ttft_table)
 from harness.running.store import RunStore
 
 
@@ -27,7 +27,7 @@ def synthetic_run(root):
 def test_tables_hold_the_known_values(tmp_path):
     frame = load_cells([synthetic_run(tmp_path)])
     assert len(frame) == 8  # the oom cell is not a result
-    acc = accuracy_table(frame)
+    acc = accuracy_stats(frame)["mean"].unstack("length")  # mean score per (model, task, method) x length
     assert acc.loc[("m", "needle", "sample:alpha=0.95"), 2048] == 0.5
     assert acc.loc[("m", "needle", "dense"), 2048] == 1.0
     rel = relative_accuracy_table(frame, "dense")

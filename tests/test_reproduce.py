@@ -123,8 +123,8 @@ def test_reproduce_part_babilong_plans_the_babilong_half_only(tmp_path, capsys, 
 
     planned = []
 
-    def stop(args, subcommand, fresh, *rest, **kwargs):  # the sweep itself is the part already tested
-        planned.append(fresh().tasks)
+    def stop(settings, *rest, **kwargs):  # the sweep itself is the part already tested
+        planned.append(settings.grid.tasks)
         raise InputError("stopped by the test")
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hub-cache"))

@@ -57,6 +57,27 @@ def test_a_folder_with_only_its_manifest_is_removed_and_one_with_cells_kept(tmp_
     assert not full.remove_if_empty() and full.folder.exists()
 
 
+def test_provenance_records_the_environment_settings_that_change_timings(monkeypatch):
+    monkeypatch.setenv("ATTN_SPARSE_PATH", "tma")
+    monkeypatch.setenv("ATTN_TMA_BLOCKS", "128,128,8,2,0")
+    monkeypatch.setenv("ATTENTION_BACKEND", "torch")
+    monkeypatch.setenv("UNRELATED_SETTING", "1")
+    environment = provenance("cpu")["environment"]
+    assert environment["ATTN_SPARSE_PATH"] == "tma" and environment["ATTN_TMA_BLOCKS"] == "128,128,8,2,0"
+    assert environment["ATTENTION_BACKEND"] == "torch" and "UNRELATED_SETTING" not in environment
+
+
+def test_every_environment_setting_the_attention_code_reads_is_recorded():
+    import re
+    from pathlib import Path
+
+    from harness.running.store import TIMING_ENV, TIMING_ENV_PREFIX
+
+    root = Path(__file__).resolve().parents[1] / "attention"
+    read = {name for path in root.rglob("*.py")
+            for name in re.findall(r"environ(?:\.get)?[\[(]\s*\"([A-Z0-9_]+)\"", path.read_text())}
+    assert read, "no environment reads found: the pattern is stale"
+    assert not {n for n in read if not n.startswith(TIMING_ENV_PREFIX) and n not in TIMING_ENV}
 HOLD_LOCK = """
 import sys, time
 from harness.running.store import RunStore

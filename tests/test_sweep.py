@@ -109,3 +109,51 @@ def test_dense_note_is_printed_once_per_validation(capsys):
                               lengths=[256]))
     assert [m.name for m in plan.methods] == ["dense", "streaming", "sample"]
     assert capsys.readouterr().err.count("adding the dense baseline") == 1
+
+
+def test_flags_beside_a_sweep_file_override_its_fields(tmp_path, capsys):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("models: [smollm2-135m]\nmethods: [dense]\ntasks: [passkey]\nlengths: [1024, 2048]\n"
+                    "samples: 1\n")
+    assert main(["sweep", str(spec), "--lengths", "200", "--out", str(tmp_path / "runs"), "--no-progress",
+                 "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "flags override" in err and "lengths [1024, 2048] -> [200]" in err
+    (folder,) = (tmp_path / "runs").iterdir()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["spec"]["lengths"] == [200]
+    assert manifest["settings"]["overridden"] == ["lengths", "max_new_tokens"]
+    assert manifest["settings"]["sweep_file"] == str(spec)
+    cells = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+    assert {c["length"] for c in cells} == {200}
+
+
+def test_settings_from_flags_over_a_sweep_file():
+    from harness.cli import build_parser
+    from harness.cli.common import grid_flags, settings_from
+    from harness.cli.sweep import file_grid
+
+    path = str(ROOT / "scripts" / "sweeps" / "smollm2_accuracy.yaml")
+    argv = ["sweep", path, "--lengths", "512", "--methods", "dense", "--samples", "2"]
+    args = build_parser().parse_args(argv)
+    base, named = file_grid(path, grid_flags(args))
+    settings = settings_from(args, argv, "sweep", "x", base=base, sweep_file=path, named=named)
+    assert settings.grid.lengths == [512] and settings.grid.methods == ["dense"] and settings.grid.samples == 2
+    assert set(settings.overridden) == {"lengths", "methods", "samples"}
+    assert settings.grid.tasks == file_grid(path, {})[0].tasks  # what no flag names stays the file's
+    assert {"models", "methods", "tasks", "lengths", "samples"} <= set(settings.given)  # the file's, and the flags'
+
+
+def test_a_sweep_file_beside_resume_must_match_the_stored_grid(tmp_path, capsys):
+    """What a restart after a CUDA error does (the same command, --resume added): the file is checked like flags."""
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("models: [smollm2-135m]\nmethods: [dense]\ntasks: [passkey]\nlengths: [200]\nmax_new_tokens: 2\n")
+    argv = ["sweep", str(spec), "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(argv) == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert main([*argv, "--resume", str(folder)]) == 0
+    assert "resumed=1" in capsys.readouterr().out  # nothing run twice
+    spec.write_text("models: [smollm2-135m]\nmethods: [dense]\ntasks: [passkey]\nlengths: [200]\nmax_new_tokens: 3\n")
+    assert main([*argv, "--resume", str(folder)]) == 2
+    assert "--max-new-tokens differs" in capsys.readouterr().err

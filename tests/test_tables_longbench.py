@@ -65,7 +65,7 @@ def test_the_reports_first_tables_average_datasets_not_pooled_samples(frame, tmp
     """Pooled over samples dense is 5.8333 / 11 = 0.530 and sample 4.25 / 11 = 0.386 (ratio 0.729); LongBench's
     average over datasets is 0.402775 and 0.3875 (ratio 0.962)."""
     dense_avg, sample_avg = (50 + 11.11 + 0 + 100) / 400, (25 + 0 + 50 + 80) / 400
-    accuracy = report.accuracy_table(frame)
+    accuracy = report.accuracy_stats(frame)["mean"].unstack("length")
     assert accuracy.loc[("m", "longbench", "dense"), 4096] == pytest.approx(dense_avg)
     assert accuracy.loc[("m", "longbench", "sample:alpha=0.95"), 4096] == pytest.approx(sample_avg)
     assert accuracy.loc[("m", "needle", "dense"), 4096] == 1.0  # other tasks: the mean over samples
@@ -170,13 +170,15 @@ def test_the_code_sim_backend_is_named_in_the_report(frame):
 
 def test_the_manifest_records_the_code_sim_backend():
     from harness.running.driver import run_manifest
-    from harness.running.plan import SweepSpec, validate
+    from harness.running.plan import validate
+    from harness.running.settings import Settings, SweepSpec
 
     fixtures = Path(__file__).parent / "fixtures" / "longbench"
     for option, backend in (("", "difflib"), (",code_sim=levenshtein", "levenshtein")):
-        plan = validate(SweepSpec(models=["smollm2-135m"], methods=["dense"], lengths=[512], device="cpu",
-                                  tasks=[f"longbench:datasets=lcc,path={fixtures}{option}"]), quiet=True)
-        (config,) = run_manifest("sweep", plan)["task_configs"]
+        grid = SweepSpec(models=["smollm2-135m"], methods=["dense"], lengths=[512], device="cpu",
+                         tasks=[f"longbench:datasets=lcc,path={fixtures}{option}"])
+        plan = validate(grid, quiet=True)
+        (config,) = run_manifest(Settings(command="sweep", grid=grid, name="sweep"), plan)["task_configs"]
         assert config["task"] == "longbench" and config["code_sim"] == backend
 
 

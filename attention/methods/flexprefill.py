@@ -33,11 +33,12 @@ import dataclasses
 import torch
 
 from attention.block_select import (block_cells, block_pool_mean, block_sum, blocks_density, causal_blocks,
-                                    ceil_div, diagonal_sums, js_distance, ranked, row_probs, solve, top_k_mask)
+                                    ceil_div, js_distance, ranked, solve, top_k_mask)
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
 from attention.registry import register
+from attention.scores import sampled_scores
 
 
 @dataclasses.dataclass
@@ -89,9 +90,9 @@ class FlexPrefill(SparseMethod):
         k_len = k.shape[2]
         n = ceil_div(k_len, b)
         rows = torch.arange(max(0, q_len - b), q_len, device=q.device)
-        probs = row_probs(q, k, scale, rows)
-        vertical = probs.mean(2)
-        slash = diagonal_sums(probs, k_len - len(rows)) / len(rows)
+        # column and diagonal sums of the last rows' causal softmax; one fused pass on the Triton path
+        columns, diagonals = sampled_scores(q, k, scale, rows, with_diag=True)
+        vertical, slash = columns / len(rows), diagonals / len(rows)
         vertical_tiles = block_sum(vertical, b)
         # their diagonal pooling starts from the farthest offset: the nearest tile holds the r = k_len - (n-1)b
         # smallest offsets, so pad the near end by b - r before grouping

@@ -73,11 +73,3 @@ class H2O(AttentionMethod):
             return None  # this layer was not prefilled by us (e.g. a sliding-window layer): keep it whole
         index = kept[..., None].expand(-1, -1, -1, k.shape[-1])
         return k.gather(2, index), v.gather(2, index)
-
-    def kept_mask(self, layer_idx: int, heads: int, k_len: int) -> torch.Tensor:
-        """Bool [B, Hq, 1, k_len] of the keys a decode step sees after eviction (later tokens all kept)."""
-        kept = self.kept[layer_idx]
-        mask = torch.zeros(*kept.shape[:2], k_len, dtype=torch.bool, device=kept.device)
-        mask.scatter_(-1, kept, True)
-        mask[..., self.prompt_len[layer_idx]:] = True
-        return mask.repeat_interleave(heads // kept.shape[1], dim=1)[:, :, None]

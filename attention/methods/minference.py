@@ -45,11 +45,12 @@ from pathlib import Path
 import torch
 
 from attention.bands import BandPattern
-from attention.block_select import diagonal_sums, ranked, row_probs, solve
+from attention.block_select import ranked, solve
 from attention.density import pattern_density
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
+from attention.scores import sampled_scores
 
 
 @dataclasses.dataclass
@@ -101,6 +102,23 @@ class VerticalSlashScores:
     window: int
 
 
+@dataclasses.dataclass
+class HeadSizes:
+    vertical: torch.Tensor  # float64 [H] vertical_size per head
+    slash: torch.Tensor     # float64 [H] slash_size per head
+    max_vertical: int       # their maxima and smallest size, on the host
+    max_slash: int
+    min_size: int
+
+
+@dataclasses.dataclass
+class Counts:
+    columns: torch.Tensor   # long [H] columns kept per head (forced ones included)
+    slashes: torch.Tensor   # long [H] diagonals kept per head
+    most_columns: int       # upper bounds on the host
+    most_slashes: int
+
+
 @register
 class MInference(SparseMethod):
     name = "minference"
@@ -111,9 +129,8 @@ class MInference(SparseMethod):
         cfg = self.config
         q_len, k_len = q.shape[2], k.shape[2]
         rows = torch.arange(max(0, q_len - cfg.last_q), q_len, device=q.device)
-        probs = row_probs(q, k, scale, rows)
-        vertical = probs.sum(2)
-        slash = diagonal_sums(probs, k_len - len(rows))
+        # column and diagonal sums of the last rows' causal softmax; one fused pass on the Triton path
+        vertical, slash = sampled_scores(q, k, scale, rows, with_diag=True)
         sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
         _, column_order = ranked(vertical[..., sink:])
         _, slash_order = ranked(slash[..., window:])
@@ -123,8 +140,8 @@ class MInference(SparseMethod):
         return VerticalSlashScores(torch.cat([forced_cols, column_order + sink], -1),
                                    torch.cat([forced_diags, slash_order + window], -1), sink, window)
 
-    def head_sizes(self, heads: int, layer_idx: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """float [H] vertical and slash sizes: the per-head file's, else the uniform ones (one host-to-device copy
+    def head_sizes(self, heads: int, layer_idx: int, device) -> HeadSizes:
+        """Vertical and slash sizes per head: the per-head file's, else the uniform ones (one host-to-device copy
         per layer and device, then cached)."""
         cache = self.__dict__.setdefault("_sizes", {})
         key = (heads, layer_idx, str(device))
@@ -132,7 +149,7 @@ class MInference(SparseMethod):
             cache[key] = self._head_sizes_for(heads, layer_idx, device)
         return cache[key]
 
-    def _head_sizes_for(self, heads: int, layer_idx: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _head_sizes_for(self, heads: int, layer_idx: int, device) -> HeadSizes:
         cfg = self.config
         sizes = [(cfg.vertical_size, cfg.slash_size)] * heads
         if cfg.config:
@@ -144,26 +161,37 @@ class MInference(SparseMethod):
             named = self._head_sizes[layer_idx]
             sizes = [named.get(h, sizes[h]) for h in range(heads)]
         table = torch.tensor(sizes, dtype=torch.float64, device=device)
-        return table[:, 0], table[:, 1]
+        return HeadSizes(table[:, 0], table[:, 1], max(v for v, _ in sizes), max(x for _, x in sizes),
+                         min(min(v, x) for v, x in sizes))
 
-    def counts(self, k_len: int, sizes: tuple[torch.Tensor, torch.Tensor], ratio: float):
-        """long [H] columns and diagonals kept per head (forced ones included) for sizes scaled by ratio."""
+    def counts(self, k_len: int, sizes: HeadSizes, ratio: float) -> Counts:
+        """Columns and diagonals kept per head (forced ones included) for sizes scaled by ratio, and their maxima
+        known on the host (so the index tensors are cut to them without a sync)."""
         cfg = self.config
-        vertical = (sizes[0] * ratio).round().clamp(min=cfg.init_columns).clamp(max=k_len).long()
-        slash = (sizes[1] * ratio).round().clamp(min=cfg.local_diagonals).clamp(max=k_len).long()
-        return vertical, slash
 
-    def pattern(self, s: VerticalSlashScores, n_columns: torch.Tensor, n_slashes: torch.Tensor) -> SparsePattern:
-        def first(order, count):
+        def per_head(size, forced):
+            return (size * ratio).round().clamp(min=forced).clamp(max=k_len).long()
+
+        def most(size, forced):
+            return int(min(k_len, max(round(size * ratio), forced)))
+
+        return Counts(per_head(sizes.vertical, cfg.init_columns), per_head(sizes.slash, cfg.local_diagonals),
+                      most(sizes.max_vertical, cfg.init_columns), most(sizes.max_slash, cfg.local_diagonals))
+
+    def pattern(self, s: VerticalSlashScores, n: Counts) -> SparsePattern:
+        def first(order, count, most):  # each head's first `count` of `order`, -1 beyond, cut to `most` slots
+            order = order[..., :most]
             slots = torch.arange(order.shape[-1], device=order.device)
-            return torch.where(slots < count[:, None].to(order.device), order, -1).sort(-1).values
+            return torch.where(slots < count[:, None].to(order.device), order, -1)
 
         if self.config.exact_diagonals:  # forced stripes as sink and window, the rest as columns and slashes
-            cols = first(s.column_order[..., s.sink:], (n_columns - s.sink).clamp(min=0))
-            diags = first(s.slash_order[..., s.window:], (n_slashes - s.window).clamp(min=0))
+            cols = first(s.column_order[..., s.sink:], (n.columns - s.sink).clamp(min=0), max(0, n.most_columns - s.sink))
+            diags = first(s.slash_order[..., s.window:], (n.slashes - s.window).clamp(min=0),
+                          max(0, n.most_slashes - s.window))
             return SparsePattern(sink=s.sink, window=s.window, columns=cols if cols.shape[-1] else None,
                                  slashes=diags if diags.shape[-1] else None)
-        return BandPattern(columns=first(s.column_order, n_columns), band_offsets=first(s.slash_order, n_slashes))
+        return BandPattern(columns=first(s.column_order, n.columns, n.most_columns),
+                           band_offsets=first(s.slash_order, n.slashes, n.most_slashes))
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape
@@ -173,13 +201,12 @@ class MInference(SparseMethod):
         ratio = 1.0
         if self.config.density > 0:
             def share(x: float) -> float:
-                p = self.pattern(s, *self.counts(k_len, sizes, x))
+                p = self.pattern(s, self.counts(k_len, sizes, x))
                 return float(pattern_density(p, batch, heads, q_len, k_len, q.device).mean())
 
-            top = k_len / float(torch.minimum(sizes[0], sizes[1]).min())
-            ratio = solve(share, self.config.density, 0.0, top)
-        n_columns, n_slashes = self.counts(k_len, sizes, ratio)
-        self.knobs = {"ratio": ratio, "vertical": n_columns.float().mean(), "slash": n_slashes.float().mean(),
+            ratio = solve(share, self.config.density, 0.0, k_len / max(1, sizes.min_size))
+        n = self.counts(k_len, sizes, ratio)
+        self.knobs = {"ratio": ratio, "vertical": n.columns.float().mean(), "slash": n.slashes.float().mean(),
                       "sizes": "per-head file" if self.config.config else "uniform",
                       "execution": "diagonals" if self.config.exact_diagonals else "bands"}
-        return self.pattern(s, n_columns, n_slashes)
+        return self.pattern(s, n)

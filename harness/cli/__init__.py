@@ -1,16 +1,17 @@
 """The `sampleattn` command line: run, sweep, methods, tasks, report, reproduce, diagnose.
 
-One module per subcommand (`harness/cli/<subcommand>.py`): its flags (`add_parser`) and what it does (`main`).
-Each imports the work behind it only when it runs, so `--help` and bad flags answer at once.
+One module per subcommand (`harness/cli/<subcommand>.py`): its flags (`add_parser`) and what it does
+(`main(args, argv)`, which turns the flags into Settings once and hands those on). Each imports the work behind it
+only when it runs, so `--help` and bad flags answer before torch loads.
 """
 import os
 import sys
 
-from harness import hub
+from harness.models import hub
 from harness.cli import diagnose, methods, report, reproduce, run, sweep, tasks
 from harness.cli.flags import OUT, Parser  # noqa: F401  (OUT: the default --out)
 from harness.options import InputError, parse_lengths  # noqa: F401  (parse_lengths: the CLI's length grammar)
-from harness.running.plan import check_names
+from harness.running.checks import check_names
 
 COMMANDS = {module.NAME: module for module in (run, sweep, methods, tasks, report, reproduce, diagnose)}
 
@@ -26,8 +27,8 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)  # hook(scale): what --gpus relaunches
         # before anything imports huggingface_hub (it reads these once): no network unless --download
         if getattr(args, "download", False):
             reason = hub.unreachable_reason()
@@ -38,12 +39,10 @@ def main(argv=None) -> int:
         offline = "0" if getattr(args, "download", False) else "1"
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ[name] = offline
-        if isinstance(getattr(args, "lengths", None), str):
-            args.lengths = parse_lengths(args.lengths)
         task = getattr(args, "task", None)  # names first: before the subcommand imports torch
         check_names([args.methods] if getattr(args, "methods", None) else [],
                     [task] if isinstance(task, str) else list(task or []))
-        code = COMMANDS[args.command].main(args)
+        code = COMMANDS[args.command].main(args, argv)
         sys.stdout.flush()  # inside the try: a reader that has gone (`| head`) is met here
         return code
     except BrokenPipeError:  # the reader stopped reading (`sampleattn methods | head`): not an error

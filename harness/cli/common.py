@@ -1,59 +1,72 @@
-"""What run, sweep, diagnose and reproduce share: the grid given by flags, the --gpus launcher and the closing
-summary. Every input is validated before anything is loaded or written (see harness.running.driver)."""
+"""What run, sweep, diagnose and reproduce share: their flags made into Settings (the one place where flags
+become settings), the --gpus launcher and the closing summary."""
 import sys
+from pathlib import Path
 
-from harness.running.plan import DEFAULTS
+from harness.options import parse_lengths
+from harness.running import distributed
+from harness.running.checks import check_lengths_fit
+from harness.running.settings import Settings, SweepSpec, with_overrides
 
-GRID_FLAGS = ("methods", "lengths", "samples", "seed", "device", "repeats", "warmup", "max_new_tokens",
-              "beyond_context", "batch_size")
+SCALAR_FLAGS = ("samples", "seed", "device", "repeats", "warmup", "max_new_tokens", "beyond_context", "device_map",
+                "prefill", "prefill_chunk", "batch_size")
 
 
-def given_flags(args, models=None, tasks=None) -> dict:
-    """The grid flags given on the command line (not left to their defaults), as SweepSpec fields."""
-    given = {name: getattr(args, name) for name in GRID_FLAGS if getattr(args, name, None) is not None}
-    if "methods" in given:
-        given["methods"] = [given["methods"]]
-    if models is not None:
-        given["models"] = models
-    if tasks is not None:
-        given["tasks"] = tasks
+def grid_flags(args) -> dict:
+    """The grid fields given as flags, as SweepSpec values (argparse leaves every grid flag None unless given)."""
+    given = {}
+    if getattr(args, "models", None):
+        given["models"] = [m for m in args.models.split(",") if m]
+    if getattr(args, "model", None):
+        given["models"] = [args.model]
+    task = getattr(args, "task", None)
+    if task:
+        given["tasks"] = list(task) if isinstance(task, list) else [task]
+    if getattr(args, "methods", None) is not None:
+        given["methods"] = [args.methods]
+    if getattr(args, "lengths", None) is not None:
+        given["lengths"] = parse_lengths(args.lengths)
+    for name in SCALAR_FLAGS:
+        if getattr(args, name, None) is not None:
+            given[name] = getattr(args, name)
     return given
 
 
-def spec_from_flags(args, models: list[str] | None = None, tasks: list[str] | None = None):
-    """The grid of the flags, defaults filled in."""
-    from harness.options import parse_lengths
-    from harness.running.plan import SweepSpec
-
-    def flag(name):
-        value = getattr(args, name, None)
-        return DEFAULTS.get(name) if value is None else value
-
-    lengths = flag("lengths")
-    return SweepSpec(models=models or [flag("model")], methods=[flag("methods")], tasks=tasks or [flag("task")],
-                     lengths=parse_lengths(lengths) if isinstance(lengths, str) else lengths,
-                     samples=flag("samples"), seed=flag("seed"), device=flag("device"), repeats=args.repeats,
-                     warmup=args.warmup, max_new_tokens=args.max_new_tokens,
-                     beyond_context=bool(args.beyond_context),
-                     device_map=getattr(args, "device_map", None), prefill=getattr(args, "prefill", "plain"),
-                     prefill_chunk=getattr(args, "prefill_chunk", 16384),  # hook(scale)
-                     batch_size=getattr(args, "batch_size", None) or 1)
+def settings_from(args, argv: list[str], command: str, name: str, base: SweepSpec | None = None,
+                  sweep_file: str | None = None, named: tuple[str, ...] = ()) -> Settings:
+    """`base` (the defaults, a sweep file's grid or a paper table's) with the flags given over it. Beside a
+    sweep file, says which of its fields the flags replaced (the manifest records them too). `named`: the fields
+    the sweep file names, given as much as the flags are (a resume checks both against the stored grid)."""
+    given = grid_flags(args)
+    base = base or SweepSpec()
+    grid, overridden = with_overrides(base, given)
+    check_lengths_fit(grid.lengths)  # before the work imports torch (validate checks again)
+    if sweep_file and overridden:
+        changes = "; ".join(f"{field} {getattr(base, field)} -> {getattr(grid, field)}" for field in overridden)
+        print(f"note: flags override {sweep_file}: {changes}", file=sys.stderr)
+    return Settings(command=command, grid=grid, name=args.name or name, given=tuple(dict.fromkeys([*named, *given])),
+                    overridden=overridden if sweep_file else (), sweep_file=sweep_file, out=args.out,
+                    resume=getattr(args, "resume", None), progress=not args.no_progress,
+                    gpus=getattr(args, "gpus", None), argv=tuple(argv))
 
 
-def launch_ranks(args) -> int | None:
-    """hook(scale): --gpus N starts torchrun, whose N ranks each run this same command; None inside a rank."""
-    from harness.running import distributed
+def model_stem(args) -> str:
+    return Path(getattr(args, "model", None) or SweepSpec().models[0]).stem
 
-    if not getattr(args, "gpus", None) or distributed.current().active:
+
+def launch_ranks(settings: Settings) -> int | None:
+    """--gpus N starts torchrun, whose N ranks each run this same command; None inside a rank."""
+    if not settings.gpus or distributed.current().active:
         return None
-    return distributed.launch(args.gpus, args.argv, args.device)
+    return distributed.launch(settings.gpus, list(settings.argv), settings.grid.device)
+
+
+def count_text(counts: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing to do"
 
 
 def finish(store, counts: dict) -> None:
-    from harness.running import distributed
-    from harness.running.driver import count_text
-
-    if not distributed.current().leader:  # hook(scale): rank 0 speaks for the sweep
+    if not distributed.current().leader:  # rank 0 speaks for the sweep
         return
     print_summary(store)
     print(f"results: {store.folder} ({count_text(counts)})")
@@ -65,10 +78,10 @@ def print_summary(store) -> None:
     cells = [c for c in store.cells() if c.get("status") == "ok"]
     if not cells:
         return
-    from harness.reports import report
+    from harness.reports import report  # here, not at the top: the CLI answers --help before pandas and torch load
 
     frame = report.load_cells([store.folder])
-    if "score" not in frame:  # hook(scale): timing-only cells have no score
+    if "score" not in frame:  # timing-only cells have no score
         frame["score"] = float("nan")
     by = ["model", "task", "method_spec", "length"]
     table = frame.groupby(by).agg(ttft_ms=("ttft_ms", "median"), cells=("key", "count"))

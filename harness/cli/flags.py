@@ -2,9 +2,9 @@
 import argparse
 
 from harness.options import InputError
-from harness.running.plan import DEFAULTS
+from harness.running.settings import DEFAULT, DEVICE_MAPS, OUT, PREFILL_CHUNK, PREFILL_MODES
 
-OUT = "runs"  # git ignores it; committed evidence lives in results/runs/
+DEFAULT_LENGTHS = ",".join(map(str, DEFAULT.lengths))
 TABLE_LENGTHS = "the table's own lengths"  # reproduce's default
 
 
@@ -14,29 +14,32 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_common(parser, grid: bool = False, methods: bool = True, timing: bool = True, resume: bool = True,
-               lengths: str | None = DEFAULTS["lengths"]):
-    """Flags shared by run, sweep, diagnose and reproduce; each takes only the flags it uses."""
+               lengths: str | None = DEFAULT_LENGTHS):
+    """Flags shared by run, sweep, diagnose and reproduce; each takes only the flags it uses. Every grid flag
+    defaults to None, so that a flag given can be told from one left out (a sweep file or --resume keeps
+    what was not given); the defaults themselves are harness.running.settings'."""
     if grid:
-        parser.add_argument("--models", default=None, help=f"comma list of models (default: {DEFAULTS['models']})")
+        parser.add_argument("--models", default=None, help=f"comma list of models (default: {','.join(DEFAULT.models)})")
         parser.add_argument("--task", action="append", help="task spec; repeat the flag for several tasks "
-                            f"(default: {DEFAULTS['task']})")
+                            f"(default: {DEFAULT.tasks[0]})")
     else:
         parser.add_argument("--model", default=None, help="embedded name (smollm2-135m, gemma3-270m), local folder, "
-                            f".gguf file or cached hub id (default: {DEFAULTS['model']})")
+                            f".gguf file or cached hub id (default: {DEFAULT.models[0]})")
         if methods:
             parser.add_argument("--task", default=None, help="task spec, e.g. passkey, needle, babilong:qa=qa1 "
-                                f"(see `tasks`; default: {DEFAULTS['task']})")
+                                f"(see `tasks`; default: {DEFAULT.tasks[0]})")
     if methods:
         parser.add_argument("--methods", default=None, help="comma list, each optionally name:key=value,... e.g. "
-                            f"dense,sample:alpha=0.9,bigbird; a|b|c runs each value (default: {DEFAULTS['methods']})")
+                            f"dense,sample:alpha=0.9,bigbird; a|b|c runs each value (default: {DEFAULT.methods[0]})")
     parser.add_argument("--lengths", default=None, help="comma list of prompt lengths in tokens; 8k accepted "
                         f"(default: {lengths or TABLE_LENGTHS})")
-    parser.add_argument("--device", default=None, help="auto (GPU if present), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--device", default=None, help="auto (GPU if present), cpu, cuda or cuda:N "
+                        f"(default: {DEFAULT.device})")
     parser.add_argument("--out", default=OUT, help=f"folder that receives the run folder (default: {OUT}/, "
                         "ignored by git)")
     parser.add_argument("--name", default=None, help="run folder suffix (default: the subcommand and model)")
-    parser.add_argument("--samples", type=int, default=None, help="samples per length (default: 1)")
-    parser.add_argument("--seed", type=int, default=None, help="default: 0")
+    parser.add_argument("--samples", type=int, default=None, help=f"samples per length (default: {DEFAULT.samples})")
+    parser.add_argument("--seed", type=int, default=None, help=f"default: {DEFAULT.seed}")
     if timing:
         parser.add_argument("--max-new-tokens", type=int, default=None, help="decode budget (default: the task's)")
         parser.add_argument("--repeats", type=int, default=None, help="timed prefills per cell (default 3 GPU, 1 CPU)")
@@ -59,12 +62,14 @@ def add_batch_flag(parser) -> None:
 
 
 def add_scale_flags(parser) -> None:
-    """hook(scale): data-parallel ranks and models split over GPUs (harness/running/distributed.py, harness/models/device_map.py)."""
+    """Data-parallel ranks and models split over GPUs (harness/running/distributed.py, harness/models/)."""
     parser.add_argument("--gpus", type=int, default=None, metavar="N",
                         help="run the cells on N ranks, one GPU each (starts torchrun --nproc-per-node N)")
-    parser.add_argument("--device-map", default=None, choices=["auto", "balanced"],
+    parser.add_argument("--device-map", default=None, choices=DEVICE_MAPS,
                         help="split one model's layers over the visible GPUs with accelerate (larger than one GPU)")
-    parser.add_argument("--prefill", default="plain", choices=["plain", "chunked", "chunked-nocache"],
+    parser.add_argument("--prefill", default=None, choices=PREFILL_MODES,
                         help="chunked: row-wise parts over --prefill-chunk tokens (memory linear in length, same "
-                        "first token); chunked-nocache also drops each layer's KV cache (timing only, no decode)")
-    parser.add_argument("--prefill-chunk", type=int, default=16384, help="tokens per chunk of --prefill chunked")
+                        "first token); chunked-nocache also drops each layer's KV cache (timing only, no decode); default: "
+                        f"{DEFAULT.prefill}")
+    parser.add_argument("--prefill-chunk", type=int, default=None,
+                        help=f"tokens per chunk of --prefill chunked (default: {PREFILL_CHUNK})")

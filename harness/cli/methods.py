@@ -31,7 +31,7 @@ def option_comments(config_cls) -> dict[str, str]:
     return comments
 
 
-def main(args) -> int:
+def main(args, argv: list[str]) -> int:
     from attention.registry import available_methods  # imported when it runs: torch takes seconds
 
     for name, cls in sorted(available_methods().items()):

@@ -26,7 +26,7 @@ def check_runs(runs) -> list[Path]:
     return runs
 
 
-def main(args) -> int:
+def main(args, argv: list[str]) -> int:
     from harness.reports.report import build_report  # the work: imported once the flags are known good
 
     runs = check_runs(args.runs)

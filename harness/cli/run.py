@@ -1,9 +1,6 @@
 """`sampleattn run`: one model x methods x lengths on one task; writes a run folder."""
-from pathlib import Path
-
-from harness.cli.common import finish, given_flags, launch_ranks, spec_from_flags
+from harness.cli.common import finish, launch_ranks, model_stem, settings_from
 from harness.cli.flags import add_batch_flag, add_common, add_scale_flags
-from harness.running.plan import DEFAULTS
 
 NAME = "run"
 
@@ -15,16 +12,14 @@ def add_parser(sub) -> None:
     add_batch_flag(parser)
 
 
-def main(args) -> int:
+def main(args, argv: list[str]) -> int:
+    settings = settings_from(args, argv, NAME, name=f"run-{model_stem(args)}")
+    launched = launch_ranks(settings)
+    if launched is not None:
+        return launched
     from harness.running import driver  # the work: imported once the flags are known good
     from harness.running.batch import BatchMeasure
 
-    launched = launch_ranks(args)
-    if launched is not None:
-        return launched
-
-    given = given_flags(args, [args.model] if args.model else None, [args.task] if args.task else None)
-    store, counts = driver.execute(args, "run", lambda: spec_from_flags(args), BatchMeasure(),
-                                   default_name=f"run-{Path(args.model or DEFAULTS['model']).stem}", given=given)
+    store, counts = driver.execute(settings, BatchMeasure())
     finish(store, counts)
     return 0

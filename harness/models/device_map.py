@@ -9,18 +9,19 @@ Two things are added here:
   - timing and peak memory over every GPU the model spans (a TTFT ends when the last GPU is done).
 """
 import torch
+from accelerate import dispatch_model, infer_auto_device_map
+from accelerate.utils import get_balanced_memory
 
 from harness.options import InputError
-
-MODES = ("auto", "balanced")
+from harness.running.settings import DEVICE_MAPS
 
 
 def check(mode: str | None, device: str, world: int) -> None:
     """Bad combinations, before anything loads (one line each)."""
     if mode is None:
         return
-    if mode not in MODES:
-        raise InputError(f"--device-map {mode!r} is not one of: {', '.join(MODES)}")
+    if mode not in DEVICE_MAPS:
+        raise InputError(f"--device-map {mode!r} is not one of: {', '.join(DEVICE_MAPS)}")
     if world > 1:
         raise InputError("--device-map with several ranks: a rank would split its model over GPUs other ranks "
                          "use; run one process (no --gpus / torchrun) or drop --device-map")
@@ -29,16 +30,8 @@ def check(mode: str | None, device: str, world: int) -> None:
                          "GPUs with CUDA_VISIBLE_DEVICES")
 
 
-def accelerate_map(mode: str) -> str:
-    """The device_map string transformers' from_pretrained takes for our mode."""
-    return {"auto": "auto", "balanced": "balanced"}[mode]
-
-
 def dispatch(model, mode: str):
     """Split an already built model (e.g. random weights built on one GPU) over the visible GPUs."""
-    from accelerate import dispatch_model, infer_auto_device_map
-    from accelerate.utils import get_balanced_memory
-
     no_split = getattr(model, "_no_split_modules", None) or []
     memory = get_balanced_memory(model, no_split_module_classes=no_split) if mode == "balanced" else None
     placement = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)

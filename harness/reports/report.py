@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.reports import tables_longbench
 from harness.options import InputError, format_length
+from harness.reports import diagnose_report, plots, tables_longbench, tables_ruler
+from harness.reports.cells import load_cells, model_label  # noqa: F401  (model_label: the label tables use)
 from harness.running.store import DIAGNOSTICS_FILE, RunStore
 
 Z95 = 1.959964
@@ -31,44 +32,6 @@ def wilson(mean: float, n: int) -> tuple[float, float]:
     centre = (p + Z95 ** 2 / (2 * n)) / denom
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def model_label(name: str) -> str:
-    """A model's name for titles and tables: a file or folder path becomes its stem; names and hub ids stay."""
-    path = Path(str(name))
-    if str(name).endswith(".gguf") or str(name).startswith(("/", ".", "~")) or path.is_dir():
-        return path.stem
-    return str(name)
-
-
-def load_cells(run_dirs: list[Path]) -> pd.DataFrame:
-    """Every finished cell of the given runs, one row each, with meta fields flattened (meta.depth, ...)."""
-    rows, others = [], {}
-    for folder in map(Path, run_dirs):
-        for cell in RunStore.open(folder).unique_cells(what="report"):
-            if cell.get("status") != "ok":
-                others[cell.get("status")] = others.get(cell.get("status"), 0) + 1
-                continue
-            row = {k: v for k, v in cell.items() if k not in ("meta", "layers", "scores")}
-            row.update({f"meta.{k}": v for k, v in (cell.get("meta") or {}).items() if not isinstance(v, (list, dict))})
-            row["layers"] = cell.get("layers")
-            row["run"] = folder.name
-            rows.append(row)
-    if not rows:
-        where = ", ".join(str(d) for d in run_dirs)
-        if not others:
-            raise InputError(f"no finished cells in {where}; run a sweep first")
-        held = ", ".join(f"{n} {status}" for status, n in others.items())
-        hint = (" (too_long: every length was beyond the model's context; rerun with shorter --lengths, or "
-                "--beyond-context to time them)" if "too_long" in others else "")
-        raise InputError(f"nothing to report in {where}: no cell finished ok, it holds {held}{hint}")
-    frame = pd.DataFrame(rows)
-    for column, default in (("device", "unknown"), ("density", float("nan")), ("ttft_ms", float("nan"))):
-        if column not in frame:
-            frame[column] = default
-    frame["device"] = frame["device"].fillna("unknown").astype(str)
-    frame["model"] = frame["model"].map(model_label)
-    return frame
 
 
 def dense_specs(frame: pd.DataFrame) -> list[str]:
@@ -100,11 +63,6 @@ def accuracy_stats(frame: pd.DataFrame, by=("model", "task", "method_spec", "len
     stats["high"] = [b[1] for b in bounds]
     stats["dense_like"] = stats["density"] > DENSE_LIKE
     return stats
-
-
-def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean score per (model, task, method) x length."""
-    return accuracy_stats(frame)["mean"].unstack("length")
 
 
 def relative_accuracy_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -247,8 +205,6 @@ def blank_missing(table: pd.DataFrame) -> pd.DataFrame:
 def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
     """Tables in a task's own official layout: LongBench (per dataset x100, average, LongBench-E buckets) and
     RULER (methods x lengths of the subtask average, and per subtask), each computed once in its module."""
-    from harness.reports import tables_ruler
-
     tables = []
     if (frame["task"] == "longbench").any():
         cells = frame[frame["task"] == "longbench"]
@@ -264,8 +220,6 @@ def task_tables(frame: pd.DataFrame, base: str) -> list[tuple]:
 
 def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, pool_baselines: bool = False,
                  cpu_timings: bool = False) -> Path:
-    from harness.reports import diagnose_report, plots
-
     run_dirs = [Path(d) for d in run_dirs]
     stores = [RunStore.open(d) for d in run_dirs]
     if not any(s.has() for s in stores) and any(s.has(DIAGNOSTICS_FILE) for s in stores):

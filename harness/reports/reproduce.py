@@ -1,43 +1,35 @@
-"""`reproduce TABLE`: run (or reuse) the sweep behind a paper table and print ours beside the paper's.
+"""`reproduce TABLE`: ours beside the paper's, from the run folders of the sweep behind a paper table (the CLI,
+harness/cli/reproduce.py, checks the data, runs that sweep or reuses finished runs, then calls `compare`).
 
 The paper's models (ChatGLM2-6B, InternLM2-7B) are not ours, so the comparable quantities are relative:
 accuracy as a share of the dense model's, and TTFT speedup over dense FlashAttention. Rows are joined on the
 method's full configuration (`sample:alpha=0.95` is `sample` with its default alpha), never on its name alone.
 """
-import argparse
 import dataclasses
 import datetime
 import json
 import re
 from pathlib import Path
 
-from harness.options import InputError
+import pandas as pd
 
-PAPER = Path(__file__).resolve().parents[2] / "results" / "paper"
+from attention.registry import build_method
+from harness.options import InputError, parse_spec
+from harness.reports import report, tables_longbench
+from harness.reports.paper import PAPER, PAPER_NAMES, TABLES
+from tasks.base import TaskError, build_task
 
-# table -> the sweep behind it (methods, tasks, default lengths) and the paper CSV it is compared with;
-# tasks None: any task (TTFT does not depend on what the prompt says)
-TABLES = {
-    "accuracy": {"methods": ["dense", "sample:alpha=0.95", "bigbird", "streaming"],
-                 "tasks": ["babilong", "longbench"], "lengths": [2048, 4096], "paper": "accuracy_v2.csv"},
-    "needle": {"methods": ["dense", "sample:alpha=0.95", "bigbird", "streaming"], "tasks": ["needle"],
-               "lengths": [1024, 2048, 4096, 8192], "paper": None},
-    "ttft": {"methods": ["dense", "sample:alpha=0.95", "sample:alpha=0.8", "sample:pattern=column_slash"],
-             "tasks": None, "lengths": [8192, 16384, 32768], "paper": "ttft_speedup.csv"},
-}
-PAPER_NAMES = {"full": "dense"}  # the paper's name for dense attention
 LONGBENCH_DATA = ("`hf download --repo-type dataset THUDM/LongBench data.zip` (it lands in the hub cache, where "
                   "this command looks), or run this command once online with --download")
 
 
-def tasks_of(args) -> list[str] | None:
+def tasks_of(table: str, part: str | None = None) -> list[str] | None:
     """The table's tasks, or the one --part picks (a partial reproduction, labelled so)."""
-    tasks = TABLES[args.table]["tasks"]
-    part = getattr(args, "part", None)
+    tasks = TABLES[table]["tasks"]
     if part is None:
         return tasks
     if tasks is None or part not in tasks:
-        raise InputError(f"--part {part}: reproduce {args.table} has no such half"
+        raise InputError(f"--part {part}: reproduce {table} has no such half"
                          + (f"; choose {' or '.join(tasks)}" if tasks else ""))
     return [part]
 
@@ -45,8 +37,6 @@ def tasks_of(args) -> list[str] | None:
 def check_data(tasks: list[str], table: str) -> None:
     """Every task's data is at hand before a run folder exists: LongBench's official files are not generated
     and, offline, come only from the hub cache."""
-    from tasks.base import TaskError, build_task
-
     for name in tasks:
         try:
             build_task(name).count(1)
@@ -73,11 +63,11 @@ def partial_note(frame, table: str) -> str | None:
             "beside it.")
 
 
-def output_folder(args) -> Path:
+def output_folder(out: str, name: str) -> Path:
     """--from: a folder of its own under --out (the source runs stay untouched)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", args.name or f"reproduce-{args.table}").strip("-") or "reproduce"
-    root = Path(args.out)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "reproduce"
+    root = Path(out)
     folder, suffix = root / f"{stamp}-{name}", 1
     while folder.exists():
         folder, suffix = root / f"{stamp}-{name}-{suffix}", suffix + 1
@@ -91,18 +81,13 @@ def output_folder(args) -> Path:
 
 def markdown(table) -> str:
     """Index levels as plain columns (never tuples), blanks where nothing is known (never nan)."""
-    from harness.reports.report import blank_missing, flat
-
-    shown = flat(table) if table.index.nlevels > 1 or table.index.name else table
-    return blank_missing(shown.round(3)).to_markdown(index=False)
+    shown = report.flat(table) if table.index.nlevels > 1 or table.index.name else table
+    return report.blank_missing(shown.round(3)).to_markdown(index=False)
 
 
 def config_key(spec: str) -> str:
     """A method spec as its name plus full configuration, so equal configurations join whatever their spelling;
     a method we do not have (the paper's hyperattention) keeps its own name."""
-    from attention.registry import build_method
-    from harness.options import parse_spec
-
     spec = PAPER_NAMES.get(spec, spec)
     try:
         name, options = parse_spec(spec)
@@ -124,8 +109,6 @@ def restrict_to_tasks(frame, table: str):
 
 
 def paper_relative_accuracy():
-    import pandas as pd
-
     paper = pd.read_csv(PAPER / "accuracy_v2.csv")
     full = paper[paper["method"] == "full"].set_index("model")
     paper["longbench_vs_full"] = paper["longbench_total"] / paper["model"].map(full["longbench_total"])
@@ -137,8 +120,6 @@ def relative_to_dense(frame, baseline: str):
     """Ours, per (model, method) and task, relative to dense, averaged over lengths: BABILong (and any task but
     LongBench) as the report's relative accuracy; LongBench as the ratio of the official totals (sum of eval.py's
     per-dataset scores over the datasets dense has), the quantity the paper's totals give."""
-    from harness.reports import report, tables_longbench
-
     others = frame[frame["task"] != "longbench"]
     ours = report.relative_accuracy_table(others, baseline).mean(axis=1).unstack("task") if len(others) else None
     totals = tables_longbench.total_vs_baseline(frame, baseline)
@@ -169,10 +150,6 @@ def compare_accuracy(frame, baseline: str) -> str:
 
 
 def compare_ttft(frame, baseline: str) -> str:
-    import pandas as pd
-
-    from harness.reports import report
-
     ours = report.speedup_table(frame, baseline).stack().rename("ours: TTFT speedup vs dense").reset_index()
     ours["key"] = ours["method_spec"].map(config_key)
     paper = pd.read_csv(PAPER / "ttft_speedup.csv")
@@ -188,49 +165,27 @@ def compare_ttft(frame, baseline: str) -> str:
     return markdown(joined.rename(columns={"method_spec": "method"}))
 
 
-def reproduce(args: argparse.Namespace) -> str:
-    from harness.reports import report
-
-    table = TABLES[args.table]
-    tasks = tasks_of(args)
-    if args.reuse:
-        runs = [Path(r) for r in args.reuse]
-        out = None  # made once the runs are known to hold something to compare
-    else:
-        from harness.running import driver
-        from harness.cli.common import finish, given_flags, spec_from_flags
-        from harness.running.runner import RunMeasure
-        from harness.running.plan import DEFAULTS
-
-        args.methods, args.task = ",".join(table["methods"]), None
-        args.lengths = args.lengths or table["lengths"]
-        check_data(tasks or [], args.table)
-
-        def fresh():
-            return spec_from_flags(args, tasks=tasks or [DEFAULTS["task"]])
-
-        store, counts = driver.execute(args, "reproduce", fresh, RunMeasure(), given=given_flags(args),
-                                       default_name=args.name or f"reproduce-{args.table}")
-        finish(store, counts)
-        runs = [store.folder]
-        out = store.folder / "report"  # the new run's own folder
-    frame = restrict_to_tasks(report.load_cells(runs), args.table)
+def compare(runs: list[Path], table: str, tasks: list[str] | None, out: Path | None, out_root: str,
+            name: str) -> str:
+    """Report the runs and set ours beside the paper's numbers of `table`; the report goes to `out`, or (runs
+    reused with --from) to a new folder under `out_root`, made once the runs hold something to compare."""
+    frame = restrict_to_tasks(report.load_cells(runs), table)
     if tasks:
         frame = frame[frame["task"].isin(tasks)]
     baseline = report.baseline_spec(frame)
-    out = out or output_folder(args)
+    out = out or output_folder(out_root, name)
     report_path = report.build_report(runs, out, baseline)
-    lines = [f"# reproduce {args.table}", f"runs: {', '.join(str(r) for r in runs)}", f"report: {report_path}", ""]
-    partial = partial_note(frame, args.table)
+    lines = [f"# reproduce {table}", f"runs: {', '.join(str(r) for r in runs)}", f"report: {report_path}", ""]
+    partial = partial_note(frame, table)
     if partial:
         lines += [partial, ""]
-    if args.table == "accuracy":
+    if table == "accuracy":
         lines.append(compare_accuracy(frame, baseline))
-    elif args.table == "ttft":
+    elif table == "ttft":
         lines.append(compare_ttft(frame, baseline))
     else:
         lines.append(markdown(report.needle_grid(frame).round(2)))
         lines.append("\nThe paper shows needle heatmaps as figures only; compare with needle_heatmaps.png.")
     text = "\n".join(lines)
-    (out / f"reproduce-{args.table}.md").write_text(text + "\n")
+    (out / f"reproduce-{table}.md").write_text(text + "\n")
     return text

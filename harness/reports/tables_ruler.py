@@ -1,5 +1,5 @@
 """RULER tables from cells (pure functions): the usual layout (methods x lengths, the subtask average, 0-100) and
-the per-subtask breakdown. Cells are rows as harness.report.load_cells gives them (task, model, method_spec,
+the per-subtask breakdown. Cells are rows as harness.reports.cells.load_cells gives them (task, model, method_spec,
 length, score in 0..1, meta.subtask).
 
     python -m harness.reports.tables_ruler RUN_DIR [RUN_DIR ...] [--out DIR]   # writes ruler.md (+ CSVs) into DIR
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.reports.cells import load_cells
 from tasks.ruler import SUBTASKS
 
 INDEX = ["model", "method_spec"]
@@ -85,8 +86,6 @@ def write(frame: pd.DataFrame, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.reports.report import load_cells
-
     parser = argparse.ArgumentParser(prog="python -m harness.reports.tables_ruler", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="folder for ruler.md and CSVs (default: first run)")

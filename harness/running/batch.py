@@ -12,17 +12,21 @@ import sys
 import torch
 
 from attention import hf
+from attention.method import AttentionMethod
+from harness.models.loaded import LoadedModel
 from harness.running.runner import (RunMeasure, cache_argument, failure, run_cell, scored, stop_after_ids,
                                     stop_token_ids, summarize_stats, time_prefill)
+from harness.running.settings import RunOptions
+from tasks.base import Sample, Task
 
 
-def unbatchable(samples, options, loaded) -> str | None:
+def unbatchable(samples: list[Sample], options: RunOptions, timing_only: bool) -> str | None:
     """Why these samples cannot share one prefill (they then run at batch 1), or None."""
     if len({len(s.input_ids) for s in samples}) > 1:
         return "their prompts differ in token length (no padding)"
     if options.prefill != "plain":
         return f"--prefill {options.prefill} runs one prompt at a time"
-    if getattr(loaded, "timing_only", False) or any(s.meta.get("timing_only") for s in samples):
+    if timing_only:
         return "the cells are timing only (nothing to decode)"
     return None
 
@@ -60,7 +64,7 @@ def batch_greedy_decode(model, first_tokens, cache, prompt_len: int, budgets: li
 
 
 @torch.inference_mode()
-def run_group(loaded, method, samples: list, options) -> list[dict]:
+def run_group(loaded: LoadedModel, method: AttentionMethod, samples: list[Sample], options: RunOptions) -> list[dict]:
     """One result per sample, as runner.run_cell gives it, from one batched prefill and decode; TTFT and peak
     memory from the batch 1 prefill of the first sample. Per-layer stats (density) are the batch's: the mean over
     its samples (or one entry per sample and layer where the method ran them one by one), marked stats_scope."""
@@ -92,15 +96,19 @@ class BatchMeasure(RunMeasure):
     def __init__(self):
         self.noted: set[str] = set()  # what was said about groups run at batch 1 (once per run)
 
-    def group(self, loaded, method, task, samples, options) -> list[dict]:
-        reason = unbatchable(samples, options, loaded) if len(samples) > 1 else None
+    def group(self, loaded: LoadedModel, method: AttentionMethod, task: Task, samples: list[Sample],
+              options: RunOptions) -> list[dict]:
+        timing_only = loaded.timing_only or task.timing_only  # random weights, or a task that only times
+        reason = unbatchable(samples, options, timing_only) if len(samples) > 1 else None
         if reason and (task.name, reason) not in self.noted:
             self.noted.add((task.name, reason))
             print(f"note: --batch-size: {task.name} cells run at batch 1 where {reason}", file=sys.stderr)
         try:
             with hf.install(loaded.model, method):  # the model's own attention is back after the group
-                results = ([r for s in samples for r in run_group(loaded, method, [s], options)] if reason else
-                           run_group(loaded, method, list(samples), options))
+                if reason or timing_only:
+                    results = [{**run_cell(loaded, method, s, options, timing_only), "batch_size": 1} for s in samples]
+                else:
+                    results = run_group(loaded, method, list(samples), options)
         except torch.cuda.OutOfMemoryError as err:
             torch.cuda.empty_cache()
             results = [{"status": "oom", "error": str(err).splitlines()[0], "batch_size": len(samples)}

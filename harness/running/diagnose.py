@@ -12,6 +12,7 @@ import torch
 
 from attention import diagnostics, hf
 from attention.registry import AttentionMethod
+from harness.running.runner import failure
 from harness.running.store import DIAGNOSTICS_FILE
 
 
@@ -74,8 +75,6 @@ class DiagnoseMeasure:
 
     def __call__(self, loaded, method, task, sample, options) -> dict:
         """One line's measured fields; a failure is recorded (status error / oom) and the grid goes on."""
-        from harness.running.runner import failure
-
         start = time.perf_counter()
         try:
             wrapper = self.wrappers.get(id(method))

@@ -1,9 +1,8 @@
 """The one cell driver of `run`, `sweep` and `diagnose`: open (or resume) a run folder, loop over every cell of
 the grid, measure each with the command's measure function, and append one JSON line per cell.
 
-A measure is an object with `file` (the run folder's JSON-lines file; None for cells.jsonl), `unit` (for the
-progress bar), `fields(method, options)` (what a cell records before it runs) and
-`__call__(loaded, method, task, sample, options) -> dict` (what it measured, with a `status`).
+The driver takes a Settings (harness/running/settings.py), never argparse flags, and a measure (a `Measure`,
+harness/running/measure.py): RunMeasure for run, sweep and reproduce, DiagnoseMeasure for diagnose.
 """
 import dataclasses
 import datetime
@@ -11,9 +10,17 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from harness.models.loading import load_model
 from harness.options import InputError
-from harness.running.store import CELLS_FILE, RunStore
-from harness.running.plan import Plan, SweepSpec, build_methods, validate
+from harness.running import distributed, worker
+from harness.running.estimate import Estimate
+from harness.running.measure import Measure
+from harness.running.plan import Plan, build_methods, validate
+from harness.running.settings import Settings, SweepSpec
+from harness.running.store import CELLS_FILE, RunStore, provenance
 
 DONE = ("ok", "too_long")             # statuses a resume does not redo
 
@@ -25,7 +32,7 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message)
         self.message = message
 EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
-REPLACEABLE = ("batch_size",)         # flags --resume may change: cells come out the same
+REPLACEABLE = ("batch_size",)         # flags --resume may change: the cells come out the same
 
 
 def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
@@ -33,19 +40,16 @@ def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
 
 
 def sdpa_backend_flags() -> dict:
-    import torch
-
     backends = torch.backends.cuda
     return {"flash": backends.flash_sdp_enabled(), "cudnn": backends.cudnn_sdp_enabled(),
             "efficient": backends.mem_efficient_sdp_enabled(), "math": backends.math_sdp_enabled()}
 
 
-def run_manifest(subcommand: str, plan: Plan, **extra) -> dict:
-    """What a run folder records about itself: command, grid, resolved methods, options and provenance."""
-    from harness.running.store import provenance
-
-    return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *sys.argv[1:]]),
-            "subcommand": subcommand, "spec": dataclasses.asdict(plan.spec),
+def run_manifest(settings: Settings, plan: Plan, **extra) -> dict:
+    """What a run folder records about itself: command, grid (with where it came from), resolved methods,
+    options and provenance."""
+    return {"command": " ".join(shlex.quote(a) for a in ["sampleattn", *settings.argv]),
+            "subcommand": settings.command, "spec": dataclasses.asdict(plan.spec), "settings": settings.record(),
             "methods": [m.spec() for m in plan.methods], "tasks": [t.name for t in plan.tasks],
             # every task's resolved options (LongBench's code_sim backend among them)
             "task_configs": [{"task": t.name, **dataclasses.asdict(t.config)} for t in plan.tasks],
@@ -80,16 +84,16 @@ def resume_spec(stored: SweepSpec, given: dict, add_dense: bool) -> tuple[SweepS
     return spec, added
 
 
-def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_dense: bool = True,
-             given: dict | None = None, extra_manifest: dict | None = None):
+def open_run(settings: Settings, measure: Measure, add_dense: bool = True, extra_manifest: dict | None = None):
     """Validate once, then create the run folder, or reopen it with --resume (extending its grid with new
     --methods/--lengths, and saying so). Returns (store, plan, done keys, created)."""
-    if not getattr(args, "resume", None):
-        plan = validate(fresh_spec(), add_dense)
-        manifest = run_manifest(subcommand, plan, **(extra_manifest or {}))
-        return RunStore.create(Path(args.out), args.name or default_name, manifest), plan, set(), True
+    subcommand, resume = settings.command, settings.resume
+    if not resume:
+        plan = validate(settings.grid, add_dense)
+        manifest = run_manifest(settings, plan, **(extra_manifest or {}))
+        return RunStore.create(Path(settings.out), settings.name, manifest), plan, set(), True
     try:
-        store = RunStore.open(Path(args.resume))
+        store = RunStore.open(Path(resume))
     except FileNotFoundError as err:
         raise InputError(str(err)) from None
     store.lock()  # before reading what is done: a second writer stops here
@@ -97,10 +101,10 @@ def open_run(args, subcommand: str, fresh_spec, measure, default_name: str, add_
         manifest = store.manifest()
         if (manifest.get("subcommand") == "diagnose") != (subcommand == "diagnose"):
             other = "diagnose" if manifest.get("subcommand") == "diagnose" else "run or sweep"
-            raise InputError(f"{args.resume} is a {manifest.get('subcommand')} run folder; resume it with {other}")
+            raise InputError(f"{resume} is a {manifest.get('subcommand')} run folder; resume it with {other}")
         if "spec" not in manifest:
-            raise InputError(f"{args.resume}: its manifest holds no grid (spec), so it cannot be resumed")
-        spec, added = resume_spec(SweepSpec(**manifest["spec"]), given or {}, add_dense)
+            raise InputError(f"{resume}: its manifest holds no grid (spec), so it cannot be resumed")
+        spec, added = resume_spec(SweepSpec(**manifest["spec"]), settings.given_values(), add_dense)
         plan = validate(spec, add_dense, quiet=True)
         if added:
             what = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in added.items())
@@ -149,29 +153,33 @@ def cell_line(position: int, total: int, cell: dict) -> str:
     return ", ".join(what)
 
 
-def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool = True, share=None,
+def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progress: bool = True, share=None,
           lines: bool = False) -> dict:
     """Every (model x task x length x sample x method) cell not in `done`, dense first in every sample; the
     model is loaded once per model. Returns counts by status (and `resumed`). With `share` (a distributed sweep,
     harness/running/distributed.py) this rank runs only its share of the cells still to do. The bar counts
-    finished cells; `lines` prints one plain line per finished cell instead (logs, --no-progress)."""
-    from tqdm.auto import tqdm
-
-    from harness.models.loading import load_model
-
+    finished cells; `lines` prints one plain line per finished cell instead (logs, --no-progress). A time
+    estimate follows the first measured cell, refined as more finish."""
     spec, options = plan.spec, plan.options
     counts: dict[str, int] = {}
+    done = set(done) | worker.poisoned_keys(store.cells(measure.file))  # after a restart: not retried
     total, finished = plan.total(), 0
+    estimate = Estimate(total, plan.total_tokens(), share.world if share is not None else 1)
     with tqdm(total=total, unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
-        def finish(cell: dict) -> None:
+        def finish(cell: dict, length: int, started) -> None:
             nonlocal finished
             store.append(cell, measure.file)
+            if cell["status"] == "error" and share is None and worker.is_sticky(cell.get("error")):
+                worker.restart(store, cell["error"])  # the process is poisoned
             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
             bar.set_postfix(counts, refresh=False)
             finished += 1
             bar.update(1)  # counted once finished, with its status in the postfix
             if lines:
                 print(cell_line(finished, total, cell), file=sys.stderr, flush=True)
+            note = estimate.cell_done(length, started)
+            if note and (share is None or share.rank == 0):
+                tqdm.write(note, file=sys.stderr)
 
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
@@ -182,7 +190,7 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                     size = spec.batch_size if hasattr(measure, "group") else 1  # batch.BatchMeasure
                     for start in range(0, len(samples), size):
                         for method in plan.methods:  # dense first in every group of samples
-                            pending = []  # (sample, cell) to measure together
+                            pending = []  # (sample, cell) measured together
                             for index, sample in samples[start:start + size]:
                                 built = not isinstance(sample, dict)  # else: why it could not be built
                                 sample_id = sample.id if built else f"{task.name}-{length}-{index}"
@@ -190,8 +198,9 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                                 if key in done or (share is not None and not share.mine(key)):
                                     if key in done:
                                         counts["resumed"] = counts.get("resumed", 0) + 1
-                                    finished += 1  # resumed, or another rank's cell (hook(scale))
+                                    finished += 1  # resumed, or another rank's cell
                                     bar.update(1)
+                                    estimate.cell_done(length, None)
                                     continue
                                 cell = {"key": key, "model": loaded.name, "method": method.name,
                                         "method_spec": method.spec(),
@@ -201,33 +210,34 @@ def drive(plan: Plan, store: RunStore, measure, done=frozenset(), progress: bool
                                         **(share.tags() if share is not None else {})}
                                 if not built:
                                     cell.update(sample)
-                                    finish(cell)
+                                    finish(cell, length, None)
                                     continue
                                 if loaded.max_context and length > loaded.max_context:
                                     cell["beyond_context"] = True
                                 pending.append((sample, cell))
-                            if size > 1 and pending:
+                            if not pending:
+                                continue
+                            started = estimate.start()
+                            if size > 1:
                                 results = measure.group(loaded, method, task, [s for s, _ in pending], options)
                             else:
-                                results = [measure(loaded, method, task, s, options) for s, _ in pending]
+                                results = [measure(loaded, method, task, pending[0][0], options)]
+                            each = (estimate.start() - started) / len(pending)  # a group's time, shared
                             for (_, cell), result in zip(pending, results):
                                 cell.update(result)
-                                finish(cell)
+                                finish(cell, length, estimate.start() - each)
             del loaded
     return counts
 
 
-def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_dense: bool = True,
-            given: dict | None = None, extra_manifest: dict | None = None) -> tuple[RunStore, dict]:
+def execute(settings: Settings, measure: Measure, add_dense: bool = True,
+            extra_manifest: dict | None = None) -> tuple[RunStore, dict]:
     """open_run + drive; a run folder that never got a cell (its model failed to load, say) is removed.
 
     Under torchrun every rank runs this: rank 0 opens the run folder and reads the done set, every rank runs its
     share of the cells still to do into its own shard (cells.rank<R>.jsonl), the counts are summed on rank 0."""
-    from harness.running import distributed
-
     info = distributed.init()
-    opened = open_run(args, subcommand, fresh_spec, measure, default_name, add_dense, given,
-                      extra_manifest) if info.leader else None
+    opened = open_run(settings, measure, add_dense, extra_manifest) if info.leader else None
     folder, done, created = distributed.broadcast(
         (str(opened[0].folder), opened[2], opened[3]) if opened else None, info)
     if opened:
@@ -248,18 +258,18 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
             store.shard = distributed.shard_name(info, measure.file or CELLS_FILE)
             store.repair_torn_tail(measure.file)
         if info.leader:
-            print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done, {info.world} rank(s))",
-                  file=sys.stderr)
+            print(f"run folder: {store.folder} ({plan.total()} cells, {len(done)} already done, {info.world} "
+                  "rank(s); a time estimate follows the first cell)", file=sys.stderr)
         share = distributed.CellShare(info) if info.active else None
         try:
-            bar = not args.no_progress and info.leader and sys.stderr.isatty()  # a log gets plain lines instead
+            bar = settings.progress and info.leader and sys.stderr.isatty()  # a log gets plain lines instead
             counts = drive(plan, store, measure, done, progress=bar, share=share, lines=info.leader and not bar)
         except BaseException as err:
             removed = created and info.leader and store.remove_if_empty()
             if removed:
                 print(f"note: removed {store.folder}: the run stopped before its first cell", file=sys.stderr)
             if isinstance(err, KeyboardInterrupt) and not isinstance(err, Interrupted):
-                command = "sweep" if subcommand == "reproduce" else subcommand  # reproduce has no --resume
+                command = "sweep" if settings.command == "reproduce" else settings.command  # reproduce: no --resume
                 raise Interrupted("interrupted before the first cell finished; nothing was saved" if removed else
                                   f"interrupted: finished cells are saved in {store.folder}; continue with "
                                   f"`sampleattn {command} --resume {store.folder}`") from None
@@ -273,7 +283,3 @@ def execute(args, subcommand: str, fresh_spec, measure, default_name: str, add_d
     finally:
         store.release()
     return store, totals
-
-
-def count_text(counts: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing to do"

@@ -2,7 +2,6 @@
 
 The model is loaded once; methods are switched through the transformers bridge between cells.
 """
-import dataclasses
 import inspect
 import statistics
 import sys
@@ -14,19 +13,10 @@ from attention import hf
 from attention.registry import AttentionMethod
 from harness.options import InputError
 from harness.models import device_map, long_prefill
+from harness.models.loaded import LoadedModel
+from harness.running.settings import RunOptions
 from harness.running.timing import time_call
-
-
-@dataclasses.dataclass
-class RunOptions:
-    device: str = "cpu"
-    repeats: int = 1           # timed prefills per cell (median reported)
-    warmup: int = 0            # untimed prefills before timing (compilation, caches)
-    max_new_tokens: int | None = None  # None: the task's own per-sample budget
-    beyond_context: bool = False       # run lengths above the model's context (timing only)
-    seed: int = 0                      # the grid's seed (diagnose samples its query rows with it)
-    prefill: str = "plain"             # hook(scale): plain | chunked | chunked-nocache (harness/models/long_prefill.py)
-    prefill_chunk: int = 16384
+from tasks.base import Sample, Task
 
 
 def resolve_device(device: str) -> str:
@@ -71,11 +61,6 @@ def greedy_decode(model, first_token, cache, prompt_len: int, max_new_tokens: in
     return [t for t in tokens if t not in stop_ids]
 
 
-def stop_after_ids(tokenizer, sample) -> set[int]:
-    """The last token of each of the sample's stop strings, as official LongBench pred.py."""
-    return {tokenizer.encode(text, add_special_tokens=False)[-1] for text in sample.stop}
-
-
 def stop_token_ids(model, tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id}
     eos = getattr(model.generation_config, "eos_token_id", None)
@@ -97,7 +82,12 @@ def summarize_stats(stats: list[dict]) -> dict:
     return summary
 
 
-def time_prefill(loaded, method: AttentionMethod, sample, options: RunOptions):
+def stop_after_ids(tokenizer, sample: Sample) -> set[int]:
+    """The last token of each of the sample's stop strings, as official LongBench pred.py."""
+    return {tokenizer.encode(text, add_special_tokens=False)[-1] for text in sample.stop}
+
+
+def time_prefill(loaded: LoadedModel, method: AttentionMethod, sample: Sample, options: RunOptions):
     """The timed batch 1 prefill of one sample: (fields: TTFT, peak memory, prompt tokens; first token, cache).
     method.stats holds the last prefill's per-layer stats."""
     model, tokenizer, device = loaded.model, loaded.tokenizer, options.device
@@ -108,36 +98,38 @@ def time_prefill(loaded, method: AttentionMethod, sample, options: RunOptions):
 
     def timed_prefill():
         method.stats.clear()  # keep only the last prefill's per-layer stats
-        if options.prefill != "plain":  # hook(scale): memory linear in length; same first token
+        if options.prefill != "plain":  # memory linear in length; same first token
             return long_prefill.prefill(model, ids, options.prefill_chunk, keep_cache=options.prefill == "chunked")
         return prefill(model, ids, suppress)
 
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        device_map.reset_peaks(model)  # hook(scale): every GPU of a split model
+        device_map.reset_peaks(model)  # every GPU of a split model
     ttft_ms, all_ms, (first, cache) = time_call(timed_prefill, device, options.repeats, options.warmup,
                                                 sync=lambda: device_map.synchronize(model, device))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
     split = device_map.peaks_gib(model) if device.startswith("cuda") else {}
-    if split:  # hook(scale): a split model's peak is per GPU; peak_mem_gib is the largest
+    if split:  # a split model's peak is per GPU; peak_mem_gib is the largest
         peak = max(split.values())
-    extra = long_prefill.cell_fields(options.prefill, options.prefill_chunk)  # hook(scale)
-    if split:  # hook(scale): a split model's peak per GPU
+    extra = long_prefill.cell_fields(options.prefill, options.prefill_chunk)
+    if split:  # a split model's peak per GPU
         extra.update(peak_mem_gib_per_device=split, layers_per_device=device_map.layers_per_device(model))
     fields = {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1]}
     return fields, first, cache
 
 
 @torch.inference_mode()
-def run_cell(loaded, method: AttentionMethod, sample, options: RunOptions) -> dict:
+def run_cell(loaded: LoadedModel, method: AttentionMethod, sample: Sample, options: RunOptions,
+             timing_only: bool = False) -> dict:
+    """One cell: the timed prefill, then (unless `timing_only`, or the KV cache was dropped) the greedy answer."""
     model, tokenizer = loaded.model, loaded.tokenizer
     method.stats.clear()
     fields, first, cache = time_prefill(loaded, method, sample, options)
     stats = summarize_stats(list(method.stats))
-    if getattr(loaded, "timing_only", False) or getattr(sample, "meta", {}).get("timing_only"):
+    if timing_only:
         return {**fields, "timing_only": True, **stats}  # random weights / timing task
-    if cache is None:  # KV cache dropped during prefill (hook(scale)): nothing to decode after the first token
+    if cache is None:  # KV cache dropped during prefill: nothing to decode after the first token
         return {**fields, "timing_only": True, "first_token": int(first), **stats}
     hf.compress_cache(cache, method)
     eos, stops = stop_token_ids(model, tokenizer), stop_after_ids(tokenizer, sample)
@@ -169,10 +161,12 @@ def failure(method, sample, err: BaseException) -> dict:
     return {"status": "error", "error": message, "traceback": trace}
 
 
-def execute_cell(loaded, method, sample, options, task) -> dict:
+def execute_cell(loaded: LoadedModel, method: AttentionMethod, sample: Sample, options: RunOptions,
+                 task: Task) -> dict:
+    timing_only = loaded.timing_only or task.timing_only  # random weights, or a task that only times
     try:
         with hf.install(loaded.model, method):  # the model's own attention is back after the cell
-            result = run_cell(loaded, method, sample, options)
+            result = run_cell(loaded, method, sample, options, timing_only)
     except torch.cuda.OutOfMemoryError as err:
         torch.cuda.empty_cache()
         return {"status": "oom", "error": str(err).splitlines()[0]}
@@ -181,7 +175,7 @@ def execute_cell(loaded, method, sample, options, task) -> dict:
     return scored(task, sample, result)
 
 
-def scored(task, sample, result: dict) -> dict:
+def scored(task: Task, sample: Sample, result: dict) -> dict:
     if not result.get("timing_only"):
         result["scores"] = task.score(sample, result["prediction"])
         result["score"] = result["scores"].get("score")

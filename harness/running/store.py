@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.options import InputError
+from harness.running.distributed import shard_files
 
 REPO = Path(__file__).resolve().parents[2]
 CELLS_FILE = "cells.jsonl"
@@ -21,6 +22,8 @@ DIAGNOSTICS_FILE = "diagnostics.jsonl"
 _warned: set[tuple[str, int]] = set()  # one warning per file and count, however often a command reads it
 PACKAGES = ["torch", "triton", "transformers", "gguf", "pandas", "lm_eval", "datasets", "flash_attn",
             "rouge", "jieba", "fuzzywuzzy", "Levenshtein", "rapidfuzz"]  # LongBench scores depend on these scorers
+TIMING_ENV_PREFIX = "ATTN_"  # attention/'s switches (ATTN_SPARSE_PATH, ATTN_TMA_BLOCKS, ATTN_SCORES_CFG, ...)
+TIMING_ENV = ("ATTENTION_BACKEND", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")
 
 
 def git_commit() -> str:
@@ -52,7 +55,7 @@ def package_versions() -> dict[str, str | None]:
 def device_description(device: str) -> dict:
     info = {"device": device, "python": sys.version.split()[0], "platform": platform.platform()}
     if device.startswith("cuda"):
-        import torch
+        import torch  # only here: the CLI reads run folders through this module before torch is loaded
 
         props = torch.cuda.get_device_properties(torch.device(device))
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -62,8 +65,15 @@ def device_description(device: str) -> dict:
     return info
 
 
+def timing_environment() -> dict[str, str]:
+    """The environment settings that change which kernel runs or how fast (the kernels' ATTN_* switches, the
+    backend choice, the interpreter, the visible GPUs), as set for this run."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(TIMING_ENV_PREFIX) or k in TIMING_ENV}
+
+
 def provenance(device: str) -> dict:
     return {"git_commit": git_commit(), "packages": package_versions(), **device_description(device),
+            "environment": timing_environment(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -74,7 +84,7 @@ class RunStore:
         self.folder = Path(folder)
         self.cells_path = self.folder / CELLS_FILE
         self.manifest_path = self.folder / MANIFEST_FILE
-        self.shard: str | None = None  # hook(scale): a rank's cells file (cells.rank<R>.jsonl) in a distributed sweep
+        self.shard: str | None = None  # a rank's cells file (cells.rank<R>.jsonl) in a distributed sweep
         self._lock = None  # the open lock file while this process writes the run
 
     @staticmethod
@@ -175,10 +185,8 @@ class RunStore:
         """Every line that holds a JSON object. Anything else (a torn last line from a killed process, a scalar,
         a hand-edited line) is skipped with one warning that counts them: a bad line never blocks a run.
         A distributed sweep's rank shards (cells.rank<R>.jsonl) are read with the file they shard."""
-        from harness.running.distributed import shard_files
-
         cells, bad = [], 0
-        paths = shard_files(self.folder, file or CELLS_FILE)  # hook(scale)
+        paths = shard_files(self.folder, file or CELLS_FILE)
         lines = [line for path in paths for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
         path = self.folder / (file or CELLS_FILE)
         for line in lines:

@@ -8,7 +8,7 @@ import torch
 def time_call(fn, device: str, repeats: int = 3, warmup: int = 1, sync=None):
     """Run fn warmup + repeats times; return (median ms, all timed ms, the last result).
 
-    `sync` (hook(scale)) waits for the work: on a model split over GPUs, for every GPU it spans."""
+    `sync` waits for the work: on a model split over GPUs, for every GPU it spans."""
     result = None
     for _ in range(warmup):
         result = fn()
