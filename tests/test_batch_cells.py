@@ -121,11 +121,12 @@ def test_smollm_cells_equal_at_batch_2_and_batch_1(tmp_path):
         (folder,) = out.iterdir()
         assert json.loads((folder / "manifest.json").read_text())["spec"]["batch_size"] == size
         runs[size] = {c["key"]: c for c in map(json.loads, (folder / "cells.jsonl").read_text().splitlines())}
-    assert runs[1].keys() == runs[3].keys() and len(runs[1]) == 2 * (len(METHODS) - 1)  # not eager
+    assert runs[1].keys() == runs[2].keys() and len(runs[1]) == 2 * (len(METHODS) - 1)  # not eager
     for key, one in runs[1].items():
-        many = runs[3][key]
+        many = runs[2][key]
         assert many["status"] == one["status"] == "ok", many.get("error")
         assert (many["prediction"], many["score"]) == (one["prediction"], one["score"]), key
         assert many["batch_size"] == 2 and one["batch_size"] == 1
+    assert len({c["prediction"] for c in runs[1].values()}) > 1  # the rows answer differently: the test can fail
     assert main(["run", "--resume", str(folder), "--batch-size", "1", "--no-progress"]) == 0  # nothing left to do
     assert json.loads((folder / "manifest.json").read_text())["spec"]["batch_size"] == 1
