@@ -4,7 +4,9 @@ batch 1 predicts. Also the methods' equal-density variants, whose solved knob mu
 import pytest
 import torch
 
+from attention.backend import use_backend
 from attention.method import SparseMethod
+from attention.registry import build_method
 from tests.test_methods import DENSITY_METHODS, METHODS, keep_mask_of, small
 
 LENGTH, HEADS, KV_HEADS, DIM = 96, 4, 2, 16
@@ -61,3 +63,20 @@ def test_h2o_keeps_each_rows_own_keys():
         alone = small("h2o")
         prefill_of(alone, qi, ki, vi)
         assert torch.equal(batched.kept[0][row:row + 1], alone.kept[0])
+
+
+def test_sample_dense_fallback_decides_per_row_on_the_triton_path():
+    """SampleAttention's probe (Triton path, fallback on) estimates the density before the sparse pass; in a batch
+    each row must get its own dense-or-sparse decision: here row 0 alone runs dense and row 1 sparse."""
+    samples = two_samples()
+    q, k, v = (torch.cat(parts) for parts in zip(*samples))
+    with use_backend("triton"):
+        batched = build_method("sample", {"dense_above": "0.5"})
+        out = batched.batched_prefill(q, k, v, 0.3)
+        paths = []
+        for row, (qi, ki, vi) in enumerate(samples):
+            alone = build_method("sample", {"dense_above": "0.5"})
+            torch.testing.assert_close(out[row:row + 1], alone.batched_prefill(qi, ki, vi, 0.3), atol=1e-5, rtol=1e-5)
+            paths.append(alone.stats[-1]["path"])
+    assert paths == ["dense", "sparse"]  # the rows decide differently, so a shared decision would fail the test
+    assert [s["path"] for s in batched.stats] == paths
