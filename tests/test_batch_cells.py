@@ -95,14 +95,19 @@ def test_group_predicts_what_each_sample_predicts_alone(name, family):
     assert max(lengths) > min(lengths) and any(n < 10 for i, n in enumerate(lengths) if i != 2), lengths
 
 
-def test_prompts_of_unequal_length_run_at_batch_1_and_say_so(capsys):
+def test_prompts_of_unequal_length_batch_by_length_and_say_so(capsys):
+    """No padding: a group's prompts of one length share a batch, a length no other prompt has runs at batch 1."""
     loaded = Loaded(tiny_model("llama"), CharTokenizer())
-    samples = [Sample(id=f"s{i}", task="t", length=LENGTH, input_ids=p[:LENGTH - i], answer="x", max_new_tokens=3)
-               for i, p in enumerate(prompts(3))]
+    cut = [0, 0, 1, 0, 2]
+    samples = [Sample(id=f"s{i}", task="t", length=LENGTH, input_ids=p[:LENGTH - c], answer="x", max_new_tokens=5)
+               for i, (p, c) in enumerate(zip(prompts(5), cut))]
     measure = batch.BatchMeasure()
     for _ in range(2):
-        cells = measure.group(loaded, small("dense"), Scorer(), samples, RunOptions())
-    assert [c["batch_size"] for c in cells] == [1, 1, 1] and [c["prompt_tokens"] for c in cells] == [40, 39, 38]
+        cells = measure.group(loaded, small("sample"), Scorer(), samples, RunOptions())
+    assert [c["batch_size"] for c in cells] == [3, 3, 1, 3, 1]
+    assert [c["prompt_tokens"] for c in cells] == [40, 40, 39, 40, 38]
+    alone = [measure.group(loaded, small("sample"), Scorer(), [s], RunOptions())[0] for s in samples]
+    assert [c["prediction"] for c in cells] == [c["prediction"] for c in alone]
     assert capsys.readouterr().err.count("differ in token length") == 1  # once per run
 
 

@@ -58,7 +58,7 @@ def add_batch_flag(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="accuracy cells: N consecutive samples of one model, task, length and method share "
                         "one prefill and a batched greedy decode (same predictions; TTFT still at batch 1 on the "
-                        "first; prompts of unequal length run at batch 1) (default: 1)")
+                        "first; prompts are not padded: each token length is its own batch) (default: 1)")
 
 
 def add_scale_flags(parser) -> None:

@@ -1,5 +1,6 @@
 """Accuracy cells in batches (`--batch-size N`): N samples of one cell group (same model, task, length, method;
-consecutive samples) through one prefill and one batched greedy decode.
+consecutive samples) through one prefill and one batched greedy decode. Prompts are not padded: the group's
+prompts of each token length form one batch (a prompt alone at its length runs at batch 1).
 
 TTFT is still timed at batch 1 on the group's first sample (as runner.run_cell times every cell), so timings
 stay comparable with batch 1 runs; every cell of the group records that time and which sample it came from.
@@ -20,15 +21,22 @@ from harness.running.settings import RunOptions
 from tasks.base import Sample, Task
 
 
-def unbatchable(samples: list[Sample], options: RunOptions, timing_only: bool) -> str | None:
-    """Why these samples cannot share one prefill (they then run at batch 1), or None."""
-    if len({len(s.input_ids) for s in samples}) > 1:
-        return "their prompts differ in token length (no padding)"
+def unbatchable(options: RunOptions, timing_only: bool) -> str | None:
+    """Why no samples of this run share a prefill (they then run at batch 1), or None."""
     if options.prefill != "plain":
-        return f"--prefill {options.prefill} runs one prompt at a time"
+        return f"--prefill {options.prefill} runs one prompt at a time: batch 1"
     if timing_only:
-        return "the cells are timing only (nothing to decode)"
+        return "the cells are timing only (nothing to decode): batch 1"
     return None
+
+
+def equal_lengths(samples: list[Sample]) -> list[list[int]]:
+    """Indices of the samples by prompt length, in order of first appearance: each list can share one prefill
+    (prompts are not padded; a prompt whose length no other shares runs alone)."""
+    by_length: dict[int, list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_length.setdefault(len(sample.input_ids), []).append(index)
+    return list(by_length.values())
 
 
 def batch_prefill(model, input_ids, suppress: list):
@@ -69,8 +77,6 @@ def run_group(loaded: LoadedModel, method: AttentionMethod, samples: list[Sample
     memory from the batch 1 prefill of the first sample. Per-layer stats (density) are the batch's: the mean over
     its samples (or one entry per sample and layer where the method ran them one by one), marked stats_scope."""
     model, tokenizer, device = loaded.model, loaded.tokenizer, options.device
-    if len(samples) == 1:
-        return [{**run_cell(loaded, method, samples[0], options), "batch_size": 1}]
     method.stats.clear()
     timed, _, _ = time_prefill(loaded, method, samples[0], options)  # TTFT at batch 1, as every cell; cache freed
     ids = torch.tensor([s.input_ids for s in samples], device=device)
@@ -94,21 +100,26 @@ class BatchMeasure(RunMeasure):
     """RunMeasure with `group`: the driver hands it up to --batch-size samples of one cell group at once."""
 
     def __init__(self):
-        self.noted: set[str] = set()  # what was said about groups run at batch 1 (once per run)
+        self.noted: set[tuple[str, str]] = set()  # (task, why) said about smaller batches, once per run
 
     def group(self, loaded: LoadedModel, method: AttentionMethod, task: Task, samples: list[Sample],
               options: RunOptions) -> list[dict]:
         timing_only = loaded.timing_only or task.timing_only  # random weights, or a task that only times
-        reason = unbatchable(samples, options, timing_only) if len(samples) > 1 else None
-        if reason and (task.name, reason) not in self.noted:
-            self.noted.add((task.name, reason))
-            print(f"note: --batch-size: {task.name} cells run at batch 1 where {reason}", file=sys.stderr)
+        reason = unbatchable(options, timing_only)
+        parts = [[i] for i in range(len(samples))] if reason else equal_lengths(samples)
+        if len(parts) > 1 and not reason:
+            reason = "prompts differ in token length (not padded): each length runs as its own batch"
+        self.note(task, reason)
         try:
+            results: list = [None] * len(samples)
             with hf.install(loaded.model, method):  # the model's own attention is back after the group
-                if reason or timing_only:
-                    results = [{**run_cell(loaded, method, s, options, timing_only), "batch_size": 1} for s in samples]
-                else:
-                    results = run_group(loaded, method, list(samples), options)
+                for part in parts:
+                    if len(part) == 1:
+                        batch = [{**run_cell(loaded, method, samples[part[0]], options, timing_only), "batch_size": 1}]
+                    else:
+                        batch = run_group(loaded, method, [samples[i] for i in part], options)
+                    for i, result in zip(part, batch):
+                        results[i] = result
         except torch.cuda.OutOfMemoryError as err:
             torch.cuda.empty_cache()
             results = [{"status": "oom", "error": str(err).splitlines()[0], "batch_size": len(samples)}
@@ -117,3 +128,9 @@ class BatchMeasure(RunMeasure):
             results = [{**failure(method, samples[0], err), "batch_size": len(samples)} for _ in samples]
         return [{"answer": s.answer, "meta": s.meta, **(scored(task, s, r) if "status" not in r else r)}
                 for s, r in zip(samples, results)]
+
+    def note(self, task: Task, reason: str | None) -> None:
+        """Say once per run (and task) why cells ran in smaller batches than asked."""
+        if reason and (task.name, reason) not in self.noted:
+            self.noted.add((task.name, reason))
+            print(f"note: --batch-size: {task.name}: {reason}", file=sys.stderr)
