@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from attention.density import block_cells  # noqa: F401  (re-exported: the peers count tile cells here)
+from attention.density import block_cells, blocks_density  # noqa: F401  (the peers count tiles through here)
 from attention.scores import causal_scores
 
 
@@ -95,11 +95,6 @@ def cover_count(scores: torch.Tensor, mass: float) -> torch.Tensor:
     plus one. long [...]."""
     values, _ = ranked(scores)
     return (values.cumsum(-1) <= mass).sum(-1) + 1
-
-
-def blocks_density(blocks: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """Kept share of the causal area of a blocks-only pattern: bool [B, H, n, n] -> float32 [B, H]."""
-    return ((blocks.double() * cells).sum((-2, -1)) / cells.sum()).float()
 
 
 def causal_blocks(n: int, device=None) -> torch.Tensor:

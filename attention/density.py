@@ -2,12 +2,15 @@
 
 Sink/window/column/slash patterns are counted in closed form over the same disjoint key sets the sparse kernel
 uses (O(columns + diagonals), never the [Sq, Sk] mask; window and sink parts are plain ints); block patterns
-from per-block causal cell counts; mixed patterns by an exact count of the mask in row chunks.
+from per-block causal cell counts (`blocks_density`, which the block-selecting peers use too); mixed patterns by
+an exact count of the mask in row chunks; a dense keep mask by counting it (`mask_density`); oracle-topk's
+per-row budget in closed form (`row_topk_density`).
 """
 import torch
 
 from attention.indices import first_of_run, prepare_columns
 from attention.pattern import SparsePattern
+from attention.reference import causal_mask
 
 
 def causal_area(q_len: int, k_len: int) -> int:
@@ -58,14 +61,32 @@ def block_cells(q_len: int, k_len: int, block: int, device=None) -> torch.Tensor
     return below + torch.diag(own)
 
 
+def blocks_density(blocks: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Kept share of the causal area of a blocks-only pattern: bool [B, H, n, n] and block_cells -> float32 [B, H]."""
+    return ((blocks.double() * cells).sum((-2, -1)) / cells.sum()).float()
+
+
 def block_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
     """Kept share of a blocks-only pattern from per-block causal cell counts: float [B, H]."""
     blocks = pattern.blocks.to(device)
     cells = block_cells(q_len, k_len, pattern.block, device)
     if blocks.shape[-2:] != cells.shape:  # a table not over absolute key tiles: count its mask instead
         return exact_density(pattern, batch, heads, q_len, k_len, device)
-    kept = (blocks.double() * cells).sum((-2, -1))
-    return (kept / causal_area(q_len, k_len)).float().expand(batch, heads).clone()
+    return blocks_density(blocks, cells).expand(batch, heads).clone()
+
+
+def mask_density(keep: torch.Tensor) -> torch.Tensor:
+    """Share of the causal area a dense keep mask [..., Sq, Sk] keeps, per leading index: float [...]."""
+    q_len, k_len = keep.shape[-2:]
+    causal_cells = causal_mask(q_len, k_len, keep.device).sum()
+    return keep.sum(dim=(-2, -1)).float() / causal_cells
+
+
+def row_topk_density(share: float, length: int, device=None) -> torch.Tensor:
+    """oracle-topk's kept share: query i keeps ceil(share * (i + 1)) keys (at least one; ties may add a few)."""
+    pos = torch.arange(length, device=device)  # the same fp32 arithmetic as oracle-topk's own budget
+    kept = torch.ceil(share * (pos + 1)).clamp(min=1).double().sum()
+    return (kept / causal_area(length, length)).float()
 
 
 def exact_density(pattern: SparsePattern, batch: int, heads: int, q_len: int, k_len: int, device,

@@ -11,10 +11,9 @@ diagnostics knows no method by name.
 """
 import torch
 
-from attention.density import causal_area, pattern_density
+from attention.density import mask_density, pattern_density, row_topk_density
 from attention.method import AttentionMethod, FullMask
 from attention.pattern import RowTopK
-from attention.pattern import density as mask_density
 from attention.scores import causal_scores, row_chunk
 from attention.selection import row_topk_keep
 
@@ -44,9 +43,7 @@ def plan_density(plan, batch: int, heads: int, length: int, device) -> torch.Ten
     if plan is None:
         return torch.ones(batch, heads, device=device)
     if isinstance(plan, RowTopK):
-        pos = torch.arange(length, device=device)  # the same fp32 arithmetic as oracle-topk's own budget
-        kept = torch.ceil(plan.density * (pos + 1)).clamp(min=1).double().sum()  # ties would add a few cells
-        return (kept / causal_area(length, length)).float().expand(batch, heads).clone()
+        return row_topk_density(plan.density, length, device).expand(batch, heads).clone()
     if isinstance(plan, FullMask):
         return mask_density(plan.keep).expand(batch, heads).to(device)
     return pattern_density(plan, batch, heads, length, length, device).to(device)

@@ -34,3 +34,26 @@ def hit_map(idx: torch.Tensor, batch: int, heads: int, k_len: int, device) -> to
     hit = torch.zeros(batch, heads, k_len + 1, dtype=torch.int8, device=device)
     hit.scatter_(2, idx, 1)
     return hit[..., :k_len].contiguous()
+
+
+def slash_blocks(slashes: torch.Tensor, batch: int, heads: int, k_len: int, window: int, block_m: int,
+                 block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key-block offsets delta (sorted, unused = BIG) whose block [p0 - delta*BN, +BN) holds some kept diagonal.
+
+    Query row m and key n of such a block lie on diagonal delta*BN + m - n, so diagonal d needs every delta with
+    d - delta*BN in [-(BN-1), BM-1]. Diagonals inside the window are skipped (the window covers them).
+    """
+    d = per_head(slashes.long(), batch, heads)
+    valid = (d >= window) & (d >= 0) & (d < k_len)
+    shift = block_m // block_n  # delta can be negative (down to 1 - BM/BN): keys right of the block's first row
+    n_slots = k_len // block_n + 2 * shift + 2
+    hit = torch.zeros(batch, heads, n_slots + 1, dtype=torch.bool, device=d.device)
+    top = torch.div(d + block_n - 1, block_n, rounding_mode="floor")
+    for back in range(shift + 1):
+        delta = top - back
+        ok = valid & (delta > -shift) & (d - delta * block_n <= block_m - 1)
+        hit.scatter_(2, torch.where(ok, delta + shift, n_slots).clamp(0, n_slots), True)
+    hit = hit[..., :n_slots]
+    slots = torch.arange(n_slots, device=d.device) - shift
+    deltas = torch.where(hit, slots, BIG).sort(-1).values
+    return deltas, hit.sum(-1)

@@ -11,8 +11,10 @@ from typing import ClassVar
 
 import torch
 
+from attention.backend import triton_enabled
 from attention.density import pattern_density
-from attention.executor import dense_attention, run_dense, run_pattern, triton_enabled
+from attention.executor import dense_attention, pattern_heads, run_pattern, split_heads
+from attention.fallback import NEVER, Limits, dense_heads, limits_for
 from attention.pattern import SparsePattern
 from harness.options import InputError, changed_options
 from harness.options import check_range as _check_range
@@ -121,10 +123,12 @@ class SparseMethod(AttentionMethod):
     layer's density."""
 
     sparse = True
+    predicted_is_exact: ClassVar[bool] = True  # predicted_density is the pattern's density, not a lower bound
 
     def __init__(self, config: MethodConfig | None = None):
         super().__init__(config)
         self.knobs: dict = {}
+        self._limits: dict = {}  # per layer shape: the fallback limits (host lookups once, not per layer)
 
     def record(self, layer_idx: int, **values) -> None:
         super().record(layer_idx, **values, **self.knobs)
@@ -140,31 +144,72 @@ class SparseMethod(AttentionMethod):
         return getattr(self.config, "density", 0) > 0 or self.dense_wins(1.0, q, k)
 
     def prefill(self, q, k, v, scale, layer_idx=0):
+        limits = self.limits(q, k)
         predicted = self.predicted_density(q.shape[2], k.shape[2])
-        if predicted is not None and self.dense_wins(predicted, q, k):
-            return self.run_dense(q, k, v, scale, layer_idx, predicted)
+        if limits.dense_before(predicted):
+            return self.run_dense(q, k, v, scale, layer_idx, predicted, limits)
         pattern = self.build_pattern(q, k, scale, layer_idx)
-        out = run_pattern(q, k, v, pattern, scale)
         density = self.density(pattern, q, k)
-        self.record(layer_idx, density=density, selected_density=density, path="sparse")
-        return out
 
-    # dense fallback (attention.executor.DENSE_LIMITS): a layer runs dense when its density predicts no gain.
-    # The measured limits apply on CUDA only (they are the GPU kernels'; CPU runs are for accuracy); an explicit
-    # dense_above applies wherever the Triton path runs (tests force it on the CPU interpreter).
+        def sparse(qs, ks, vs, heads):
+            return run_pattern(qs, ks, vs, pattern if heads is None else pattern_heads(pattern, heads), scale)
+        # an exact density known before building was decided above: no sync for it. Heads split only for a plain
+        # SparsePattern on our kernel: a pattern with its own execution (attention/bands.py) and a block pattern
+        # (compiled FlexAttention, whose shapes are static: a new sparse-head count recompiles it, and past the
+        # recompile limit it falls back to an unfused path that materialises the scores) decide per layer
+        exact = predicted is not None and self.predicted_is_exact
+        return self.execute(q, k, v, scale, layer_idx, density, limits, sparse, decide=not exact,
+                            per_head=type(pattern) is SparsePattern and pattern.blocks is None)
+
+    # the dense fallback (attention/fallback.py), the same for every sparse method: a layer runs dense when the
+    # density known before estimating reaches limits.before; after estimating, each head whose selected density
+    # reaches limits.after runs dense (one host sync reads the per-head densities; none when no limit applies)
+    def limits(self, q, k) -> Limits:
+        """The fallback limits for this layer's shape and device (the method's dense_above option first)."""
+        dense_above = getattr(self.config, "dense_above", -1.0)
+        if not triton_enabled(q.device):
+            return Limits(NEVER, NEVER, "none:torch-path")  # the exact PyTorch path is for accuracy only
+        key = (str(q.device), q.shape[3], q.shape[1] // k.shape[1], k.shape[2], dense_above)
+        if key not in self._limits:
+            self._limits[key] = limits_for(q.device, q.shape[3], q.shape[1] // k.shape[1], k.shape[2], dense_above)
+        return self._limits[key]
+
     def predicted_density(self, q_len: int, k_len: int) -> float | None:
         """The density the pattern will have, when the host knows it without looking at q, k (fixed patterns,
-        fixed budgets); None = only the built pattern tells (no fallback before it, which would need a sync)."""
+        fixed budgets); None = only the built pattern tells."""
         return None
 
-    def dense_wins(self, density: float, q, k) -> bool:
-        dense_above = getattr(self.config, "dense_above", -1.0)
-        return (q.is_cuda or dense_above >= 0) and triton_enabled(q.device) and run_dense(density, k.shape[2],
-                                                                                          dense_above)
+    def execute(self, q, k, v, scale, layer_idx, density: torch.Tensor, limits: Limits, run_sparse,
+                extra: torch.Tensor | None = None, decide: bool = True, per_head: bool = True) -> torch.Tensor:
+        """Run the layer on the selected per-head density [Hq] (a device tensor): sparse, dense, or split by head.
+        run_sparse(q, k, v, heads, extra_host) runs the sparse path on all heads (heads None, kv unexpanded) or
+        on a subset; extra (float [n], optional) is read in the same sync and handed over as a host list."""
+        decide = decide and limits.active
+        if not decide and extra is None:  # nothing to decide: no sync
+            self.record(layer_idx, density=density, selected_density=density, path="sparse", **limits.record())
+            return run_sparse(q, k, v, None)
+        host = torch.cat([density.float().flatten(), extra.float().flatten() if extra is not None
+                          else density.new_zeros(0)]).tolist()  # the layer's one host sync
+        selected, extra_host = host[:density.numel()], host[density.numel():]
+        dense = dense_heads(selected, limits) if decide else [False] * len(selected)
+        if not per_head:  # the layer as a whole: dense when its mean selected density reaches the limit
+            dense = [sum(selected) / len(selected) >= limits.after] * len(selected) if decide else dense
+        sparse = (lambda qs, ks, vs, heads: run_sparse(qs, ks, vs, heads, extra_host)) if extra is not None \
+            else run_sparse
+        if all(dense):
+            return self.run_dense(q, k, v, scale, layer_idx, selected, limits)
+        if not any(dense):
+            self.record(layer_idx, density=density, selected_density=density, path="sparse", **limits.record())
+            return sparse(q, k, v, None)
+        executed = [1.0 if d else x for d, x in zip(dense, selected)]
+        self.record(layer_idx, density=executed, selected_density=selected, path="mixed", dense_heads=sum(dense),
+                    dense_fallback="density", **limits.record())
+        return split_heads(q, k, v, scale, dense, sparse, getattr(self.config, "dense_backend", "cudnn"))
 
-    def run_dense(self, q, k, v, scale, layer_idx, selected) -> torch.Tensor:
+    def run_dense(self, q, k, v, scale, layer_idx, selected, limits: Limits) -> torch.Tensor:
         """Dense causal attention for this layer, recorded as such: executed density 1, path dense."""
-        self.record(layer_idx, density=1.0, selected_density=selected, path="dense", dense_fallback="density")
+        self.record(layer_idx, density=1.0, selected_density=selected, path="dense", dense_fallback="density",
+                    **limits.record())
         return dense_attention(q, k, v, scale, getattr(self.config, "dense_backend", "cudnn"))
 
     def density(self, pattern: SparsePattern, q, k) -> torch.Tensor:

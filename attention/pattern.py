@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from attention.reference import causal_mask
 
 
 @dataclass
@@ -55,13 +54,6 @@ class SparsePattern:
             kb = (k_pos // self.block).squeeze(0)
             keep |= self.blocks.to(device)[:, :, qb][:, :, :, kb]
         return keep & (k_pos <= q_pos)
-
-
-def density(keep: torch.Tensor) -> torch.Tensor:
-    """Share of the causal area kept, per (batch, head): [B, Hq]."""
-    q_len, k_len = keep.shape[-2:]
-    causal_cells = causal_mask(q_len, k_len, keep.device).sum()
-    return keep.sum(dim=(-2, -1)).float() / causal_cells
 
 
 @dataclass

@@ -56,8 +56,8 @@ def sampled_scores(q, k, scale: float, rows: torch.Tensor, with_diag: bool = Fal
     diagonal when with_diag): (columns [B, Hq, Sk] fp32, diagonals or None). On the Triton path with_diag needs
     every 64 rows to be one run of consecutive positions."""
     if triton_enabled(q.device):
-        from attention.kernels.scores import sampled_scores as triton_sampled_scores
-        return triton_sampled_scores(q, k, scale, rows, with_diag)
+        from attention.kernels.stage1 import launch_sampled_scores  # imported here: it loads triton
+        return launch_sampled_scores(q, k, scale, rows, with_diag)
     return torch_sampled_scores(q, k, scale, rows, with_diag)
 
 

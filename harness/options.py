@@ -13,6 +13,8 @@ import itertools
 import re
 import typing
 
+PREFILL_CHUNK = 16384  # tokens per part of a chunked prefill (--prefill chunked): its one default
+
 LENGTH = re.compile(r"^(\d+(?:\.\d+)?)([kKmM]?)$")
 QUOTES = "\"'"
 

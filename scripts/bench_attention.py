@@ -2,6 +2,13 @@
 of equal density, every registered sparse method, and the sparse kernel's two paths on SampleAttention's pattern.
 
   PYTHONPATH=. python scripts/bench_attention.py --lengths 8192,32768,131072 --densities 0.05,0.1,0.2,0.5
+  PYTHONPATH=. python scripts/bench_attention.py --shapes 128:32:8,64:14:2 --lengths 32768,131072 \
+      --densities 0.05,0.1,0.2,0.5 --methods sample          # issue 23's kernel rows, D=128 and D=64
+
+Rows per length: cudnn, flash, flex; kernel-<path> (SampleAttention's pattern through run_pattern on that path),
+fused-<path> (the fused route's kernel alone on stage 2's output: the product path's kernel), and per method
+the whole prefill (ms) exactly as `sampleattn run` executes it, fallback included (prefill_path, limits), at
+each density and once at its defaults (<name>@defaults).
 
 Methods come from the registry (attention.registry.available_methods): every method with `sparse = True` gets a row
 per density when its config has a `density` option (one row per length otherwise, at its defaults). A method that
@@ -22,8 +29,10 @@ runs); inputs are random bf16 with planted key stripes.
 import argparse
 import csv
 import dataclasses
+import json
 import math
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +42,11 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from attention import sample_fused  # noqa: E402
 from attention.executor import run_pattern  # noqa: E402
+from attention.kernels.config import kernel_settings, override, sparse_path, tma_supported  # noqa: E402
 from attention.method import SparseMethod  # noqa: E402
+from attention.methods.sample import fused_supported  # noqa: E402
 from attention.registry import available_methods, build_method  # noqa: E402
 
 # the peers: also timed at their defaults (one row per length and head dim), beside the published figure
@@ -51,9 +63,10 @@ PUBLISHED = {
 # extra string options per method at density d (beside density=d)
 EXTRA_OPTIONS = {"sample": lambda d: {"r_w": str(d / 4), "r_row": "0.05"}}
 SKIP = {"oracle-topk": "reference path only (fp32, chunked): never a speed candidate"}
-FIELDS = ["gpu", "method", "dim", "seq_len", "density", "measured_density", "kernel_path", "pattern_ms", "kernel_ms",
-          "ms", "estimate_share", "estimate_launches", "estimate_syncs", "cell_ratio", "speedup_vs_cudnn",
-          "speedup_vs_flash", "kernel_speedup_vs_flex", "published"]
+FIELDS = ["gpu", "head_dim", "heads", "kv_heads", "method", "seq_len", "density", "measured_density", "kernel_path",
+          "prefill_path", "limits", "pattern_ms", "kernel_ms", "ms", "estimate_share", "estimate_launches",
+          "estimate_syncs", "cell_ratio", "speedup_vs_cudnn", "speedup_vs_flash", "kernel_speedup_vs_flex",
+          "published", "commit", "torch", "triton", "kernel_settings"]
 
 
 @dataclass
@@ -174,8 +187,6 @@ def method_row(case, name, cls, density, warmup_ms, rep_ms):
     method = build_method(name, opts)
     row = {"method": name, "density": density}
     if isinstance(method, SparseMethod):
-        from attention.kernels.prefill import sparse_path
-
         pattern = method.build_pattern(case.q, case.k, case.scale)
         row["estimate_launches"], row["estimate_syncs"] = launches_and_syncs(
             lambda: method.build_pattern(case.q, case.k, case.scale))
@@ -188,7 +199,10 @@ def method_row(case, name, cls, density, warmup_ms, rep_ms):
     def prefill():
         method.stats.clear()
         return method.prefill(case.q, case.k, case.v, case.scale)
-    row["ms"] = bench(prefill, warmup_ms, rep_ms)
+    row["ms"] = bench(prefill, warmup_ms, rep_ms)  # the whole prefill: what `sampleattn run` executes
+    if method.stats and "path" in method.stats[-1]:
+        row["prefill_path"] = method.stats[-1]["path"]
+        row["limits"] = method.stats[-1].get("limits", "")
     if "measured_density" not in row:
         stat = method.stats[-1].get("density", density) if method.stats else density
         row["measured_density"] = float(torch.as_tensor(stat, dtype=torch.float32).mean())
@@ -223,20 +237,28 @@ def kernel_path_rows(case, density, paths, warmup_ms, rep_ms):
     real = float(method.density(pattern, case.q, case.k).mean())
     rows = []
     for path in paths:
-        os.environ["ATTN_SPARSE_PATH"] = path
-        try:
+        with override(sparse_path=path):
             ms = bench(lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale), warmup_ms, rep_ms)
-        finally:
-            os.environ.pop("ATTN_SPARSE_PATH")
+            # the fused route on the same path: stage 2's list and ranges straight into the kernel (kernel only)
+            selected, window = method.stages(case.q, case.k, case.scale)
+            needed = selected.needed().tolist()
+            fused = real_fused = None
+            if fused_supported(case.q, case.k):
+                fused = bench(lambda: sample_fused.attend(case.q, case.k, case.v, case.scale, window, selected,
+                                                          needed), warmup_ms, rep_ms)
+                real_fused = float(selected.density.mean())
         rows.append({"method": f"kernel-{path}", "density": density, "measured_density": real, "kernel_path": path,
                      "kernel_ms": ms, "ms": ms})
+        if fused is not None:
+            rows.append({"method": f"fused-{path}", "density": density, "measured_density": real_fused,
+                         "kernel_path": path, "kernel_ms": fused, "ms": fused})
     return rows
 
 
 def finish(rows, gpu, seq_len, base, dim=None):
     """Fill the derived columns of one length's rows against that length's cuDNN / flash / flex times."""
     for row in rows:
-        row.update(gpu=gpu, seq_len=seq_len, dim=dim, published=PUBLISHED.get(row["method"], ""))
+        row.update(gpu=gpu, seq_len=seq_len, head_dim=dim, published=PUBLISHED.get(row["method"], ""))
         if row.get("pattern_ms") and "cudnn" in base:
             row["estimate_share"] = row["pattern_ms"] / base["cudnn"]
         if row["density"] is None:
@@ -291,15 +313,51 @@ def show(row):
           f" cell {fmt('cell_ratio', '5.2f')} vs flex {fmt('kernel_speedup_vs_flex', '5.2f')}", flush=True)
 
 
+def targets(rows) -> None:
+    """Issue 23's targets beside what was measured (benchmark output, never asserted)."""
+    print("\ntargets (not asserted):")
+    for r in rows:
+        dim, seq, method = r.get("head_dim"), r["seq_len"], r["method"]
+        if method.startswith("fused-") and r.get("cell_ratio") != "" and seq in (32768, 131072):
+            need = 1.0 if seq == 131072 else 1.2
+            print(f"  D={dim} S={seq} {method} d={r['density']}: cell ratio {r['cell_ratio']:.2f} (<= {need})")
+        if method == "sample" and seq == 131072 and r["density"] == 0.1 and r.get("speedup_vs_cudnn") != "":
+            print(f"  D={dim} S={seq} whole sample d=0.1: {r['speedup_vs_cudnn']:.2f}x cuDNN (>= 6)")
+        if method == "sample" and seq == 131072 and r.get("pattern_ms") and "estimate_share" in r:
+            print(f"  D={dim} S={seq} sample d={r['density']}: stages {r['estimate_share']:.3f} of cuDNN (<= 0.05)")
+
+
+def shapes_of(args) -> list[tuple[int, int, int]]:
+    """(head dim, query heads, kv heads) to bench: --shapes "128:32:8,64:14:2", else --dim/--heads/--kv-heads."""
+    if not args.shapes:
+        dims = [int(d) for d in args.dims.split(",") if d] if args.dims else [args.dim]
+        return [(dim, args.heads, args.kv_heads) for dim in dims]
+    out = []
+    for part in args.shapes.split(","):
+        dim, heads, kv = (int(x) for x in part.split(":"))
+        out.append((dim, heads, kv))
+    return out
+
+
+def provenance() -> dict:
+    commit = os.environ.get("SAMPLEATTN_GIT_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    return {"commit": commit, "torch": torch.__version__, "triton": triton.__version__,
+            "kernel_settings": json.dumps(kernel_settings(), sort_keys=True)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default="8192,32768,131072")
     ap.add_argument("--densities", default="0.05,0.1,0.2,0.5")
     ap.add_argument("--methods", help="comma list of registered sparse methods (default: all)")
     ap.add_argument("--paths", default="tma,portable", help="kernel paths to time on the sample pattern ('' = none)")
+    ap.add_argument("--shapes", help='head_dim:heads:kv_heads list, e.g. "128:32:8,64:14:2" (Llama-8B, Qwen2.5-0.5B)')
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
-    ap.add_argument("--dims", default="128", help="comma list of head dims (one pass over the lengths each)")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dims", help="comma list of head dims, each with --heads/--kv-heads (or use --shapes)")
+    ap.add_argument("--no-flex", action="store_true", help="skip the FlexAttention rows (compiles per shape)")
     ap.add_argument("--warmup-ms", type=float, default=100)
     ap.add_argument("--rep-ms", type=float, default=400)
     ap.add_argument("--qk", help="q/k/v captured by scripts/capture_qk.py: adds adaptive-density rows")
@@ -312,52 +370,59 @@ def main(argv=None):
     methods = sparse_methods(args.methods.split(",") if args.methods else None)
     densities = [float(x) for x in args.densities.split(",") if x]
     paths = [p for p in args.paths.split(",") if p]
-    if "tma" in paths:
-        from attention.kernels.hopper import supported
-        if not supported(torch.empty(1, device="cuda")):
-            paths.remove("tma")
+    if "tma" in paths and not tma_supported(torch.empty(1, device="cuda")):
+        paths.remove("tma")
+    stamp = provenance()
     rows = []
-    runs = [(int(d), int(n)) for d in args.dims.split(",") if d for n in args.lengths.split(",") if n]
-    for dim, seq_len in runs:
-        q, k, v = planted_inputs(seq_len, args.heads, args.kv_heads, dim)
-        shared = {}
-        scale = 1 / math.sqrt(dim)
-        base, length_rows = {}, []
+    for dim, heads, kv_heads in shapes_of(args):
+        for seq_len in (int(x) for x in args.lengths.split(",") if x):
+            length_rows = bench_length(args, seq_len, dim, heads, kv_heads, methods, densities, paths)
+            rows += [{**row, "head_dim": dim, "heads": heads, "kv_heads": kv_heads, **stamp}
+                     for row in finish(length_rows[1], gpu, seq_len, length_rows[0], dim)]
+            write(path, rows)  # after every length: a run cut short keeps what it measured
+            torch.cuda.empty_cache()
+    if args.qk:
+        rows += real_model_rows(args.qk, gpu, args.warmup_ms, args.rep_ms)
+        write(path, rows)
+    targets(rows)
+    print(f"wrote {path}")
 
-        def add(row):
-            length_rows.append(row)
-            show({**row, "seq_len": seq_len, "density": row["density"] if row["density"] is not None else "-"})
 
-        for name in ("cudnn", "flash"):
-            ms = bench(sdpa(name)(Case(q, k, v, seq_len, None, scale, shared)), args.warmup_ms, args.rep_ms)
-            base[name] = ms
-            add({"method": name, "density": 1.0, "measured_density": 1.0, "kernel_ms": ms, "ms": ms})
-        shared.clear()  # expanded kv: only the dense backends need it
-        for density in densities:
-            case = Case(q, k, v, seq_len, density, scale, shared)
-            mask_ms = bench(lambda: random_block_mask(seq_len, args.heads, density), args.warmup_ms, args.rep_ms)
+def bench_length(args, seq_len, dim, heads, kv_heads, methods, densities, paths):
+    """(cuDNN / flash / flex base times, rows) of one length and shape."""
+    q, k, v = planted_inputs(seq_len, heads, kv_heads, dim)
+    shared = {}
+    scale = 1 / math.sqrt(dim)
+    base, length_rows = {}, []
+
+    def add(row):
+        length_rows.append(row)
+        show({**row, "seq_len": seq_len, "density": row["density"] if row["density"] is not None else "-"})
+
+    print(f"-- D={dim} heads {heads}/{kv_heads} S={seq_len}", flush=True)
+    for name in ("cudnn", "flash"):
+        ms = bench(sdpa(name)(Case(q, k, v, seq_len, None, scale, shared)), args.warmup_ms, args.rep_ms)
+        base[name] = ms
+        add({"method": name, "density": 1.0, "measured_density": 1.0, "kernel_ms": ms, "ms": ms})
+    shared.clear()  # expanded kv: only the dense backends need it
+    for density in densities:
+        case = Case(q, k, v, seq_len, density, scale, shared)
+        if not args.no_flex:
+            mask_ms = bench(lambda: random_block_mask(seq_len, heads, density), args.warmup_ms, args.rep_ms)
             ms = bench(flex(case), args.warmup_ms, args.rep_ms)
             base[("flex", density)] = ms
             add({"method": "flex", "density": density, "measured_density": density, "kernel_path": "flex",
                  "pattern_ms": mask_ms, "kernel_ms": ms, "ms": ms + mask_ms})
-            for row in kernel_path_rows(case, density, paths, args.warmup_ms, args.rep_ms) if paths else []:
-                add(row)
-            for name, cls in methods.items():
-                if has_density(cls):
-                    add(method_row(case, name, cls, density, args.warmup_ms, args.rep_ms))
+        for row in kernel_path_rows(case, density, paths, args.warmup_ms, args.rep_ms) if paths else []:
+            add(row)
         for name, cls in methods.items():
-            if not has_density(cls) or name in PEERS:  # the peers also at their published defaults
-                case = Case(q, k, v, seq_len, None, scale, shared)
-                add(method_row(case, name, cls, None, args.warmup_ms, args.rep_ms))
-        rows += finish(length_rows, gpu, seq_len, base, dim)
-        write(path, rows)  # after every length: a run cut short keeps what it measured
-        del q, k, v
-        shared.clear()
-        torch.cuda.empty_cache()
-    if args.qk:
-        rows += real_model_rows(args.qk, gpu, args.warmup_ms, args.rep_ms)
-        write(path, rows)
-    print(f"wrote {path}")
+            if has_density(cls):
+                add(method_row(case, name, cls, density, args.warmup_ms, args.rep_ms))
+    for name, cls in methods.items():  # every method at its defaults (sample: adaptive alpha; the peers beside
+        case = Case(q, k, v, seq_len, None, scale, shared)  # their published figure)
+        row = method_row(case, name, cls, None, args.warmup_ms, args.rep_ms)
+        add({**row, "method": name if not has_density(cls) or name in PEERS else f"{name}@defaults"})
+    return base, length_rows
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ per prefill and the ideal bound (linear-layer time + executed density x dense at
 
   PYTHONPATH=. python scripts/bench_ttft.py --model random:llama-3.1-8b --lengths 8k,16k,32k,64k,128k \
       --model random:smollm2-135m --lengths 2k,4k,8k
+  PYTHONPATH=. python scripts/bench_ttft.py --model qwen2.5-coder-0.5b --lengths 8k,16k,32k \
+      --methods defaults        # issue 23: every registered method at its defaults beside dense
 
 Writes results/bench/ttft_<gpu>.csv (appends rows for new (model, length, method) keys, replaces re-measured
 ones) and ttft_<gpu>.png. Linear time = the same prefill with attention replaced by a no-op (`none` rows);
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from attention import hf  # noqa: E402
 from attention.method import AttentionMethod  # noqa: E402
+from attention.registry import available_methods  # noqa: E402
 from harness.models.loading import load_model  # noqa: E402
 from harness.running import worker  # noqa: E402
 from harness.options import parse_lengths  # noqa: E402
@@ -46,8 +49,8 @@ METHODS = ("dense:backend=cudnn,dense:backend=flash,sample,sample:density=0.1,sa
 PEER_METHODS = ("minference,flexprefill,xattention,bigbird,minference:density=0.1,flexprefill:density=0.1,"
                 "xattention:density=0.1,bigbird:density=0.1")
 FIELDS = ["gpu", "model", "length", "method", "status", "error", "ttft_ms", "vs_cudnn", "ideal_ms", "vs_ideal",
-          "density",
-          "selected_density", "dense_layers", "layers", "launches_per_layer", "syncs_per_prefill", "peak_mem_gib",
+          "density", "selected_density", "dense_layers", "dense_heads", "limits", "layers", "launches_per_layer",
+          "syncs_per_prefill", "peak_mem_gib",
           "repeats", "torch", "triton", "commit"]
 
 
@@ -111,9 +114,18 @@ def layer_stats(method) -> dict:
     executed = [mean(s.get("density", 1.0)) for s in stats]
     selected = [mean(s.get("selected_density")) for s in stats]
     selected = [s for s in selected if s is not None]
-    dense = sum(1 for s in stats if s.get("path") == "dense" or "dense_fallback" in s)
+    dense = sum(1 for s in stats if s.get("path") == "dense")
+    heads = sum(s.get("dense_heads", 0) for s in stats if s.get("path") == "mixed")
+    limits = sorted({str(s["limits"]) for s in stats if "limits" in s})
     return {"density": statistics.fmean(executed), "selected_density": statistics.fmean(selected) if selected else "",
-            "dense_layers": dense}
+            "dense_layers": dense, "dense_heads": heads, "limits": " ".join(limits)}
+
+
+def default_methods() -> str:
+    """Dense (cuDNN, flash) and every registered method at its defaults (reference-only ones left out)."""
+    names = [n for n, cls in sorted(available_methods().items()) if getattr(cls, "sparse", False)
+             and n != "oracle-topk"]
+    return ",".join(["dense:backend=cudnn", "dense:backend=flash", *names])
 
 
 def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) -> list[dict]:
@@ -236,6 +248,8 @@ def targets(rows: list[dict]) -> None:
     for r in rows:
         if "smollm2" in r["model"] and r["length"] in (4096, 8192) and r["method"].startswith("sample"):
             print(f"  {r['model']} {r['length']} {r['method']}: {r.get('vs_cudnn', float('nan')):.3f}x dense (<= 1.05)")
+        if "qwen" in r["model"].lower() and r["method"] not in ("none", "dense:backend=cudnn"):
+            print(f"  {r['model']} {r['length']} {r['method']}: {r.get('vs_cudnn', float('nan')):.3f}x dense (<= 1.03)")
         if "llama" in r["model"] and r["method"] == "sample":
             print(f"  {r['model']} {r['length']} sample defaults: {r.get('vs_cudnn', float('nan')):.3f}x dense (<= 1.03)")
         if "llama" in r["model"] and r["method"] == "sample:density=0.1" and r["length"] in (32768, 131072):
@@ -248,7 +262,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="model name; repeat with --lengths each")
     parser.add_argument("--lengths", action="append", required=True, help="lengths for the --model before it")
-    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--methods", default=METHODS, help="method specs, or 'defaults': every method at its "
+                        "defaults beside dense")
     parser.add_argument("--peers", action="store_true", help="also the peers at defaults and at density 0.1")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long", type=int, default=49152, help="from this length on one repeat fewer")
@@ -259,6 +274,8 @@ def main(argv=None) -> int:
     if len(args.model) != len(args.lengths):
         parser.error("give one --lengths after each --model")
     args.profile_at = set(parse_lengths(args.profile_at))
+    if args.methods == "defaults":
+        args.methods = default_methods()
     gpu = torch.cuda.get_device_name().replace("NVIDIA ", "").replace(" ", "_")
     import triton
     commit = os.environ.get("SAMPLEATTN_GIT_COMMIT") or subprocess.run(

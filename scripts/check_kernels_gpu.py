@@ -14,7 +14,6 @@ end against the fp32 reference computed per head over all 2^20 keys.
   PYTHONPATH=. python scripts/check_kernels_gpu.py --shapes 200 [--long]
 """
 import argparse
-import os
 import random
 import sys
 from pathlib import Path
@@ -24,14 +23,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.density import pattern_density  # noqa: E402
-from attention.kernels.hopper import sparse_attention_tma, supported  # noqa: E402
+from attention.executor import torch_pattern_attention  # noqa: E402
+from attention.kernels.config import override, tma_supported  # noqa: E402
+from attention.kernels.hopper import sparse_attention_tma  # noqa: E402
 from attention.kernels.prefill import sparse_attention_portable  # noqa: E402
-from attention.kernels.scores import sampled_scores  # noqa: E402
-from attention.kernels.select import block_m_for, column_attention, select_columns  # noqa: E402
+from attention.kernels.stage1 import launch_sampled_scores as sampled_scores  # noqa: E402
+from attention.kernels.column_select import select_columns  # noqa: E402
+from attention.kernels.config import block_config  # noqa: E402
+from attention.kernels.prefill import column_attention  # noqa: E402
 from attention.density import base_cells  # noqa: E402
 from attention.methods.sample import chunk_rows, strided_rows  # noqa: E402
-from attention.pattern import SparsePattern, density  # noqa: E402
+from attention.density import mask_density as density  # noqa: E402
+from attention.pattern import SparsePattern  # noqa: E402
 from attention.reference import expand_kv, reference_attention  # noqa: E402
+from attention.registry import build_method  # noqa: E402
 from attention.scores import torch_sampled_scores  # noqa: E402
 
 
@@ -68,15 +73,41 @@ def random_case(rng: random.Random, device):
 
 
 def with_tiles(fn, blocks):
-    """fn run with ATTN_TMA_BLOCKS=blocks (head dim 128): the tiles the launcher picks only for long sequences."""
+    """fn run with the TMA tiles `blocks`: the ones the launcher picks only for long sequences."""
     def run(*args, **kwargs):
-        old = os.environ.get("ATTN_TMA_BLOCKS")
-        os.environ["ATTN_TMA_BLOCKS"] = blocks
-        try:
+        with override(tma_blocks=blocks):
             return fn(*args, **kwargs)
-        finally:
-            os.environ.pop("ATTN_TMA_BLOCKS") if old is None else os.environ.__setitem__("ATTN_TMA_BLOCKS", old)
     return run
+
+
+def check_fused(paths, device="cuda"):
+    """SampleAttention's fused column path (attention/sample_fused.py) on each kernel path, D=64 and D=128,
+    adaptive and fixed budget, against the fp32 exact attention under the pattern its build_pattern gives."""
+    failed = 0
+    for path in paths:
+        for dim, heads, kv, seq, opts in ((64, 14, 2, 3000, {}), (64, 14, 2, 2500, {"density": "0.2"}),
+                                          (128, 8, 2, 2200, {}), (128, 4, 4, 1900, {"density": "0.3"})):
+            q = torch.randn(1, heads, seq, dim, device=device, dtype=torch.bfloat16)
+            k = torch.randn(1, kv, seq, dim, device=device, dtype=torch.bfloat16)
+            v = torch.randn(1, kv, seq, dim, device=device, dtype=torch.bfloat16)
+            k[:, :, torch.randperm(seq, device=device)[:seq // 50]] *= 4  # stripes to select
+            scale = dim ** -0.5
+            method = build_method("sample", {"dense_above": "1", **opts})
+            with override(sparse_path=path):
+                out = method.prefill(q, k, v, scale)
+            pattern = method.build_pattern(q, k, scale)
+            ref = torch_pattern_attention(q.float(), k.float(), v.float(), pattern, scale)
+            low = bf16_torch(q, k, v, pattern.keep_mask(1, heads, seq, seq, device), scale)
+            err, bar = rel(out, ref), rel(low, ref)
+            ok = not out.isnan().any() and err <= 2 * bar + 1e-3
+            failed += not ok
+            print(f"fused {path:8s} S={seq} H={heads}/{kv} D={dim} {opts}: rel err {err:.2e} (bf16 bar {bar:.2e})"
+                  f" {'ok' if ok else 'FAIL'}")
+    return failed
+
+
+def rel(x, ref):
+    return float((x.float() - ref).norm() / ref.norm())
 
 
 def check_sparse(paths, n_shapes, seed, device="cuda"):
@@ -205,7 +236,7 @@ def check_long(paths, seed=0):
             failed += not ok
             print(f"long[stage 1, diagonals={slash}]: col rel err {e:.2e} diag rel err {e2:.2e} "
                   f"{'ok' if ok else 'FAIL'}", flush=True)
-        window, sink, block_m = 1000, 4, block_m_for(dim, LONG)
+        window, sink, block_m = 1000, 4, block_config(dim, LONG)[0]
         base, causal = base_cells(LONG, LONG, window, sink)
         cols, col_full, col_hi, dens = select_columns(col, sink=sink, window=window, q_len=LONG, block_m=block_m,
                                                       base_cells=base, causal_cells=causal,
@@ -233,10 +264,11 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     paths = {"portable": sparse_attention_portable}
-    if supported(torch.empty(1, device="cuda")):
+    if tma_supported(torch.empty(1, device="cuda")):
         paths["tma"] = sparse_attention_tma
-        paths["tma-128x128"] = with_tiles(sparse_attention_tma, "128,128,8,3,0")  # the >= 48K config
+        paths["tma-128x128"] = with_tiles(sparse_attention_tma, {128: (128, 128, 8, 3, 0)})  # the >= 48K config
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
+    failed += check_fused(["portable", "tma"] if "tma" in paths else ["portable"])
     if args.long:
         failed += check_long({k: v for k, v in paths.items() if k != "tma-128x128"}, args.seed)
     print("GPU CHECK", "FAILED" if failed else "PASSED")

@@ -1,7 +1,8 @@
 """Compare tile configs of the sparse kernel paths (portable gather kernel, Hopper TMA kernel) on the GPU at fixed
-densities, beside cuDNN and FlexAttention in the same process; write the best per length as env lines.
+densities, beside cuDNN and FlexAttention in the same process; print the best TMA config per length (configs run
+through attention.kernels.config.override; a winner becomes a default in config.py, never an environment setting).
 
-  PYTHONPATH=. python scripts/sweep_configs.py --lengths 8192,32768,131072 --out $OUT   (then: source $OUT/best.env)
+  PYTHONPATH=. python scripts/sweep_configs.py --lengths 8192,32768,131072 --dim 64 --out $OUT
 
 Each row: time, time / (density x cuDNN dense time) (the issue-14 ratio; 1.0 = cuDNN's rate per computed cell),
 and TFLOP/s over computed cells (4 * cells * D per head).
@@ -18,6 +19,8 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.density import pattern_density  # noqa: E402
+from attention.kernels.config import override  # noqa: E402
+from attention.kernels.hopper import launch, prepare_indices  # noqa: E402
 from scripts.bench_attention import Case, flex, planted_inputs, sdpa, sparse_runner  # noqa: E402
 
 PORTABLE = [""]  # its default per length (block_config)
@@ -38,10 +41,13 @@ def main():
     ap.add_argument("--tma", default=";".join(TMA))
     ap.add_argument("--portable", default=";".join(PORTABLE))
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--heads", default="32,8", help="query heads,kv heads")
     ap.add_argument("--profile", action="store_true",
                     help="one call each of cuDNN and both sparse paths at the first length/density (run under ncu)")
     args = ap.parse_args()
-    heads, kv_heads, dim = 32, 8, 128
+    heads, kv_heads = (int(x) for x in args.heads.split(","))
+    dim = args.dim
     scale = dim ** -0.5
     if args.profile:
         seq, dens = int(args.lengths.split(",")[0]), float(args.densities.split(",")[0])
@@ -50,8 +56,8 @@ def main():
         runner, _ = sparse_runner(case, "sample", {"density": str(dens), "r_w": str(dens / 4)})
         sdpa("cudnn")(case)()
         for path in ("tma", "portable"):
-            os.environ["ATTN_SPARSE_PATH"] = path
-            runner()
+            with override(sparse_path=path):
+                runner()
         torch.cuda.synchronize()
         return
     lines = []
@@ -68,21 +74,16 @@ def main():
             real = float(pattern_density(pattern, 1, heads, seq, seq, "cuda").mean())
             cells = real * heads * seq * (seq + 1) / 2
             print(f"flex   S={seq} d={dens}: {flex_ms:.3f} ms = {flex_ms / (dens * cudnn):.2f} x d x cudnn", flush=True)
-            for path, configs, var in (("tma", args.tma, "ATTN_TMA_BLOCKS"),
-                                       ("portable", args.portable, "ATTN_SPARSE_BLOCKS")):
+            for path, configs, key in (("tma", args.tma, "tma_blocks"), ("portable", args.portable, "sparse_blocks")):
                 for config in configs.split(";"):
-                    if config:
-                        os.environ[var] = config
-                    os.environ["ATTN_SPARSE_PATH"] = path
+                    tiles = {key: {dim: tuple(int(x) for x in config.split(","))}} if config else {}
                     try:
-                        ms = timed(runner)
+                        with override(sparse_path=path, **tiles):
+                            ms = timed(runner)
                     except Exception as err:  # e.g. out of shared memory, or no warp specialisation here
                         print(f"{path:8s} {config:14s} S={seq}: failed {type(err).__name__}: {str(err)[:160]}",
                               flush=True)
                         ms = math.inf
-                    finally:
-                        os.environ.pop(var, None)
-                        os.environ.pop("ATTN_SPARSE_PATH")
                     ratio = ms / (real * cudnn)
                     tflops = 4 * cells * dim / ms / 1e9
                     line = (f"{path:8s} {config:14s} S={seq:7d} d={dens:.2f} (real {real:.3f}) {ms:9.3f} ms "
@@ -94,7 +95,6 @@ def main():
                         best[config] += ms / (real * cudnn)
             # the TMA path in two parts at its default config: index prep (sort, dedup, bounds), then the launch
             # (K/V copy + column gather + kernel) on prepared indices
-            from attention.kernels.hopper import launch, prepare_indices
             parts = dict(sink=pattern.sink, window=pattern.window, columns=pattern.columns, slashes=pattern.slashes)
             prep_ms = timed(lambda: prepare_indices(q, k, **parts))
             idx = prepare_indices(q, k, **parts)

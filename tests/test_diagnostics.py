@@ -7,7 +7,8 @@ import torch
 
 from attention import diagnostics as diag
 from attention import hf
-from attention.pattern import SparsePattern, density
+from attention.density import mask_density as density
+from attention.pattern import SparsePattern
 from attention.reference import attention_probs, causal_mask
 from attention.registry import AttentionMethod, build_method
 from harness.cli import main

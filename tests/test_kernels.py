@@ -5,9 +5,10 @@ import torch
 from attention.backend import use_backend
 from attention.density import pattern_density
 from attention.executor import run_pattern
-from attention.kernels.scores import sampled_scores
+from attention.kernels.stage1 import launch_sampled_scores as sampled_scores
 from attention.scores import column_scores
-from attention.pattern import SparsePattern, density
+from attention.density import mask_density as density
+from attention.pattern import SparsePattern
 from attention.reference import attention_probs, reference_attention
 from attention.methods.sample import chunk_rows, strided_rows
 from tests.kernel_helpers import bf16_torch_attention, kernel_attention, random_qkv, rel_err
@@ -103,11 +104,16 @@ def test_tma_path_matches_reference(seq, heads, kv, dim, window, sink, with_cols
     assert rel_err(out, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, dim ** -0.5), ref)
 
 
-def test_tma_path_with_long_sequence_tiles(monkeypatch):
+def test_tma_path_with_long_sequence_tiles():
     # 128x128 tiles are what the launcher picks from 48K queries on: same answers at a length the CPU can run
+    from attention.kernels.config import override
     from attention.kernels.hopper import sparse_attention_tma
 
-    monkeypatch.setenv("ATTN_TMA_BLOCKS", "128,128,8,3,0")
+    with override(tma_blocks={128: (128, 128, 8, 3, 0)}):
+        check_tma_long_tiles(sparse_attention_tma)
+
+
+def check_tma_long_tiles(sparse_attention_tma):
     for seq, window, sink, slashes in ((300, 150, 3, True), (290, 0, 0, False)):
         q, k, v = random_qkv(seq, 4, 1, 128, seed=seq)
         pattern = make_pattern(seq, 4, window, sink, True, slashes, seed=seq + 2)
@@ -150,16 +156,18 @@ def test_gather_copies_each_distinct_column_once_in_order():
         assert rows[len(keys):slots].abs().max() == 0  # the rest of the head's first tile is written as zeros
 
 
-def test_sparse_path_choice(monkeypatch):
-    from attention.kernels.prefill import sparse_path
+def test_sparse_path_choice():
+    from attention.kernels.config import kernel_settings, override, sparse_path
 
     q = torch.zeros(1, 1, 8, 64)
     assert sparse_path(q) == "portable"  # the interpreter / CPU: never the TMA path unless asked
-    monkeypatch.setenv("ATTN_SPARSE_PATH", "tma")
-    assert sparse_path(q) == "tma"
-    monkeypatch.setenv("ATTN_SPARSE_PATH", "fast")
-    with pytest.raises(ValueError, match="ATTN_SPARSE_PATH"):
-        sparse_path(q)
+    with override(sparse_path="tma"):
+        assert sparse_path(q) == "tma"
+        assert kernel_settings()["overrides"] == {"sparse_path": "tma"}  # what the manifest records
+    assert kernel_settings()["overrides"] == {}
+    with pytest.raises(ValueError, match="sparse_path"):
+        with override(sparse_path="fast"):
+            sparse_path(q)
 
 def plain_scores(q, k, scale, rows):
     """Plain PyTorch stage 1: causal softmax of the sampled rows, summed per key column and per diagonal."""
@@ -188,12 +196,14 @@ def test_sampled_scores_match_plain_pytorch(seq, heads, kv, dim):
             assert diag is None
 
 
-def test_packed_heads_pass_gives_the_same_scores(monkeypatch):
+def test_packed_heads_pass_gives_the_same_scores():
+    from attention.kernels.config import override
+
     q, k, _ = random_qkv(100, 8, 2, 64, seed=12, stripes=0.05)
     rows = strided_rows(100, 0.2, "cpu")
     plain = sampled_scores(q, k, 0.125, rows)[0]
-    monkeypatch.setenv("ATTN_SCORES_PACK", "4")
-    assert rel_err(sampled_scores(q, k, 0.125, rows)[0], plain) < 1e-5
+    with override(scores_pack=4):
+        assert rel_err(sampled_scores(q, k, 0.125, rows)[0], plain) < 1e-5
     assert rel_err(plain, plain_scores(q, k, 0.125, rows)[0]) < 1e-3
 
 

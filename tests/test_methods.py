@@ -13,7 +13,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from attention import hf
 from attention.scores import torch_sampled_scores
-from attention.pattern import density
+from attention.density import mask_density as density
 from attention.reference import attention_probs, reference_attention
 from attention.registry import AttentionMethod, ConfigError, available_methods, build_method
 from tests.tiny_models import CONFIGS, tiny_model

@@ -15,11 +15,10 @@ import torch
 
 import attention.kernels  # noqa: F401  (the interpreter compatibility patch)
 from attention.kernels.gather import gather_rows_kernel
-from attention.kernels.hopper import coordinates_fit, tma_config
-from attention.kernels.prefill import block_config, sparse_path
+from attention.kernels.column_select import SPLITS, select_kernel
+from attention.kernels.config import block_config, coordinates_fit, scores_config, sparse_path, tma_config
 from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
-from attention.kernels.scores import BLOCK, scores_config
-from attention.kernels.select import SPLITS, select_kernel
+from attention.kernels.stage1 import BLOCK
 from attention.kernels.sparse import sparse_fwd_kernel
 from attention.kernels.sparse_tma import sparse_tma_kernel
 from tests.offset_probe import Fake, Probe, run_programs
@@ -103,7 +102,6 @@ def test_tma_path_refuses_what_its_coordinates_cannot_address(monkeypatch):
     assert coordinates_fit(1, 32, 8, S, S, S)
     assert not coordinates_fit(64, 32, 8, S, S, S)  # 2^31 query rows: the portable kernel must take it
     monkeypatch.delenv("TRITON_INTERPRET")
-    monkeypatch.delenv("ATTN_SPARSE_PATH", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     on_hopper = [SimpleNamespace(shape=(b, H, S, D), is_cuda=True, device="cuda") for b in (1, 64)]
     assert [sparse_path(q, S) for q in on_hopper] == ["tma", "portable"]
@@ -173,7 +171,7 @@ def test_stage2_select_last_row():
     dens = Fake("density", (rows,), torch.float32)
     with Probe(scores, out, count, prefix, col_full, col_hi, dens) as probe:
         run_programs(select_kernel, (rows,), [(rows - 1,)],
-                     scores, out, count, prefix, col_full, col_hi, dens, n, n, n, 4, 256, 0, n, n_qb, bm,
+                     scores, out, count, prefix, col_full, col_hi, dens, count, n, n, n, 4, 256, 0, n, n_qb, bm,
                      1.0, 0.0, 0.0, 0.0, 0.0, 1.0, MODE=0, FUSED=True, BLOCK=1024, NS=SPLITS, num_warps=4)
     assert_clean(probe)
     assert max(prefix.touched) == rows * n - 1

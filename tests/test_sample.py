@@ -6,7 +6,7 @@ import torch
 from attention import hf
 from attention.backend import use_backend
 from attention.indices import BIG
-from attention.pattern import density
+from attention.density import mask_density as density
 from attention.reference import attention_probs, reference_attention
 from attention.registry import ConfigError, build_method
 from attention.methods.sample import chunk_rows, strided_rows

@@ -1,10 +1,11 @@
-"""Stage 2 in Triton (attention/kernels/select.py, CPU interpreter) against the plain PyTorch selection."""
+"""Stage 2 in Triton (attention/kernels/column_select.py, CPU interpreter) against the plain PyTorch selection."""
 import pytest
 import torch
 
 from attention import selection
 from attention.density import base_cells, pattern_density
-from attention.kernels.select import column_attention, select_columns, select_top
+from attention.kernels.column_select import select_columns, select_top
+from attention.kernels.prefill import column_attention
 from attention.pattern import SparsePattern
 from attention.reference import reference_attention
 from tests.kernel_helpers import kernel_attention as sparse_attention, random_qkv, rel_err
@@ -131,19 +132,36 @@ def test_column_attention_is_the_launcher_s_result():
 
 
 @pytest.mark.parametrize("path", ["portable", "tma"])
-def test_sample_fused_prefill_on_each_kernel_path_matches_its_pattern(monkeypatch, path):
+def test_sample_fused_prefill_on_each_kernel_path_matches_its_pattern(path):
     """SampleAttention's fused column path on the portable and the Hopper (TMA) kernel, under the interpreter:
     the output equals the fp32 reference under the pattern the same method builds on the base path."""
     from attention.backend import use_backend
     from attention.registry import build_method
     from tests.kernel_helpers import bf16_torch_attention
 
-    monkeypatch.setenv("ATTN_SPARSE_PATH", path)
+    from attention.kernels.config import override
+
     q, k, v = random_qkv(150, 4, 2, 64, seed=11, stripes=0.05)
     method = build_method("sample", {"density": "0.3", "dense_above": "1"})
-    with use_backend("triton"):
+    with use_backend("triton"), override(sparse_path=path):
         out = method.prefill(q, k, v, 0.125)
         keep = method.build_pattern(q, k, 0.125).keep_mask(1, 4, 150, 150)
     assert not out.isnan().any()
     ref = reference_attention(q, k, v, keep, 0.125)
     assert rel_err(out, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, 0.125), ref)
+
+
+@pytest.mark.parametrize("name", list(cases()))
+@pytest.mark.parametrize("alpha", [0.95, 0.5, 1e-6])
+def test_fused_mass_threshold_from_the_sort_keeps_what_the_search_keeps(name, alpha):
+    """select_columns takes the mass threshold from mass_threshold (a device sort) instead of the kernel's k-ary
+    search: the same kept set as select_top's search, ties and zeros included (sinks aside)."""
+    scores = cases()[name]
+    n, sink = scores.shape[-1], min(2, scores.shape[-1] - 1)
+    base, causal = base_cells(n, n, 1, sink)
+    cols = select_columns(scores, sink=sink, window=1, q_len=n, block_m=64, base_cells=base, causal_cells=causal,
+                          alpha=alpha)[0]
+    searched = as_mask(select_top(scores, alpha=alpha, exclude=sink), n)
+    fused = as_mask(cols, n)
+    fused[..., :sink] = False
+    assert torch.equal(fused, searched)

@@ -1,7 +1,9 @@
 """Triton kernels and their launchers only; they take tensors and ints, never a pattern object.
 
-  prefill.sparse_attention   sink + window + gathered columns (+ slashes) prefill, online softmax
-  scores.sampled_scores      stage 1: exact causal softmax of sampled rows summed down key columns (+ diagonals)
+  config                        constants, tile configs, the one sparse-path decision (plain torch: no triton)
+  prefill.sparse_attention      sink + window + gathered columns (+ slashes) prefill, online softmax
+  stage1.launch_sampled_scores  stage 1: exact causal softmax of sampled rows summed down key columns (+ diagonals)
+  column_select.select_columns  stage 2: SampleAttention's fused column selection
 
 Nothing here is imported unless a kernel runs (the backend module decides), so the package works without triton.
 """

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from attention.indices import hit_map, prepare_columns
-from attention.kernels.prefill import LOG2E, interpreter_f32
+from attention.kernels.config import LOG2E, interpreter_f32
 from attention.kernels.sparse import _online_step
 
 BAND = 64            # rows per query block and keys per tile, fixed by MInference's kernel (64 x 64)

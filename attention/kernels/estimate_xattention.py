@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from attention.kernels.prefill import LOG2E, interpreter_f32
+from attention.kernels.config import LOG2E, interpreter_f32
 from attention.kernels.sparse import dot
 
 

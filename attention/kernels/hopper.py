@@ -4,48 +4,16 @@ Two steps, timed apart by the benchmarks: `prepare_indices` (each head's distinc
 hit map and a cumsum, per-block column bounds, slash blocks: small index tensors, device-side, no host sync) and
 `launch` (the combined K/V buffer with the gathered columns, the TMA descriptors, the kernel).
 """
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attention.indices import hit_map
+from attention.indices import BIG, hit_map, slash_blocks
+from attention.kernels.config import LOG2E, coordinates_fit, interpreter_f32, tma_config
 from attention.kernels.gather import column_lists, combined_kv, kept_up_to
 from attention.kernels.sparse_tma import sparse_tma_kernel
-
-
-def supported(q: torch.Tensor) -> bool:
-    """TMA descriptors need compute capability 9.0+ (Hopper, Blackwell); the interpreter emulates them."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return True
-    return q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
-
-
-def coordinates_fit(batch: int, heads: int, kv_heads: int, q_len: int, k_len: int, slots: int) -> bool:
-    """TMA tile coordinates are 32-bit: every row of the flattened q ([B*Hq*Sq, D]) and of the combined K/V buffer
-    ([B*Hk*Sk + B*Hq*slots, D]) must be below 2^31 (addresses themselves are 64-bit in the hardware)."""
-    return max(batch * heads * q_len, batch * kv_heads * k_len + batch * heads * slots) < 2**31
-
-
-def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int, int, int, int, bool]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim.
-
-    H200 sweep (results/bench/v4/run2): 128x128 tiles, 8 warps, 3 stages best at 128K; 128x64, 4 warps, 2 stages
-    (two programs per SM) at 32K and 8K. warp_specialize made no difference with triton 3.6 on Hopper.
-    ATTN_TMA_BLOCKS="128,64,4,2,0" overrides it for head dim 128 (scripts/sweep_configs.py compares configs)."""
-    if os.environ.get("ATTN_TMA_BLOCKS") and head_dim == 128:
-        bm, bn, w, s, ws = (int(x) for x in os.environ["ATTN_TMA_BLOCKS"].split(","))
-    elif head_dim <= 64:
-        bm, bn, w, s, ws = 128, 64, 4, 3, 0
-    elif head_dim <= 128:
-        bm, bn, w, s, ws = (128, 64, 4, 2, 0) if q_len <= 49152 else (128, 128, 8, 3, 0)
-    else:
-        bm, bn, w, s, ws = 64, 64, 4, 2, 0
-    if has_slash:  # the slash loop's pointer loads need shared memory of their own
-        s = min(s, 2)
-    return bm, bn, w, s, bool(ws)
 
 
 @dataclass
@@ -65,8 +33,6 @@ class Indices:
 
 
 def prepare_indices(q, k, *, sink: int, window: int, columns=None, slashes=None) -> Indices:
-    from attention.kernels.prefill import slash_blocks
-
     batch, heads, q_len, head_dim = q.shape
     k_len = k.shape[2]
     device = q.device
@@ -95,8 +61,6 @@ def prepare_indices(q, k, *, sink: int, window: int, columns=None, slashes=None)
 
 
 def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None) -> torch.Tensor:
-    from attention.kernels.prefill import LOG2E, interpreter_f32
-
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # descriptors read the [B*H*S, D] views
@@ -107,7 +71,7 @@ def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None)
     slots = idx.cols.shape[-1] if has_cols else 0
     if not coordinates_fit(batch, heads, kv_heads, q_len, k_len, slots):
         raise ValueError(f"{batch}x{heads} heads x {k_len} keys exceed the TMA path's 32-bit tile coordinates; "
-                         "use ATTN_SPARSE_PATH=portable")
+                         "run the portable kernel (attention.kernels.config.override(sparse_path='portable'))")
     kx, vx = combined_kv(k, v, idx.cols, slots, heads, idx.n_real)
     dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=q.device)
@@ -135,4 +99,21 @@ def sparse_attention_tma(q, k, v, scale: float, *, sink: int = 0, window: int = 
                          out: torch.Tensor | None = None) -> torch.Tensor:
     """Run sink + window + columns (+ slashes) on the TMA kernel. Returns [B, Hq, Sq, D]."""
     idx = prepare_indices(q, k, sink=sink, window=window, columns=columns, slashes=slashes)
+    return launch(q, k, v, scale, idx, out)
+
+
+def column_attention_tma(q, k, v, scale: float, *, window: int, cols, col_full, col_hi, counts, max_count: int,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+    """The TMA kernel over window + a ready column list (as prefill.column_attention; ranges for tma_config's
+    BLOCK_M rows), counts int32 [B, Hq] real entries per head, max_count their maximum (a host int): the gather
+    buffer is sized by the kept columns, not by one slot per key."""
+    config = tma_config(q.shape[3], q.shape[2])
+    slots = triton.cdiv(max(max_count, 1), 128) * 128
+    slots = min(slots, cols.shape[-1]) if cols.shape[-1] % 128 == 0 else slots
+    trimmed = cols[..., :slots]
+    if trimmed.shape[-1] < slots:  # pad to whole gather tiles
+        trimmed = torch.nn.functional.pad(trimmed, (0, slots - trimmed.shape[-1]), value=-1)
+    trimmed = torch.where(trimmed >= 0, trimmed, BIG).to(torch.int32).contiguous()  # padding sorts past every row
+    idx = Indices(config, trimmed, col_full, col_hi, counts.to(torch.int32).contiguous(), None, None, None, None,
+                  0, int(window))
     return launch(q, k, v, scale, idx, out)

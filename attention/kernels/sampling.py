@@ -15,7 +15,7 @@ POS_INF = tl.constexpr(float("inf"))
 @triton.jit
 def _exp2(x, HALF: tl.constexpr):
     # HALF: packed half-precision ex2 (two per MUFU op; ~1e-3 relative error, underflow below 2^-24), an
-    # experiment for the SFU-bound share of stage 1 (ATTN_SCORES_EXP16=1); the default is fp32 exp2
+    # experiment for the SFU-bound share of stage 1 (config.half_exp); the default is fp32 exp2
     if HALF:
         return tl.inline_asm_elementwise(
             asm="""{

@@ -10,8 +10,10 @@ import math
 
 import torch
 
-from attention import executor, selection
+from attention import selection
+from attention.backend import triton_enabled
 from attention.density import base_cells
+from attention.executor import HEAD_DIMS
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
@@ -34,8 +36,8 @@ class SampleConfig(MethodConfig):
     sink: int = 4              # first tokens always kept
     density: float = 0.0       # > 0: fixed budget, best columns until this share of the causal area (replaces
                                # alpha / alpha_c; column_slash still adds its alpha_s diagonals on top)
-    dense_above: float = -1.0  # GPU: a layer whose selected density reaches this runs dense (-1: the measured
-                               # per-length limit, attention/executor.py DENSE_LIMITS; 0: always; 1: never)
+    dense_above: float = -1.0  # GPU: a head whose selected density reaches this runs dense (-1: the calibrated
+                               # limits, attention/fallback.py; 0: always; 1: never)
     dense_backend: str = "cudnn"  # SDPA backend of those dense layers: cudnn | flash | efficient | auto
 
     def validate(self):
@@ -57,6 +59,11 @@ class SampleConfig(MethodConfig):
             check_range("dense_above", self.dense_above, 0, 1)
         if self.dense_backend not in ("cudnn", "flash", "efficient", "auto"):
             raise ConfigError(f"dense_backend={self.dense_backend!r} is not one of: cudnn, flash, efficient, auto")
+
+
+def fused_supported(q, k) -> bool:
+    """Whether the fused column path (attention/sample_fused.py) can run these q, k."""
+    return triton_enabled(q.device) and q.shape[-1] in HEAD_DIMS and q.shape[2] <= k.shape[2]
 
 
 def strided_rows(q_len: int, r_row: float, device) -> torch.Tensor:
@@ -85,6 +92,11 @@ class SampleAttention(SparseMethod):
     name = "sample"
     Config = SampleConfig
     description = "SampleAttention: sampled-row column (+slash) scores, CRA selection, window+stripe sparse prefill"
+    predicted_is_exact = False  # window + sinks: a floor under the selected density
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._plans = None  # sample_fused.RowPlans, made on the first fused layer
 
     @property
     def recall_target(self) -> float:
@@ -103,35 +115,44 @@ class SampleAttention(SparseMethod):
         return max(self.config.density, floor) if self.config.density > 0 else floor
 
     def prefill(self, q, k, v, scale, layer_idx=0):
-        """The column pattern on the Triton path runs fused: stage 1 on a cached row plan (2 launches), stage 2
-        in one launch (threshold + compaction + ranges + density), the sparse kernel (1): no host sync. With
-        alpha (adaptive) and a limit below 1, a probe (stages on the last RUN rows only, ~1% of stage 1 at 128K)
-        estimates the density first; reading it is the layer's one host sync. Other cases: the base path."""
+        """The column pattern on the Triton path runs fused (attention/sample_fused.py: stages 1-2 in three
+        launches, the layer's one sync for the fallback, the sparse kernel); other cases: the base path."""
         cfg = self.config
-        if cfg.pattern != "column" or cfg.granularity != 1 or not executor.fused_columns_supported(q, k):
+        if cfg.pattern != "column" or cfg.granularity != 1 or not fused_supported(q, k):
             return super().prefill(q, k, v, scale, layer_idx)
+        limits = self.limits(q, k)
+        predicted = self.predicted_density(q.shape[2], k.shape[2])
+        if limits.dense_before(predicted):
+            return self.run_dense(q, k, v, scale, layer_idx, predicted, limits)
+        selected, window = self.stages(q, k, scale)
+        density = selected.density[0] if q.shape[0] == 1 else selected.density.mean(0)  # a view: no launch
+
+        from attention import sample_fused  # imported here: it loads triton
+
+        def sparse(qs, ks, vs, heads, needed):
+            return sample_fused.attend(qs, ks, vs, scale, window, selected.heads(heads), needed)
+        extra = selected.needed() if selected.path == "tma" else None  # read in the same sync
+        if extra is None:
+            return self.execute(q, k, v, scale, layer_idx, density, limits,
+                                lambda qs, ks, vs, heads, *_: sparse(qs, ks, vs, heads, None))
+        return self.execute(q, k, v, scale, layer_idx, density, limits, sparse, extra=extra)
+
+    def stages(self, q, k, scale):
+        """Stages 1 and 2 of the fused path (attention/sample_fused.py): (Selection, window); no host sync."""
+        from attention import sample_fused  # imported here: it loads triton
+
+        cfg = self.config
         q_len, k_len, head_dim = q.shape[2], k.shape[2], q.shape[3]
-        predicted = self.predicted_density(q_len, k_len)
-        if self.dense_wins(predicted, q, k):
-            return self.run_dense(q, k, v, scale, layer_idx, predicted if cfg.density > 0 else None)
         window = math.ceil(cfg.r_w * k_len)
         base, causal = base_cells(q_len, k_len, window, min(cfg.sink, k_len))
         budget = max(0.0, cfg.density * causal - base) if cfg.density > 0 else None
-        alpha = None if budget is not None else cfg.alpha
-        common = dict(sink=cfg.sink, window=window, base=base, causal=causal, alpha=alpha, budget=budget)
-        if budget is None and self.dense_wins(1.0, q, k):  # the fallback is on: probe first
-            probe = executor.row_plan(("probe",), lambda: torch.arange(max(0, q_len - RUN), q_len, device=q.device),
-                                      q_len, k_len, head_dim, q.device)
-            estimate = float(executor.select_fused(q, k, scale, probe, **common)[3].mean())  # the one sync
-            if self.dense_wins(estimate, q, k):
-                return self.run_dense(q, k, v, scale, layer_idx, estimate)
-        plan = executor.row_plan(("rows", cfg.r_row), lambda: strided_rows(q_len, cfg.r_row, q.device), q_len, k_len,
-                                 head_dim, q.device)
-        selected = executor.select_fused(q, k, scale, plan, **common)
-        out = executor.run_fused(q, k, v, scale, window, selected)
-        density = selected[3][0] if q.shape[0] == 1 else selected[3].mean(0)  # a view: no launch, no sync
-        self.record(layer_idx, density=density, selected_density=density, path="sparse")
-        return out
+        if self._plans is None:
+            self._plans = sample_fused.RowPlans()
+        plan = self._plans.get(("rows", cfg.r_row), lambda: strided_rows(q_len, cfg.r_row, q.device), q_len, k_len,
+                               head_dim, q.device)
+        selected = sample_fused.select(q, k, scale, plan, sink=cfg.sink, window=window, base=base, causal=causal,
+                                       alpha=None if budget is not None else cfg.alpha, budget=budget)
+        return selected, window
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config

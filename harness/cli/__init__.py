@@ -1,4 +1,4 @@
-"""The `sampleattn` command line: run, sweep, methods, tasks, report, reproduce, diagnose.
+"""The `sampleattn` command line: run, sweep, methods, tasks, report, reproduce, diagnose, calibrate.
 
 One module per subcommand (`harness/cli/<subcommand>.py`): its flags (`add_parser`) and what it does
 (`main(args, argv)`, which turns the flags into Settings once and hands those on). Each imports the work behind it
@@ -8,12 +8,12 @@ import os
 import sys
 
 from harness.models import hub
-from harness.cli import diagnose, methods, report, reproduce, run, sweep, tasks
+from harness.cli import calibrate, diagnose, methods, report, reproduce, run, sweep, tasks
 from harness.cli.flags import OUT, Parser  # noqa: F401  (OUT: the default --out)
 from harness.options import InputError, parse_lengths  # noqa: F401  (parse_lengths: the CLI's length grammar)
 from harness.running.checks import check_names
 
-COMMANDS = {module.NAME: module for module in (run, sweep, methods, tasks, report, reproduce, diagnose)}
+COMMANDS = {module.NAME: module for module in (run, sweep, methods, tasks, report, reproduce, diagnose, calibrate)}
 
 
 def build_parser() -> Parser:

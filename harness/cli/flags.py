@@ -1,8 +1,8 @@
 """The flags several subcommands share, and a parser whose errors are one line (exit 2)."""
 import argparse
 
-from harness.options import InputError
-from harness.running.settings import DEFAULT, DEVICE_MAPS, OUT, PREFILL_CHUNK, PREFILL_MODES
+from harness.options import PREFILL_CHUNK, InputError
+from harness.running.settings import DEFAULT, DEVICE_MAPS, OUT, PREFILL_MODES
 
 DEFAULT_LENGTHS = ",".join(map(str, DEFAULT.lengths))
 TABLE_LENGTHS = "the table's own lengths"  # reproduce's default

@@ -21,8 +21,8 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from harness.options import PREFILL_CHUNK as DEFAULT_CHUNK
 from harness.options import InputError
-from harness.running.settings import PREFILL_CHUNK as DEFAULT_CHUNK
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 

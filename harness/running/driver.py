@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from attention.kernels.config import kernel_settings
 from harness.models.loading import load_model
 from harness.options import InputError
 from harness.running import distributed, worker
@@ -53,7 +54,8 @@ def run_manifest(settings: Settings, plan: Plan, **extra) -> dict:
             "methods": [m.spec() for m in plan.methods], "tasks": [t.name for t in plan.tasks],
             # every task's resolved options (LongBench's code_sim backend among them)
             "task_configs": [{"task": t.name, **dataclasses.asdict(t.config)} for t in plan.tasks],
-            "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(), **extra,
+            "options": dataclasses.asdict(plan.options), "sdpa_backends": sdpa_backend_flags(),
+            "kernel_settings": kernel_settings(), **extra,
             **provenance(plan.options.device)}
 
 

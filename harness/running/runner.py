@@ -11,7 +11,7 @@ import torch
 
 from attention import hf
 from attention.registry import AttentionMethod
-from harness.options import InputError
+from harness.options import PREFILL_CHUNK, InputError
 from harness.models import device_map, long_prefill
 from harness.models.loaded import LoadedModel
 from harness.running.settings import RunOptions

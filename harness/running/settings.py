@@ -10,11 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from harness.options import InputError, parse_lengths
+from harness.options import PREFILL_CHUNK, InputError, parse_lengths
 
 PREFILL_MODES = ("plain", "chunked", "chunked-nocache")
 DEVICE_MAPS = ("auto", "balanced")  # --device-map: accelerate's placements (harness/models/device_map.py)
-PREFILL_CHUNK = 16384  # tokens per row-wise chunk of --prefill chunked (harness/models/long_prefill.py)
 OUT = "runs"           # git ignores it; committed evidence lives in results/runs/
 
 

@@ -9,7 +9,7 @@ Entries below `exclude` are left out (sinks for columns, the window for diagonal
 
 The fused column form also writes what the sparse kernel reads: the sinks first, then the kept columns, as one
 sorted int32 list per head, the per-query-block column ranges (col_full, col_hi) and the exact density, so a
-SampleAttention layer is four launches: two stage-1 passes, this one, the sparse kernel.
+SampleAttention layer is four launches: two stage-1 passes, this one, the sparse kernel (attention/sample_fused.py).
 """
 import torch
 import triton
@@ -36,10 +36,10 @@ def _load(S, idx, n, exclude):
 
 @triton.jit
 def select_kernel(
-    S, OUT, COUNT, PREFIX, COL_FULL, COL_HI, DENSITY,
+    S, OUT, COUNT, PREFIX, COL_FULL, COL_HI, DENSITY, THR,
     n, s_row, out_row, exclude, window, q_off, k_len, n_qb, block_m,
     alpha_hi, alpha_lo, budget_hi, budget_lo, base_cells, causal_cells,
-    MODE: tl.constexpr, FUSED: tl.constexpr, BLOCK: tl.constexpr, NS: tl.constexpr,
+    MODE: tl.constexpr, FUSED: tl.constexpr, BLOCK: tl.constexpr, NS: tl.constexpr, GIVEN: tl.constexpr = False,
 ):
     row = tl.program_id(0).to(tl.int64)
     s_base = S + row * s_row
@@ -63,6 +63,9 @@ def select_kernel(
     if MODE == 1:
         lo = zero
         hi = zero + 0x7F800001
+        if GIVEN:  # the mass threshold came from a parallel sort on the device (mass_threshold): no search
+            lo = zero + tl.load(THR + row)
+            hi = lo + 1
     if MODE != 0:
         while hi - lo > 1:
             cand = lo + ((hi - lo) * split) // (NS + 1)
@@ -187,7 +190,8 @@ def select_top(scores: torch.Tensor, *, alpha: float | None = None, budget: floa
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
     select_kernel[(rows.shape[0],)](
-        rows, out, count, count, count, count, rows, n, rows.stride(0), out.stride(0), exclude, window, n - q_len, n,
+        rows, out, count, count, count, count, rows, count, n, rows.stride(0), out.stride(0), exclude, window,
+        n - q_len, n,
         1, 1, a_hi, a_lo, b_hi, b_lo, 0.0, 1.0,
         MODE=_mode(alpha, budget), FUSED=False, BLOCK=_tiles(n)[0], NS=SPLITS, num_warps=_tiles(n)[1])
     return out.view(scores.shape)
@@ -212,38 +216,25 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
     dens = torch.empty(batch, heads, dtype=torch.float32, device=dev)
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
+    mode = _mode(alpha, budget)
+    given = mode == MODES["mass"]
+    thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len)) if given else count
     select_kernel[(rows,)](
-        col, cols, count, prefix, col_full, col_hi, dens, k_len, k_len, k_len, min(sink, k_len), window,
+        col, cols, count, prefix, col_full, col_hi, dens, thr, k_len, k_len, k_len, min(sink, k_len), window,
         k_len - q_len, k_len, n_qb, block_m, a_hi, a_lo, b_hi, b_lo, float(base_cells), float(causal_cells),
-        MODE=_mode(alpha, budget), FUSED=True, BLOCK=_tiles(k_len)[0], NS=SPLITS, num_warps=_tiles(k_len)[1])
+        MODE=mode, FUSED=True, BLOCK=_tiles(k_len)[0], NS=SPLITS, GIVEN=given, num_warps=_tiles(k_len)[1])
     return cols, col_full, col_hi, dens
 
 
-def column_attention(q, k, v, scale: float, *, window: int, cols, col_full, col_hi, block_m: int,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
-    """The sparse kernel over window + the fused column list of select_columns (sinks included), with no further
-    index preparation: one launch. block_m must be the one select_columns was given (block_m_for)."""
-    from attention.kernels.prefill import LOG2E, block_config, interpreter_f32
-    from attention.kernels.sparse import sparse_fwd_kernel
-
-    batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    bm, bn, warps, stages = block_config(head_dim, q_len)
-    if bm != block_m:
-        raise ValueError(f"column ranges were built for {block_m}-row blocks, the kernel runs {bm}")
-    out = torch.empty_like(q) if out is None else out
-    n_qb = triton.cdiv(q_len, bm)
-    sparse_fwd_kernel[(n_qb, batch * heads)](
-        q, k, v, out, cols, col_full, col_hi, cols, col_hi, cols, cols,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        heads, heads // kv_heads, q_len, k_len, k_len - q_len, window, cols.shape[-1], n_qb, 0, scale * LOG2E,
-        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=True, HAS_SLASH=False, F32=interpreter_f32(q),
-        num_warps=warps, num_stages=stages)
-    return out
-
-
-def block_m_for(head_dim: int, q_len: int) -> int:
-    from attention.kernels.prefill import block_config
-
-    return block_config(head_dim, q_len)[0]
+def mass_threshold(scores: torch.Tensor, alpha: float, exclude: int) -> torch.Tensor:
+    """int64 [rows]: the bit pattern of the mass rule's threshold per row, the largest t with sum(s >= t) >= alpha x
+    total over the kernel's scores (non-positive, NaN and the first `exclude` entries count as 0): the value at the
+    first sorted position whose running sum reaches the target. A segmented sort and a cumsum run over all rows in
+    parallel, where the kernel's k-ary search walks each row 8 times in one program."""
+    keys = torch.arange(scores.shape[-1], device=scores.device)
+    s = torch.where((scores > 0) & (keys >= exclude), scores, 0.0)
+    ranked = s.sort(-1, descending=True).values
+    csum = ranked.double().cumsum(-1)
+    target = csum[:, -1:] * alpha
+    first = torch.searchsorted(csum, target).clamp(max=scores.shape[-1] - 1)
+    return ranked.gather(-1, first).view(torch.int32).long().flatten().contiguous()

@@ -1,34 +1,20 @@
-"""Launcher for stage 1: sampled column / diagonal scores (the whole-row column scores H2O reuses too)."""
+"""Launcher of stage 1 (kernels in sampling.py): sampled column / diagonal scores, the Triton side of
+attention.scores.sampled_scores (which SampleAttention, H2O and the oracle call)."""
 import dataclasses
-import os
 
 import torch
 import triton
 
-from attention.kernels.prefill import LOG2E, interpreter_f32
+from attention.kernels.config import LOG2E, half_exp, interpreter_f32, scores_config, scores_pack_limit
 from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
 
 BLOCK = 64  # rows per sampled block (and keys per block with diagonals); slash sampling takes runs of BLOCK rows
 
 
-def scores_config(head_dim: int) -> tuple[int, int, int, int]:
-    """(keys per block in pass 1, in pass 2, num_warps, num_stages); ATTN_SCORES_CFG="64,64,4,3" overrides it
-    for head dim 128. Default = the H100 sweep's best (results/bench/v2/sweep.log): 128-key blocks in both passes."""
-    if os.environ.get("ATTN_SCORES_CFG") and head_dim == 128:
-        return tuple(int(x) for x in os.environ["ATTN_SCORES_CFG"].split(","))
-    return (128, 128, 4, 3) if head_dim <= 128 else (64, 64, 8, 3)
-
-
-def half_exp(q) -> bool:
-    """ATTN_SCORES_EXP16=1: packed fp16 exp2 in stage 1 (GPU only; an experiment, off by default)."""
-    return os.environ.get("ATTN_SCORES_EXP16") == "1" and q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
-
-
 def head_pack(group: int, head_dim: int) -> int:
-    """Query heads per pass-1 program (ATTN_SCORES_PACK, default 1): the largest power of two dividing the group,
-    at most that, with the stacked query tile within 64 KB. Packing 4 heads measured no faster on the H100 at 128K
-    and slower at 32K (results/bench/NOTES.md, v3), so it is off by default."""
-    limit = int(os.environ.get("ATTN_SCORES_PACK", "1"))
+    """Query heads per pass-1 program: the largest power of two dividing the group, at most
+    config.scores_pack_limit(), with the stacked query tile within 64 KB."""
+    limit = scores_pack_limit()
     pack = 1
     while pack < limit and group % (pack * 2) == 0 and (pack * 2) * BLOCK * head_dim * 2 <= 65536:
         pack *= 2
@@ -68,7 +54,7 @@ def row_plan(rows: torch.Tensor, q_len: int, k_len: int, head_dim: int, with_dia
     return RowPlan(rows, first_rb.to(torch.int32), full_rb.to(torch.int32), full_end.to(torch.int32))
 
 
-def sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
+def launch_sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
     """Sum over the sampled query rows of their exact causal softmax probabilities.
 
     q [B, Hq, Sq, D], k [B, Hkv, Sk, D]; rows: query indices into q (ascending within each BLOCK; -1 = unused),
