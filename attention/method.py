@@ -138,10 +138,10 @@ class SparseMethod(AttentionMethod):
 
     def per_sample(self, q, k) -> bool:
         """A density target is solved over the whole call (MInference, FlexPrefill, XAttention) and an active dense
-        fallback decides from a whole-call estimate (SampleAttention's probe): a batch then runs sample by sample,
-        so that each gets its own knob and decision. A fixed density (top-k budget) needs no loop, but one costs
-        nothing but launches."""
-        return getattr(self.config, "density", 0) > 0 or self.dense_wins(1.0, q, k)
+        fallback decides from the call's selected density (execute: per head or per layer, averaged over the
+        batch): a batch then runs sample by sample, so that each gets its own knob and decision. A fixed density
+        (top-k budget) needs no loop, but one costs nothing but launches."""
+        return getattr(self.config, "density", 0) > 0 or self.limits(q, k).active
 
     def prefill(self, q, k, v, scale, layer_idx=0):
         limits = self.limits(q, k)
