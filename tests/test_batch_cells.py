@@ -135,3 +135,19 @@ def test_smollm_cells_equal_at_batch_2_and_batch_1(tmp_path):
     assert len({c["prediction"] for c in runs[1].values()}) > 1  # the rows answer differently: the test can fail
     assert main(["run", "--resume", str(folder), "--batch-size", "1", "--no-progress"]) == 0  # nothing left to do
     assert json.loads((folder / "manifest.json").read_text())["spec"]["batch_size"] == 1
+
+
+def test_a_batch_out_of_memory_runs_again_one_sample_at_a_time(monkeypatch, capsys):
+    loaded = Loaded(tiny_model("llama"), CharTokenizer())
+    samples = [Sample(id=f"s{i}", task="t", length=LENGTH, input_ids=p, answer="x", max_new_tokens=3)
+               for i, p in enumerate(prompts(3))]
+    real = batch.run_group
+
+    def out_of_memory(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(batch, "run_group", out_of_memory)
+    cells = batch.BatchMeasure().group(loaded, small("dense"), Scorer(), samples, RunOptions())
+    monkeypatch.setattr(batch, "run_group", real)
+    assert [c["status"] for c in cells] == ["ok"] * 3 and [c["batch_size"] for c in cells] == [1] * 3
+    assert "ran out of GPU memory" in capsys.readouterr().err

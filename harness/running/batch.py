@@ -121,11 +121,15 @@ class BatchMeasure(RunMeasure):
                     for i, result in zip(part, batch):
                         results[i] = result
         except torch.cuda.OutOfMemoryError as err:
-            torch.cuda.empty_cache()
             results = [{"status": "oom", "error": str(err).splitlines()[0], "batch_size": len(samples)}
                        for _ in samples]
         except (RuntimeError, ValueError) as err:  # recorded in each cell of the group; the grid goes on
             results = [{**failure(method, samples[0], err), "batch_size": len(samples)} for _ in samples]
+        if results[0].get("status") == "oom":
+            torch.cuda.empty_cache()  # outside the except block: its traceback no longer holds the batch's tensors
+            if len(samples) > 1:
+                self.note(task, "a batch ran out of GPU memory: its samples ran again one at a time")
+                return [cell for s in samples for cell in self.group(loaded, method, task, [s], options)]
         return [{"answer": s.answer, "meta": s.meta, **(scored(task, s, r) if "status" not in r else r)}
                 for s, r in zip(samples, results)]
 
