@@ -42,7 +42,8 @@ def test_batch_of_two_equals_each_sample_alone(name, extra):
         torch.testing.assert_close(out[row:row + 1], prefill_of(alone, qi, ki, vi), atol=1e-5, rtol=1e-5)
     if not batched.sparse:
         return
-    keep = batched.batched_keep_mask(q, k, 0.3) if isinstance(batched, SparseMethod) else keep_mask_of(batched, q, k, 0.3)
+    keep = (batched.batched_keep_mask(q, k, 0.3) if isinstance(batched, SparseMethod)
+            else keep_mask_of(batched, q, k, 0.3))
     if keep is None:  # H2O: dense prefill; its decode cache is checked below
         return
     alone = [small(name, **extra) for _ in samples]
