@@ -72,8 +72,14 @@ class AttentionMethod:
         """prefill of a batch, per sample where per_sample says so (what the transformers bridge calls)."""
         if q.shape[0] == 1 or not self.per_sample(q, k):
             return self.prefill(q, k, v, scale, layer_idx)
-        return torch.cat([self.prefill(q[i:i + 1], k[i:i + 1], v[i:i + 1], scale, layer_idx)
-                          for i in range(q.shape[0])])
+        outs = []
+        for row in range(q.shape[0]):
+            self.row = row  # its stats say which sample they are (harness/running/batch.py splits them)
+            try:
+                outs.append(self.prefill(q[row:row + 1], k[row:row + 1], v[row:row + 1], scale, layer_idx))
+            finally:
+                self.row = None
+        return torch.cat(outs)
 
     def batched_keep_mask(self, q, k, scale: float, layer_idx: int = 0) -> torch.Tensor | None:
         """keep_mask of what batched_prefill attends, row by row."""
@@ -113,8 +119,10 @@ class AttentionMethod:
         changed = changed_options(self.config)
         return f"{self.name}:{changed}" if changed else self.name
 
+    row: int | None = None  # the sample of a batch being run alone (batched_prefill), else None
+
     def record(self, layer_idx: int, **values) -> None:
-        self.stats.append({"layer": layer_idx, **values})
+        self.stats.append({"layer": layer_idx, **values, **({"row": self.row} if self.row is not None else {})})
 
 
 class SparseMethod(AttentionMethod):

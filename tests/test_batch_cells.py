@@ -151,3 +151,21 @@ def test_a_batch_out_of_memory_runs_again_one_sample_at_a_time(monkeypatch, caps
     monkeypatch.setattr(batch, "run_group", real)
     assert [c["status"] for c in cells] == ["ok"] * 3 and [c["batch_size"] for c in cells] == [1] * 3
     assert "ran out of GPU memory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,scope", [("minference", "sample"), ("streaming", "batch")])
+def test_each_cell_gets_its_own_stats_where_the_method_ran_sample_by_sample(name, scope):
+    """An equal-density method runs a batch sample by sample (a solved knob per sample; MInference's differs between
+    these samples): each cell then records its
+    own sample's per-layer density, as at batch 1; a method that ran the whole batch records the batch's mean."""
+    loaded = Loaded(tiny_model("qwen2"), CharTokenizer())
+    samples = [Sample(id=f"s{i}", task="t", length=LENGTH, input_ids=p, answer="x", max_new_tokens=2)
+               for i, p in enumerate(prompts(3, seed=8))]
+    options = {"density": "0.5"} if scope == "sample" else {}
+    grouped = batch.BatchMeasure().group(loaded, small(name, **options), Scorer(), samples, RunOptions())
+    alone = [batch.BatchMeasure().group(loaded, small(name, **options), Scorer(), [s], RunOptions())[0]
+             for s in samples]
+    assert [c["stats_scope"] for c in grouped] == [scope] * 3
+    assert [len(c["layers"]) for c in grouped] == [len(alone[0]["layers"])] * 3
+    if scope == "sample":
+        assert [c["density"] for c in grouped] == pytest.approx([c["density"] for c in alone], abs=1e-6)

@@ -74,8 +74,7 @@ def batch_greedy_decode(model, first_tokens, cache, prompt_len: int, budgets: li
 @torch.inference_mode()
 def run_group(loaded: LoadedModel, method: AttentionMethod, samples: list[Sample], options: RunOptions) -> list[dict]:
     """One result per sample, as runner.run_cell gives it, from one batched prefill and decode; TTFT and peak
-    memory from the batch 1 prefill of the first sample. Per-layer stats (density) are the batch's: the mean over
-    its samples (or one entry per sample and layer where the method ran them one by one), marked stats_scope."""
+    memory from the batch 1 prefill of the first sample. Per-layer stats (density): see row_stats."""
     model, tokenizer, device = loaded.model, loaded.tokenizer, options.device
     method.stats.clear()
     timed, _, _ = time_prefill(loaded, method, samples[0], options)  # TTFT at batch 1, as every cell; cache freed
@@ -87,13 +86,29 @@ def run_group(loaded: LoadedModel, method: AttentionMethod, samples: list[Sample
         torch.cuda.reset_peak_memory_stats(device)
     first, cache = batch_prefill(model, ids, [sorted(eos | s) if s else () for s in stops])
     batch_peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
-    stats = summarize_stats(list(method.stats))
+    stats = row_stats(method.stats, len(samples))
     hf.compress_cache(cache, method)
     budgets = [options.max_new_tokens or s.max_new_tokens for s in samples]
     rows = batch_greedy_decode(model, first, cache, ids.shape[1], budgets, eos, stops)
     return [{**timed, "ttft_sample": samples[0].id, "batch_size": len(samples), "batch_peak_mem_gib": batch_peak,
              "new_tokens": len(new_tokens), "prediction": tokenizer.decode(new_tokens, skip_special_tokens=True),
-             **stats, "stats_scope": "batch"} for new_tokens in rows]
+             **own} for new_tokens, own in zip(rows, stats)]
+
+
+def row_stats(stats: list[dict], rows: int) -> list[dict]:
+    """Each row's summarized per-layer stats: entries a method recorded for one sample (`row`, where it ran the
+    batch sample by sample) go to that sample; the others (a method that ran the whole batch: densities averaged
+    over its samples) to every sample, and the cell says so with stats_scope batch."""
+    own: list[list[dict]] = [[] for _ in range(rows)]
+    shared = []
+    for entry in stats:
+        if "row" in entry:
+            own[entry["row"]].append({k: v for k, v in entry.items() if k != "row"})
+        else:
+            shared.append(entry)
+    scope = "batch" if any("density" in entry for entry in shared) else "sample"
+    return [{**summarize_stats(sorted(shared + mine, key=lambda e: e["layer"])), "stats_scope": scope}
+            for mine in own]
 
 
 class BatchMeasure(RunMeasure):
