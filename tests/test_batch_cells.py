@@ -156,8 +156,8 @@ def test_a_batch_out_of_memory_runs_again_one_sample_at_a_time(monkeypatch, caps
 @pytest.mark.parametrize("name,scope", [("minference", "sample"), ("streaming", "batch")])
 def test_each_cell_gets_its_own_stats_where_the_method_ran_sample_by_sample(name, scope):
     """An equal-density method runs a batch sample by sample (a solved knob per sample; MInference's differs between
-    these samples): each cell then records its
-    own sample's per-layer density, as at batch 1; a method that ran the whole batch records the batch's mean."""
+    these samples): each cell then records its own sample's per-layer density, as at batch 1; a method that ran the
+    whole batch records the batch's mean."""
     loaded = Loaded(tiny_model("qwen2"), CharTokenizer())
     samples = [Sample(id=f"s{i}", task="t", length=LENGTH, input_ids=p, answer="x", max_new_tokens=2)
                for i, p in enumerate(prompts(3, seed=8))]
