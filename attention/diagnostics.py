@@ -15,7 +15,7 @@ from attention.density import mask_density, pattern_density, row_topk_density
 from attention.method import AttentionMethod, FullMask
 from attention.pattern import RowTopK
 from attention.scores import causal_scores, row_chunk
-from attention.selection import row_topk_keep
+from attention.kv_filter import row_topk_keep
 
 FRONTIER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)  # per-row kept shares of the oracle frontier curve
 DEFAULT_RECALL_TARGET = 0.95  # for methods that set none themselves

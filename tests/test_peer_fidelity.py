@@ -298,7 +298,7 @@ def test_density_budget_is_the_published_pattern_at_the_solved_knob(name, check,
 # ---------------------------------------------------------------- helpers and the CUDA paths, checked on the CPU
 
 def test_block_cells_and_diagonal_sums_count_what_a_loop_counts():
-    from attention.block_select import block_cells, diagonal_sums
+    from attention.peer_estimation import block_cells, diagonal_sums
 
     for q_len, k_len, size in [(100, 100, 16), (70, 100, 16), (128, 128, 32), (5, 37, 8)]:
         n = -(-k_len // size)
@@ -569,7 +569,7 @@ def test_xattention_estimate_kernel_matches_the_plain_version(q_len, k_len, stri
 
 def test_ranked_sorts_long_rows_as_a_stable_descending_sort():
     """Long rows take the flat two-sort path: same values and order (ties: lower index) as torch.sort per row."""
-    from attention.block_select import LONG_ROWS, ranked
+    from attention.peer_estimation import LONG_ROWS, ranked
 
     gen = torch.Generator().manual_seed(3)
     for shape in [(2, 3, LONG_ROWS + 5), (5, LONG_ROWS + 1), (3, 40)]:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attention import selection
+from attention import kv_filter
 from attention.density import base_cells, pattern_density
 from attention.kernels.column_select import select_columns, select_top
 from attention.kernels.prefill import column_attention
@@ -16,7 +16,7 @@ def stable_rank(scores):
 
 
 def ref_mass(scores, alpha):
-    """selection.top_mass with a stable sort in fp64 (ties broken by lower index first)."""
+    """kv_filter.top_mass with a stable sort in fp64 (ties broken by lower index first)."""
     if alpha >= 1.0:
         return torch.ones_like(scores, dtype=torch.bool)
     values, order = stable_rank(scores)
@@ -65,7 +65,7 @@ def test_mass_rule_matches_pytorch(name, alpha):
     assert torch.equal(got < 0, slots >= count)
     assert (got[..., 1:] > got[..., :-1])[(slots[1:] < count)].all()
     if name == "random":  # no ties: the shipped (unstable-sort) selection agrees too
-        assert torch.equal(as_mask(got, scores.shape[-1]), selection.top_mass(scores, alpha))
+        assert torch.equal(as_mask(got, scores.shape[-1]), kv_filter.top_mass(scores, alpha))
 
 
 @pytest.mark.parametrize("name", ["random", "ties", "zeros", "equal", "one"])

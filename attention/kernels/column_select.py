@@ -1,7 +1,7 @@
 """Stage 2 on the device in one Triton launch per call: a per-row score threshold by k-ary search over the
 float bit patterns, then the kept indices compacted in ascending order by a prefix sum. No sort, no host sync.
 
-Selection rules (the same as attention/selection.py with a stable descending sort, ties broken by index):
+Selection rules (the same as attention/kv_filter.py with a stable descending sort, ties broken by index):
   mass  the fewest entries, best first, whose summed score reaches alpha of the row's total; zero scores never
   area  best entries first while their summed area (cells they add to the mask) stays within a budget
   all   every entry (alpha >= 1)

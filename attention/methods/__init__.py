@@ -1,7 +1,7 @@
 """One file per attention method; a sparse method's file only builds its pattern (see attention/method.py).
 
-To add a method: copy streaming.py (a fixed pattern) or sample.py (a pattern chosen from q, k), give it a new
-`name`, and add its module to BUILTINS.
+To add a method: copy streaming.py (a fixed pattern) or flexprefill.py (a pattern chosen from q, k; sample.py has a
+special fused GPU path), give it a new `name`, and add its module to BUILTINS and its name to BUILTIN_NAMES.
 """
 BUILTINS = (
     "attention.methods.dense",

@@ -32,7 +32,7 @@ import dataclasses
 
 import torch
 
-from attention.block_select import (block_cells, block_pool_mean, block_sum, blocks_density, causal_blocks,
+from attention.peer_estimation import (block_cells, block_pool_mean, block_sum, blocks_density, causal_blocks,
                                     ceil_div, js_distance, ranked, solve, top_k_mask)
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from attention.bands import BandPattern
-from attention.block_select import ranked, solve
+from attention.peer_estimation import ranked, solve
 from attention.density import pattern_density
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern

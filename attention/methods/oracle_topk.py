@@ -16,7 +16,7 @@ from attention.pattern import RowTopK
 from attention.reference import expand_kv
 from attention.registry import register
 from attention.scores import causal_scores, row_chunk
-from attention.selection import row_topk_keep
+from attention.kv_filter import row_topk_keep
 
 
 @dataclasses.dataclass

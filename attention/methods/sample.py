@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from attention import selection
+from attention import kv_filter
 from attention.backend import triton_enabled
 from attention.density import base_cells
 from attention.executor import HEAD_DIMS
@@ -164,15 +164,15 @@ class SampleAttention(SparseMethod):
         col, diag = sampled_scores(q, k, scale, rows, slash)
         col[..., :cfg.sink] = 0.0  # sinks are always kept; let the threshold spend on the rest
         keep = self.select(col, cfg.alpha_c if slash else cfg.alpha, window, q_len, k_len)
-        pattern = SparsePattern(sink=cfg.sink, window=window, columns=selection.to_indices(keep))
+        pattern = SparsePattern(sink=cfg.sink, window=window, columns=kv_filter.to_indices(keep))
         if slash:
             diag[..., :window] = 0.0  # diagonals inside the window are computed anyway
-            pattern.slashes = selection.to_indices(selection.top_mass(diag, cfg.alpha_s))
+            pattern.slashes = kv_filter.to_indices(kv_filter.top_mass(diag, cfg.alpha_s))
         return pattern
 
     def select(self, col, alpha, window, q_len, k_len) -> torch.Tensor:
         g = self.config.granularity
-        scores = selection.group_scores(col, g)
+        scores = kv_filter.group_scores(col, g)
         if self.config.density > 0:
             # area each key column adds outside sink and window: the queries at least `window` past it
             keys = torch.arange(k_len, device=col.device)
@@ -180,7 +180,7 @@ class SampleAttention(SparseMethod):
             area = torch.where(keys >= self.config.sink, area, 0.0)
             base, causal = base_cells(q_len, k_len, window, self.config.sink)
             budget = max(0.0, self.config.density * causal - base)
-            keep = selection.top_area(scores, selection.group_scores(area[None, None], g), budget)
+            keep = kv_filter.top_area(scores, kv_filter.group_scores(area[None, None], g), budget)
         else:
-            keep = selection.top_mass(scores, alpha)
-        return selection.expand_blocks(keep, g, k_len)
+            keep = kv_filter.top_mass(scores, alpha)
+        return kv_filter.expand_blocks(keep, g, k_len)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from attention.backend import triton_enabled
-from attention.block_select import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
+from attention.peer_estimation import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
