@@ -31,7 +31,7 @@ def make_attention_function(method: AttentionMethod):
         local_layer = window is not None and window < k_len
         if whole_prompt and attention_mask is None and not local_layer:
             scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-            out = method.prefill(query, key, value, scale, layer_idx=getattr(module, "layer_idx", 0) or 0)
+            out = method.batched_prefill(query, key, value, scale, layer_idx=getattr(module, "layer_idx", 0) or 0)
             return out.transpose(1, 2).contiguous(), None
         if whole_prompt:
             method.record(getattr(module, "layer_idx", 0) or 0, dense_fallback="mask" if not local_layer else "sliding")

@@ -63,6 +63,31 @@ class AttentionMethod:
         """Dense bool [B, Hq, S, S] of what prefill attends (small sizes; None = dense causal)."""
         return None
 
+    # batches (harness/running/batch.py): every sample must get what it gets alone
+    def per_sample(self, q, k) -> bool:
+        """Whether a batch runs one sample at a time: True where a choice would otherwise be shared by the rows."""
+        return False
+
+    def batched_prefill(self, q, k, v, scale: float, layer_idx: int = 0) -> torch.Tensor:
+        """prefill of a batch, per sample where per_sample says so (what the transformers bridge calls)."""
+        if q.shape[0] == 1 or not self.per_sample(q, k):
+            return self.prefill(q, k, v, scale, layer_idx)
+        outs = []
+        for row in range(q.shape[0]):
+            self.row = row  # its stats say which sample they are (harness/running/batch.py splits them)
+            try:
+                outs.append(self.prefill(q[row:row + 1], k[row:row + 1], v[row:row + 1], scale, layer_idx))
+            finally:
+                self.row = None
+        return torch.cat(outs)
+
+    def batched_keep_mask(self, q, k, scale: float, layer_idx: int = 0) -> torch.Tensor | None:
+        """keep_mask of what batched_prefill attends, row by row."""
+        if q.shape[0] == 1 or not self.per_sample(q, k):
+            return self.keep_mask(q, k, scale, layer_idx)
+        masks = [self.keep_mask(q[i:i + 1], k[i:i + 1], scale, layer_idx) for i in range(q.shape[0])]
+        return None if masks[0] is None else torch.cat(masks)
+
     def plan(self, q, k, scale: float, layer_idx: int = 0):
         """What prefill keeps for these q, k, for diagnostics: a SparsePattern, another plan (RowTopK,
         FullMask), or None for dense causal. A sparse method known only by its keep_mask is measured through
@@ -94,8 +119,10 @@ class AttentionMethod:
         changed = changed_options(self.config)
         return f"{self.name}:{changed}" if changed else self.name
 
+    row: int | None = None  # the sample of a batch being run alone (batched_prefill), else None
+
     def record(self, layer_idx: int, **values) -> None:
-        self.stats.append({"layer": layer_idx, **values})
+        self.stats.append({"layer": layer_idx, **values, **({"row": self.row} if self.row is not None else {})})
 
 
 class SparseMethod(AttentionMethod):
@@ -116,6 +143,13 @@ class SparseMethod(AttentionMethod):
 
     def build_pattern(self, q, k, scale: float, layer_idx: int = 0) -> SparsePattern:
         raise NotImplementedError
+
+    def per_sample(self, q, k) -> bool:
+        """A density target is solved over the whole call (MInference, FlexPrefill, XAttention) and an active dense
+        fallback decides from the call's selected density (execute: per head or per layer, averaged over the
+        batch): a batch then runs sample by sample, so that each gets its own knob and decision. A fixed density
+        (top-k budget) needs no loop, but one costs nothing but launches."""
+        return getattr(self.config, "density", 0) > 0 or self.limits(q, k).active
 
     def prefill(self, q, k, v, scale, layer_idx=0):
         limits = self.limits(q, k)

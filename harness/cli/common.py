@@ -9,7 +9,7 @@ from harness.running.checks import check_lengths_fit
 from harness.running.settings import Settings, SweepSpec, with_overrides
 
 SCALAR_FLAGS = ("samples", "seed", "device", "repeats", "warmup", "max_new_tokens", "beyond_context", "device_map",
-                "prefill", "prefill_chunk")
+                "prefill", "prefill_chunk", "batch_size")
 
 
 def grid_flags(args) -> dict:
@@ -62,14 +62,15 @@ def launch_ranks(settings: Settings) -> int | None:
 
 
 def measure_grid(settings: Settings) -> int:
-    """Run or sweep: every cell of the grid measured by RunMeasure (on this rank, or on the ranks it launches)."""
+    """Run or sweep: every cell of the grid measured by BatchMeasure (--batch-size; at 1 it is RunMeasure), on this
+    rank or on the ranks it launches."""
     launched = launch_ranks(settings)
     if launched is not None:
         return launched
     from harness.running import driver  # the work: imported once the flags are known good
-    from harness.running.runner import RunMeasure
+    from harness.running.batch import BatchMeasure
 
-    store, counts = driver.execute(settings, RunMeasure())
+    store, counts = driver.execute(settings, BatchMeasure())
     finish(store, counts)
     return 0
 

@@ -54,6 +54,13 @@ def add_common(parser, grid: bool = False, methods: bool = True, timing: bool = 
                             "finished cells; new --methods/--lengths extend its grid, other grid flags must match")
 
 
+def add_batch_flag(parser) -> None:
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="accuracy cells: N consecutive samples of one model, task, length and method share "
+                        "one prefill and a batched greedy decode (same predictions; TTFT still at batch 1 on the "
+                        "first; prompts are not padded: each token length is its own batch) (default: 1)")
+
+
 def add_scale_flags(parser) -> None:
     """Data-parallel ranks and models split over GPUs (harness/running/distributed.py, harness/models/)."""
     parser.add_argument("--gpus", type=int, default=None, metavar="N",

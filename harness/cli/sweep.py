@@ -3,7 +3,7 @@ YAML file (flags given beside the file override its fields, and the run says whi
 from pathlib import Path
 
 from harness.cli.common import grid_flags, measure_grid, settings_from
-from harness.cli.flags import add_common, add_scale_flags
+from harness.cli.flags import add_batch_flag, add_common, add_scale_flags
 from harness.running.settings import SweepSpec, load_spec_file
 
 NAME = "sweep"
@@ -13,9 +13,10 @@ def add_parser(sub) -> None:
     parser = sub.add_parser(NAME, help="a grid of models x methods (x settings) x tasks x lengths x samples")
     add_common(parser, grid=True)
     add_scale_flags(parser)
+    add_batch_flag(parser)
     parser.add_argument("spec", nargs="?", default=None, help="YAML sweep file (keys: models, methods, tasks, "
                         "lengths, samples, seed, device, repeats, warmup, max_new_tokens, beyond_context, "
-                        "device_map, prefill, prefill_chunk); flags given beside it override its fields")
+                        "device_map, prefill, prefill_chunk, batch_size); flags given beside it override its fields")
 
 
 def file_grid(path: str, given: dict) -> tuple[SweepSpec, tuple[str, ...]]:

@@ -33,6 +33,7 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message)
         self.message = message
 EXTENDABLE = ("methods", "lengths")   # grid flags that --resume adds to the stored grid
+REPLACEABLE = ("batch_size",)         # flags --resume may change: the cells come out the same
 
 
 def cell_key(model: str, method_spec: str, task: str, sample_id: str) -> str:
@@ -63,12 +64,12 @@ def resume_spec(stored: SweepSpec, given: dict, add_dense: bool) -> tuple[SweepS
 
     Returns (spec, what was added)."""
     for name, value in given.items():
-        if name not in EXTENDABLE and value != getattr(stored, name):
+        if name not in EXTENDABLE + REPLACEABLE and value != getattr(stored, name):
             flag = "--" + name.replace("_", "-")
             raise InputError(f"--resume continues the run's stored grid; {flag} differs from it "
                              f"({getattr(stored, name)!r} stored, {value!r} given): start a new run instead")
     added: dict = {}
-    spec = stored
+    spec = dataclasses.replace(stored, **{k: given[k] for k in REPLACEABLE if k in given})
     if "lengths" in given:
         new = [n for n in given["lengths"] if n not in stored.lengths]
         if new:
@@ -113,6 +114,9 @@ def open_run(settings: Settings, measure: Measure, add_dense: bool = True, extra
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             manifest.update(spec=dataclasses.asdict(spec), methods=[m.spec() for m in plan.methods],
                             extended=[*manifest.get("extended", []), {"at": stamp, **added}])
+            store.write_manifest(manifest)
+        elif dataclasses.asdict(spec) != manifest["spec"]:  # a REPLACEABLE flag changed (--batch-size)
+            manifest["spec"] = dataclasses.asdict(spec)
             store.write_manifest(manifest)
         store.repair_torn_tail(measure.file)
         done = {c.get("key") for c in store.unique_cells(measure.file, "--resume") if c.get("status") in DONE}
@@ -164,52 +168,66 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
     total, finished = plan.total(), 0
     estimate = Estimate(total, plan.total_tokens(), share.world if share is not None else 1)
     with tqdm(total=total, unit=measure.unit, disable=not progress, smoothing=0.1) as bar:
+        def finish(cell: dict, length: int, started) -> None:
+            nonlocal finished
+            store.append(cell, measure.file)
+            if cell["status"] == "error" and share is None and worker.is_sticky(cell.get("error")):
+                worker.restart(store, cell["error"])  # the process is poisoned
+            counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+            bar.set_postfix(counts, refresh=False)
+            finished += 1
+            bar.update(1)  # counted once finished, with its status in the postfix
+            if lines:
+                print(cell_line(finished, total, cell), file=sys.stderr, flush=True)
+            note = estimate.cell_done(length, started)
+            if note and (share is None or share.rank == 0):
+                tqdm.write(note, file=sys.stderr)
+
         for model_name in spec.models:
             loaded = load_model(model_name, options.device, progress=progress, device_map=spec.device_map)
             for task in plan.tasks:
                 bar.set_description(f"{model_name}/{task.name}")
                 for length in spec.lengths:
-                    for index, sample in enumerate(samples_for(loaded, task, length, plan)):
-                        built = not isinstance(sample, dict)  # else: why it could not be built
-                        sample_id = sample.id if built else f"{task.name}-{length}-{index}"
-                        for method in plan.methods:
-                            key = cell_key(loaded.name, method.spec(), task.name, sample_id)
-                            if key in done:
-                                counts["resumed"] = counts.get("resumed", 0) + 1
-                                finished += 1
-                                bar.update(1)
-                                estimate.cell_done(length, None)
-                                continue
-                            if share is not None and not share.mine(key):  # another rank's cell
-                                finished += 1
-                                bar.update(1)
-                                estimate.cell_done(length, None)
-                                continue
-                            started = None
-                            cell = {"key": key, "model": loaded.name, "method": method.name,
-                                    "method_spec": method.spec(), "method_config": dataclasses.asdict(method.config),
-                                    **measure.fields(method, options), "task": task.name, "sample_id": sample_id,
-                                    "length": length, "device": options.device,
-                                    **(share.tags() if share is not None else {})}
-                            if not built:
-                                cell.update(sample)
-                            else:
+                    samples = list(enumerate(samples_for(loaded, task, length, plan)))
+                    size = spec.batch_size if hasattr(measure, "group") else 1  # batch.BatchMeasure
+                    for start in range(0, len(samples), size):
+                        for method in plan.methods:  # dense first in every group of samples
+                            pending = []  # (sample, cell) measured together
+                            for index, sample in samples[start:start + size]:
+                                built = not isinstance(sample, dict)  # else: why it could not be built
+                                sample_id = sample.id if built else f"{task.name}-{length}-{index}"
+                                key = cell_key(loaded.name, method.spec(), task.name, sample_id)
+                                if key in done or (share is not None and not share.mine(key)):
+                                    if key in done:
+                                        counts["resumed"] = counts.get("resumed", 0) + 1
+                                    finished += 1  # resumed, or another rank's cell
+                                    bar.update(1)
+                                    estimate.cell_done(length, None)
+                                    continue
+                                cell = {"key": key, "model": loaded.name, "method": method.name,
+                                        "method_spec": method.spec(),
+                                        "method_config": dataclasses.asdict(method.config),
+                                        **measure.fields(method, options), "task": task.name,
+                                        "sample_id": sample_id, "length": length, "device": options.device,
+                                        **(share.tags() if share is not None else {})}
+                                if not built:
+                                    cell.update(sample)
+                                    finish(cell, length, None)
+                                    continue
                                 if loaded.max_context and length > loaded.max_context:
                                     cell["beyond_context"] = True
-                                started = estimate.start()
-                                cell.update(measure(loaded, method, task, sample, options))
-                            store.append(cell, measure.file)
-                            if cell["status"] == "error" and share is None and worker.is_sticky(cell.get("error")):
-                                worker.restart(store, cell["error"])  # the process is poisoned
-                            counts[cell["status"]] = counts.get(cell["status"], 0) + 1
-                            bar.set_postfix(counts, refresh=False)
-                            finished += 1
-                            bar.update(1)  # counted once finished, with its status in the postfix
-                            if lines:
-                                print(cell_line(finished, total, cell), file=sys.stderr, flush=True)
-                            note = estimate.cell_done(length, started)
-                            if note and (share is None or share.rank == 0):
-                                tqdm.write(note, file=sys.stderr)
+                                pending.append((sample, cell))
+                            if not pending:
+                                continue
+                            started = estimate.start()
+                            if size > 1:
+                                results = measure.group(loaded, method, task, [s for s, _ in pending], options)
+                            else:
+                                results = [measure(loaded, method, task, pending[0][0], options)]
+                            each = (estimate.start() - started) / len(pending)  # a group's time, shared
+                            for (_, cell), result in zip(pending, results):
+                                cell.update(result)
+                                finish(cell, length, estimate.start() - each)
             del loaded
     return counts
 

@@ -58,7 +58,7 @@ def validate(spec: SweepSpec, add_dense: bool = True, quiet: bool = False) -> Pl
     """Everything checkable without loading a model: numbers, lengths, device, methods, tasks, models. Raises
     InputError (one line) before anything is written."""
     check_names(spec.methods, spec.tasks)
-    for name in ("samples", "repeats", "max_new_tokens"):
+    for name in ("samples", "repeats", "max_new_tokens", "batch_size"):
         value = getattr(spec, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")

@@ -82,15 +82,18 @@ def summarize_stats(stats: list[dict]) -> dict:
     return summary
 
 
-@torch.inference_mode()
-def run_cell(loaded: LoadedModel, method: AttentionMethod, sample: Sample, options: RunOptions,
-             timing_only: bool = False) -> dict:
-    """One cell: the timed prefill, then (unless `timing_only`, or the KV cache was dropped) the greedy answer."""
+def stop_after_ids(tokenizer, sample: Sample) -> set[int]:
+    """The last token of each of the sample's stop strings, as official LongBench pred.py."""
+    return {tokenizer.encode(text, add_special_tokens=False)[-1] for text in sample.stop}
+
+
+def time_prefill(loaded: LoadedModel, method: AttentionMethod, sample: Sample, options: RunOptions):
+    """The timed batch 1 prefill of one sample: (fields: TTFT, peak memory, prompt tokens; first token, cache).
+    method.stats holds the last prefill's per-layer stats."""
     model, tokenizer, device = loaded.model, loaded.tokenizer, options.device
     ids = torch.tensor([sample.input_ids], device=device)
-    method.stats.clear()
     eos = stop_token_ids(model, tokenizer)
-    stops = {tokenizer.encode(text, add_special_tokens=False)[-1] for text in sample.stop}  # as official pred.py
+    stops = stop_after_ids(tokenizer, sample)
     suppress = sorted(eos | stops) if stops else ()
 
     def timed_prefill():
@@ -109,22 +112,31 @@ def run_cell(loaded: LoadedModel, method: AttentionMethod, sample: Sample, optio
     split = device_map.peaks_gib(model) if device.startswith("cuda") else {}
     if split:  # a split model's peak is per GPU; peak_mem_gib is the largest
         peak = max(split.values())
-    stats = summarize_stats(list(method.stats))
     extra = long_prefill.cell_fields(options.prefill, options.prefill_chunk)
     if split:  # a split model's peak per GPU
         extra.update(peak_mem_gib_per_device=split, layers_per_device=device_map.layers_per_device(model))
+    fields = {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1]}
+    return fields, first, cache
+
+
+@torch.inference_mode()
+def run_cell(loaded: LoadedModel, method: AttentionMethod, sample: Sample, options: RunOptions,
+             timing_only: bool = False) -> dict:
+    """One cell: the timed prefill, then (unless `timing_only`, or the KV cache was dropped) the greedy answer."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    method.stats.clear()
+    fields, first, cache = time_prefill(loaded, method, sample, options)
+    stats = summarize_stats(list(method.stats))
     if timing_only:
-        return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak,
-                "prompt_tokens": ids.shape[1], "timing_only": True, **stats}  # random weights / timing task
+        return {**fields, "timing_only": True, **stats}  # random weights / timing task
     if cache is None:  # KV cache dropped during prefill: nothing to decode after the first token
-        return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak,
-                "prompt_tokens": ids.shape[1], "timing_only": True, "first_token": int(first), **stats}
+        return {**fields, "timing_only": True, "first_token": int(first), **stats}
     hf.compress_cache(cache, method)
+    eos, stops = stop_token_ids(model, tokenizer), stop_after_ids(tokenizer, sample)
     budget = options.max_new_tokens or sample.max_new_tokens
-    new_tokens = greedy_decode(model, first, cache, ids.shape[1], budget, eos, stops)
+    new_tokens = greedy_decode(model, first, cache, fields["prompt_tokens"], budget, eos, stops)
     prediction = tokenizer.decode(new_tokens, skip_special_tokens=True)  # raw: each task scores it as its official code
-    return {**extra, "ttft_ms": ttft_ms, "ttft_ms_all": all_ms, "peak_mem_gib": peak, "prompt_tokens": ids.shape[1],
-            "new_tokens": len(new_tokens), "prediction": prediction, **stats}
+    return {**fields, "new_tokens": len(new_tokens), "prediction": prediction, **stats}
 
 
 class RunMeasure:
@@ -137,7 +149,8 @@ class RunMeasure:
         return {"sdpa_backend": method.backend_used(options.device)} if hasattr(method, "backend_used") else {}
 
     def __call__(self, loaded, method, task, sample, options) -> dict:
-        return {"answer": sample.answer, "meta": sample.meta, **execute_cell(loaded, method, sample, options, task)}
+        return {"answer": sample.answer, "meta": sample.meta, **execute_cell(loaded, method, sample, options, task),
+                "batch_size": 1}  # harness/running/batch.py runs several at once
 
 
 def failure(method, sample, err: BaseException) -> dict:
@@ -159,6 +172,10 @@ def execute_cell(loaded: LoadedModel, method: AttentionMethod, sample: Sample, o
         return {"status": "oom", "error": str(err).splitlines()[0]}
     except (RuntimeError, ValueError) as err:  # one broken cell must not end a long sweep; it is recorded
         return failure(method, sample, err)
+    return scored(task, sample, result)
+
+
+def scored(task: Task, sample: Sample, result: dict) -> dict:
     if not result.get("timing_only"):
         result["scores"] = task.score(sample, result["prediction"])
         result["score"] = result["scores"].get("score")

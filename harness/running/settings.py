@@ -34,6 +34,7 @@ class SweepSpec:
     device_map: str | None = None  # auto | balanced: one model split over the visible GPUs
     prefill: str = "plain"         # plain | chunked | chunked-nocache (harness/models/long_prefill.py)
     prefill_chunk: int = PREFILL_CHUNK
+    batch_size: int = 1            # samples of one cell group per prefill and decode (harness/running/batch.py)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "sweep file") -> "SweepSpec":
