@@ -22,7 +22,7 @@ DIAGNOSTICS_FILE = "diagnostics.jsonl"
 _warned: set[tuple[str, int]] = set()  # one warning per file and count, however often a command reads it
 PACKAGES = ["torch", "triton", "transformers", "gguf", "pandas", "lm_eval", "datasets", "flash_attn",
             "rouge", "jieba", "fuzzywuzzy", "Levenshtein", "rapidfuzz"]  # LongBench scores depend on these scorers
-TIMING_ENV_PREFIX = "ATTN_"  # attention/'s switches (ATTN_SPARSE_PATH, ATTN_TMA_BLOCKS, ATTN_SCORES_CFG, ...)
+TIMING_ENV_PREFIX = "ATTN_"  # attention/ reads none since kernels/config.py; any set is still recorded, as are the next
 TIMING_ENV = ("ATTENTION_BACKEND", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")
 
 
