@@ -142,3 +142,13 @@ def test_report_on_cells_that_were_all_too_long_says_so(tmp_path, capsys):
     assert main(["report", str(store.folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert "it holds 2 too_long" in err and "--beyond-context" in err and "run a sweep first" not in err
+
+
+def test_a_report_of_cells_without_timings_has_accuracy_and_no_timing_tables(tmp_path):
+    store = RunStore.create(tmp_path, "untimed", {"note": "made by a test"})
+    for spec, score in (("dense", 1.0), ("sample", 0.0)):
+        store.append({"key": f"{spec}|1024|0", "status": "ok", "model": "m", "task": "passkey", "method": spec,
+                      "method_spec": spec, "length": 1024, "score": score, "device": "cpu"})
+    report = build_report([store.folder], tmp_path / "report").read_text()
+    assert "No cell carries a time to first token" in report and "## Accuracy per length" in report
+    assert "Time to first token (ms, median)" not in report and "TTFT speedup" not in report

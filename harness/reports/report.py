@@ -231,6 +231,7 @@ def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, p
     relative = relative_accuracy_table(frame, base)
     ttft = ttft_table(frame)
     cpu = (timed(frame)["device"] == "cpu").any()
+    untimed = timed(frame).empty  # no cell carries a time to first token: no timing tables to draw
     several = frame["run"].nunique() > 1
     notes = [f"Runs: {', '.join(d.name for d in run_dirs)}.",
              f"Baseline for relative numbers: `{base}`. Accuracy: mean score, [Wilson 95% interval], n = scored "
@@ -245,13 +246,16 @@ def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, p
                      "they are no performance evidence" + ("" if cpu_timings else
                                                            ", and the speed plots leave them out (--cpu-timings "
                                                            "draws them)") + ".")
+    if untimed:
+        notes.append("No cell carries a time to first token, so the report has no timing tables.")
     sections = ["# Report\n\n" + "\n\n".join(notes) + "\n"]
     tables = [("accuracy", "Accuracy per length", accuracy_display(stats), stats),
               ("accuracy_relative", f"Accuracy relative to {base} (blank where {base} does not score clearly above "
                f"zero: Wilson lower bound below {CLEARLY_ABOVE_ZERO})",
-               relative.map(lambda v: "" if v != v else f"{v:.2f}"), relative),
-              ("ttft_ms", "Time to first token (ms, median)", timing_display(ttft, frame, 1), ttft)]
-    for spec in dense_specs(frame):
+               relative.map(lambda v: "" if v != v else f"{v:.2f}"), relative)]
+    if not untimed:
+        tables.append(("ttft_ms", "Time to first token (ms, median)", timing_display(ttft, frame, 1), ttft))
+    for spec in ([] if untimed else dense_specs(frame)):
         speed = speedup_table(frame, spec, pool_baselines)
         tables.append((f"speedup_vs_{spec.replace(':', '_').replace('=', '-')}", f"TTFT speedup vs {spec}",
                        timing_display(speed, frame, 2), speed))
