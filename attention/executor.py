@@ -11,10 +11,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attention.backend import triton_enabled
+from attention.kernels.config import HEAD_DIMS
 from attention.pattern import SparsePattern
 from attention.reference import attention_probs, expand_kv
 
-HEAD_DIMS = (16, 32, 64, 128, 256)  # the sparse kernels' (attention/kernels/config.py; kept here: no triton)
 
 ROW_CHUNK = 512
 

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from attention.kernels.config import LOG2E, interpreter_f32
+from attention.kernels.config import HEAD_DIMS, LOG2E, interpreter_f32
 from attention.kernels.sparse import dot
 
 
@@ -88,7 +88,7 @@ def supported(q, stride: int, block: int) -> bool:
     """Shapes the kernel takes: power-of-two head dim and groups per tile (<= 64)."""
     per_tile = block // stride
     d = q.shape[-1]
-    return d in (16, 32, 64, 128, 256) and per_tile & (per_tile - 1) == 0 and per_tile <= 64
+    return d in HEAD_DIMS and per_tile & (per_tile - 1) == 0 and per_tile <= 64
 
 
 def xattention_tile_scores(q, k, scale: float, stride: int, block: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from attention import kv_filter
 from attention.backend import triton_enabled
 from attention.density import base_cells
-from attention.executor import HEAD_DIMS
+from attention.kernels.config import HEAD_DIMS
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
@@ -129,12 +129,9 @@ class SampleAttention(SparseMethod):
 
         from attention import sample_fused  # imported here: it loads triton
 
-        def sparse(qs, ks, vs, heads, needed):
+        def sparse(qs, ks, vs, heads, needed=None):
             return sample_fused.attend(qs, ks, vs, scale, window, selected.heads(heads), needed)
         extra = selected.needed() if selected.path == "tma" else None  # read in the same sync
-        if extra is None:
-            return self.execute(q, k, v, scale, layer_idx, density, limits,
-                                lambda qs, ks, vs, heads, *_: sparse(qs, ks, vs, heads, None))
         return self.execute(q, k, v, scale, layer_idx, density, limits, sparse, extra=extra)
 
     def stages(self, q, k, scale):
