@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STASH = ROOT / ".stash"
 PART_BYTES = 40 * 2**20  # each call also carries the ~15 MB tree; the last part travels with ~13 MiB of wheels
 GPU_WHEELS = ["transformers==5.23.0", "gguf==0.19.0"]  # Gemma-3's GGUF needs transformers >= 5.23
-MODELS = ("smollm2", "gemma3", "qwen")
+SPLIT_MODELS = {"gemma3": "gemma3-270m", "qwen": "qwen2.5-coder-0.5b"}  # harness.models.loading.CHUNKED names
+MODELS = ("smollm2", *SPLIT_MODELS)
 
 
 def sha256_of(chunks) -> str:
@@ -35,24 +36,21 @@ def read_blocks(path: Path):
 
 def prepare(model: str) -> None:
     sys.path.insert(0, str(ROOT))
-    from harness.models.loading import find_embedded_gguf, gemma_chunks, qwen_chunks
+    from harness.models.loading import CHUNKED, find_embedded_gguf
 
-    sources: list[tuple[str, list[Path]]] = []  # (file name on the GPU, the local files that make it up)
+    # (file name on the GPU, the local files that make it up, the expected sha256 of their join or None)
+    sources: list[tuple[str, list[Path], str | None]] = []
     if model == "smollm2":
         gguf = find_embedded_gguf("smollm2-135m")
-        sources.append((gguf.name, [gguf]))
-    if model == "gemma3":
-        name, chunks, _ = gemma_chunks()
-        sources.append((name, chunks))
-    if model == "qwen":
-        name, chunks, qwen_sha256 = qwen_chunks()
-        sources.append((name, chunks))
+        sources.append((gguf.name, [gguf], None))
+    else:  # a GGUF split over several PyPI packages, whose join has a known checksum
+        sources.append(CHUNKED[SPLIT_MODELS[model]]())
     plan, stream_size = [], 0
-    for name, files in sources:
+    for name, files, expected in sources:
         size = sum(f.stat().st_size for f in files)
         digest = sha256_of(block for f in files for block in read_blocks(f))
-        if model == "qwen" and digest != qwen_sha256:
-            sys.exit(f"error: the joined Qwen GGUF has sha256 {digest}, expected {qwen_sha256}: reinstall the parts")
+        if expected and digest != expected:
+            sys.exit(f"error: the joined {name} has sha256 {digest}, expected {expected}: reinstall the part packages")
         plan.append({"file": name, "offset": stream_size, "length": size, "sha256": digest})
         stream_size += size
     stash = STASH / model
@@ -60,7 +58,7 @@ def prepare(model: str) -> None:
         old.unlink()
     count = (stream_size + PART_BYTES - 1) // PART_BYTES
     part, written, handle = -1, PART_BYTES, None
-    for _, files in sources:  # one byte stream, cut into parts of PART_BYTES
+    for _, files, _ in sources:  # one byte stream, cut into parts of PART_BYTES
         for path in files:
             for block in read_blocks(path):
                 while block:
