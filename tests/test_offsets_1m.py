@@ -45,6 +45,16 @@ def const(value):
     return lambda off: off * 0 + value
 
 
+def column_and_slash_fakes(cols_name: str, n_qb: int, slots: int):
+    """The sparse kernels' index arguments (columns near the end, 4 slash deltas, hit maps), both paths alike."""
+    cols = Fake(cols_name, (B, H, slots), torch.int32, fill=lambda off: S - 8192 + (off % slots) * 16)
+    return (cols, Fake("col_full", (B, H, n_qb), torch.int32, fill=const(128)),
+            Fake("col_hi", (B, H, n_qb), torch.int32, fill=const(slots)),
+            Fake("deltas", (B, H, 4), torch.int32, fill=lambda off: 10 + off % 4),
+            Fake("n_delta", (B, H), torch.int32, fill=const(4)), Fake("colhit", (B, H, S), torch.int8),
+            Fake("diaghit", (B, H, S), torch.int8, fill=const(1)))
+
+
 def assert_clean(probe: Probe, far: Fake | None = None):
     assert not probe.errors, probe.errors[:5]
     if far is not None:  # the probe did reach past 2^31 elements: the case it exists for
@@ -56,13 +66,7 @@ def test_portable_sparse_kernel(layout):
     q, k, v, o = qkvo(layout)
     bm, bn, warps, _ = block_config(D, S)
     n_qb, slots, window = S // bm, 256, 256
-    cols = Fake("cols", (B, H, slots), torch.int32, fill=lambda off: S - 8192 + (off % slots) * 16)
-    col_full = Fake("col_full", (B, H, n_qb), torch.int32, fill=const(128))
-    col_hi = Fake("col_hi", (B, H, n_qb), torch.int32, fill=const(slots))
-    deltas = Fake("deltas", (B, H, 4), torch.int32, fill=lambda off: 10 + off % 4)
-    n_delta = Fake("n_delta", (B, H), torch.int32, fill=const(4))
-    colhit = Fake("colhit", (B, H, S), torch.int8)
-    diaghit = Fake("diaghit", (B, H, S), torch.int8, fill=const(1))
+    cols, col_full, col_hi, deltas, n_delta, colhit, diaghit = column_and_slash_fakes("cols", n_qb, slots)
     with Probe(q, k, v, o, cols, col_full, col_hi, deltas, n_delta, colhit, diaghit) as probe:
         run_programs(sparse_fwd_kernel, (n_qb, B * H), [(0, B * H - 1), (n_qb - 1, B * H - 1), (0, 0)],
                      q, k, v, o, cols, col_full, col_hi, deltas, n_delta, colhit, diaghit, *strides(q, k, v, o),
@@ -78,13 +82,7 @@ def test_tma_sparse_kernel():
     kv_rows = B * HK * S + B * H * slots
     q, o = Fake("q", (B * H * S, D)), Fake("o", (B, H, S, D))
     kx, vx = Fake("kx", (kv_rows, D)), Fake("vx", (kv_rows, D))
-    colpos = Fake("colpos", (B, H, slots), torch.int32, fill=lambda off: S - 8192 + (off % slots) * 16)
-    col_full = Fake("col_full", (B, H, n_qb), torch.int32, fill=const(128))
-    col_hi = Fake("col_hi", (B, H, n_qb), torch.int32, fill=const(slots))
-    deltas = Fake("deltas", (B, H, 4), torch.int32, fill=lambda off: 10 + off % 4)
-    n_delta = Fake("n_delta", (B, H), torch.int32, fill=const(4))
-    colhit = Fake("colhit", (B, H, S), torch.int8)
-    diaghit = Fake("diaghit", (B, H, S), torch.int8, fill=const(1))
+    colpos, col_full, col_hi, deltas, n_delta, colhit, diaghit = column_and_slash_fakes("colpos", n_qb, slots)
     assert coordinates_fit(B, H, HK, S, S, slots)
     with Probe(q, o, kx, vx, colpos, col_full, col_hi, deltas, n_delta, colhit, diaghit) as probe:
         # the kernel reads K and V for slashes from the start of the combined buffers
