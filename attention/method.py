@@ -156,6 +156,11 @@ class SparseMethod(AttentionMethod):
         predicted = self.predicted_density(q.shape[2], k.shape[2])
         if limits.dense_before(predicted):
             return self.run_dense(q, k, v, scale, layer_idx, predicted, limits)
+        return self.sparse_prefill(q, k, v, scale, layer_idx, limits, predicted)
+
+    def sparse_prefill(self, q, k, v, scale, layer_idx, limits: Limits, predicted: float | None) -> torch.Tensor:
+        """The layer once the density known before estimating did not send it dense: build the pattern, then
+        execute it (sparse, dense, or split by head). A method with its own estimation path overrides this."""
         pattern = self.build_pattern(q, k, scale, layer_idx)
         density = self.density(pattern, q, k)
 

@@ -114,16 +114,12 @@ class SampleAttention(SparseMethod):
         floor = base / causal
         return max(self.config.density, floor) if self.config.density > 0 else floor
 
-    def prefill(self, q, k, v, scale, layer_idx=0):
+    def sparse_prefill(self, q, k, v, scale, layer_idx, limits, predicted):
         """The column pattern on the Triton path runs fused (attention/sample_fused.py: stages 1-2 in three
         launches, the layer's one sync for the fallback, the sparse kernel); other cases: the base path."""
         cfg = self.config
         if cfg.pattern != "column" or cfg.granularity != 1 or not fused_supported(q, k):
-            return super().prefill(q, k, v, scale, layer_idx)
-        limits = self.limits(q, k)
-        predicted = self.predicted_density(q.shape[2], k.shape[2])
-        if limits.dense_before(predicted):
-            return self.run_dense(q, k, v, scale, layer_idx, predicted, limits)
+            return super().sparse_prefill(q, k, v, scale, layer_idx, limits, predicted)
         selected, window = self.stages(q, k, scale)
         density = selected.density[0] if q.shape[0] == 1 else selected.density.mean(0)  # a view: no launch
 
