@@ -4,6 +4,8 @@ Per length, on random bf16 q/k/v of the shape (head dim, query heads, kv heads):
   dense    causal SDPA (the fallback's dense path, cuDNN on CUDA)
   stages   SampleAttention's stages 1 + 2 at its defaults (sample_fused.select)
   sparse   SampleAttention's whole fused prefill at fixed densities (stages + kernel), fallback off
+  split    half the heads dense and half on the sparse kernel (executor.split_heads) at the middle density:
+           split_ms is what it costs beyond dense_ms / 2 + a + b x (the sparse half's density) / 2
 The kernel's time is fitted as a + b x density (least squares over the densities, stages subtracted), so
   after  = (dense - a) / b            (the selection is spent: a head runs dense when its density reaches this)
   before = (dense - stages - a) / b   (nothing spent yet: the layer runs dense when its known density reaches this)
@@ -18,7 +20,7 @@ import time
 import torch
 
 from attention.backend import triton_enabled
-from attention.executor import dense_attention
+from attention.executor import dense_attention, split_heads
 from attention.fallback import gpu_kind
 from attention.method import ConfigError
 from attention.methods.sample import SampleAttention, SampleConfig
@@ -82,10 +84,29 @@ def calibrate_length(length: int, heads: int, kv_heads: int, head_dim: int, devi
         xs.append(float(torch.as_tensor(fixed.stats[-1]["density"]).float().mean()))
         ys.append(total - stages_ms)
     a, b = fit_line(xs, ys)
+    middle = SampleAttention(SampleConfig(density=densities[len(densities) // 2], dense_above=1.0))
+    split_ms, half_density = time_split(q, k, v, scale, middle, device, reps)
+    split_cost = max(0.0, split_ms - (dense_ms / 2 + a + b * half_density / 2))
     return {"head_dim": head_dim, "group": heads // kv_heads, "heads": heads, "length": length,
             "before": round(crossing(dense_ms - stages_ms, a, b), 4), "after": round(crossing(dense_ms, a, b), 4),
             "dense_ms": round(dense_ms, 4), "stages_ms": round(stages_ms, 4), "kernel_ms_at": round(a, 4),
-            "kernel_ms_per_density": round(b, 4), "densities": [round(x, 4) for x in xs], "from": "calibrate"}
+            "kernel_ms_per_density": round(b, 4), "split_ms": round(split_cost, 4),
+            "densities": [round(x, 4) for x in xs], "from": "calibrate"}
+
+
+def time_split(q, k, v, scale, method, device, reps: int) -> tuple[float, float]:
+    """(ms, mean density of the sparse half) of a layer with its even heads dense and its odd heads sparse."""
+    from attention import sample_fused  # triton: only on the kernel path
+
+    selected, window = method.stages(q, k, scale)
+    half = [h % 2 == 0 for h in range(q.shape[1])]
+    sparse_heads = torch.tensor([h for h, d in enumerate(half) if not d], device=q.device)
+    needed = selected.needed().tolist() if selected.path == "tma" else None
+
+    def sparse(qs, ks, vs, heads):
+        return sample_fused.attend(qs, ks, vs, scale, window, selected.heads(heads), needed)
+    ms = time_ms(lambda: split_heads(q, k, v, scale, half, sparse), device, reps)
+    return ms, float(selected.density[0].index_select(0, sparse_heads).float().mean())
 
 
 def calibrate(lengths: list[int], heads: int, kv_heads: int, head_dim: int, device, densities=DENSITIES,
@@ -101,6 +122,6 @@ def calibrate(lengths: list[int], heads: int, kv_heads: int, head_dim: int, devi
         row = calibrate_length(length, heads, kv_heads, head_dim, device, densities, reps)
         log(f"calibrate D={head_dim} {heads}/{kv_heads} heads L={length}: dense {row['dense_ms']:.3f} ms, stages "
             f"{row['stages_ms']:.3f} ms, kernel {row['kernel_ms_at']:.3f} + {row['kernel_ms_per_density']:.3f} x d "
-            f"ms -> limits before {row['before']:.3f}, after {row['after']:.3f}")
+            f"ms, split +{row['split_ms']:.3f} ms -> limits before {row['before']:.3f}, after {row['after']:.3f}")
         rows.append(row)
     return {"gpus": {gpu_kind(device): rows}}

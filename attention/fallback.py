@@ -9,6 +9,11 @@ Two limits per shape (head dim, GQA group, length), both measured by `calibrate.
 with the sparse kernel's time fitted as a + b x density. Between table lengths the limits are interpolated in
 log2(length); below the first length the first row holds, above the last the last.
 
+A layer split by head (some heads dense, the rest sparse: executor.split_heads) pays copies and two launches on
+partial grids. Rows that carry the calibrated timings (dense_ms, kernel a + b x d, split_ms: what a half-and-half
+split cost beyond its two halves) price it: the layer runs wholly dense when
+    dense_ms x dense_share + a + b x (sparse heads' density summed / heads) + split_ms >= dense_ms.
+
 Where the limits come from, in order (every layer records it as `limits`, with the shape of the rows used):
   option    the method's `dense_above` (>= 0): both limits that value (0 = always dense, 1 = never)
   table     a table given with `use_table` or found at CACHE (written by `sampleattn calibrate` for this GPU)
@@ -19,6 +24,7 @@ with any rows for this GPU, at its nearest shape.
 """
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +33,10 @@ import torch
 CACHE = Path.home() / ".cache" / "sampleattn" / "dense_limits.json"
 DEFAULTS_FILE = Path(__file__).with_name("dense_limits.json")
 NEVER = 1.0 + 1e-9  # a limit no density reaches
+COST_KEYS = ("dense_ms", "kernel_ms_at", "kernel_ms_per_density", "split_ms")  # a row's timings that price a split
 
 _active: list[dict] = []  # tables given with use_table (innermost last)
+_off: list[bool] = []     # inside switched_off(): no limits at all
 _files: dict = {}         # path -> (mtime, table): a layer's decision never re-reads an unchanged file
 
 
@@ -37,6 +45,16 @@ class Limits:
     before: float  # predicted density at or above this: dense without estimating
     after: float   # selected density of a head at or above this: that head runs dense
     source: str    # which limits applied (option / table:<path> / default:<gpu> / none)
+    costs: tuple[float, float, float, float] | None = None  # (dense_ms, a, b, split_ms) where the rows have them
+
+    def split_costs_more(self, selected: list[float], dense: list[bool]) -> bool:
+        """Whether running these heads split (the dense ones dense) is predicted no faster than all dense."""
+        if self.costs is None:
+            return False
+        dense_ms, a, b, split_ms = self.costs
+        heads = len(selected)
+        mixed = dense_ms * sum(dense) / heads + a + b * sum(x for x, d in zip(selected, dense) if not d) / heads
+        return mixed + split_ms >= dense_ms
 
     def dense_before(self, density: float | None) -> bool:
         return density is not None and density >= self.before
@@ -61,6 +79,17 @@ def use_table(table: dict | None) -> None:
     _files.clear()
     if table is not None:
         _active.append(table)
+
+
+@contextmanager
+def switched_off():
+    """No layer or head runs dense inside (methods built inside: their limits are cached per method): what each
+    layer selects, for density profiles (attention/profiles.py)."""
+    _off.append(True)
+    try:
+        yield
+    finally:
+        _off.pop()
 
 
 def load_table(path: Path) -> dict:
@@ -115,6 +144,8 @@ def interpolate(rows: list[dict], key: str, length: int) -> float:
 
 def limits_for(device, head_dim: int, group: int, length: int, dense_above: float = -1.0) -> Limits:
     """The limits that apply to a layer of this shape on this device (see the module docstring for the order)."""
+    if _off:
+        return Limits(NEVER, NEVER, "off:profiling")
     if dense_above >= 0:
         value = dense_above if dense_above < 1 else NEVER
         return Limits(value, value, f"option:dense_above={dense_above:g}")
@@ -126,7 +157,10 @@ def limits_for(device, head_dim: int, group: int, length: int, dense_above: floa
         near = _nearest(rows, head_dim, group)
         label = source if source != "default" else f"default:{kind}"
         shape = f"D{near[0]['head_dim']}/g{near[0]['group']}"
-        return Limits(interpolate(near, "before", length), interpolate(near, "after", length), f"{label}:{shape}")
+        priced = all(key in r for r in near for key in COST_KEYS)
+        costs = tuple(interpolate(near, key, length) for key in COST_KEYS) if priced else None
+        return Limits(interpolate(near, "before", length), interpolate(near, "after", length), f"{label}:{shape}",
+                      costs)
     return Limits(NEVER, NEVER, f"none:{kind}")
 
 

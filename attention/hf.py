@@ -10,7 +10,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from attention.method import AttentionMethod, ConfigError
+from attention import profiles
+from attention.method import AttentionMethod, ConfigError, SparseMethod
 
 _names = itertools.count()
 _registered: "weakref.WeakKeyDictionary[AttentionMethod, str]" = weakref.WeakKeyDictionary()
@@ -58,7 +59,10 @@ class Installed:
 
 def install(model, method: AttentionMethod) -> Installed:
     """Route the model's attention through `method`. Used plainly it stays installed; as a context manager it
-    restores the previous attention implementation on exit."""
+    restores the previous attention implementation on exit. A sparse method gets the model's density profile
+    for its spec where one exists (attention/profiles.py; the model's name is the harness's, see LoadedModel)."""
+    if isinstance(method, SparseMethod):
+        method.use_profile(profiles.lookup(getattr(model.config, "sampleattn_model", None), method.spec()))
     name = _registered.get(method)
     if name is None:  # register once per method object; switching back later is only a name change
         name = _registered[method] = f"harness_{method.name}_{next(_names)}"

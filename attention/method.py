@@ -16,6 +16,7 @@ from attention.density import pattern_density
 from attention.executor import dense_attention, pattern_heads, run_pattern, split_heads
 from attention.fallback import NEVER, Limits, dense_heads, limits_for
 from attention.pattern import SparsePattern
+from attention.profiles import Profile
 from harness.options import InputError, changed_options
 from harness.options import check_range as _check_range
 
@@ -137,6 +138,7 @@ class SparseMethod(AttentionMethod):
         super().__init__(config)
         self.knobs: dict = {}
         self._limits: dict = {}  # per layer shape: the fallback limits (host lookups once, not per layer)
+        self.profile: Profile | None = None  # the model's offline per-layer densities (attention/profiles.py)
 
     def record(self, layer_idx: int, **values) -> None:
         super().record(layer_idx, **values, **self.knobs)
@@ -156,7 +158,20 @@ class SparseMethod(AttentionMethod):
         predicted = self.predicted_density(q.shape[2], k.shape[2])
         if limits.dense_before(predicted):
             return self.run_dense(q, k, v, scale, layer_idx, predicted, limits)
+        profiled = self.profiled_density(layer_idx, k.shape[2], predicted)
+        if limits.dense_before(profiled):  # this layer selects above the limit on this model: skip the estimate
+            return self.run_dense(q, k, v, scale, layer_idx, profiled, limits, reason="profile")
         return self.sparse_prefill(q, k, v, scale, layer_idx, limits, predicted)
+
+    def use_profile(self, profile: Profile | None) -> None:
+        """The model's per-layer densities for this method (attention/profiles.py), or None for none."""
+        self.profile = profile
+
+    def profiled_density(self, layer_idx: int, k_len: int, predicted: float | None) -> float | None:
+        """The density the profile predicts for this layer, where the host does not know it exactly already."""
+        if self.profile is None or (predicted is not None and self.predicted_is_exact):
+            return None
+        return self.profile.density(layer_idx, k_len)
 
     def sparse_prefill(self, q, k, v, scale, layer_idx, limits: Limits, predicted: float | None) -> torch.Tensor:
         """The layer once the density known before estimating did not send it dense: build the pattern, then
@@ -211,6 +226,8 @@ class SparseMethod(AttentionMethod):
             else run_sparse
         if all(dense):
             return self.run_dense(q, k, v, scale, layer_idx, selected, limits)
+        if any(dense) and limits.split_costs_more(selected, dense):  # the split's copies eat what its heads save
+            return self.run_dense(q, k, v, scale, layer_idx, selected, limits, reason="split")
         if not any(dense):
             self.record(layer_idx, density=density, selected_density=density, path="sparse", **limits.record())
             return sparse(q, k, v, None)
@@ -219,10 +236,13 @@ class SparseMethod(AttentionMethod):
                     dense_fallback="density", **limits.record())
         return split_heads(q, k, v, scale, dense, sparse, getattr(self.config, "dense_backend", "cudnn"))
 
-    def run_dense(self, q, k, v, scale, layer_idx, selected, limits: Limits) -> torch.Tensor:
-        """Dense causal attention for this layer, recorded as such: executed density 1, path dense."""
-        self.record(layer_idx, density=1.0, selected_density=selected, path="dense", dense_fallback="density",
-                    **limits.record())
+    def run_dense(self, q, k, v, scale, layer_idx, selected, limits: Limits, reason: str = "density") -> torch.Tensor:
+        """Dense causal attention for this layer, recorded as such: executed density 1, path dense. reason:
+        density (the known or selected density reached the limit), profile (the model's profile did) or split
+        (some heads reached it, and splitting the layer is priced no faster than running it dense)."""
+        extra = {"profile": self.profile.source} if reason == "profile" else {}
+        self.record(layer_idx, density=1.0, selected_density=selected, path="dense", dense_fallback=reason,
+                    **limits.record(), **extra)
         return dense_attention(q, k, v, scale, getattr(self.config, "dense_backend", "cudnn"))
 
     def density(self, pattern: SparsePattern, q, k) -> torch.Tensor:

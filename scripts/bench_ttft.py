@@ -50,7 +50,7 @@ PEER_METHODS = ("minference,flexprefill,xattention,bigbird,minference:density=0.
                 "xattention:density=0.1,bigbird:density=0.1")
 FIELDS = ["gpu", "model", "length", "method", "status", "error", "ttft_ms", "vs_cudnn", "ideal_ms", "vs_ideal",
           "density", "selected_density", "dense_layers", "dense_heads", "limits", "layers", "launches_per_layer",
-          "syncs_per_prefill", "peak_mem_gib",
+          "syncs_per_prefill", "gpu_busy_ms", "profile_layers", "peak_mem_gib",
           "repeats", "torch", "triton", "commit"]
 
 
@@ -78,8 +78,9 @@ def timed(fn, repeats: int, warmup: int) -> list[float]:
     return times
 
 
-def launches_and_syncs(fn, layers: int) -> tuple[float, int]:
-    """(GPU kernel launches per layer, host syncs) of one call of fn, from the profiler and sync debug mode."""
+def launches_and_syncs(fn, layers: int) -> tuple[float, int, dict]:
+    """(GPU kernel launches per layer, host syncs, device ms per kernel name) of one call of fn, from the profiler
+    and sync debug mode."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
@@ -95,9 +96,21 @@ def launches_and_syncs(fn, layers: int) -> tuple[float, int]:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-                  and "memcpy" not in e.name.lower() and "memset" not in e.name.lower())
-    return kernels / layers, syncs
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = sum(1 for e in events if "memcpy" not in e.name.lower() and "memset" not in e.name.lower())
+    busy = {}  # kernel name -> summed device ms: where the GPU time of one prefill goes
+    for e in events:
+        busy[e.name] = busy.get(e.name, 0.0) + e.device_time_total / 1e3
+    return kernels / layers, syncs, busy
+
+
+def busy_lines(label: str, wall_ms: float, busy: dict, top: int = 8) -> list[str]:
+    """The profile of one prefill as text: GPU busy time against the wall time, then the top kernels."""
+    total = sum(busy.values())
+    lines = [f"{label}: wall {wall_ms:.1f} ms, GPU busy {total:.1f} ms ({100 * total / wall_ms:.0f}% of wall)"]
+    for name, ms in sorted(busy.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {ms:8.2f} ms {100 * ms / max(total, 1e-9):5.1f}%  {name[:110]}")
+    return lines
 
 
 def layer_stats(method) -> dict:
@@ -115,10 +128,11 @@ def layer_stats(method) -> dict:
     selected = [mean(s.get("selected_density")) for s in stats]
     selected = [s for s in selected if s is not None]
     dense = sum(1 for s in stats if s.get("path") == "dense")
+    profiled = sum(1 for s in stats if s.get("dense_fallback") == "profile")
     heads = sum(s.get("dense_heads", 0) for s in stats if s.get("path") == "mixed")
     limits = sorted({str(s["limits"]) for s in stats if "limits" in s})
     return {"density": statistics.fmean(executed), "selected_density": statistics.fmean(selected) if selected else "",
-            "dense_layers": dense, "dense_heads": heads, "limits": " ".join(limits)}
+            "dense_layers": dense, "profile_layers": profiled, "dense_heads": heads, "limits": " ".join(limits)}
 
 
 def default_methods() -> str:
@@ -173,7 +187,9 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
                    "ttft_ms": statistics.median(times),
                    "peak_mem_gib": peak, "layers": layers, "repeats": repeats, **layer_stats(method), **meta}
             if length in args.profile_at:
-                row["launches_per_layer"], row["syncs_per_prefill"] = launches_and_syncs(call, layers)
+                row["launches_per_layer"], row["syncs_per_prefill"], busy = launches_and_syncs(call, layers)
+                row["gpu_busy_ms"] = sum(busy.values())
+                args.profiles += busy_lines(f"{name} {length} {spec}", row["ttft_ms"], busy)
             results[spec] = row
             print(f"{name:>24} {length:>7} {spec:<28} {row['ttft_ms']:10.1f} ms  density {row['density']:.3f}"
                   f"  dense layers {row['dense_layers']}  launches/layer {row.get('launches_per_layer', '')}"
@@ -284,6 +300,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     path = out / f"ttft_{gpu}.csv"
     args.done, args.poisoned = done_cells(path, commit) if args.resume else set(), None
+    args.profiles = []  # per profiled cell: GPU busy time and top kernels (written beside the csv)
     rows = []
     for name, lengths in zip(args.model, args.lengths):
         begin = time.time()
@@ -294,6 +311,10 @@ def main(argv=None) -> int:
             break
     out.mkdir(parents=True, exist_ok=True)
     write_csv(path, rows)
+    if args.profiles:
+        with open(out / f"ttft_profile_{gpu}.txt", "a") as f:
+            f.write(f"# commit {commit}, torch {torch.__version__}, triton {triton.__version__}\n")
+            f.write("\n".join(args.profiles) + "\n")
     if args.poisoned:  # a fresh process measures the rest; this cell is in the csv, so it is not retried
         prefix = worker.command_prefix() if argv is None else [sys.executable, str(Path(__file__).resolve())]
         rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]

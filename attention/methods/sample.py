@@ -92,7 +92,6 @@ class SampleAttention(SparseMethod):
     name = "sample"
     Config = SampleConfig
     description = "SampleAttention: sampled-row column (+slash) scores, CRA selection, window+stripe sparse prefill"
-    predicted_is_exact = False  # window + sinks: a floor under the selected density
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -102,6 +101,11 @@ class SampleAttention(SparseMethod):
     def recall_target(self) -> float:
         cfg = self.config
         return cfg.alpha_c if cfg.pattern == "column_slash" else cfg.alpha
+
+    @property
+    def predicted_is_exact(self) -> bool:
+        """A fixed budget is the density; otherwise window + sinks are only a floor under what is selected."""
+        return self.config.density > 0
 
     def predicted_density(self, q_len, k_len):
         """Window + sinks cover this much whatever is selected; a fixed budget is known too (no sync)."""

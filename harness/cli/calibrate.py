@@ -1,5 +1,8 @@
 """`sampleattn calibrate`: time dense against the sparse path on this card for a model's attention shape and cache
-the dense-fallback limits (the logic is attention/calibrate.py; the table's home and use, attention/fallback.py)."""
+the dense-fallback limits (the logic is attention/calibrate.py; the table's home and use, attention/fallback.py).
+With --model it then measures the model's density profiles (harness/running/density_profile.py; their home and
+use, attention/profiles.py): what each layer selects per sparse method and length, so that a layer that would
+select above the limit runs dense without paying the estimate."""
 from pathlib import Path
 
 from harness.options import InputError, parse_lengths
@@ -16,12 +19,16 @@ def add_parser(sub) -> None:
     cal.add_argument("--device", default="cuda")
     cal.add_argument("--table", default=None, help="table to merge into (default: the cache the fallback reads, "
                      "~/.cache/sampleattn/dense_limits.json)")
+    cal.add_argument("--profile", default="defaults", help="with --model: method specs whose per-layer densities to "
+                     "measure ('defaults': every sparse method with an adaptive selection; 'none': skip)")
+    cal.add_argument("--profile-task", default="needle", help="task whose first sample per length is the "
+                     "calibration prompt (default needle)")
+    cal.add_argument("--profiles", default=None, help="profile file to merge into (default: the cache the methods "
+                     "read, ~/.cache/sampleattn/density_profiles.json)")
+    cal.add_argument("--skip-timing", action="store_true", help="only the density profiles (the card's limits kept)")
 
 
-def model_shape(name: str) -> tuple[int, int, int]:
-    from harness.models.loading import load_model  # loads transformers: only when a model is named (`--help` stays fast)
-
-    config = load_model(name, "cpu").model.config
+def model_shape(config) -> tuple[int, int, int]:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return head_dim, heads, getattr(config, "num_key_value_heads", None) or heads
@@ -36,13 +43,45 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def main(args, argv=None) -> int:
-    from attention import calibrate, fallback  # torch and the kernels: only when the command runs
-
     if (args.model is None) == (args.shape is None):
         raise InputError("give one of --model NAME or --shape HEAD_DIM:HEADS:KV_HEADS")
-    dim, heads, kv = parse_shape(args.shape) if args.shape else model_shape(args.model)
+    if args.skip_timing and args.model is None:
+        raise InputError("--skip-timing leaves only the density profiles, which need --model NAME")
     lengths = parse_lengths(args.lengths) if isinstance(args.lengths, str) else args.lengths
-    table = calibrate.calibrate(lengths, heads, kv, dim, args.device)
-    path = fallback.save_table(table, Path(args.table) if args.table else fallback.CACHE)
-    print(f"wrote {path}")
+    from attention import calibrate, fallback  # torch and the kernels: only when the command runs
+    from harness.running import density_profile
+
+    specs = [] if args.model is None or args.profile == "none" else density_profile.parse_profile_specs(args.profile)
+    loaded = None
+    if args.model is not None:
+        from harness.models.loading import load_model  # loads transformers: only when a model is named
+
+        loaded = load_model(args.model, args.device if specs else "cpu")
+    dim, heads, kv = parse_shape(args.shape) if args.shape else model_shape(loaded.model.config)
+    if not args.skip_timing:
+        table = calibrate.calibrate(lengths, heads, kv, dim, args.device)
+        print(f"wrote {fallback.save_table(table, Path(args.table) if args.table else fallback.CACHE)}")
+    if specs:
+        save_profiles(loaded, lengths, specs, args)
     return 0
+
+
+def save_profiles(loaded, lengths: list[int], specs: list[str], args) -> None:
+    import datetime
+
+    from attention import profiles
+    from attention.fallback import gpu_kind
+    from harness.running import density_profile
+    from harness.running.store import git_commit
+
+    found = density_profile.measure(loaded, lengths, specs, args.profile_task)
+    path = Path(args.profiles) if args.profiles else profiles.CACHE
+    stamp = (f"calibrate {gpu_kind(args.device)} {datetime.date.today()} {git_commit()} "
+             f"task={args.profile_task}")
+    for spec, per_length in found.items():
+        profiles.save(loaded.name, spec, per_length, stamp, path)
+        for length, row in per_length.items():
+            seen = [d for d in row if d is not None]
+            print(f"profile {loaded.name} {spec} L={length}: mean density {sum(seen) / max(1, len(seen)):.3f} "
+                  f"(layers {min(seen, default=0):.2f}-{max(seen, default=0):.2f})")
+    print(f"wrote {path}")

@@ -1,0 +1,80 @@
+"""Per-layer density profiles: what each layer of a model selects with a method at a length, measured offline.
+
+The dense fallback (attention/fallback.py) can skip a layer's estimation only when the host knows, before looking at
+q and k, that the layer would execute at or above the `before` limit. For a window or a fixed budget the method
+knows it; for an adaptive selection (SampleAttention's alpha, MInference's and FlexPrefill's searches) only the
+estimate tells, and on a model where most layers select far above the limit (Qwen2.5-Coder-0.5B selects 0.6-0.9
+of the causal area at 16K) paying the estimate just to run dense costs more than any sparse layer saves. A profile
+is the offline answer, as MInference's per-head configs are: `sampleattn calibrate --model NAME` runs the model
+once per length on a fixed calibration prompt with the fallback off and stores each layer's mean selected density.
+A layer whose profiled density reaches `before` runs dense without estimating (recorded as dense_fallback=profile);
+every other layer estimates and decides as before, so a profile that reads too high for a prompt costs that prompt
+only speed, never accuracy, and one that reads too low costs what no profile costs.
+
+Profiles are keyed by model name and method spec (the method's name plus its non-default options) and held in
+CACHE (written by calibrate) and DEFAULTS_FILE (shipped; densities do not depend on the card). Between profiled
+lengths the density is interpolated in log2(length); outside them there is no prediction.
+"""
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE = Path.home() / ".cache" / "sampleattn" / "density_profiles.json"
+DEFAULTS_FILE = Path(__file__).with_name("density_profiles.json")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One model's per-layer densities for one method spec: lengths ascending, densities[i][layer]."""
+    lengths: tuple[int, ...]
+    densities: tuple[tuple[float | None, ...], ...]  # None: a layer the method does not run
+    source: str  # where it came from, recorded in every layer it decides
+
+    def density(self, layer: int, length: int) -> float | None:
+        """The profiled density of `layer` at `length` (log2-linear between profiled lengths), None outside."""
+        if not self.lengths or length < self.lengths[0] or length > self.lengths[-1]:
+            return None
+        if layer >= min(len(row) for row in self.densities):
+            return None
+        for (l0, d0), (l1, d1) in zip(zip(self.lengths, self.densities), zip(self.lengths[1:], self.densities[1:])):
+            if l0 <= length <= l1:
+                if d0[layer] is None or d1[layer] is None:  # a layer the method never ran (e.g. sliding-window)
+                    return None
+                t = (math.log2(length) - math.log2(l0)) / (math.log2(l1) - math.log2(l0))
+                return d0[layer] + t * (d1[layer] - d0[layer])
+        return self.densities[0][layer]  # a single profiled length, asked for exactly that length
+
+
+def _read(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        return json.load(f).get("profiles", {})
+
+
+def lookup(model: str | None, spec: str, paths: tuple[Path, ...] | None = None) -> Profile | None:
+    """The profile of (model, method spec): the cache first, then the shipped defaults; None if neither has it."""
+    if not model:
+        return None
+    for path in paths or (CACHE, DEFAULTS_FILE):
+        entry = _read(path).get(model, {}).get(spec)
+        if entry:
+            lengths = sorted(entry["lengths"], key=int)
+            label = "cache" if path == CACHE else "default" if path == DEFAULTS_FILE else str(path)
+            return Profile(tuple(int(x) for x in lengths), tuple(tuple(entry["lengths"][x]) for x in lengths),
+                           f"profile:{label}:{entry.get('from', '?')}")
+    return None
+
+
+def save(model: str, spec: str, lengths: dict[int, list[float | None]], provenance: str, path: Path = CACHE) -> Path:
+    """Merge one (model, spec) profile into the file at `path`: lengths given replace those stored."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    entry = data.setdefault("profiles", {}).setdefault(model, {}).setdefault(spec, {"lengths": {}})
+    entry["lengths"].update({str(n): [None if d is None else round(float(d), 4) for d in row]
+                             for n, row in lengths.items()})
+    entry["lengths"] = dict(sorted(entry["lengths"].items(), key=lambda kv: int(kv[0])))
+    entry["from"] = provenance
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
