@@ -8,8 +8,31 @@ from collections.abc import Callable
 
 import torch
 
+from attention.backend import triton_enabled
 from attention.density import block_cells, blocks_density  # noqa: F401  (the peers count tiles through here)
-from attention.scores import causal_scores
+from attention.scores import causal_scores, torch_sampled_scores
+
+
+def last_rows_scores(cache: dict, q, k, scale: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(columns, diagonals) [B, Hq, Sk] fp32: the last `count` query rows' causal softmax summed down each key column
+    and each diagonal (attention.scores.sampled_scores with_diag). On the Triton path the stage-1 row plan is built
+    once per shape and kept in `cache` (a method's own dict), so later layers spend exactly the two kernel launches."""
+    q_len, k_len, dim = q.shape[2], k.shape[2], q.shape[-1]
+    if not triton_enabled(q.device):
+        return torch_sampled_scores(q, k, scale, torch.arange(max(0, q_len - count), q_len, device=q.device), True)
+    from attention.kernels.stage1 import launch_sampled_scores, row_plan  # imported here: it loads triton
+
+    key = ("last_rows", count, q_len, k_len, dim, str(q.device))
+    if key not in cache:
+        cache[key] = row_plan(torch.arange(max(0, q_len - count), q_len, device=q.device), q_len, k_len, dim, True)
+    return launch_sampled_scores(q, k, scale, cache[key], True)
+
+
+def cached(cache: dict, key, make):
+    """cache[key], made once by make() (per-shape constants: index grids, causal masks)."""
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
 
 
 def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -129,5 +152,6 @@ def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((0.5 * log_ratio_safe(p, m).sum(-1) + 0.5 * log_ratio_safe(q, m).sum(-1)).clamp(min=0))
 
 
-__all__ = ["block_cells", "block_pool_mean", "block_sum", "blocks_density", "causal_blocks", "ceil_div",
-           "cover_count", "diagonal_sums", "js_distance", "ranked", "row_probs", "solve", "top_k_mask"]
+__all__ = ["block_cells", "block_pool_mean", "block_sum", "blocks_density", "cached", "causal_blocks", "ceil_div",
+           "cover_count", "diagonal_sums", "js_distance", "last_rows_scores", "ranked", "row_probs", "solve",
+           "top_k_mask"]

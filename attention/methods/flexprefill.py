@@ -32,8 +32,8 @@ import dataclasses
 
 import torch
 
-from attention.peer_estimation import (block_cells, block_pool_mean, block_sum, blocks_density, causal_blocks,
-                                    ceil_div, js_distance, ranked, solve, top_k_mask)
+from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
+                                       js_distance, last_rows_scores, ranked, solve, top_k_mask)
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
@@ -64,13 +64,11 @@ class FlexPrefillConfig(MethodConfig):
 
 @dataclasses.dataclass
 class FlexScores:
-    vertical_cum: torch.Tensor   # [B, H, Sk] sorted column mass, running sum
-    slash_cum: torch.Tensor      # [B, H, Sk] sorted diagonal mass, running sum
-    vertical_tiles: torch.Tensor  # [B, H, n] column mass per key tile (tile 0 forced)
-    slash_tiles: torch.Tensor     # [B, H, n] diagonal mass per tile diagonal (diagonal 0 forced)
-    query_aware: torch.Tensor     # bool [B, H]
-    grid_order: torch.Tensor      # long [B, H, n*n] tile-grid entries, best first (query-aware heads)
-    grid_cum: torch.Tensor        # [B, H, n*n] their running sum
+    cum: torch.Tensor            # [B, H, 2, n*block] sorted column (0) / diagonal (1) mass, running sum
+    tiles: torch.Tensor          # [B, H, 2, n] mass per key tile (0) / tile diagonal (1), tile 0 forced (inf)
+    query_aware: torch.Tensor    # bool [B, H]
+    grid_order: torch.Tensor     # long [B, H, n*n] tile-grid entries, best first (query-aware heads)
+    grid_cum: torch.Tensor       # [B, H, n*n] their running sum
     n: int
 
 
@@ -85,57 +83,68 @@ class FlexPrefill(SparseMethod):
         return max(2 * b, ceil_div(self.config.min_budget, b) * b)
 
     def scores(self, q, k, scale) -> FlexScores:
+        """Column and diagonal statistics side by side ([..., 2, ...]) so each step runs once for both; per-shape
+        constants cached on the method: no host sync, a fixed number of launches."""
         b = self.config.block
         batch, heads, q_len, _ = q.shape
         k_len = k.shape[2]
         n = ceil_div(k_len, b)
-        rows = torch.arange(max(0, q_len - b), q_len, device=q.device)
+        last = min(b, q_len)
+        cache = self.__dict__.setdefault("_cache", {})
         # column and diagonal sums of the last rows' causal softmax; one fused pass on the Triton path
-        columns, diagonals = sampled_scores(q, k, scale, rows, with_diag=True)
-        vertical, slash = columns / len(rows), diagonals / len(rows)
-        vertical_tiles = block_sum(vertical, b)
-        # their diagonal pooling starts from the farthest offset: the nearest tile holds the r = k_len - (n-1)b
-        # smallest offsets, so pad the near end by b - r before grouping
-        slash_tiles = block_sum(torch.nn.functional.pad(slash, (n * b - k_len, 0)), b)
+        columns, diagonals = last_rows_scores(cache, q, k, scale, b)
+        # both zero-padded to whole tiles: columns at the far end, diagonals at the near end (their diagonal pooling
+        # starts from the farthest offset: the nearest tile holds the r = k_len - (n-1)b smallest offsets). Padding
+        # zeros never change the budgets: they sort last and count only when all the mass is within gamma, and then
+        # the budget is already every tile.
+        mass = columns.new_zeros(batch, heads, 2, n * b)
+        mass[:, :, 0, :k_len] = columns
+        mass[:, :, 1, n * b - k_len:] = diagonals
+        mass /= last
+        tiles = mass.view(batch, heads, 2, n, b).sum(-1)
         # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
         keys = expand_kv(block_pool_mean(k, b), heads)                     # [B, H, n, D], pooled first
-        mean_q = q[:, :, rows].float().mean(2, keepdim=True) * scale        # [B, H, 1, D]
+        mean_q = q[:, :, q_len - last:].float().mean(2, keepdim=True) * scale  # [B, H, 1, D]
         pooled = torch.softmax((mean_q @ keys.transpose(-1, -2)).squeeze(2), dim=-1)
-        query_aware = js_distance(pooled, vertical_tiles) < self.config.tau
+        query_aware = js_distance(pooled, tiles[:, :, 0]) < self.config.tau
         # query-aware tiles: block-mean queries against block-mean keys, softmax over each row's causal tiles
         padded = q if q_len == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q_len, 0))
         queries = block_pool_mean(padded, b) * scale
-        grid = (queries @ keys.transpose(-1, -2)).masked_fill(~causal_blocks(n, q.device), float("-inf"))
+        above = cached(cache, ("above", n, str(q.device)), lambda: ~causal_blocks(n, q.device))
+        grid = (queries @ keys.transpose(-1, -2)).masked_fill_(above, float("-inf"))
         grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2))
-        vertical_tiles[..., 0] = float("inf")
-        slash_tiles[..., 0] = float("inf")
-        return FlexScores(ranked(vertical)[0].cumsum(-1), ranked(slash)[0].cumsum(-1), vertical_tiles, slash_tiles,
-                          query_aware, grid_order, grid_values.cumsum(-1), n)
+        tiles[..., 0] = float("inf")
+        return FlexScores(ranked(mass)[0].cumsum(-1), tiles, query_aware, grid_order, grid_values.cumsum(-1), n)
 
     def tile_budget(self, cum: torch.Tensor, gamma: float, n: int, query_aware: torch.Tensor) -> torch.Tensor:
+        """long [B, H, 2]: vertical and slash tiles per head."""
         b = self.config.block
         low = ceil_div(self.config.min_budget, b)
         high = min(ceil_div(self.config.max_budget, b), n) if self.config.max_budget else n
         tokens = (cum <= gamma).sum(-1) + 1
-        tiles = (tokens // b + 1).clamp(min=low).clamp(max=high)
-        return torch.where(query_aware, min(low, n), tiles)
+        tiles = (tokens // b + 1).clamp(min=low, max=high) if low <= high else torch.full_like(tokens, high)
+        return tiles.masked_fill_(query_aware[..., None], min(low, n))
 
     def select(self, s: FlexScores, gamma: float) -> torch.Tensor:
         """bool [B, H, n, n] tiles kept at this gamma."""
         n = s.n
-        n_v = self.tile_budget(s.vertical_cum, gamma, n, s.query_aware)
-        n_s = self.tile_budget(s.slash_cum, gamma, n, s.query_aware)
-        columns = top_k_mask(s.vertical_tiles, n_v)                        # [B, H, n] key tiles
-        diagonals = top_k_mask(s.slash_tiles, n_s)                         # [B, H, n] tile offsets
-        r, c = torch.arange(n, device=columns.device)[:, None], torch.arange(n, device=columns.device)[None, :]
-        offset = (r - c).clamp(min=0)
-        blocks = columns[..., None, :] | diagonals[..., offset]
-        chosen = torch.zeros_like(blocks.flatten(-2))
+        device = s.tiles.device
+        cache = self.__dict__.setdefault("_cache", {})
+        offset, causal = cached(cache, ("offset", n, str(device)), lambda: self.grid_constants(n, device))
+        kept = top_k_mask(s.tiles, self.tile_budget(s.cum, gamma, n, s.query_aware))  # [B, H, 2, n]
+        blocks = kept[:, :, 0, None, :] | kept[:, :, 1][..., offset]      # key tile columns | tile diagonals
         grid_keep = s.grid_cum <= gamma * n
         grid_keep[..., 0] = True  # their dropped entries fall back to index 0: tile (0, 0) is always kept
-        chosen.scatter_(-1, s.grid_order, grid_keep)
-        blocks |= chosen.view_as(blocks) & s.query_aware[..., None, None]
-        return blocks & causal_blocks(n, blocks.device)
+        grid_keep &= s.query_aware[..., None]
+        chosen = torch.zeros_like(grid_keep).scatter_(-1, s.grid_order, grid_keep)
+        blocks |= chosen.view_as(blocks)
+        return blocks.logical_and_(causal)
+
+    @staticmethod
+    def grid_constants(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tile diagonal index r - c clamped at 0, causal tiles), both [n, n]."""
+        r, c = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
+        return (r - c).clamp(min=0), causal_blocks(n, device)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape
