@@ -89,20 +89,24 @@ def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
 LONG_ROWS = 4096  # rows longer than this are sorted as one flat array (see ranked)
 
 
-def ranked(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, order) of a stable descending sort along the last dim (ties: lower index first).
+def ranked(scores: torch.Tensor, values: bool = True, order: bool = True) -> tuple[torch.Tensor | None,
+                                                                                   torch.Tensor | None]:
+    """(values, order) of a stable descending sort along the last dim (ties: lower index first); values=False or
+    order=False leaves that one out (None), saving its gathers on the long-row path.
 
     A few long rows (a head's keys, a head's tile grid) are sorted as one flat array, then stably by row: two
     radix sorts in all, where a batched sort of long rows runs one sort per row (~15 launches each on CUDA; the
     128K profile counted 564 launches in FlexPrefill's estimate, most of them sorts)."""
     n = scores.shape[-1]
     if n <= LONG_ROWS or scores.numel() == n:
-        return torch.sort(scores, dim=-1, descending=True, stable=True)
-    values, order = torch.sort(scores.reshape(-1), descending=True, stable=True)
-    row = (order // n).to(torch.int32)
+        v, o = torch.sort(scores, dim=-1, descending=True, stable=True)
+        return (v if values else None), (o if order else None)
+    v, o = torch.sort(scores.reshape(-1), descending=True, stable=True)
+    row = torch.div(o, n, rounding_mode="floor").to(torch.int32)
     row, by_row = torch.sort(row, stable=True)
-    order, values = order[by_row], values[by_row]
-    return values.view(scores.shape), (order - row.long() * n).view(scores.shape)
+    v = v[by_row].view(scores.shape) if values else None
+    o = (o[by_row] - row.long() * n).view(scores.shape) if order else None
+    return v, o
 
 
 def top_k_mask(scores: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:

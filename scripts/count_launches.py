@@ -19,6 +19,7 @@ import collections
 import math
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,8 +42,9 @@ SYNC = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique", 
 
 
 class LaunchCounter(TorchDispatchMode):
-    def __init__(self):
+    def __init__(self, trace: str = ""):
         super().__init__()
+        self.trace = trace  # print the project lines that issue this op
         self.ops = collections.Counter()
         self.syncs = collections.Counter()
         self.paused = 0
@@ -59,6 +61,10 @@ class LaunchCounter(TorchDispatchMode):
                 self.syncs["repeat_interleave"] += 1
             if name not in FREE and not func.is_view:
                 self.ops[name] += 1
+                if name == self.trace:
+                    print(f"  {name} <- " + " <- ".join(
+                        f"{Path(f.filename).name}:{f.lineno}" for f in traceback.extract_stack()[::-1]
+                        if "/attention/" in f.filename)[:300])
         return func(*args, **kwargs)
 
 
@@ -92,7 +98,8 @@ def counting_triton(counter: LaunchCounter, skip: bool):
         torch.Tensor.tolist = original_tolist
 
 
-def count(name: str, options: dict, length: int, heads: int, kv_heads: int, dim: int, skip: bool, seed: int = 0):
+def count(name: str, options: dict, length: int, heads: int, kv_heads: int, dim: int, skip: bool, seed: int = 0,
+          trace: str = ""):
     torch.manual_seed(seed)
     q = torch.randn(1, heads, length, dim).to(torch.bfloat16)
     k = torch.randn(1, kv_heads, length, dim).to(torch.bfloat16)
@@ -103,6 +110,7 @@ def count(name: str, options: dict, length: int, heads: int, kv_heads: int, dim:
         method.build_pattern(q, k, scale, 0)  # warm: per-shape caches fill here, as on the first layer
         counter.ops.clear()
         counter.syncs.clear()
+        counter.trace = trace
         with counter:
             method.build_pattern(q, k, scale, 1)
     return counter
@@ -117,13 +125,15 @@ def main():
     ap.add_argument("--methods", default="flexprefill,xattention,minference")
     ap.add_argument("--skip-kernels", action="store_true")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--trace", default="", help="print where each op of this aten name comes from")
     args = ap.parse_args()
     print(f"S={args.length} Hq={args.heads} Hkv={args.kv_heads} D={args.dim} torch {torch.__version__}"
           f"{' (Triton kernels counted, not run)' if args.skip_kernels else ''}")
     for spec in args.methods.split(","):
         name, _, opts = spec.partition(":")
         options = dict(kv.split("=", 1) for kv in opts.split(",") if kv) if opts else {}
-        c = count(name, options, args.length, args.heads, args.kv_heads, args.dim, args.skip_kernels)
+        c = count(name, options, args.length, args.heads, args.kv_heads, args.dim, args.skip_kernels,
+                  trace=args.trace)
         sorts = sum(v for k, v in c.ops.items() if k.startswith("sort"))
         triton_launches = sum(v for k, v in c.ops.items() if k.startswith("triton:"))
         print(f"{spec}: {sum(c.ops.values())} launches ({triton_launches} Triton, {sorts} sorts), "

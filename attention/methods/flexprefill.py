@@ -114,7 +114,7 @@ class FlexPrefill(SparseMethod):
         grid = (queries @ keys.transpose(-1, -2)).masked_fill_(above, float("-inf"))
         grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2))
         tiles[..., 0] = float("inf")
-        return FlexScores(ranked(mass)[0].cumsum(-1), tiles, query_aware, grid_order, grid_values.cumsum(-1), n)
+        return FlexScores(ranked(mass, order=False)[0].cumsum(-1), tiles, query_aware, grid_order, grid_values.cumsum(-1), n)
 
     def tile_budget(self, cum: torch.Tensor, gamma: float, n: int, query_aware: torch.Tensor) -> torch.Tensor:
         """long [B, H, 2]: vertical and slash tiles per head."""

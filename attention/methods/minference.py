@@ -45,12 +45,11 @@ from pathlib import Path
 import torch
 
 from attention.bands import BandPattern
-from attention.peer_estimation import ranked, solve
+from attention.peer_estimation import cached, last_rows_scores, ranked, solve
 from attention.density import pattern_density
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
-from attention.scores import sampled_scores
 
 
 @dataclasses.dataclass
@@ -126,19 +125,19 @@ class MInference(SparseMethod):
     description = "MInference vertical-slash: top columns and diagonals from the last 64 queries, run as 64-key bands"
 
     def scores(self, q, k, scale) -> VerticalSlashScores:
+        """Columns and diagonals ranked together ([..., 2, Sk]: one sort pipeline for both); the forced ones get an
+        infinite score, so the stable ranking puts them first in index order, as MInference's own inf does."""
         cfg = self.config
-        q_len, k_len = q.shape[2], k.shape[2]
-        rows = torch.arange(max(0, q_len - cfg.last_q), q_len, device=q.device)
+        k_len = k.shape[2]
+        cache = self.__dict__.setdefault("_cache", {})
         # column and diagonal sums of the last rows' causal softmax; one fused pass on the Triton path
-        vertical, slash = sampled_scores(q, k, scale, rows, with_diag=True)
+        vertical, slash = last_rows_scores(cache, q, k, scale, cfg.last_q)
         sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
-        _, column_order = ranked(vertical[..., sink:])
-        _, slash_order = ranked(slash[..., window:])
-        lead = vertical.shape[:-1]
-        forced_cols = torch.arange(sink, device=q.device).expand(*lead, sink)
-        forced_diags = torch.arange(window, device=q.device).expand(*lead, window)
-        return VerticalSlashScores(torch.cat([forced_cols, column_order + sink], -1),
-                                   torch.cat([forced_diags, slash_order + window], -1), sink, window)
+        both = torch.stack((vertical, slash), 2)                             # [B, H, 2, Sk]
+        both[:, :, 0, :sink] = float("inf")
+        both[:, :, 1, :window] = float("inf")
+        _, order = ranked(both, values=False)
+        return VerticalSlashScores(order[:, :, 0], order[:, :, 1], sink, window)
 
     def head_sizes(self, heads: int, layer_idx: int, device) -> HeadSizes:
         """Vertical and slash sizes per head: the per-head file's, else the uniform ones (one host-to-device copy
@@ -178,11 +177,17 @@ class MInference(SparseMethod):
         return Counts(per_head(sizes.vertical, cfg.init_columns), per_head(sizes.slash, cfg.local_diagonals),
                       most(sizes.max_vertical, cfg.init_columns), most(sizes.max_slash, cfg.local_diagonals))
 
+    def counts_and_means(self, k_len: int, sizes: HeadSizes, ratio: float):
+        """(Counts, mean columns, mean diagonals per head) for the layer's record."""
+        n = self.counts(k_len, sizes, ratio)
+        return n, n.columns.float().mean(), n.slashes.float().mean()
+
     def pattern(self, s: VerticalSlashScores, n: Counts) -> SparsePattern:
         def first(order, count, most):  # each head's first `count` of `order`, -1 beyond, cut to `most` slots
             order = order[..., :most]
-            slots = torch.arange(order.shape[-1], device=order.device)
-            return torch.where(slots < count[:, None].to(order.device), order, -1)
+            slots = cached(self.__dict__.setdefault("_cache", {}), ("slots", order.shape[-1], str(order.device)),
+                           lambda: torch.arange(order.shape[-1], device=order.device))
+            return order.masked_fill(slots >= count[:, None].to(order.device), -1)
 
         if self.config.exact_diagonals:  # forced stripes as sink and window, the rest as columns and slashes
             cols = first(s.column_order[..., s.sink:], (n.columns - s.sink).clamp(min=0), max(0, n.most_columns - s.sink))
@@ -205,8 +210,12 @@ class MInference(SparseMethod):
                 return float(pattern_density(p, batch, heads, q_len, k_len, q.device).mean())
 
             ratio = solve(share, self.config.density, 0.0, k_len / max(1, sizes.min_size))
-        n = self.counts(k_len, sizes, ratio)
-        self.knobs = {"ratio": ratio, "vertical": n.columns.float().mean(), "slash": n.slashes.float().mean(),
+            n, vertical, slash = self.counts_and_means(k_len, sizes, ratio)
+        else:  # the defaults: constants per shape (and per layer with a per-head file), counted once
+            key = ("counts", heads, layer_idx if self.config.config else None, k_len, str(q.device))
+            n, vertical, slash = cached(self.__dict__.setdefault("_cache", {}), key,
+                                        lambda: self.counts_and_means(k_len, sizes, ratio))
+        self.knobs = {"ratio": ratio, "vertical": vertical, "slash": slash,
                       "sizes": "per-head file" if self.config.config else "uniform",
                       "execution": "diagonals" if self.config.exact_diagonals else "bands"}
         return self.pattern(s, n)
