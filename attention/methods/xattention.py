@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from attention.backend import triton_enabled
-from attention.peer_estimation import block_cells, blocks_density, causal_blocks, ceil_div, ranked, solve
+from attention.peer_estimation import block_cells, blocks_density, cached, causal_blocks, ceil_div, ranked, solve
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
@@ -118,7 +118,8 @@ class TileRanking:
     order: torch.Tensor    # long [B, H, n, n]: per query tile, its non-forced tiles best first (forced ones last)
     held: torch.Tensor     # [B, H, n, n]: mass held before each of them is taken (forced tiles + better ones)
     total: torch.Tensor    # [B, H, n, 1]: row totals
-    forced: torch.Tensor   # bool [n, n]: key tile 0 and the diagonal tile
+    kept: torch.Tensor     # bool [n, n]: always kept (key tile 0 and the diagonal tile)
+    causal: torch.Tensor   # bool [n, n]: tiles on or below the diagonal
 
 
 def first_chunk_rows(q_len: int, k_len: int, block: int, chunk: int = 0) -> int:
@@ -131,20 +132,42 @@ def first_chunk_rows(q_len: int, k_len: int, block: int, chunk: int = 0) -> int:
     return chunk // block
 
 
-def rank_tiles(scores: torch.Tensor, first_rows: int = 0) -> TileRanking:
-    """Rows below first_rows follow their first-chunk rule (diagonal alone held, one-pick lag); see the docstring."""
+@dataclasses.dataclass(frozen=True)
+class RankConstants:
+    """Per (n, first_rows): the masks rank_tiles needs, made once per shape (no launches on later layers)."""
+    forced: torch.Tensor       # bool [n, n]: tiles held before any pick (diagonal; key tile 0 past the first chunk)
+    free: torch.Tensor         # bool [n, n]: ~forced
+    first: torch.Tensor        # bool [n, 1]: rows under the first-chunk rule
+    first_slot0: torch.Tensor  # bool [n, n]: slot 0 of those rows (their best other is always taken)
+    forced_slots: torch.Tensor  # bool [n, n]: the sorted slots forced tiles land in (the last 1 or 2 of a row)
+    kept: torch.Tensor         # bool [n, n]: forced | key tile 0
+    causal: torch.Tensor       # bool [n, n]
+
+    @staticmethod
+    def make(n: int, first_rows: int, device) -> "RankConstants":
+        r, c = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
+        first = r < first_rows
+        forced = (c == r) | ((c == 0) & ~first)
+        # forced tiles score -inf before the sort, so they fill each row's last forced.sum() slots
+        forced_slots = c >= n - forced.sum(-1, keepdim=True)
+        return RankConstants(forced, ~forced, first, first & (c == 0), forced_slots, forced | (c == 0),
+                             causal_blocks(n, device))
+
+
+def rank_tiles(scores: torch.Tensor, first_rows: int = 0, cache: dict | None = None) -> TileRanking:
+    """Rows below first_rows follow their first-chunk rule (diagonal alone held, one-pick lag); see the docstring.
+    `cache` (a dict kept by the caller) holds the per-shape masks."""
     n = scores.shape[-1]
-    r, c = torch.arange(n, device=scores.device)[:, None], torch.arange(n, device=scores.device)[None, :]
-    first = r < first_rows                                                   # [n, 1]
-    forced = (c == r) | ((c == 0) & ~first)
-    others, order = ranked(scores.masked_fill(forced, float("-inf")))
-    forced_mass = torch.where(forced, scores, 0.0).sum(-1, keepdim=True)
-    before = torch.nn.functional.pad(others.clamp(min=0).cumsum(-1), (1, 0))[..., :-1]
-    lagged = torch.nn.functional.pad(before, (1, 0))[..., :-1] + forced_mass
-    lagged[..., 0] = 0.0                                                     # their best other is always taken
-    held = torch.where(first, lagged, forced_mass + before)
-    held = torch.where(others > float("-inf"), held, float("inf"))           # forced slots: never "taken"
-    return TileRanking(order, held, scores.sum(-1, keepdim=True), forced | (c == 0))
+    key = ("rank", n, first_rows, str(scores.device))
+    cache = {} if cache is None else cache
+    k = cached(cache, key, lambda: RankConstants.make(n, first_rows, scores.device))
+    others, order = ranked(scores.masked_fill(k.forced, float("-inf")))
+    forced_mass = scores.masked_fill(k.free, 0.0).sum(-1, keepdim=True)
+    # exclusive running sum (before each pick), and the same one pick later (first-chunk rows' lag), from one pad
+    padded = torch.nn.functional.pad(others.clamp(min=0).cumsum(-1), (2, 0))
+    held = torch.where(k.first, padded[..., :n], padded[..., 1:n + 1]) + forced_mass
+    held.masked_fill_(k.first_slot0, 0.0).masked_fill_(k.forced_slots, float("inf"))  # forced slots: never "taken"
+    return TileRanking(order, held, scores.sum(-1, keepdim=True), k.kept, k.causal)
 
 
 def select_tiles(ranking: TileRanking, threshold: float | torch.Tensor) -> torch.Tensor:
@@ -153,8 +176,8 @@ def select_tiles(ranking: TileRanking, threshold: float | torch.Tensor) -> torch
     if isinstance(threshold, torch.Tensor):
         threshold = threshold.to(ranking.total.device, torch.float32)[:, None, None]
     take = ranking.held < threshold * ranking.total
-    keep = torch.zeros_like(take).scatter(-1, ranking.order, take) | ranking.forced
-    return keep & causal_blocks(keep.shape[-1], keep.device)
+    keep = torch.zeros_like(take).scatter_(-1, ranking.order, take)
+    return keep.logical_or_(ranking.kept).logical_and_(ranking.causal)
 
 
 @register
@@ -167,7 +190,8 @@ class XAttention(SparseMethod):
         cfg = self.config
         q_len, k_len = q.shape[2], k.shape[2]
         scores = tile_scores(q, k, scale, cfg.stride, cfg.block)
-        ranking = rank_tiles(scores, 0 if cfg.uniform_rows else first_chunk_rows(q_len, k_len, cfg.block, cfg.chunk))
+        ranking = rank_tiles(scores, 0 if cfg.uniform_rows else first_chunk_rows(q_len, k_len, cfg.block, cfg.chunk),
+                             self.__dict__.setdefault("_cache", {}))
         threshold = cfg.threshold
         if cfg.thresholds:
             threshold = self.head_thresholds(layer_idx, q.shape[1], q.device)
