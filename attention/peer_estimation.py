@@ -4,6 +4,8 @@ threshold solve behind every `density=` budget. No host syncs except in `solve`,
 
 Ties: every ranking here is a stable descending sort, so among equal scores the lower index comes first.
 """
+import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -33,6 +35,53 @@ def cached(cache: dict, key, make):
     if key not in cache:
         cache[key] = make()
     return cache[key]
+
+
+def graphs_enabled(device) -> bool:
+    """Whether default estimates replay from CUDA graphs: on CUDA where the Triton kernels run, unless
+    ATTENTION_ESTIMATE_GRAPHS=0."""
+    return (torch.device(device).type == "cuda" and triton_enabled(device)
+            and os.environ.get("ATTENTION_ESTIMATE_GRAPHS", "1") != "0")
+
+
+def capture(fn: Callable, statics: tuple[torch.Tensor, ...]):
+    """(outputs, replay): fn(*statics) run once on a side stream (Triton compiles, per-shape caches fill), then
+    captured as one CUDA graph whose replay rewrites `outputs` from whatever `statics` hold."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn(*statics)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn(*statics)
+    return outputs, graph.replay
+
+
+def estimate(cache: dict, key, fn: Callable, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
+    """fn(*inputs) -> tuple of tensors (or None), without host syncs and with per-shape state only (so one capture
+    serves every layer): on CUDA replayed from a graph captured once per `key` (the shape and every host-side
+    value fn depends on), so a layer costs the input copies, one graph launch and the output clones instead of
+    fn's dozens of launches. The last key's graph is kept (its intermediates hold memory until the shape changes).
+    A capture that fails is reported once and the method runs eagerly from then on."""
+    if not graphs_enabled(inputs[0].device) or "graph_failed" in cache:
+        return fn(*inputs)
+    entry = cache.get("graph")
+    if entry is None or entry[0] != key:
+        cache.pop("graph", None)  # free the old shape's graph before capturing the new one
+        statics = tuple(x.clone() for x in inputs)
+        try:
+            outputs, replay = capture(fn, statics)
+        except RuntimeError as err:  # e.g. an op that cannot be captured: eager from now on, said once
+            cache["graph_failed"] = str(err)
+            warnings.warn(f"estimate not captured as a CUDA graph, running eagerly: {str(err)[:200]}", stacklevel=2)
+            return fn(*inputs)
+        entry = cache["graph"] = (key, statics, outputs, replay)
+    _, statics, outputs, replay = entry
+    for static, x in zip(statics, inputs):
+        static.copy_(x)
+    replay()
+    return tuple(None if out is None else out.clone() for out in outputs)
 
 
 def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -157,5 +206,5 @@ def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["block_cells", "block_pool_mean", "block_sum", "blocks_density", "cached", "causal_blocks", "ceil_div",
-           "cover_count", "diagonal_sums", "js_distance", "last_rows_scores", "ranked", "row_probs", "solve",
+           "cover_count", "diagonal_sums", "estimate", "graphs_enabled", "js_distance", "last_rows_scores", "ranked", "row_probs", "solve",
            "top_k_mask"]

@@ -61,7 +61,7 @@ class LaunchCounter(TorchDispatchMode):
                 self.syncs["repeat_interleave"] += 1
             if name not in FREE and not func.is_view:
                 self.ops[name] += 1
-                if name == self.trace:
+                if self.trace in (name, "all"):
                     print(f"  {name} <- " + " <- ".join(
                         f"{Path(f.filename).name}:{f.lineno}" for f in traceback.extract_stack()[::-1]
                         if "/attention/" in f.filename)[:300])

@@ -33,12 +33,12 @@ import dataclasses
 import torch
 
 from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
-                                       js_distance, last_rows_scores, ranked, solve, top_k_mask)
+                                       estimate, js_distance, last_rows_scores, ranked, solve,
+                                       top_k_mask)
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
 from attention.registry import register
-from attention.scores import sampled_scores
 
 
 @dataclasses.dataclass
@@ -83,16 +83,25 @@ class FlexPrefill(SparseMethod):
         return max(2 * b, ceil_div(self.config.min_budget, b) * b)
 
     def scores(self, q, k, scale) -> FlexScores:
-        """Column and diagonal statistics side by side ([..., 2, ...]) so each step runs once for both; per-shape
-        constants cached on the method: no host sync, a fixed number of launches."""
         b = self.config.block
-        batch, heads, q_len, _ = q.shape
+        return self.scores_from(q[:, :, max(0, q.shape[2] - b):], self.pooled_queries(q, k.shape[2], scale), k, scale)
+
+    def pooled_queries(self, q, k_len: int, scale: float) -> torch.Tensor:
+        """fp32 [B, H, n, D]: block-mean queries (front-padded to whole key tiles) times scale."""
+        padded = q if q.shape[2] == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q.shape[2], 0))
+        return block_pool_mean(padded, self.config.block) * scale
+
+    def scores_from(self, tail, queries, k, scale) -> FlexScores:
+        """The statistics from the last `block` queries (tail), the pooled queries and k; column and diagonal ones
+        side by side ([..., 2, ...]) so each step runs once for both, per-shape constants cached on the method: no
+        host sync, a fixed number of launches."""
+        b = self.config.block
+        batch, heads, last, _ = tail.shape
         k_len = k.shape[2]
         n = ceil_div(k_len, b)
-        last = min(b, q_len)
         cache = self.__dict__.setdefault("_cache", {})
         # column and diagonal sums of the last rows' causal softmax; one fused pass on the Triton path
-        columns, diagonals = last_rows_scores(cache, q, k, scale, b)
+        columns, diagonals = last_rows_scores(cache, tail, k, scale, b)
         # both zero-padded to whole tiles: columns at the far end, diagonals at the near end (their diagonal pooling
         # starts from the farthest offset: the nearest tile holds the r = k_len - (n-1)b smallest offsets). Padding
         # zeros never change the budgets: they sort last and count only when all the mass is within gamma, and then
@@ -104,13 +113,11 @@ class FlexPrefill(SparseMethod):
         tiles = mass.view(batch, heads, 2, n, b).sum(-1)
         # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
         keys = expand_kv(block_pool_mean(k, b), heads)                     # [B, H, n, D], pooled first
-        mean_q = q[:, :, q_len - last:].float().mean(2, keepdim=True) * scale  # [B, H, 1, D]
+        mean_q = tail.float().mean(2, keepdim=True) * scale                 # [B, H, 1, D]
         pooled = torch.softmax((mean_q @ keys.transpose(-1, -2)).squeeze(2), dim=-1)
         query_aware = js_distance(pooled, tiles[:, :, 0]) < self.config.tau
         # query-aware tiles: block-mean queries against block-mean keys, softmax over each row's causal tiles
-        padded = q if q_len == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q_len, 0))
-        queries = block_pool_mean(padded, b) * scale
-        above = cached(cache, ("above", n, str(q.device)), lambda: ~causal_blocks(n, q.device))
+        above = cached(cache, ("above", n, str(k.device)), lambda: ~causal_blocks(n, k.device))
         grid = (queries @ keys.transpose(-1, -2)).masked_fill_(above, float("-inf"))
         grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2))
         tiles[..., 0] = float("inf")
@@ -154,14 +161,23 @@ class FlexPrefill(SparseMethod):
             self.knobs = {"dense_fallback": True}
             blocks = causal_blocks(n, q.device).expand(batch, heads, n, n)
             return SparsePattern(blocks=blocks, block=b)
-        s = self.scores(q, k, scale)
         gamma = self.config.gamma
-        if self.config.density > 0:
+        if self.config.density > 0:  # a per-layer solve on the host (one sync per bisection step)
+            s = self.scores(q, k, scale)
             cells = block_cells(q_len, k_len, b, q.device)
 
             def share(x: float) -> float:
                 return float(blocks_density(self.select(s, x), cells).mean())
 
             gamma = solve(share, self.config.density, 0.0, 1.0)
-        self.knobs = {"gamma": gamma, "query_aware": s.query_aware.float().mean(0)}
-        return SparsePattern(blocks=self.select(s, gamma), block=b)
+            blocks, aware = self.select(s, gamma), s.query_aware.float().mean(0)
+        else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
+            def default(tail, queries, keys):
+                s = self.scores_from(tail, queries, keys, scale)
+                return self.select(s, gamma), s.query_aware.float().mean(0)
+
+            key = ("flexprefill", tuple(q.shape), tuple(k.shape), q.dtype, scale, str(q.device))
+            blocks, aware = estimate(self.__dict__.setdefault("_cache", {}), key, default,
+                                     (q[:, :, q_len - min(b, q_len):], self.pooled_queries(q, k_len, scale), k))
+        self.knobs = {"gamma": gamma, "query_aware": aware}
+        return SparsePattern(blocks=blocks, block=b)

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from attention.bands import BandPattern
-from attention.peer_estimation import cached, last_rows_scores, ranked, solve
+from attention.peer_estimation import cached, estimate, last_rows_scores, ranked, solve
 from attention.density import pattern_density
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
@@ -183,6 +183,11 @@ class MInference(SparseMethod):
         return n, n.columns.float().mean(), n.slashes.float().mean()
 
     def pattern(self, s: VerticalSlashScores, n: Counts) -> SparsePattern:
+        return self.assemble(self.selected(s, n), s.sink, s.window)
+
+    def selected(self, s: VerticalSlashScores, n: Counts) -> tuple[torch.Tensor, torch.Tensor]:
+        """(columns, diagonals) per head, -1 padded: all kept ones for bands; for exact diagonals those beyond the
+        forced sink and window."""
         def first(order, count, most):  # each head's first `count` of `order`, -1 beyond, cut to `most` slots
             order = order[..., :most]
             slots = cached(self.__dict__.setdefault("_cache", {}), ("slots", order.shape[-1], str(order.device)),
@@ -190,32 +195,51 @@ class MInference(SparseMethod):
             return order.masked_fill(slots >= count[:, None].to(order.device), -1)
 
         if self.config.exact_diagonals:  # forced stripes as sink and window, the rest as columns and slashes
-            cols = first(s.column_order[..., s.sink:], (n.columns - s.sink).clamp(min=0), max(0, n.most_columns - s.sink))
-            diags = first(s.slash_order[..., s.window:], (n.slashes - s.window).clamp(min=0),
-                          max(0, n.most_slashes - s.window))
-            return SparsePattern(sink=s.sink, window=s.window, columns=cols if cols.shape[-1] else None,
+            return (first(s.column_order[..., s.sink:], (n.columns - s.sink).clamp(min=0),
+                          max(0, n.most_columns - s.sink)),
+                    first(s.slash_order[..., s.window:], (n.slashes - s.window).clamp(min=0),
+                          max(0, n.most_slashes - s.window)))
+        return first(s.column_order, n.columns, n.most_columns), first(s.slash_order, n.slashes, n.most_slashes)
+
+    def assemble(self, parts: tuple[torch.Tensor, torch.Tensor], sink: int, window: int) -> SparsePattern:
+        cols, diags = parts
+        if self.config.exact_diagonals:
+            return SparsePattern(sink=sink, window=window, columns=cols if cols.shape[-1] else None,
                                  slashes=diags if diags.shape[-1] else None)
-        return BandPattern(columns=first(s.column_order, n.columns, n.most_columns),
-                           band_offsets=first(s.slash_order, n.slashes, n.most_slashes))
+        return BandPattern(columns=cols, band_offsets=diags)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
+        cfg = self.config
         batch, heads, q_len, _ = q.shape
         k_len = k.shape[2]
-        s = self.scores(q, k, scale)
+        tail = q[:, :, max(0, q_len - cfg.last_q):]  # the estimate reads only the last queries
         sizes = self.head_sizes(heads, layer_idx, q.device)
+        cache = self.__dict__.setdefault("_cache", {})
         ratio = 1.0
-        if self.config.density > 0:
+        if cfg.density > 0:  # a per-layer solve on the host (one sync per bisection step)
+            s = self.scores(tail, k, scale)
+
             def share(x: float) -> float:
                 p = self.pattern(s, self.counts(k_len, sizes, x))
                 return float(pattern_density(p, batch, heads, q_len, k_len, q.device).mean())
 
-            ratio = solve(share, self.config.density, 0.0, k_len / max(1, sizes.min_size))
+            ratio = solve(share, cfg.density, 0.0, k_len / max(1, sizes.min_size))
             n, vertical, slash = self.counts_and_means(k_len, sizes, ratio)
+            pattern = self.pattern(s, n)
         else:  # the defaults: constants per shape (and per layer with a per-head file), counted once
-            key = ("counts", heads, layer_idx if self.config.config else None, k_len, str(q.device))
-            n, vertical, slash = cached(self.__dict__.setdefault("_cache", {}), key,
-                                        lambda: self.counts_and_means(k_len, sizes, ratio))
+            key = ("counts", heads, layer_idx if cfg.config else None, k_len, str(q.device))
+            n, vertical, slash = cached(cache, key, lambda: self.counts_and_means(k_len, sizes, ratio))
+
+            def default(queries, keys):
+                return self.selected(self.scores(queries, keys, scale), n)
+
+            if cfg.config:  # per-layer sizes, so per-layer shapes: no graph to share between layers
+                parts = default(tail, k)
+            else:  # on CUDA one graph replay per layer (peer_estimation.estimate)
+                key = ("minference", tuple(tail.shape), tuple(k.shape), q.dtype, scale, str(q.device))
+                parts = estimate(cache, key, default, (tail, k))
+            pattern = self.assemble(parts, min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len))
         self.knobs = {"ratio": ratio, "vertical": vertical, "slash": slash,
-                      "sizes": "per-head file" if self.config.config else "uniform",
-                      "execution": "diagonals" if self.config.exact_diagonals else "bands"}
-        return self.pattern(s, n)
+                      "sizes": "per-head file" if cfg.config else "uniform",
+                      "execution": "diagonals" if cfg.exact_diagonals else "bands"}
+        return pattern

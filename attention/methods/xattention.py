@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 
 from attention.backend import triton_enabled
-from attention.peer_estimation import block_cells, blocks_density, cached, causal_blocks, ceil_div, ranked, solve
+from attention.peer_estimation import (block_cells, blocks_density, cached, causal_blocks, ceil_div, estimate, ranked,
+                                       solve)
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
@@ -189,22 +190,32 @@ class XAttention(SparseMethod):
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         cfg = self.config
         q_len, k_len = q.shape[2], k.shape[2]
-        scores = tile_scores(q, k, scale, cfg.stride, cfg.block)
-        ranking = rank_tiles(scores, 0 if cfg.uniform_rows else first_chunk_rows(q_len, k_len, cfg.block, cfg.chunk),
-                             self.__dict__.setdefault("_cache", {}))
-        threshold = cfg.threshold
+        first_rows = 0 if cfg.uniform_rows else first_chunk_rows(q_len, k_len, cfg.block, cfg.chunk)
+        cache = self.__dict__.setdefault("_cache", {})
+        threshold, mean = cfg.threshold, cfg.threshold
         if cfg.thresholds:
             threshold = self.head_thresholds(layer_idx, q.shape[1], q.device)
-        if cfg.density > 0:
+            mean = sum(self._thresholds[layer_idx]) / len(self._thresholds[layer_idx])  # from the host table
+        if cfg.density > 0:  # a per-layer solve on the host (one sync per bisection step)
+            ranking = rank_tiles(tile_scores(q, k, scale, cfg.stride, cfg.block), first_rows, cache)
             cells = block_cells(q_len, k_len, cfg.block, q.device)
 
             def share(x: float) -> float:
                 return float(blocks_density(select_tiles(ranking, x), cells).mean())
 
-            threshold = solve(share, cfg.density, 0.0, 1.0)
-        self.knobs = {"threshold": threshold if isinstance(threshold, float) else float(threshold.mean()),
-                      "thresholds": "per-head file" if cfg.thresholds else "uniform"}
-        return SparsePattern(blocks=select_tiles(ranking, threshold), block=cfg.block)
+            threshold = mean = solve(share, cfg.density, 0.0, 1.0)
+            blocks = select_tiles(ranking, threshold)
+        else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
+            def default(queries, keys, *per_head):
+                ranking = rank_tiles(tile_scores(queries, keys, scale, cfg.stride, cfg.block), first_rows, cache)
+                return (select_tiles(ranking, per_head[0] if per_head else threshold),)
+
+            per_head = (threshold,) if isinstance(threshold, torch.Tensor) else ()
+            key = ("xattention", tuple(q.shape), tuple(k.shape), q.dtype, scale, first_rows,
+                   "per-head" if per_head else threshold, str(q.device))
+            blocks, = estimate(cache, key, default, (q, k, *per_head))
+        self.knobs = {"threshold": mean, "thresholds": "per-head file" if cfg.thresholds else "uniform"}
+        return SparsePattern(blocks=blocks, block=cfg.block)
 
     def head_thresholds(self, layer_idx: int, heads: int, device=None) -> torch.Tensor:
         """float32 [H] on device: one host-to-device copy per layer and device, then cached."""
