@@ -37,6 +37,10 @@ def cached(cache: dict, key, make):
     return cache[key]
 
 
+GRAPH_MAX_TOKENS = 1 << 16  # longer inputs estimate eagerly: their GPU work hides the launches, and a kept graph
+                            # would hold its intermediates (about a GB at 128K) for the method's lifetime
+
+
 def graphs_enabled(device) -> bool:
     """Whether default estimates replay from CUDA graphs: on CUDA where the Triton kernels run, unless
     ATTENTION_ESTIMATE_GRAPHS=0."""
@@ -62,9 +66,11 @@ def estimate(cache: dict, key, fn: Callable, inputs: tuple[torch.Tensor, ...]) -
     """fn(*inputs) -> tuple of tensors (or None), without host syncs and with per-shape state only (so one capture
     serves every layer): on CUDA replayed from a graph captured once per `key` (the shape and every host-side
     value fn depends on), so a layer costs the input copies, one graph launch and the output clones instead of
-    fn's dozens of launches. The last key's graph is kept (its intermediates hold memory until the shape changes).
+    fn's dozens of launches. The last key's graph is kept (its intermediates hold memory until the shape changes);
+    inputs longer than GRAPH_MAX_TOKENS run eagerly.
     A capture that fails is reported once and the method runs eagerly from then on."""
-    if not graphs_enabled(inputs[0].device) or "graph_failed" in cache:
+    too_long = max(x.shape[-2] if x.dim() > 1 else 0 for x in inputs) > GRAPH_MAX_TOKENS
+    if too_long or "graph_failed" in cache or not graphs_enabled(inputs[0].device):
         return fn(*inputs)
     entry = cache.get("graph")
     if entry is None or entry[0] != key:

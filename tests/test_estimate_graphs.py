@@ -90,3 +90,20 @@ def test_a_failed_capture_runs_eagerly_and_says_so_once(monkeypatch):
         warnings.simplefilter("error")
         again = method.build_pattern(q, k, 0.25)  # no second warning: the failure is remembered
     assert torch.equal(first.blocks, want.blocks) and torch.equal(again.blocks, want.blocks)
+
+
+def test_graph_replay_takes_each_layers_head_thresholds(tmp_path, monkeypatch):
+    """XAttention's per-head thresholds are a graph input: each layer's own reach the replay."""
+    path = tmp_path / "thresholds.json"
+    path.write_text("[[0.3, 0.9, 0.5, 0.95], [0.95, 0.3, 0.9, 0.5]]")
+    options = {"thresholds": str(path)}
+    q, k = qk(5)
+    with use_backend("torch"):
+        eager = [build_method("xattention", options).build_pattern(q, k, 0.25, layer) for layer in (0, 1)]
+    monkeypatch.setattr(peer_estimation, "graphs_enabled", lambda device: True)
+    monkeypatch.setattr(peer_estimation, "capture", fake_capture(calls := []))
+    method = build_method("xattention", options)
+    with use_backend("torch"):
+        graphed = [method.build_pattern(q, k, 0.25, layer) for layer in (0, 1)]
+    assert len(calls) == 1 and not torch.equal(eager[0].blocks, eager[1].blocks)
+    assert all(torch.equal(e.blocks, g.blocks) for e, g in zip(eager, graphed))
