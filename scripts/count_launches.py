@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton.runtime.interpreter as interpreter  # noqa: E402
 
+import attention.peer_estimation as peer_estimation  # noqa: E402
 from attention.backend import use_backend  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 
@@ -75,7 +76,8 @@ def counting_triton(counter: LaunchCounter, skip: bool):
     original_tolist = torch.Tensor.tolist
 
     def run(self, *args, grid, warmup, **kwargs):
-        counter.ops[f"triton:{self.fn.__name__}"] += 1
+        if not counter.paused:
+            counter.ops[f"triton:{self.fn.__name__}"] += 1
         if skip:
             return None
         counter.paused += 1
@@ -98,15 +100,47 @@ def counting_triton(counter: LaunchCounter, skip: bool):
         torch.Tensor.tolist = original_tolist
 
 
+@contextmanager
+def graphed(counter: LaunchCounter):
+    """Stand in for the CUDA-graph capture of peer_estimation.estimate: a replay counts as one launch (its kernels
+    run inside the graph, issued by the GPU), the work itself runs uncounted."""
+    original = peer_estimation.capture, peer_estimation.graphs_enabled
+
+    def capture(fn, statics):
+        counter.paused += 1
+        try:
+            fn(*statics)
+            outputs = fn(*statics)
+        finally:
+            counter.paused -= 1
+
+        def replay():
+            counter.ops["cuda graph replay"] += 1
+            counter.paused += 1
+            try:
+                for out, new in zip(outputs, fn(*statics)):
+                    if out is not None:
+                        out.copy_(new)
+            finally:
+                counter.paused -= 1
+        return outputs, replay
+
+    peer_estimation.capture, peer_estimation.graphs_enabled = capture, lambda device: True
+    try:
+        yield
+    finally:
+        peer_estimation.capture, peer_estimation.graphs_enabled = original
+
+
 def count(name: str, options: dict, length: int, heads: int, kv_heads: int, dim: int, skip: bool, seed: int = 0,
-          trace: str = ""):
+          trace: str = "", graphs: bool = False):
     torch.manual_seed(seed)
     q = torch.randn(1, heads, length, dim).to(torch.bfloat16)
     k = torch.randn(1, kv_heads, length, dim).to(torch.bfloat16)
     method = build_method(name, options)
     scale = 1 / math.sqrt(dim)
     counter = LaunchCounter()
-    with use_backend("triton"), counting_triton(counter, skip):
+    with use_backend("triton"), counting_triton(counter, skip), (graphed(counter) if graphs else nullcontext()):
         method.build_pattern(q, k, scale, 0)  # warm: per-shape caches fill here, as on the first layer
         counter.ops.clear()
         counter.syncs.clear()
@@ -125,15 +159,17 @@ def main():
     ap.add_argument("--methods", default="flexprefill,xattention,minference")
     ap.add_argument("--skip-kernels", action="store_true")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--graphs", action="store_true", help="count as on CUDA with the estimate graphs (host launches)")
     ap.add_argument("--trace", default="", help="print where each op of this aten name comes from")
     args = ap.parse_args()
     print(f"S={args.length} Hq={args.heads} Hkv={args.kv_heads} D={args.dim} torch {torch.__version__}"
-          f"{' (Triton kernels counted, not run)' if args.skip_kernels else ''}")
+          f"{' (Triton kernels counted, not run)' if args.skip_kernels else ''}"
+          f"{' host launches with the estimate graphs' if args.graphs else ''}")
     for spec in args.methods.split(","):
         name, _, opts = spec.partition(":")
         options = dict(kv.split("=", 1) for kv in opts.split(",") if kv) if opts else {}
         c = count(name, options, args.length, args.heads, args.kv_heads, args.dim, args.skip_kernels,
-                  trace=args.trace)
+                  trace=args.trace, graphs=args.graphs)
         sorts = sum(v for k, v in c.ops.items() if k.startswith("sort"))
         triton_launches = sum(v for k, v in c.ops.items() if k.startswith("triton:"))
         print(f"{spec}: {sum(c.ops.values())} launches ({triton_launches} Triton, {sorts} sorts), "
