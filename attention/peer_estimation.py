@@ -50,15 +50,17 @@ def graphs_enabled(device) -> bool:
 
 def capture(fn: Callable, statics: tuple[torch.Tensor, ...]):
     """(outputs, replay): fn(*statics) run once on a side stream (Triton compiles, per-shape caches fill), then
-    captured as one CUDA graph whose replay rewrites `outputs` from whatever `statics` hold."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn(*statics)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = fn(*statics)
+    captured as one CUDA graph whose replay rewrites `outputs` from whatever `statics` hold. Thread-local capture
+    mode: another thread's CUDA calls (a loader, a second device) do not break it."""
+    with torch.cuda.device(statics[0].device):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn(*statics)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            outputs = fn(*statics)
     return outputs, graph.replay
 
 
@@ -66,15 +68,16 @@ def estimate(cache: dict, key, fn: Callable, inputs: tuple[torch.Tensor, ...]) -
     """fn(*inputs) -> tuple of tensors (or None), without host syncs and with per-shape state only (so one capture
     serves every layer): on CUDA replayed from a graph captured once per `key` (the shape and every host-side
     value fn depends on), so a layer costs the input copies, one graph launch and the output clones instead of
-    fn's dozens of launches. The last key's graph is kept (its intermediates hold memory until the shape changes);
-    inputs longer than GRAPH_MAX_TOKENS run eagerly.
-    A capture that fails is reported once and the method runs eagerly from then on."""
+    fn's dozens of launches. Per device the last key's graph is kept (its intermediates hold memory until the
+    shape changes); inputs longer than GRAPH_MAX_TOKENS run eagerly. A capture that fails is reported once and the
+    method runs eagerly from then on."""
     too_long = max(x.shape[-2] if x.dim() > 1 else 0 for x in inputs) > GRAPH_MAX_TOKENS
     if too_long or "graph_failed" in cache or not graphs_enabled(inputs[0].device):
         return fn(*inputs)
-    entry = cache.get("graph")
+    slot = ("graph", str(inputs[0].device))
+    entry = cache.get(slot)
     if entry is None or entry[0] != key:
-        cache.pop("graph", None)  # free the old shape's graph before capturing the new one
+        cache.pop(slot, None)  # free the old shape's graph before capturing the new one
         statics = tuple(x.clone() for x in inputs)
         try:
             outputs, replay = capture(fn, statics)
@@ -82,7 +85,7 @@ def estimate(cache: dict, key, fn: Callable, inputs: tuple[torch.Tensor, ...]) -
             cache["graph_failed"] = str(err)
             warnings.warn(f"estimate not captured as a CUDA graph, running eagerly: {str(err)[:200]}", stacklevel=2)
             return fn(*inputs)
-        entry = cache["graph"] = (key, statics, outputs, replay)
+        entry = cache[slot] = (key, statics, outputs, replay)
     _, statics, outputs, replay = entry
     for static, x in zip(statics, inputs):
         static.copy_(x)
