@@ -22,7 +22,7 @@ def test_default_estimate_has_no_host_sync_and_few_launches(name):
     triton = sum(v for op, v in counts.ops.items() if op.startswith("triton:"))
     assert triton >= 1  # the fused kernels ran (the count is of the CUDA path)
     # before this change: 160 / 37 / 82; the budget pins the gains (a regression adds launches)
-    budget = {"flexprefill": 90, "xattention": 20, "minference": 18}[name]
+    budget = {"flexprefill": 65, "xattention": 20, "minference": 18}[name]
     assert sum(counts.ops.values()) <= budget, counts.ops.most_common()
 
 
@@ -107,3 +107,23 @@ def test_graph_replay_takes_each_layers_head_thresholds(tmp_path, monkeypatch):
         graphed = [method.build_pattern(q, k, 0.25, layer) for layer in (0, 1)]
     assert len(calls) == 1 and not torch.equal(eager[0].blocks, eager[1].blocks)
     assert all(torch.equal(e.blocks, g.blocks) for e, g in zip(eager, graphed))
+
+
+@pytest.mark.parametrize("n", [1, 7, 130, 1500])
+def test_head_choice_kernel_matches_the_plain_js_distance(n):
+    """FlexPrefill's fused head choice (interpreted) against softmax + peer_estimation.js_distance, with zero tiles,
+    rows that nearly agree and rows that differ, on a [B, H, 2, n] slice as the method passes it."""
+    from attention.kernels.head_choice import js_distance_from_logits
+
+    gen = torch.Generator().manual_seed(n)
+    logits = torch.randn(2, 3, n, generator=gen) * 3
+    stacked = torch.rand(2, 3, 2, n, generator=gen)
+    stacked[..., 0, 1::3] = 0.0
+    stacked[0, 0, 0] = torch.softmax(logits[0, 0], -1)  # the same distribution: distance ~0
+    tiles = stacked[:, :, 0]
+    tiles /= tiles.sum(-1, keepdim=True)
+    want = peer_estimation.js_distance(torch.softmax(logits, -1), tiles)
+    got = js_distance_from_logits(logits, tiles)
+    assert not got.isnan().any() and (n == 1 or float(want.max()) > 0.1)  # one tile: both are [1]
+    # compared as divergences: the square root magnifies rounding near 0 (1e-9 -> 3e-5), far below tau = 0.1
+    torch.testing.assert_close(got.square(), want.square(), atol=1e-7, rtol=1e-5)

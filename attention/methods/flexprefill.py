@@ -32,6 +32,7 @@ import dataclasses
 
 import torch
 
+from attention.backend import triton_enabled
 from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
                                        estimate, js_distance, last_rows_scores, ranked, solve,
                                        top_k_mask)
@@ -60,6 +61,16 @@ class FlexPrefillConfig(MethodConfig):
         if self.max_budget and self.max_budget < self.min_budget:
             raise ConfigError(f"max_budget={self.max_budget} must be 0 (no limit) or >= min_budget={self.min_budget}")
         check_range("density", self.density, 0.0, 1.0)
+
+
+def head_distance(logits: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+    """float32 [B, H]: sqrt JS divergence of softmax(logits) from the pooled column mass; one launch on the Triton
+    path (attention.kernels.head_choice), else peer_estimation.js_distance."""
+    if triton_enabled(logits.device):
+        from attention.kernels.head_choice import js_distance_from_logits  # imported here: it loads triton
+
+        return js_distance_from_logits(logits, tiles)
+    return js_distance(torch.softmax(logits, dim=-1), tiles)
 
 
 @dataclasses.dataclass
@@ -114,8 +125,8 @@ class FlexPrefill(SparseMethod):
         # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
         keys = expand_kv(block_pool_mean(k, b), heads)                     # [B, H, n, D], pooled first
         mean_q = tail.float().mean(2, keepdim=True) * scale                 # [B, H, 1, D]
-        pooled = torch.softmax((mean_q @ keys.transpose(-1, -2)).squeeze(2), dim=-1)
-        query_aware = js_distance(pooled, tiles[:, :, 0]) < self.config.tau
+        logits = (mean_q @ keys.transpose(-1, -2)).squeeze(2)
+        query_aware = head_distance(logits, tiles[:, :, 0]) < self.config.tau
         # query-aware tiles: block-mean queries against block-mean keys, softmax over each row's causal tiles
         above = cached(cache, ("above", n, str(k.device)), lambda: ~causal_blocks(n, k.device))
         grid = (queries @ keys.transpose(-1, -2)).masked_fill_(above, float("-inf"))
