@@ -163,7 +163,7 @@ def ranked(scores: torch.Tensor, values: bool = True, order: bool = True) -> tup
     row = torch.div(o, n, rounding_mode="floor").to(torch.int32)
     row, by_row = torch.sort(row, stable=True)
     v = v[by_row].view(scores.shape) if values else None
-    o = (o[by_row] - row.long() * n).view(scores.shape) if order else None
+    o = (o[by_row] % n).view(scores.shape) if order else None  # flat index -> index in its row
     return v, o
 
 

@@ -177,29 +177,32 @@ class MInference(SparseMethod):
         return Counts(per_head(sizes.vertical, cfg.init_columns), per_head(sizes.slash, cfg.local_diagonals),
                       most(sizes.max_vertical, cfg.init_columns), most(sizes.max_slash, cfg.local_diagonals))
 
-    def counts_and_means(self, k_len: int, sizes: HeadSizes, ratio: float):
-        """(Counts, mean columns, mean diagonals per head) for the layer's record."""
+    def counts_and_means(self, k_len: int, sizes: HeadSizes, ratio: float, device):
+        """(unused-slot masks, mean columns, mean diagonals per head) at sizes x ratio (see unused_slots)."""
         n = self.counts(k_len, sizes, ratio)
-        return n, n.columns.float().mean(), n.slashes.float().mean()
+        sink, window = min(self.config.init_columns, k_len), min(self.config.local_diagonals, k_len)
+        return self.unused_slots(n, sink, window, device), n.columns.float().mean(), n.slashes.float().mean()
 
-    def pattern(self, s: VerticalSlashScores, n: Counts) -> SparsePattern:
-        return self.assemble(self.selected(s, n), s.sink, s.window)
+    def unused_slots(self, n: Counts, sink: int, window: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """bool [H, slots] for the column and the diagonal lists: the slots past each head's count (they hold -1).
+        The lists hold every kept one for bands; for exact diagonals those beyond the forced sink and window."""
+        if self.config.exact_diagonals:
+            lists = (((n.columns - sink).clamp(min=0), max(0, n.most_columns - sink)),
+                     ((n.slashes - window).clamp(min=0), max(0, n.most_slashes - window)))
+        else:
+            lists = ((n.columns, n.most_columns), (n.slashes, n.most_slashes))
+        return tuple(torch.arange(most, device=device) >= count[:, None].to(device) for count, most in lists)
 
-    def selected(self, s: VerticalSlashScores, n: Counts) -> tuple[torch.Tensor, torch.Tensor]:
-        """(columns, diagonals) per head, -1 padded: all kept ones for bands; for exact diagonals those beyond the
-        forced sink and window."""
-        def first(order, count, most):  # each head's first `count` of `order`, -1 beyond, cut to `most` slots
-            order = order[..., :most]
-            slots = cached(self.__dict__.setdefault("_cache", {}), ("slots", order.shape[-1], str(order.device)),
-                           lambda: torch.arange(order.shape[-1], device=order.device))
-            return order.masked_fill(slots >= count[:, None].to(order.device), -1)
+    def pattern(self, s: VerticalSlashScores, unused: tuple[torch.Tensor, torch.Tensor]) -> SparsePattern:
+        return self.assemble(self.selected(s, unused), s.sink, s.window)
 
-        if self.config.exact_diagonals:  # forced stripes as sink and window, the rest as columns and slashes
-            return (first(s.column_order[..., s.sink:], (n.columns - s.sink).clamp(min=0),
-                          max(0, n.most_columns - s.sink)),
-                    first(s.slash_order[..., s.window:], (n.slashes - s.window).clamp(min=0),
-                          max(0, n.most_slashes - s.window)))
-        return first(s.column_order, n.columns, n.most_columns), first(s.slash_order, n.slashes, n.most_slashes)
+    def selected(self, s: VerticalSlashScores, unused) -> tuple[torch.Tensor, torch.Tensor]:
+        """(columns, diagonals) per head, best first, -1 in the unused slots."""
+        columns, diagonals = s.column_order, s.slash_order
+        if self.config.exact_diagonals:  # forced stripes run as sink and window, the rest as columns and slashes
+            columns, diagonals = columns[..., s.sink:], diagonals[..., s.window:]
+        return (columns[..., :unused[0].shape[-1]].masked_fill(unused[0], -1),
+                diagonals[..., :unused[1].shape[-1]].masked_fill(unused[1], -1))
 
     def assemble(self, parts: tuple[torch.Tensor, torch.Tensor], sink: int, window: int) -> SparsePattern:
         cols, diags = parts
@@ -220,18 +223,18 @@ class MInference(SparseMethod):
             s = self.scores(tail, k, scale)
 
             def share(x: float) -> float:
-                p = self.pattern(s, self.counts(k_len, sizes, x))
+                p = self.pattern(s, self.counts_and_means(k_len, sizes, x, q.device)[0])
                 return float(pattern_density(p, batch, heads, q_len, k_len, q.device).mean())
 
             ratio = solve(share, cfg.density, 0.0, k_len / max(1, sizes.min_size))
-            n, vertical, slash = self.counts_and_means(k_len, sizes, ratio)
-            pattern = self.pattern(s, n)
+            unused, vertical, slash = self.counts_and_means(k_len, sizes, ratio, q.device)
+            pattern = self.pattern(s, unused)
         else:  # the defaults: constants per shape (and per layer with a per-head file), counted once
             key = ("counts", heads, layer_idx if cfg.config else None, k_len, str(q.device))
-            n, vertical, slash = cached(cache, key, lambda: self.counts_and_means(k_len, sizes, ratio))
+            unused, vertical, slash = cached(cache, key, lambda: self.counts_and_means(k_len, sizes, ratio, q.device))
 
             def default(queries, keys):
-                return self.selected(self.scores(queries, keys, scale), n)
+                return self.selected(self.scores(queries, keys, scale), unused)
 
             if cfg.config:  # per-layer sizes, so per-layer shapes: no graph to share between layers
                 parts = default(tail, k)
