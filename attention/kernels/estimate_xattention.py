@@ -82,6 +82,12 @@ def xattention_tiles_kernel(
         k_tiles = g0 // PER_TILE + tl.arange(0, BN // PER_TILE)
         ok = (q_tiles[:, None] < n_tiles) & (k_tiles[None, :] < n_tiles)
         tl.store(out_base + q_tiles[:, None].to(tl.int64) * n_tiles + k_tiles[None, :], by_tile, mask=ok)
+    # tiles past this block's last causal key group hold no mass: written here, so OUT needs no zero fill
+    for g0 in range(tl.cdiv(last, BN) * BN, n_groups, BN):
+        k_tiles = g0 // PER_TILE + tl.arange(0, BN // PER_TILE)
+        ok = (q_tiles[:, None] < n_tiles) & (k_tiles[None, :] < n_tiles)
+        tl.store(out_base + q_tiles[:, None].to(tl.int64) * n_tiles + k_tiles[None, :],
+                 tl.zeros([BM // PER_TILE, BN // PER_TILE], dtype=tl.float32), mask=ok)
 
 
 def supported(q, stride: int, block: int) -> bool:
@@ -94,7 +100,7 @@ def supported(q, stride: int, block: int) -> bool:
 def xattention_tile_scores(q, k, scale: float, stride: int, block: int) -> torch.Tensor:
     """float32 [B, Hq, n, n], n = ceil(k_len / block): what attention.methods.xattention.antidiagonal_tile_scores
     computes (queries the last q_len of k_len positions), in one launch. Tiles past a query tile's last causal
-    key group stay 0."""
+    key group are written 0."""
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
@@ -104,7 +110,7 @@ def xattention_tile_scores(q, k, scale: float, stride: int, block: int) -> torch
     n_groups = n * per_tile
     bm = max(per_tile, 64)
     bn = max(per_tile, 64)
-    out = torch.zeros(batch, heads, n, n, dtype=torch.float32, device=q.device)
+    out = torch.empty(batch, heads, n, n, dtype=torch.float32, device=q.device)  # every tile written
     grid = (triton.cdiv(n_groups, bm), batch * heads)
     xattention_tiles_kernel[grid](
         q, k, out, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),

@@ -136,38 +136,42 @@ def first_chunk_rows(q_len: int, k_len: int, block: int, chunk: int = 0) -> int:
 @dataclasses.dataclass(frozen=True)
 class RankConstants:
     """Per (n, first_rows): the masks rank_tiles needs, made once per shape (no launches on later layers)."""
-    forced: torch.Tensor       # bool [n, n]: tiles held before any pick (diagonal; key tile 0 past the first chunk)
-    free: torch.Tensor         # bool [n, n]: ~forced
-    first: torch.Tensor        # bool [n, 1]: rows under the first-chunk rule
-    first_slot0: torch.Tensor  # bool [n, n]: slot 0 of those rows (their best other is always taken)
-    forced_slots: torch.Tensor  # bool [n, n]: the sorted slots forced tiles land in (the last 1 or 2 of a row)
-    kept: torch.Tensor         # bool [n, n]: forced | key tile 0
-    causal: torch.Tensor       # bool [n, n]
+    forced: torch.Tensor        # bool [n, n]: tiles held before any pick (diagonal; key tile 0 past the first chunk)
+    first: torch.Tensor         # bool [n, 1]: rows under the first-chunk rule
+    tile0_forced: torch.Tensor  # float [n]: 1 where a row's key tile 0 is forced besides its diagonal, else 0
+    fixed: torch.Tensor         # bool [n, n]: sorted slots whose held mass is fixed (below)
+    fixed_held: torch.Tensor    # float [n, n]: there, inf in the slots forced tiles sort into (the last 1 or 2 of
+                                # a row: never "taken"), 0 in slot 0 of first-chunk rows (their best other is taken)
+    kept: torch.Tensor          # bool [n, n]: forced | key tile 0
+    causal: torch.Tensor        # bool [n, n]
 
     @staticmethod
     def make(n: int, first_rows: int, device) -> "RankConstants":
         r, c = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
         first = r < first_rows
         forced = (c == r) | ((c == 0) & ~first)
-        # forced tiles score -inf before the sort, so they fill each row's last forced.sum() slots
-        forced_slots = c >= n - forced.sum(-1, keepdim=True)
-        return RankConstants(forced, ~forced, first, first & (c == 0), forced_slots, forced | (c == 0),
+        forced_slots = c >= n - forced.sum(-1, keepdim=True)  # forced tiles score -inf before the sort
+        fixed_held = torch.zeros(n, n, device=device).masked_fill_(forced_slots, float("inf"))
+        tile0 = (~first & (r > 0)).float().view(n)
+        return RankConstants(forced, first, tile0, forced_slots | (first & (c == 0)), fixed_held, forced | (c == 0),
                              causal_blocks(n, device))
 
 
 def rank_tiles(scores: torch.Tensor, first_rows: int = 0, cache: dict | None = None) -> TileRanking:
     """Rows below first_rows follow their first-chunk rule (diagonal alone held, one-pick lag); see the docstring.
-    `cache` (a dict kept by the caller) holds the per-shape masks."""
+    `cache` (a dict kept by the caller) holds the per-shape masks. Scores are >= 0 (sums of probabilities)."""
     n = scores.shape[-1]
     key = ("rank", n, first_rows, str(scores.device))
     cache = {} if cache is None else cache
     k = cached(cache, key, lambda: RankConstants.make(n, first_rows, scores.device))
     others, order = ranked(scores.masked_fill(k.forced, float("-inf")))
-    forced_mass = scores.masked_fill(k.free, 0.0).sum(-1, keepdim=True)
-    # exclusive running sum (before each pick), and the same one pick later (first-chunk rows' lag), from one pad
-    padded = torch.nn.functional.pad(others.clamp(min=0).cumsum(-1), (2, 0))
+    # forced mass: the diagonal tile plus key tile 0 where that is forced too (a + b, as the row's masked sum gives)
+    forced_mass = torch.addcmul(scores.diagonal(dim1=-2, dim2=-1), scores[..., 0], k.tile0_forced)[..., None]
+    # exclusive running sum (before each pick), and the same one pick later (first-chunk rows' lag), from one pad;
+    # the -inf of forced slots only reach the running sums at and after those slots, which `fixed` overwrites
+    padded = torch.nn.functional.pad(others.cumsum(-1), (2, 0))
     held = torch.where(k.first, padded[..., :n], padded[..., 1:n + 1]) + forced_mass
-    held.masked_fill_(k.first_slot0, 0.0).masked_fill_(k.forced_slots, float("inf"))  # forced slots: never "taken"
+    held = torch.where(k.fixed, k.fixed_held, held)
     return TileRanking(order, held, scores.sum(-1, keepdim=True), k.kept, k.causal)
 
 
@@ -177,7 +181,7 @@ def select_tiles(ranking: TileRanking, threshold: float | torch.Tensor) -> torch
     if isinstance(threshold, torch.Tensor):
         threshold = threshold.to(ranking.total.device, torch.float32)[:, None, None]
     take = ranking.held < threshold * ranking.total
-    keep = torch.zeros_like(take).scatter_(-1, ranking.order, take)
+    keep = torch.empty_like(take).scatter_(-1, ranking.order, take)  # order is a permutation: every cell written
     return keep.logical_or_(ranking.kept).logical_and_(ranking.causal)
 
 
