@@ -34,8 +34,7 @@ import torch
 
 from attention.backend import triton_enabled
 from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
-                                       estimate, js_distance, last_rows_scores, ranked, solve,
-                                       top_k_mask)
+                                       estimate, js_distance, last_rows_scores, ranked, solve)
 from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
@@ -149,12 +148,16 @@ class FlexPrefill(SparseMethod):
         device = s.tiles.device
         cache = self.__dict__.setdefault("_cache", {})
         offset, causal = cached(cache, ("offset", n, str(device)), lambda: self.grid_constants(n, device))
-        kept = top_k_mask(s.tiles, self.tile_budget(s.cum, gamma, n, s.query_aware))  # [B, H, 2, n]
+        # [B, H, 2, n]: each head's best key tiles and tile diagonals, as many as its budgets
+        _, order = ranked(s.tiles)
+        slots = cached(cache, ("slots", n, str(device)), lambda: torch.arange(n, device=device))
+        budget = self.tile_budget(s.cum, gamma, n, s.query_aware)
+        kept = torch.empty_like(order, dtype=torch.bool).scatter_(-1, order, slots < budget[..., None])
         blocks = kept[:, :, 0, None, :] | kept[:, :, 1][..., offset]      # key tile columns | tile diagonals
         grid_keep = s.grid_cum <= gamma * n
         grid_keep[..., 0] = True  # their dropped entries fall back to index 0: tile (0, 0) is always kept
         grid_keep &= s.query_aware[..., None]
-        chosen = torch.zeros_like(grid_keep).scatter_(-1, s.grid_order, grid_keep)
+        chosen = torch.empty_like(grid_keep).scatter_(-1, s.grid_order, grid_keep)  # a permutation: all written
         blocks |= chosen.view_as(blocks)
         return blocks.logical_and_(causal)
 
