@@ -50,17 +50,22 @@ def graphs_enabled(device) -> bool:
 
 def capture(fn: Callable, statics: tuple[torch.Tensor, ...]):
     """(outputs, replay): fn(*statics) run once on a side stream (Triton compiles, per-shape caches fill), then
-    captured as one CUDA graph whose replay rewrites `outputs` from whatever `statics` hold. Thread-local capture
-    mode: another thread's CUDA calls (a loader, a second device) do not break it."""
+    captured on that stream as one CUDA graph whose replay rewrites `outputs` from whatever `statics` hold.
+    capture_begin / capture_end directly: torch.cuda.graph would also empty the allocator's cache (the model's
+    activations re-allocate after every new prompt length). Thread-local capture mode: another thread's CUDA calls
+    (a loader, a second device) do not break it."""
     with torch.cuda.device(statics[0].device):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
+        graph = torch.cuda.CUDAGraph()
         with torch.cuda.stream(stream):
             fn(*statics)
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                outputs = fn(*statics)
+            finally:
+                graph.capture_end()
         torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            outputs = fn(*statics)
     return outputs, graph.replay
 
 
