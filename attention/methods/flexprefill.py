@@ -77,8 +77,8 @@ class FlexScores:
     cum: torch.Tensor            # [B, H, 2, n*block] sorted column (0) / diagonal (1) mass, running sum
     tiles: torch.Tensor          # [B, H, 2, n] mass per key tile (0) / tile diagonal (1), tile 0 forced (inf)
     query_aware: torch.Tensor    # bool [B, H]
-    grid_order: torch.Tensor     # long [B, H, n*n] tile-grid entries, best first (query-aware heads)
-    grid_cum: torch.Tensor       # [B, H, n*n] their running sum
+    grid_order: torch.Tensor     # long [B, H, n(n+1)/2] causal tile-grid entries (flat in n*n), best first
+    grid_cum: torch.Tensor       # [B, H, n(n+1)/2] their running sum
     n: int
 
 
@@ -129,9 +129,14 @@ class FlexPrefill(SparseMethod):
         # query-aware tiles: block-mean queries against block-mean keys, softmax over each row's causal tiles
         above = cached(cache, ("above", n, str(k.device)), lambda: ~causal_blocks(n, k.device))
         grid = (queries @ keys.transpose(-1, -2)).masked_fill_(above, float("-inf"))
-        grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2))
+        # only the causal half is ranked: the other half is 0 and sorts after every positive entry, so the running
+        # sums of the positive ones, and which zeros a budget reaches, are the same; select drops non-causal tiles
+        lower = cached(cache, ("lower", n, str(k.device)), lambda: self.causal_cells(n, k.device))
+        grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2)[..., lower])
+        grid_order = lower[grid_order]
         tiles[..., 0] = float("inf")
-        return FlexScores(ranked(mass, order=False)[0].cumsum(-1), tiles, query_aware, grid_order, grid_values.cumsum(-1), n)
+        return FlexScores(ranked(mass, order=False)[0].cumsum(-1), tiles, query_aware, grid_order, grid_values.cumsum(-1),
+                          n)
 
     def tile_budget(self, cum: torch.Tensor, gamma: float, n: int, query_aware: torch.Tensor) -> torch.Tensor:
         """long [B, H, 2]: vertical and slash tiles per head."""
@@ -157,9 +162,15 @@ class FlexPrefill(SparseMethod):
         grid_keep = s.grid_cum <= gamma * n
         grid_keep[..., 0] = True  # their dropped entries fall back to index 0: tile (0, 0) is always kept
         grid_keep &= s.query_aware[..., None]
-        chosen = torch.empty_like(grid_keep).scatter_(-1, s.grid_order, grid_keep)  # a permutation: all written
+        chosen = blocks.new_zeros(blocks.shape).flatten(-2).scatter_(-1, s.grid_order, grid_keep)
         blocks |= chosen.view_as(blocks)
         return blocks.logical_and_(causal)
+
+    @staticmethod
+    def causal_cells(n: int, device) -> torch.Tensor:
+        """long [n(n+1)/2]: flat indices of the tiles on or below the diagonal, ascending (no host sync)."""
+        rows, cols = torch.tril_indices(n, n, device=device)
+        return rows * n + cols
 
     @staticmethod
     def grid_constants(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
