@@ -20,7 +20,8 @@ TMA_MIN_LEN = 32768  # below this the TMA path's gather and index work outweigh 
 LONG_TILES = 49152   # from this query length the larger tiles win (fewer programs still fill the SMs)
 
 # explicit overrides (benchmarks and config sweeps only); every key is reported by kernel_settings()
-OVERRIDE_KEYS = ("sparse_path", "sparse_blocks", "tma_blocks", "scores_cfg", "scores_exp16", "scores_pack")
+OVERRIDE_KEYS = ("sparse_path", "sparse_blocks", "tma_blocks", "block_sparse_blocks", "scores_cfg", "scores_exp16",
+                 "scores_pack")
 _overrides: dict = {}
 
 
@@ -70,6 +71,14 @@ def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
     if head_dim <= 128:
         return (64, 64, 4, 3) if q_len < LONG_TILES else (128, 64, 8, 3)
     return 64, 32, 4, 2
+
+
+def block_sparse_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
+    """Block-sparse kernel (BLOCK_M, BLOCK_N, num_warps, num_stages): the portable kernel's tiles (same inner loop,
+    key tiles read whole and contiguous as in its window part) until a sweep says otherwise."""
+    if head_dim in _overrides.get("block_sparse_blocks", {}):
+        return tuple(_overrides["block_sparse_blocks"][head_dim])
+    return block_config(head_dim, q_len)
 
 
 def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int, int, int, int, bool]:

@@ -1,0 +1,207 @@
+"""Block-sparse causal prefill: sink + window + kept pattern blocks, visited as lists of key tiles per query tile.
+
+Two launches per call (after two cumsums of the block table), no host sync:
+  tile_lists_kernel   per (batch|1, head|1, query tile): which key tiles hold a kept cell, split into full tiles
+                      (every causal cell kept, all keys in range: no mask) and partial ones (the cell rule is
+                      evaluated in the attention kernel). Decided from a summed-area table of the pattern's block
+                      table, so no S x S work; written compacted into one buffer per row: full tiles ascending
+                      from the front, partial tiles ascending from the back (the two never overlap).
+  block_sparse_kernel FlashAttention-style online softmax over the full tiles, then the partial ones.
+
+Cell rule (as SparsePattern.keep_mask): key j <= query i, and j < sink, or i - j < window, or the pattern block
+(i // block, j // block) kept. Positions are absolute: queries are the last Sq of the Sk keys. The block table
+is read per cell only where the pattern's blocks do not line up with the tiles; aligned, one entry per tile.
+Offsets that can pass 2^31 at 1M tokens (batch x head x row strides, list rows) are 64-bit.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from attention.kernels.config import HEAD_DIMS, LOG2E, block_sparse_config, interpreter_f32
+from attention.kernels.sparse import NEG_INF, _online_step
+
+LIST_CHUNK = 128  # key tiles a list-building program decides at once
+
+
+@triton.jit
+def _area(AREA, base, r, c, s_r, s_c):
+    # summed-area table A[r, c] = kept blocks in rows < r, columns < c; the leading zero row/column is implicit
+    inside = ((c * 0 + r) > 0) & (c > 0)  # r broadcast first: the interpreter rejects scalar & vector masks
+    return tl.load(AREA + base + (r - 1).to(tl.int64) * s_r + (c - 1).to(tl.int64) * s_c, mask=inside, other=0)
+
+
+@triton.jit(do_not_specialize=["HL", "k_len", "q_off", "sink", "window", "block", "n_rows", "n_cols", "n_qt",
+                               "n_kt"])
+def tile_lists_kernel(AREA, COUNTS, LISTS, sa_b, sa_h, sa_r, sa_c,
+                      HL, k_len, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt,
+                      TILE_Q: tl.constexpr, TILE_K: tl.constexpr, CHUNK: tl.constexpr, HAS_BLOCKS: tl.constexpr):
+    qt = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    row = bh * n_qt + qt
+    qf = q_off + qt * TILE_Q
+    ql = tl.minimum(qf + TILE_Q - 1, k_len - 1)
+    r0 = tl.minimum(qf // block, n_rows - 1)
+    r1 = tl.minimum(ql // block, n_rows - 1) + 1
+    area_base = (bh // HL) * sa_b + (bh % HL) * sa_h
+    n_full = 0
+    n_part = 0
+    for c0 in range(0, n_kt, CHUNK):
+        kt = c0 + tl.arange(0, CHUNK)
+        kf = kt * TILE_K
+        kl = tl.minimum(kf + TILE_K - 1, k_len - 1)
+        # full needs the whole key tile below the first query (so also inside [0, Sk)): no mask, no bounds
+        any_cell = (kt < n_kt) & (kf <= ql)
+        all_cells = (kt < n_kt) & (kf + TILE_K - 1 <= qf)
+        some = (kf < sink) | (qf - kl < window)
+        every = (kl < sink) | (ql - kf < window)
+        if HAS_BLOCKS:
+            cb0 = tl.minimum(kf // block, n_cols - 1)
+            cb1 = tl.minimum(kl // block, n_cols - 1) + 1
+            kept = (_area(AREA, area_base, r1, cb1, sa_r, sa_c) - _area(AREA, area_base, r0, cb1, sa_r, sa_c)
+                    - _area(AREA, area_base, r1, cb0, sa_r, sa_c) + _area(AREA, area_base, r0, cb0, sa_r, sa_c))
+            some = some | (kept > 0)
+            every = every | (kept == (r1 - r0) * (cb1 - cb0))
+        full = all_cells & every
+        part = any_cell & some & ~full
+        f_at = n_full + tl.cumsum(full.to(tl.int32), 0) - 1
+        p_at = n_kt - n_part - tl.cumsum(part.to(tl.int32), 0)  # from the last slot backwards
+        tl.store(LISTS + row * n_kt + f_at, kt, mask=full)
+        tl.store(LISTS + row * n_kt + p_at, kt, mask=part)
+        n_full += tl.sum(full.to(tl.int32), 0)
+        n_part += tl.sum(part.to(tl.int32), 0)
+    tl.store(COUNTS + row * 2, n_full)
+    tl.store(COUNTS + row * 2 + 1, n_part)
+
+
+@triton.jit(do_not_specialize=["H", "GROUP", "Sq", "Sk", "q_off", "sink", "window", "block", "n_rows",
+                               "n_cols", "n_qt", "n_kt"])
+def block_sparse_kernel(
+    Q, K, V, O, COUNTS, LISTS, BLOCKS,
+    sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s, sl_b, sl_h, sb_b, sb_h, sb_r,
+    H, GROUP, Sq, Sk, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt, qk_scale,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_BLOCKS: tl.constexpr,
+    ALIGNED: tl.constexpr, F32: tl.constexpr,
+):
+    qt = tl.num_programs(0) - 1 - tl.program_id(0)  # the last query tiles have the most work: start them first
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP
+    offs_m = qt * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < Sq
+    pos = q_off + offs_m
+    offs_d = tl.arange(0, HEAD_D)
+    q = tl.load(Q + b * sq_b + h * sq_h + offs_m[:, None].to(tl.int64) * sq_s + offs_d[None, :], mask=row_ok[:, None],
+                other=0.0)
+    k_base = K + b * sk_b + hk * sk_h
+    v_base = V + b * sv_b + hk * sv_h
+    list_row = (b * sl_b + h * sl_h) * n_qt + qt  # sl_*: 0 where the lists are shared across batch or heads
+    n_full = tl.load(COUNTS + list_row * 2)
+    n_part = tl.load(COUNTS + list_row * 2 + 1)
+    entries = LISTS + list_row * n_kt
+
+    acc = tl.zeros([BLOCK_M, HEAD_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    for i in range(0, n_full):  # every causal cell kept and every key in range: no mask
+        offs_n = tl.load(entries + i).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :])
+        v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :])
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, row_ok[:, None], qk_scale, False, F32)
+
+    blocks_base = BLOCKS + b * sb_b + h * sb_h
+    for i in range(0, n_part):  # the cell rule evaluated here
+        start = tl.load(entries + n_kt - 1 - i).to(tl.int32) * BLOCK_N
+        offs_n = start + tl.arange(0, BLOCK_N)
+        kv_ok = offs_n < Sk
+        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
+        diff = pos[:, None] - offs_n[None, :]
+        live = (diff >= 0) & kv_ok[None, :]
+        keep = (offs_n[None, :] < sink) | (diff < window)
+        if HAS_BLOCKS:
+            if ALIGNED:  # the tile lies inside one pattern block: one entry decides it
+                br = tl.minimum((q_off + qt * BLOCK_M) // block, n_rows - 1)
+                bc = tl.minimum(start // block, n_cols - 1)
+                hit = tl.load(blocks_base + br.to(tl.int64) * sb_r + bc).to(tl.int32)
+                keep = keep | ((diff * 0 + hit) != 0)
+            else:
+                br = tl.minimum(pos // block, n_rows - 1)
+                bc = tl.minimum(offs_n // block, n_cols - 1)
+                hit = tl.load(blocks_base + br[:, None].to(tl.int64) * sb_r + bc[None, :], mask=live, other=0)
+                keep = keep | (hit != 0)
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep & live, qk_scale, True, F32)
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
+    out = acc / l_safe[:, None]
+    tl.store(O + b * so_b + h * so_h + offs_m[:, None].to(tl.int64) * so_s + offs_d[None, :],
+             out.to(O.dtype.element_ty), mask=row_ok[:, None])
+
+
+def tile_lists(blocks: torch.Tensor | None, block: int, sink: int, window: int, q_len: int, k_len: int,
+               tile_q: int, tile_k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts int32 [B', H', n_qt, 2], lists [B', H', n_qt, n_kt]) with B', H' the block table's (1 without one).
+
+    counts[..., 0] full key tiles (every causal cell kept, keys in range), listed ascending from the front;
+    counts[..., 1] partial ones (some cell kept), listed ascending from the last slot backwards. Lists are
+    int16 while key tile indices fit (half the memory at 1M tokens), else int32; unused slots are not written."""
+    n_qt, n_kt = triton.cdiv(q_len, tile_q), triton.cdiv(k_len, tile_k)
+    if blocks is not None:
+        area = blocks.to(device).cumsum(-2, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
+        lead = area.shape[:2]
+        strides = [area.stride(i) if area.shape[i] > 1 else 0 for i in range(4)]
+        n_rows, n_cols = area.shape[2:]
+    else:
+        area = torch.zeros(1, dtype=torch.int32, device=device)
+        lead, strides, n_rows, n_cols = (1, 1), [0, 0, 0, 0], 1, 1
+    counts = torch.empty(*lead, n_qt, 2, dtype=torch.int32, device=device)
+    lists = torch.empty(*lead, n_qt, n_kt, dtype=torch.int16 if n_kt < 2**15 else torch.int32, device=device)
+    tile_lists_kernel[(n_qt, lead[0] * lead[1])](
+        area, counts, lists, *strides, lead[1], k_len, k_len - q_len, int(sink), int(window), int(block),
+        n_rows, n_cols, n_qt, n_kt, TILE_Q=tile_q, TILE_K=tile_k, CHUNK=LIST_CHUNK, HAS_BLOCKS=blocks is not None)
+    return counts, lists
+
+
+def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int = 0,
+                           blocks: torch.Tensor | None = None, block: int = 128,
+                           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal attention of q [B, Hq, Sq, D] (the last Sq of Sk positions) over k/v [B, Hkv, Sk, D] restricted to
+    keys j < sink, i - window < j, or (i // block, j // block) kept in blocks (bool [B|1, Hq|1, rows, cols],
+    indexed by absolute position). Returns [B, Hq, Sq, D] in q's dtype."""
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    if heads % kv_heads:
+        raise ValueError(f"query heads ({heads}) must be a multiple of kv heads ({kv_heads})")
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head dim {head_dim} is not supported; use one of {HEAD_DIMS}")
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    out = torch.empty_like(q) if out is None else out
+    bm, bn, warps, stages = block_sparse_config(head_dim, q_len)
+    q_off = k_len - q_len
+    counts, lists = tile_lists(blocks, block, sink, window, q_len, k_len, bm, bn, q.device)
+    n_qt, n_kt = lists.shape[2:]
+    if blocks is not None:
+        table = blocks.to(q.device)
+        if table.stride(-1) != 1:
+            table = table.contiguous()
+        table = table.view(torch.int8)
+        n_rows, n_cols = table.shape[2:]
+        sb = [table.stride(i) if table.shape[i] > 1 else 0 for i in range(3)]
+    else:
+        table, n_rows, n_cols, sb = torch.zeros(1, dtype=torch.int8, device=q.device), 1, 1, [0, 0, 0]
+    # one table entry per tile when every query tile and key tile lies inside one pattern block
+    aligned = block % bm == 0 and block % bn == 0 and q_off % bm == 0
+    sl_b = lists.shape[1] if lists.shape[0] > 1 else 0  # list rows of (b, h) = (b * sl_b + h * sl_h) * n_qt
+    sl_h = 1 if lists.shape[1] > 1 else 0
+    block_sparse_kernel[(n_qt, batch * heads)](
+        q, k, v, out, counts, lists, table,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb,
+        heads, heads // kv_heads, q_len, k_len, q_off, int(sink), int(window), int(block),
+        n_rows, n_cols, n_qt, n_kt, scale * LOG2E,
+        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_BLOCKS=blocks is not None, ALIGNED=aligned,
+        F32=interpreter_f32(q), num_warps=warps, num_stages=stages,
+    )
+    return out
