@@ -1,8 +1,9 @@
 """Runs a SparsePattern: the shared executor every sparse method calls. It knows no method.
 
 Where attention.backend picks Triton (CUDA by default) sink/window/column/slash patterns go to the kernel under
-attention/kernels/; block patterns on CUDA go to FlexAttention (attention/flex_blocks.py); everything else runs
-the fp32-exact PyTorch path below, chunked over query rows to bound memory. `dense_attention` is the dense
+attention/kernels/ (prefill.py) and sink/window/block patterns to the block-sparse kernel (block_sparse.py); other
+block patterns on CUDA go to FlexAttention (attention/flex_blocks.py); everything else runs the fp32-exact
+PyTorch path below, chunked over query rows to bound memory. `dense_attention` is the dense
 fallback's path and `split_heads` runs some query heads dense and the rest on any sparse path.
 """
 from contextlib import nullcontext
@@ -36,12 +37,19 @@ def torch_pattern_attention(q, k, v, pattern: SparsePattern, scale: float) -> to
 def run_pattern(q, k, v, pattern: SparsePattern, scale: float) -> torch.Tensor:
     if hasattr(pattern, "run"):  # a pattern with its own execution (attention/bands.py: MInference's runs)
         return pattern.run(q, k, v, scale)
-    if pattern.blocks is None and triton_enabled(q.device) and q.shape[-1] in HEAD_DIMS:
+    kernel = triton_enabled(q.device) and q.shape[-1] in HEAD_DIMS
+    if pattern.blocks is None and kernel:
         from attention.kernels.prefill import sparse_attention  # imported lazily: triton is only needed here
         return sparse_attention(q, k, v, scale, sink=pattern.sink, window=pattern.window, columns=pattern.columns,
                                 slashes=pattern.slashes)
+    if kernel and pattern.columns is None and pattern.slashes is None:
+        # block patterns (BigBird, FlexPrefill, XAttention): our kernel, its tile lists built on the GPU in one launch
+        from attention.kernels.block_sparse import block_sparse_attention
+        return block_sparse_attention(q, k, v, scale, sink=pattern.sink, window=pattern.window,
+                                      blocks=pattern.blocks, block=pattern.block)
     if pattern.blocks is not None and q.is_cuda:
-        # block patterns (BigBird) run on compiled FlexAttention: as fast as our kernel at equal density
+        # what the kernel does not take (blocks with columns or slashes, other head dims, the torch backend on
+        # CUDA): compiled FlexAttention
         from attention.flex_blocks import flex_block_attention, supports
 
         if supports(pattern):

@@ -8,7 +8,7 @@ Two launches per call (after two cumsums of the block table), no host sync:
                       from the front, partial tiles ascending from the back (the two never overlap).
   block_sparse_kernel FlashAttention-style online softmax over the full tiles, then the partial ones.
 
-Cell rule (as SparsePattern.keep_mask): key j <= query i, and j < sink, or i - j < window, or the pattern block
+Cell rule (the pattern's keep mask): key j <= query i, and j < sink, or i - j < window, or the pattern block
 (i // block, j // block) kept. Positions are absolute: queries are the last Sq of the Sk keys. The block table
 is read per cell only where the pattern's blocks do not line up with the tiles; aligned, one entry per tile.
 Offsets that can pass 2^31 at 1M tokens (batch x head x row strides, list rows) are 64-bit.
