@@ -159,13 +159,18 @@ class SparseMethod(AttentionMethod):
         if limits.dense_before(predicted):
             return self.run_dense(q, k, v, scale, layer_idx, predicted, limits)
         profiled = self.profiled_density(layer_idx, k.shape[2], predicted)
-        if limits.dense_before(profiled):  # this layer selects above the limit on this model: skip the estimate
+        if limits.dense_before(profiled) or self.profiled_slower(limits, k.shape[2]):  # skip the estimate
             return self.run_dense(q, k, v, scale, layer_idx, profiled, limits, reason="profile")
         return self.sparse_prefill(q, k, v, scale, layer_idx, limits, predicted)
 
     def use_profile(self, profile: Profile | None) -> None:
         """The model's per-layer densities for this method (attention/profiles.py), or None for none."""
         self.profile = profile
+
+    def profiled_slower(self, limits: Limits, k_len: int) -> bool:
+        """Whether the model's profile timed this method's whole sparse prefill no faster than dense at this length
+        (not asked where no limit applies: dense_above=1, the CPU)."""
+        return limits.active and self.profile is not None and self.profile.sparse_slower(k_len)
 
     def profiled_density(self, layer_idx: int, k_len: int, predicted: float | None) -> float | None:
         """The density the profile predicts for this layer, where the host does not know it exactly already."""

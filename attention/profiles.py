@@ -11,6 +11,11 @@ A layer whose profiled density reaches `before` runs dense without estimating (r
 every other layer estimates and decides as before, so a profile that reads too high for a prompt costs that prompt
 only speed, never accuracy, and one that reads too low costs what no profile costs.
 
+On a GPU the calibration also times the whole prefill with the method (fallback off) against dense cuDNN on the
+same prompt: `ratio` per length. Where it is >= 1 the method's sparse path (estimate + kernel, every layer) is no
+faster than dense on this model and card at that length, so every layer runs dense there (dense_fallback=profile):
+this is what the limits cannot see, a peer's estimator cost. `method:dense_above=1` still runs the sparse path.
+
 Profiles are keyed by model name and method spec (the method's name plus its non-default options) and held in
 CACHE (written by calibrate) and DEFAULTS_FILE (shipped; densities do not depend on the card). Between profiled
 lengths the density is interpolated in log2(length); outside them there is no prediction.
@@ -30,6 +35,19 @@ class Profile:
     lengths: tuple[int, ...]
     densities: tuple[tuple[float | None, ...], ...]  # None: a layer the method does not run
     source: str  # where it came from, recorded in every layer it decides
+    ratios: tuple[float | None, ...] = ()  # per length: whole prefill, fallback off, / dense (GPU calibrations)
+
+    def sparse_slower(self, length: int) -> bool:
+        """Whether the sparse path was timed no faster than dense at this length (log2-interpolated; False where
+        untimed or outside the profiled lengths)."""
+        known = [(n, r) for n, r in zip(self.lengths, self.ratios) if r is not None]
+        if not known or length < known[0][0] or length > known[-1][0]:
+            return False
+        for (l0, r0), (l1, r1) in zip(known, known[1:]):
+            if l0 <= length <= l1:
+                t = (math.log2(length) - math.log2(l0)) / (math.log2(l1) - math.log2(l0))
+                return r0 + t * (r1 - r0) >= 1.0
+        return known[0][1] >= 1.0
 
     def density(self, layer: int, length: int) -> float | None:
         """The profiled density of `layer` at `length` (log2-linear between profiled lengths), None outside."""
@@ -62,19 +80,25 @@ def lookup(model: str | None, spec: str, paths: tuple[Path, ...] | None = None) 
         if entry:
             lengths = sorted(entry["lengths"], key=int)
             label = "cache" if path == CACHE else "default" if path == DEFAULTS_FILE else str(path)
+            ratios = entry.get("ratio", {})
             return Profile(tuple(int(x) for x in lengths), tuple(tuple(entry["lengths"][x]) for x in lengths),
-                           f"profile:{label}:{entry.get('from', '?')}")
+                           f"profile:{label}:{entry.get('from', '?')}", tuple(ratios.get(x) for x in lengths))
     return None
 
 
-def save(model: str, spec: str, lengths: dict[int, list[float | None]], provenance: str, path: Path = CACHE) -> Path:
-    """Merge one (model, spec) profile into the file at `path`: lengths given replace those stored."""
+def save(model: str, spec: str, lengths: dict[int, list[float | None]], provenance: str, path: Path = CACHE,
+         ratios: dict[int, float] | None = None) -> Path:
+    """Merge one (model, spec) profile into the file at `path`: lengths (and timed ratios) given replace those
+    stored; a length given without a ratio drops the stored one (it was timed on another profile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = data.setdefault("profiles", {}).setdefault(model, {}).setdefault(spec, {"lengths": {}})
     entry["lengths"].update({str(n): [None if d is None else round(float(d), 4) for d in row]
                              for n, row in lengths.items()})
     entry["lengths"] = dict(sorted(entry["lengths"].items(), key=lambda kv: int(kv[0])))
+    stored = {n: r for n, r in entry.get("ratio", {}).items() if int(n) not in lengths}
+    stored.update({str(n): round(float(r), 4) for n, r in (ratios or {}).items()})
+    entry["ratio"] = dict(sorted(stored.items(), key=lambda kv: int(kv[0])))
     entry["from"] = provenance
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path

@@ -135,6 +135,13 @@ def layer_stats(method) -> dict:
             "dense_layers": dense, "profile_layers": profiled, "dense_heads": heads, "limits": " ".join(limits)}
 
 
+def raw_variants(methods: list) -> list:
+    """Each sparse method with a dense_above option, at dense_above=1 (never dense), unless given so already."""
+    specs = [m.spec() + (",dense_above=1" if ":" in m.spec() else ":dense_above=1") for m in methods
+             if getattr(m.config, "dense_above", None) == -1.0]
+    return expand_alternatives(",".join(specs)) if specs else []
+
+
 def default_methods() -> str:
     """Dense (cuDNN, flash) and every registered method at its defaults (reference-only ones left out)."""
     names = [n for n, cls in sorted(available_methods().items()) if getattr(cls, "sparse", False)
@@ -281,6 +288,9 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=METHODS, help="method specs, or 'defaults': every method at its "
                         "defaults beside dense")
     parser.add_argument("--peers", action="store_true", help="also the peers at defaults and at density 0.1")
+    parser.add_argument("--raw", action="store_true", help="also every sparse method given with dense_above=1: its "
+                        "sparse path in every layer, no dense fallback (what the fallback saves, and the method's own "
+                        "speed)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long", type=int, default=49152, help="from this length on one repeat fewer")
     parser.add_argument("--profile-at", default="8k,32k", help="lengths at which launches and syncs are counted")
@@ -304,8 +314,9 @@ def main(argv=None) -> int:
     rows = []
     for name, lengths in zip(args.model, args.lengths):
         begin = time.time()
-        methods = args.methods + ("," + PEER_METHODS if args.peers else "")
-        rows += bench_model(name, parse_lengths(lengths), expand_alternatives(methods), args, meta)
+        methods = expand_alternatives(args.methods + ("," + PEER_METHODS if args.peers else ""))
+        methods += raw_variants(methods) if args.raw else []
+        rows += bench_model(name, parse_lengths(lengths), methods, args, meta)
         print(f"{name}: {time.time() - begin:.0f} s", flush=True)
         if args.poisoned:
             break

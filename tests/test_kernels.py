@@ -135,10 +135,13 @@ def test_tma_path_queries_shorter_than_keys():
     assert rel_err(got, ref) < 1e-2
 
 
-def test_gather_copies_each_distinct_column_once_in_order():
-    from attention.kernels.gather import column_lists, combined_kv, kept_up_to
+@pytest.mark.parametrize("transformers_layout", [False, True])
+def test_gather_copies_each_distinct_column_once_in_order(transformers_layout):
+    from attention.kernels.gather import column_lists, gather_columns, kept_up_to
 
     _, k, v = random_qkv(50, 4, 2, 64, seed=18)
+    if transformers_layout:  # [B, S, H, D] seen as [B, H, S, D]: read through its strides
+        k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (k, v))
     cols = torch.tensor([[[7, 3, 7, -1, 49], [0, 0, 0, 0, 0], [-1, -1, -1, -1, -1], [12, 11, 10, 60, 11]]])
     hit, cnt, lists, slots = column_lists(cols, 2, 1, 4, 50, "cpu")  # sinks 0, 1 join every head's columns
     want = {0: [0, 1, 3, 7, 49], 1: [0, 1], 2: [0, 1], 3: [0, 1, 10, 11, 12]}
@@ -147,13 +150,31 @@ def test_gather_copies_each_distinct_column_once_in_order():
         assert lists[0, h, :len(keys)].tolist() == keys and (lists[0, h, len(keys):] == 1 << 30).all()
         assert hit[0, h].nonzero().flatten().tolist() == keys
     assert kept_up_to(cnt, torch.tensor([-3, 0, 10, 49]))[0, 3].tolist() == [0, 1, 3, 5]
-    kx, vx = combined_kv(k, v, lists, slots, 4, cnt[..., -1])
-    base = 2 * 50
-    assert torch.equal(kx[:base], k.reshape(base, 64)) and torch.equal(vx[:base], v.reshape(base, 64))
+    kc, vc = gather_columns(k, v, lists, slots, 4, cnt[..., -1])
+    assert kc.shape == (4 * slots, 64)
     for h, keys in want.items():
-        rows = vx[base + h * slots: base + (h + 1) * slots]
-        assert torch.equal(rows[:len(keys)], v[0, h // 2, keys])
-        assert rows[len(keys):slots].abs().max() == 0  # the rest of the head's first tile is written as zeros
+        for got, src in ((kc, k), (vc, v)):
+            rows = got[h * slots: (h + 1) * slots]
+            assert torch.equal(rows[:len(keys)], src[0, h // 2, keys])
+            assert rows[len(keys):slots].abs().max() == 0  # the rest of the head's first tile is written as zeros
+
+
+def test_tma_path_reads_transformers_layout_in_place():
+    """q/k/v as the transformers bridge hands them ([B, S, H, D] memory seen as [B, H, S, D]) are read through
+    descriptors over that memory (no copy), and give the head-major answer; q shorter than k, GQA group 3."""
+    from attention.kernels.hopper import matrix_of, sparse_attention_tma
+
+    q, k, v = random_qkv(230, 6, 2, 64, seed=31)
+    q = q[:, :, 30:]
+    pattern = make_pattern(230, 6, 40, 2, True, False, seed=5)
+    keep = pattern.keep_mask(1, 6, 200, 230)
+    moved = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v)]
+    for x in moved:
+        assert matrix_of(x)[0].data_ptr() == x.data_ptr()  # a view, not a copy
+    got = sparse_attention_tma(*moved, 0.125, sink=2, window=40, columns=pattern.columns)
+    ref = reference_attention(q, k, v, keep, 0.125)
+    assert not got.isnan().any()
+    assert rel_err(got, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, 0.125), ref)
 
 
 def test_sparse_path_choice():

@@ -76,21 +76,31 @@ def test_portable_sparse_kernel(layout):
     assert max(q.touched) >= 2**31
 
 
-def test_tma_sparse_kernel():
+@pytest.mark.parametrize("transformers_layout", [False, True])
+def test_tma_sparse_kernel(transformers_layout):
+    """q, K, V read in place through descriptors over their own layout; the kept columns from a gather buffer."""
     bm, bn, warps, stages, ws = tma_config(D, S, has_slash=True)
     n_qb, slots, window = S // bm, 256, 256
-    kv_rows = B * HK * S + B * H * slots
-    q, o = Fake("q", (B * H * S, D)), Fake("o", (B, H, S, D))
-    kx, vx = Fake("kx", (kv_rows, D)), Fake("vx", (kv_rows, D))
+    if transformers_layout:  # [B, S, H, D] handed over transposed: rows b*S + s, columns h*D
+        q_at, kv_at = (S, 0, D), (S, 0, D)
+        q_shape, kv_shape = (B * S, H * D), (B * S, HK * D)
+        k_strides = (S * HK * D, D, HK * D)
+    else:  # head-major [B, H, S, D]: rows (b*H + h)*S + s
+        q_at, kv_at = (H * S, S, 0), (HK * S, S, 0)
+        q_shape, kv_shape = (B * H * S, D), (B * HK * S, D)
+        k_strides = (HK * S * D, S * D, D)
+    q, o = Fake("q", q_shape), Fake("o", (B, H, S, D))
+    k, v = Fake("k", kv_shape), Fake("v", kv_shape)
+    kc, vc = Fake("kc", (B * H * slots, D)), Fake("vc", (B * H * slots, D))
     colpos, col_full, col_hi, deltas, n_delta, colhit, diaghit = column_and_slash_fakes("colpos", n_qb, slots)
     assert coordinates_fit(B, H, HK, S, S, slots)
-    with Probe(q, o, kx, vx, colpos, col_full, col_hi, deltas, n_delta, colhit, diaghit) as probe:
-        # the kernel reads K and V for slashes from the start of the combined buffers
+    with Probe(q, o, k, v, kc, vc, colpos, col_full, col_hi, deltas, n_delta, colhit, diaghit) as probe:
         run_programs(sparse_tma_kernel, (n_qb, B * H), [(0, B * H - 1), (n_qb - 1, B * H - 1)],
-                     probe.desc(q, B * H * S, D, [bm, D]), probe.desc(kx, kv_rows, D, [bn, D]),
-                     probe.desc(vx, kv_rows, D, [bn, D]), o, colpos, col_full, col_hi, kx, vx, deltas, n_delta,
-                     colhit, diaghit, o.stride(0), o.stride(1), o.stride(2),
-                     H, H // HK, HK, S, S, B * HK * S, slots, 0, window, n_qb, 4, 0.1,
+                     probe.desc(q, *q_shape, [bm, D]), probe.desc(k, *kv_shape, [bn, D]),
+                     probe.desc(v, *kv_shape, [bn, D]), probe.desc(kc, B * H * slots, D, [bn, D]),
+                     probe.desc(vc, B * H * slots, D, [bn, D]), o, colpos, col_full, col_hi, k, v, deltas, n_delta,
+                     colhit, diaghit, o.stride(0), o.stride(1), o.stride(2), *k_strides, *k_strides, *q_at, *kv_at,
+                     H, H // HK, HK, S, S, slots, 0, window, n_qb, 4, 0.1,
                      HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=True, HAS_SLASH=True, WARP_SPEC=ws, F32=False,
                      num_warps=warps, num_stages=stages)
     assert_clean(probe, o)
@@ -108,15 +118,16 @@ def test_tma_path_refuses_what_its_coordinates_cannot_address(monkeypatch):
 def test_gather_rows_kernel():
     slots = S  # one slot per key: the pattern's column tensor at its widest
     k, v = Fake("k", (B, HK, S, D)), Fake("v", (B, HK, S, D))
-    base = B * HK * S
-    kx, vx = Fake("kx", (base + B * H * slots, D)), Fake("vx", (base + B * H * slots, D))
+    kc, vc = Fake("kc", (B * H * slots, D)), Fake("vc", (B * H * slots, D))
     cols = Fake("cols", (B, H, slots), torch.int32, fill=lambda off: off % slots)
     n_real = Fake("n_real", (B, H), torch.int32, fill=const(slots))
     tiles = slots // 128
-    with Probe(k, v, kx, vx, cols, n_real) as probe:
+    with Probe(k, v, kc, vc, cols, n_real) as probe:
         run_programs(gather_rows_kernel, (tiles, B * H), [(tiles - 1, B * H - 1), (0, B * H - 1)],
-                     k, v, kx, vx, cols, n_real, base, H, H // HK, HK, S, slots, HEAD_D=D, ROWS=128, num_warps=4)
-    assert_clean(probe, kx)
+                     k, v, kc, vc, cols, n_real, *(k.stride(i) for i in range(3)), *(v.stride(i) for i in range(3)),
+                     H, H // HK, slots,
+                     HEAD_D=D, ROWS=128, num_warps=4)
+    assert_clean(probe, kc)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

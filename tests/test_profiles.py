@@ -28,11 +28,23 @@ def test_profile_interpolates_between_lengths_and_says_nothing_outside(tmp_path)
     assert profiles.lookup("m", "sample", (path,)).lengths == (1024, 2048, 4096)
 
 
-def _layer(profile_density, options, length=256):
+def test_timed_ratios_say_where_the_sparse_path_lost(tmp_path):
+    path = tmp_path / "p.json"
+    profiles.save("m", "flexprefill", {1024: [0.2], 4096: [0.2]}, "t", path, ratios={1024: 1.5, 4096: 0.5})
+    profile = profiles.lookup("m", "flexprefill", (path,))
+    assert profile.sparse_slower(1024) and not profile.sparse_slower(4096)
+    assert profile.sparse_slower(1900) and not profile.sparse_slower(2200)  # 1.0 crossed at 2048 in log2
+    assert not profile.sparse_slower(512) and not profile.sparse_slower(8192)  # untimed lengths: no claim
+    profiles.save("m", "flexprefill", {1024: [0.3]}, "untimed", path)  # re-profiled without timing: ratio dropped
+    again = profiles.lookup("m", "flexprefill", (path,))
+    assert again.ratios == (None, 0.5) and not again.sparse_slower(1024)
+
+
+def _layer(profile_density, options, length=256, ratio=None):
     """SampleAttention on one layer with a profile saying `profile_density` for it; returns its record."""
     q, k, v = random_qkv(length, 4, 2, 64, seed=11, stripes=0.03)
     method = build_method("sample", options)
-    method.use_profile(profiles.Profile((length,), ((profile_density,),), "profile:test"))
+    method.use_profile(profiles.Profile((length,), ((profile_density,),), "profile:test", (ratio,)))
     with use_backend("triton"):
         out = method.prefill(q, k, v, 0.125, layer_idx=0)
     return method.stats[-1], out, (q, k, v)
@@ -52,6 +64,13 @@ def test_a_layer_profiled_above_the_before_limit_runs_dense_without_estimating(m
         # a fixed budget is known exactly: the profile is not asked
         stat, _, _ = _layer(0.99, {"r_w": "0.05", "density": "0.3"})
         assert stat.get("dense_fallback") != "profile"
+        # a density below the limit, but the whole sparse prefill was timed slower than dense: dense
+        stat, _, _ = _layer(0.1, {"r_w": "0.05"}, ratio=1.2)
+        assert stat["path"] == "dense" and stat["dense_fallback"] == "profile"
+        stat, _, _ = _layer(0.1, {"r_w": "0.05"}, ratio=0.8)
+        assert stat.get("dense_fallback") != "profile"
+        stat, _, _ = _layer(0.9, {"r_w": "0.05", "dense_above": "1.0"}, ratio=1.2)  # the option: never dense
+        assert stat["path"] == "sparse"
     finally:
         fallback.use_table(None)
 

@@ -126,9 +126,10 @@ def tma_supported(q: torch.Tensor) -> bool:
 
 
 def coordinates_fit(batch: int, heads: int, kv_heads: int, q_len: int, k_len: int, slots: int) -> bool:
-    """TMA tile coordinates are 32-bit: every row of the flattened q ([B*Hq*Sq, D]) and of the combined K/V buffer
-    ([B*Hk*Sk + B*Hq*slots, D]) must be below 2^31 (addresses themselves are 64-bit in the hardware)."""
-    return max(batch * heads * q_len, batch * kv_heads * k_len + batch * heads * slots) < 2**31
+    """TMA tile coordinates are 32-bit: every row of q, K and V as the descriptors read them (at most [B*Hq*Sq, D],
+    [B*Hk*Sk, D]) and of the column gather buffer ([B*Hq*slots, D]) must be below 2^31 (addresses themselves are
+    64-bit in the hardware)."""
+    return max(batch * heads * q_len, batch * kv_heads * k_len, batch * heads * slots) < 2**31
 
 
 def sparse_path(q: torch.Tensor, k_len: int = 0) -> str:

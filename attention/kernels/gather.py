@@ -1,10 +1,11 @@
-"""Build the combined key/value buffer the Hopper sparse kernel reads through one TMA descriptor each:
+"""Build the gather buffers of kept key/value columns the Hopper sparse kernel reads through TMA descriptors of
+their own (the window part reads K and V in place):
 
-  rows [0, B*Hk*Sk)                      K (resp. V) itself, [B*Hk*Sk, D] (the window part reads it)
-  rows [B*Hk*Sk + (b*Hq+h)*slots, + n)   the n distinct selected columns of query head (b, h), ascending
+  rows [(b*Hq+h)*slots, + n)   the n distinct selected columns of query head (b, h), ascending, [B*Hq*slots, D]
 
 Only real columns are copied (a Triton kernel skips the unused slots; the pattern's column tensor usually has
-one slot per key, mostly unused), so the copy is K + V once plus 2 x (B * Hq * n * D) elements, memory-bound.
+one slot per key, mostly unused), so the copy is 2 x (B * Hq * n * D) elements, memory-bound; K and V are read
+through their strides (any layout whose last dimension is contiguous).
 Each head's first gather tile and the tile holding its last column are written whole (zeros past the last
 column), so every row a kernel tile can touch is finite (a 0 * NaN in P @ V would poison a row); slots past
 that stay unwritten and are never read.
@@ -44,7 +45,7 @@ def kept_up_to(cnt: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def gather_rows_kernel(K, V, KX, VX, COLS, N_REAL, out_base, H, GROUP, HK, Sk, slots,
+def gather_rows_kernel(K, V, KC, VC, COLS, N_REAL, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, H, GROUP, slots,
                        HEAD_D: tl.constexpr, ROWS: tl.constexpr):
     tile = tl.program_id(0)
     bh = tl.program_id(1)
@@ -53,32 +54,29 @@ def gather_rows_kernel(K, V, KX, VX, COLS, N_REAL, out_base, H, GROUP, HK, Sk, s
         slot = tile * ROWS + tl.arange(0, ROWS)
         ok = slot < n
         col = tl.load(COLS + bh.to(tl.int64) * slots + slot, mask=ok, other=0).to(tl.int64)
-        src = ((bh // H) * HK + (bh % H) // GROUP).to(tl.int64) * Sk + col
-        dst = out_base + bh.to(tl.int64) * slots + slot
+        b = (bh // H).to(tl.int64)
+        hk = ((bh % H) // GROUP).to(tl.int64)
+        dst = bh.to(tl.int64) * slots + slot
         offs_d = tl.arange(0, HEAD_D)
-        k = tl.load(K + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None], other=0.0)
-        tl.store(KX + dst[:, None] * HEAD_D + offs_d[None, :], k)
-        v = tl.load(V + src[:, None] * HEAD_D + offs_d[None, :], mask=ok[:, None], other=0.0)
-        tl.store(VX + dst[:, None] * HEAD_D + offs_d[None, :], v)
+        k = tl.load(K + b * sk_b + hk * sk_h + col[:, None] * sk_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+        tl.store(KC + dst[:, None] * HEAD_D + offs_d[None, :], k)
+        v = tl.load(V + b * sv_b + hk * sv_h + col[:, None] * sv_s + offs_d[None, :], mask=ok[:, None], other=0.0)
+        tl.store(VC + dst[:, None] * HEAD_D + offs_d[None, :], v)
 
 
-def combined_kv(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor | None, slots: int, heads: int,
-                n_real: torch.Tensor | None = None):
-    """k, v [B, Hk, Sk, D] contiguous; cols sorted unique int32 [B, Hq, slots] (BIG = unused) or None; n_real
-    int32 [B, Hq]: real entries per row (counted from cols when not given).
+def gather_columns(k: torch.Tensor, v: torch.Tensor, cols: torch.Tensor, slots: int, heads: int,
+                   n_real: torch.Tensor | None = None):
+    """k, v [B, Hk, Sk, D] (last dimension contiguous); cols sorted unique int32 [B, Hq, slots] (BIG = unused);
+    n_real int32 [B, Hq]: real entries per row (counted from cols when not given).
 
-    Returns kx, vx [B*Hk*Sk + B*Hq*slots, D] laid out as the module docstring says."""
+    Returns kc, vc [B*Hq*slots, D] laid out as the module docstring says."""
     batch, kv_heads, k_len, dim = k.shape
-    base = batch * kv_heads * k_len
-    if cols is None or not slots:
-        return k.view(base, dim), v.view(base, dim)  # window (and slashes) only: no copy
-    kx = torch.empty(base + batch * heads * slots, dim, dtype=k.dtype, device=k.device)
-    vx = torch.empty_like(kx)
-    kx[:base].copy_(k.view(base, dim))
-    vx[:base].copy_(v.view(base, dim))
+    assert k.stride(3) == 1 and v.stride(3) == 1, "the gather reads rows of D contiguous elements"
+    kc = torch.empty(batch * heads * slots, dim, dtype=k.dtype, device=k.device)
+    vc = torch.empty_like(kc)
     n_real = ((cols < BIG).sum(-1, dtype=torch.int32) if n_real is None else n_real).reshape(-1).contiguous()
     rows = 128  # >= the kernel's BLOCK_N, and slots is a multiple of it
     gather_rows_kernel[(triton.cdiv(slots, rows), batch * heads)](
-        k, v, kx, vx, cols, n_real, base, heads, heads // kv_heads, kv_heads, k_len, slots,
+        k, v, kc, vc, cols, n_real, *k.stride()[:3], *v.stride()[:3], heads, heads // kv_heads, slots,
         HEAD_D=dim, ROWS=rows, num_warps=4)
-    return kx, vx
+    return kc, vc

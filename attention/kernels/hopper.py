@@ -2,7 +2,7 @@
 
 Two steps, timed apart by the benchmarks: `prepare_indices` (each head's distinct columns ascending through a
 hit map and a cumsum, per-block column bounds, slash blocks: small index tensors, device-side, no host sync) and
-`launch` (the combined K/V buffer with the gathered columns, the TMA descriptors, the kernel).
+`launch` (the gathered columns, the TMA descriptors over q, K, V in place, the kernel).
 """
 from dataclasses import dataclass
 
@@ -12,7 +12,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attention.indices import BIG, hit_map, slash_blocks
 from attention.kernels.config import LOG2E, coordinates_fit, interpreter_f32, tma_config
-from attention.kernels.gather import column_lists, combined_kv, kept_up_to
+from attention.kernels.gather import column_lists, gather_columns, kept_up_to
 from attention.kernels.sparse_tma import sparse_tma_kernel
 
 
@@ -60,10 +60,23 @@ def prepare_indices(q, k, *, sink: int, window: int, columns=None, slashes=None)
     return Indices(config, cols, col_full, col_hi, n_real, deltas, n_delta, colhit, diaghit, sink, window)
 
 
+def matrix_of(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
+    """x [B, H, S, D] as the 2-D matrix a TMA descriptor reads in place, and (rb, rh, ch): (batch b, head h,
+    position s) is row b x rb + h x rh + s, columns from h x ch. Head-major x ([B, H, S, D] contiguous) and
+    transformers' layout ([B, S, H, D] contiguous, handed over transposed) are read as they are; any other layout,
+    or a base address TMA cannot take (16-byte aligned), is copied to head-major first."""
+    batch, heads, length, dim = x.shape
+    if x.data_ptr() % 16 == 0:
+        if x.is_contiguous():
+            return x.view(batch * heads * length, dim), heads * length, length, 0
+        if x.transpose(1, 2).is_contiguous():
+            return x.transpose(1, 2).view(batch * length, heads * dim), length, 0, dim
+    return matrix_of(x.contiguous())
+
+
 def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None) -> torch.Tensor:
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # descriptors read the [B*H*S, D] views
     out = torch.empty_like(q) if out is None else out
     bm, bn, warps, stages, ws = idx.config
     n_qb = triton.cdiv(q_len, bm)
@@ -72,21 +85,26 @@ def launch(q, k, v, scale: float, idx: Indices, out: torch.Tensor | None = None)
     if not coordinates_fit(batch, heads, kv_heads, q_len, k_len, slots):
         raise ValueError(f"{batch}x{heads} heads x {k_len} keys exceed the TMA path's 32-bit tile coordinates; "
                          "run the portable kernel (attention.kernels.config.override(sparse_path='portable'))")
-    kx, vx = combined_kv(k, v, idx.cols, slots, heads, idx.n_real)
+    (qm, q_rb, q_rh, q_ch), (km, kv_rb, kv_rh, kv_ch) = matrix_of(q), matrix_of(k)
+    vm, *v_at = matrix_of(v)
+    if tuple(v_at) != (kv_rb, kv_rh, kv_ch):  # K and V share one row formula: V in K's layout
+        v = v.contiguous() if kv_ch == 0 else v.transpose(1, 2).contiguous().transpose(1, 2)
+        vm = matrix_of(v)[0]
+    kc, vc = gather_columns(k, v, idx.cols, slots, heads, idx.n_real) if has_cols and slots else (km, vm)
     dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
     dummy8 = torch.zeros(1, dtype=torch.int8, device=q.device)
 
-    def desc(t, rows):
-        flat = t.reshape(-1, head_dim)
-        return TensorDescriptor(flat, list(flat.shape), [head_dim, 1], [rows, head_dim])
+    def desc(matrix, rows):
+        return TensorDescriptor(matrix, list(matrix.shape), [matrix.shape[1], 1], [rows, head_dim])
 
     sparse_tma_kernel[(n_qb, batch * heads)](
-        desc(q, bm), desc(kx, bn), desc(vx, bn), out,
+        desc(qm, bm), desc(km, bn), desc(vm, bn), desc(kc, bn), desc(vc, bn), out,
         *(x if x is not None else dummy for x in (idx.cols, idx.col_full, idx.col_hi)),
         k, v, *(x if x is not None else dummy for x in (idx.deltas, idx.n_delta)),
         *(x if x is not None else dummy8 for x in (idx.colhit, idx.diaghit)),
-        out.stride(0), out.stride(1), out.stride(2),
-        heads, heads // kv_heads, kv_heads, q_len, k_len, batch * kv_heads * k_len, slots, k_len - q_len,
+        out.stride(0), out.stride(1), out.stride(2), *k.stride()[:3], *v.stride()[:3],
+        q_rb, q_rh, q_ch, kv_rb, kv_rh, kv_ch,
+        heads, heads // kv_heads, kv_heads, q_len, k_len, slots, k_len - q_len,
         idx.window, n_qb, idx.deltas.shape[-1] if has_slash else 0, scale * LOG2E,
         HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_COLS=has_cols, HAS_SLASH=has_slash, WARP_SPEC=ws,
         F32=interpreter_f32(q), num_warps=warps, num_stages=stages,

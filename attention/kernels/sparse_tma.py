@@ -2,14 +2,16 @@
 
 Same function as sparse.py (sink + window + columns + slashes, causal, grouped-query heads read in place), but
 each query head's columns were gathered beforehand (attention/kernels/gather.py: sorted, repeats dropped, sinks
-included) into a contiguous run of rows placed after K in one combined buffer, so one descriptor serves both the
-window part and the column part. Each query block then walks two loops, as Triton's fused-attention tutorial does
-(every extra loop drains and refills the software pipeline):
+included) into a contiguous run of rows of a gather buffer with descriptors of its own; q, K and V are read in
+place through descriptors over their own layout (hopper.matrix_of: head-major [B, H, S, D] or transformers'
+[B, S, H, D]), so nothing is copied but the kept columns. Where (batch b, head h, position s) sits in a layout:
+row b x rb + h x rh + s, column h x ch. Each query block walks four loops (each drains and refills the software
+pipeline once; the column and window parts read different descriptors):
 
-  unmasked: column tiles every row of the block may use, then window tiles every row sees whole
+  unmasked: column tiles every row of the block may use; window tiles every row sees whole
             (scale folded after the row max, one exp2 per cell, P@V accumulated in place)
-  masked:   the column tail (slot's key position checked per row), the window's low edge, the diagonal
-            (one rule: lo <= row - key < hi; columns lo = window, hi = inf; window lo = 0, hi = window)
+  masked:   the column tail (slot's key position checked per row: row - key >= window); the window's low edge
+            and the diagonal (0 <= row - key < window)
 
 Masked tiles may cover rows past the last column or past the head's last key: gather.py keeps those finite.
 Slashes reuse the portable kernel's gathered loop.
@@ -53,13 +55,14 @@ def _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32: tl.constexpr):
 
 
 # lengths and offsets vary per call: specialising on them would compile a variant per shape
-@triton.jit(do_not_specialize=["H", "GROUP", "HK", "Sq", "Sk", "col_base", "col_slots", "q_off", "window", "n_qb",
-                               "delta_slots"])
+@triton.jit(do_not_specialize=["H", "GROUP", "HK", "Sq", "Sk", "col_slots", "q_off", "window", "n_qb", "delta_slots",
+                               "q_rb", "q_rh", "kv_rb", "kv_rh"])
 def sparse_tma_kernel(
-    desc_q, desc_k, desc_v, O, COLPOS, COL_FULL, COL_HI,
+    desc_q, desc_k, desc_v, desc_kc, desc_vc, O, COLPOS, COL_FULL, COL_HI,
     K, V, DELTAS, N_DELTA, COLHIT, DIAGHIT,
-    so_b, so_h, so_s,
-    H, GROUP, HK, Sq, Sk, col_base, col_slots, q_off, window, n_qb, delta_slots, qk_scale,
+    so_b, so_h, so_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
+    q_rb, q_rh, q_ch, kv_rb, kv_rh, kv_ch,
+    H, GROUP, HK, Sq, Sk, col_slots, q_off, window, n_qb, delta_slots, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_COLS: tl.constexpr, HAS_SLASH: tl.constexpr, WARP_SPEC: tl.constexpr, F32: tl.constexpr,
 ):
@@ -73,9 +76,11 @@ def sparse_tma_kernel(
     row_ok = offs_m < Sq
     pos = q_off + offs_m  # absolute key position of each query
     offs_d = tl.arange(0, HEAD_D)
-    q = desc_q.load([bh * Sq + qb * BLOCK_M, 0])  # rows past Sq belong to the next head or are zero: never stored
-    kv_row = (b * HK + hk) * Sk
-    c_row = col_base + bh * col_slots
+    # rows past Sq belong to the next head or batch, or lie past the tensor (zeros): never stored
+    q = desc_q.load([b * q_rb + h * q_rh + qb * BLOCK_M, h * q_ch])
+    kv_row = b * kv_rb + hk * kv_rh  # descriptor row of key 0 of this kv head, at column kv_col
+    kv_col = hk * kv_ch
+    c_row = bh * col_slots
     p_first = q_off + qb * BLOCK_M
     p_last = tl.minimum(p_first + BLOCK_M - 1, q_off + Sq - 1)
 
@@ -101,34 +106,36 @@ def sparse_tma_kernel(
     m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
-    for t in tl.range(0, n_cfull + n_wfull, warp_specialize=WARP_SPEC):
-        row = tl.where(t < n_cfull, c_row + t * BLOCK_N, kv_row + full_lo + (t - n_cfull) * BLOCK_N)
-        k = desc_k.load([row, 0])
-        v = desc_v.load([row, 0])
+    for t in tl.range(0, n_cfull, warp_specialize=WARP_SPEC):
+        k = desc_kc.load([c_row + t * BLOCK_N, 0])
+        v = desc_vc.load([c_row + t * BLOCK_N, 0])
+        acc, m_i, l_i = _step_full(acc, m_i, l_i, q, k, v, qk_scale, F32)
+    for t in tl.range(0, n_wfull, warp_specialize=WARP_SPEC):
+        k = desc_k.load([kv_row + full_lo + t * BLOCK_N, kv_col])
+        v = desc_v.load([kv_row + full_lo + t * BLOCK_N, kv_col])
         acc, m_i, l_i = _step_full(acc, m_i, l_i, q, k, v, qk_scale, F32)
 
-    for u in range(0, n_ctail + n_low + n_diag):
-        is_col = u < n_ctail
+    for u in range(0, n_ctail):  # padding slots hold BIG: past every row, never kept
         slot0 = (n_cfull + u) * BLOCK_N
-        start = tl.where(u - n_ctail < n_low, win_lo + (u - n_ctail) * BLOCK_N,
-                         full_hi + (u - n_ctail - n_low) * BLOCK_N)
-        row = tl.where(is_col, c_row + slot0, kv_row + start)
-        k = desc_k.load([row, 0])
-        v = desc_v.load([row, 0])
-        cpos = tl.load(COLPOS + bh.to(tl.int64) * col_slots + slot0 + offs_n,
-                       mask=slot0 + offs_n < tl.where(is_col, col_slots, 0), other=0)
-        kpos = tl.where(is_col, cpos, start + offs_n)  # padding slots hold BIG: past every row, never kept
-        lo = tl.where(is_col, window, 0)
-        hi = tl.where(is_col, 1 << 30, window)
-        diff = pos[:, None] - kpos[None, :]
-        keep = (diff >= lo) & (diff < hi)
+        k = desc_kc.load([c_row + slot0, 0])
+        v = desc_vc.load([c_row + slot0, 0])
+        cpos = tl.load(COLPOS + bh.to(tl.int64) * col_slots + slot0 + offs_n, mask=slot0 + offs_n < col_slots,
+                       other=0)
+        keep = pos[:, None] - cpos[None, :] >= window
+        acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32)
+    for u in range(0, n_low + n_diag):
+        start = tl.where(u < n_low, win_lo + u * BLOCK_N, full_hi + (u - n_low) * BLOCK_N)
+        k = desc_k.load([kv_row + start, kv_col])
+        v = desc_v.load([kv_row + start, kv_col])
+        diff = pos[:, None] - (start + offs_n)[None, :]
+        keep = (diff >= 0) & (diff < window)
         acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32)
 
     if HAS_SLASH:
-        k_base = K + (b * HK + hk).to(tl.int64) * Sk * HEAD_D
-        v_base = V + (b * HK + hk).to(tl.int64) * Sk * HEAD_D
+        k_base = K + b.to(tl.int64) * sk_b + hk.to(tl.int64) * sk_h
+        v_base = V + b.to(tl.int64) * sv_b + hk.to(tl.int64) * sv_h
         acc, m_i, l_i = slash_part(acc, m_i, l_i, q, k_base, v_base, DELTAS, N_DELTA, COLHIT, DIAGHIT, bh.to(tl.int64),
-                                   delta_slots, p_first, pos, row_ok, offs_d, HEAD_D, HEAD_D, Sk, window, qk_scale,
+                                   delta_slots, p_first, pos, row_ok, offs_d, sk_s, sv_s, Sk, window, qk_scale,
                                    BLOCK_N, F32)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does

@@ -78,10 +78,12 @@ def save_profiles(loaded, lengths: list[int], specs: list[str], args) -> None:
     path = Path(args.profiles) if args.profiles else profiles.CACHE
     stamp = (f"calibrate {gpu_kind(args.device)} {datetime.date.today()} {git_commit()} "
              f"task={args.profile_task}")
-    for spec, per_length in found.items():
-        profiles.save(loaded.name, spec, per_length, stamp, path)
+    for spec, per_length in found.densities.items():
+        ratios = found.ratios[spec]
+        profiles.save(loaded.name, spec, per_length, stamp, path, ratios)
         for length, row in per_length.items():
             seen = [d for d in row if d is not None]
+            timed = f", prefill {ratios[length]:.3f}x dense" if length in ratios else ""
             print(f"profile {loaded.name} {spec} L={length}: mean density {sum(seen) / max(1, len(seen)):.3f} "
-                  f"(layers {min(seen, default=0):.2f}-{max(seen, default=0):.2f})")
+                  f"(layers {min(seen, default=0):.2f}-{max(seen, default=0):.2f}){timed}")
     print(f"wrote {path}")

@@ -1,9 +1,13 @@
 """Measure a model's density profiles (attention/profiles.py): each layer's mean selected density per method spec
-and length, on one calibration prompt per length (the task's first sample), with the dense fallback off.
+and length, on one calibration prompt per length (the task's first sample), with the dense fallback off; on a GPU
+also the whole prefill's time against dense cuDNN on the same prompt (the profile's `ratio`).
 
 `sampleattn calibrate --model NAME` calls `measure` after timing the kernels; the result is merged into the
 profile cache with `attention.profiles.save`.
 """
+import statistics
+from dataclasses import dataclass
+
 import torch
 from tqdm import tqdm
 
@@ -57,24 +61,51 @@ def layer_means(stats: list[dict], layers: int) -> list[float | None]:
     return means
 
 
+def prefill_ms(model, ids, reps: int) -> float:
+    """Median CUDA-event milliseconds of the whole prefill, after one untimed call (compiles, row plans)."""
+    times = []
+    for i in range(reps + 1):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        stop.record()
+        torch.cuda.synchronize()
+        if i:
+            times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+@dataclass
+class Measured:
+    densities: dict[str, dict[int, list[float | None]]]  # spec -> length -> per-layer mean selected density
+    ratios: dict[str, dict[int, float]]                  # spec -> length -> prefill ms / dense ms (GPU only)
+
+
 @torch.no_grad()
-def measure(loaded, lengths: list[int], specs: list[str], task_spec: str = "needle",
-            progress: bool = True) -> dict[str, dict[int, list[float | None]]]:
-    """{spec: {length: per-layer density}} for the loaded model (on its device) with the fallback off."""
+def measure(loaded, lengths: list[int], specs: list[str], task_spec: str = "needle", reps: int = 3,
+            progress: bool = True) -> Measured:
+    """Per spec and length, for the loaded model on its device with the fallback off: each layer's mean selected
+    density, and on CUDA the whole prefill's time over dense cuDNN's (medians of `reps`)."""
     model = loaded.model
     device = next(model.parameters()).device
+    timed = device.type == "cuda"
     layers = model.config.num_hidden_layers
-    found: dict[str, dict[int, list[float | None]]] = {spec: {} for spec in specs}
+    found = Measured({spec: {} for spec in specs}, {spec: {} for spec in specs})
     bar = tqdm(total=len(lengths) * len(specs), desc="density profiles", unit="run", disable=not progress)
     for length in lengths:
         ids = prompt_ids(loaded, task_spec, length).to(device)
+        if timed:
+            with hf.install(model, build_method("dense", {"backend": "cudnn"})):
+                dense_ms = prefill_ms(model, ids, reps)
         for spec in specs:
             (name, options), = parse_specs(spec)
             with fallback.switched_off():
                 method = build_method(name, options)
                 with hf.install(model, method):
                     model(input_ids=ids, use_cache=False, logits_to_keep=1)
-            found[spec][length] = layer_means(method.stats, layers)
+                    found.densities[spec][length] = layer_means(method.stats, layers)
+                    if timed:
+                        found.ratios[spec][length] = prefill_ms(model, ids, reps) / dense_ms
             bar.update()
     bar.close()
     return found
