@@ -130,13 +130,15 @@ def test_tile_lists_cover_the_keep_mask(q_len, k_len, block, tile_q, tile_k, sin
     keep = pattern.keep_mask(2, 3, q_len, k_len)
     any_kept = tile_view(keep, tile_q, tile_k).any(-1).any(-2)
     in_range = tile_view(torch.ones_like(keep), tile_q, tile_k).all(-1).any(-2)  # key tile wholly inside Sk
-    all_kept = ~tile_view(~keep & (torch.arange(q_len)[:, None] + k_len - q_len >= torch.arange(k_len)),
-                          tile_q, tile_k).any(-1).any(-2)
+    causal = torch.arange(q_len)[:, None] + k_len - q_len >= torch.arange(k_len)
+    all_kept = ~tile_view(~keep & causal, tile_q, tile_k).any(-1).any(-2)
+    all_causal = ~tile_view(~causal[None, None], tile_q, tile_k).any(-1).any(-2)
     assert not (full & partial).any()
     assert torch.equal((full | partial) & any_kept, any_kept)  # no kept cell is skipped
     assert not (full & ~(all_kept & in_range & any_kept)).any()  # unmasked tiles hold only kept, in-range keys
     if block % tile_q == 0 and block % tile_k == 0 and (k_len - q_len) % tile_q == 0:  # aligned: exact lists
         assert torch.equal(full | partial, any_kept)
+        assert torch.equal(full, any_kept & all_kept & all_causal & in_range)  # no wholly kept tile masked
     assert full.any() and partial.any()
     # lists are ascending: full ones from the first slot on, partial ones from the last slot backwards
     first = lists[..., :2].long()
@@ -174,17 +176,20 @@ def test_run_pattern_routes_block_patterns_to_the_kernel(monkeypatch):
 S, H, HK, D = 1 << 20, 32, 8, 128
 
 
-def test_offsets_at_one_million_tokens():
-    bm, bn, warps, _ = block_sparse_config(D, S)
+@pytest.mark.parametrize("lined_up", [False, True])
+def test_offsets_at_one_million_tokens(lined_up):
+    bm, bn, warps, _ = block_sparse_config(D, S, 128)
     n_qt, n_kt, n = S // bm, S // bn, S // 128
-    area = Fake("area", (1, H, n, n), torch.int32, fill=lambda off: off % 7)
+    # the summed-area table (int32), or the block table itself (int8) where tiles line up with the blocks
+    area = Fake("area", (1, H, n, n), torch.int8 if lined_up else torch.int32, fill=lambda off: off % 7)
     counts = Fake("counts", (1, H, n_qt, 2), torch.int32)
     lists = Fake("lists", (1, H, n_qt, n_kt), torch.int16)
     with Probe(area, counts, lists) as probe:
         run_programs(tile_lists_kernel, (n_qt, H), [(n_qt - 1, H - 1)], area, counts, lists, 0, n * n, n, 1,
-                     H, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, TILE_Q=bm, TILE_K=bn, CHUNK=8192, HAS_BLOCKS=True)
+                     H, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, TILE_Q=bm, TILE_K=bn, CHUNK=8192, HAS_BLOCKS=True,
+                     ALIGNED=lined_up)
     assert not probe.errors, probe.errors[:5]
-    assert max(lists.touched) >= 2**31
+    assert max(lists.touched) >= 2**31 and max(area.touched) >= (H - 1) * n * n  # the last head's table read
 
     q, o = Fake("q", (1, H, S, D), strides=(S * H * D, D, H * D, 1)), Fake("o", (1, H, S, D))
     k, v = (Fake(name, (1, HK, S, D), strides=(S * HK * D, D, HK * D, 1)) for name in "kv")
@@ -194,7 +199,14 @@ def test_offsets_at_one_million_tokens():
     with Probe(q, k, v, o, counts, lists, blocks) as probe:
         run_programs(block_sparse_kernel, (n_qt, H), [(0, H - 1)], q, k, v, o, counts, lists, blocks,
                      *[t.stride(d) for t in (q, k, v, o) for d in range(3)], H, 1, n * n, n * n, n,
-                     H, H // HK, S, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0.1,
-                     HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn, HAS_BLOCKS=True, ALIGNED=False, F32=False, num_warps=warps)
+                     H, H // HK, S, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0.1, HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn,
+                     HAS_BLOCKS=True, ALIGNED=lined_up, F32=False, num_warps=warps)
     assert not probe.errors, probe.errors[:5]
-    assert max(o.touched) >= 2**31 and max(lists.touched) >= 2**31
+    assert max(o.touched) >= 2**31 and max(lists.touched) >= 2**31 and max(blocks.touched) >= (H - 1) * n * n
+
+
+def test_tiles_line_up_with_smaller_pattern_blocks():
+    assert block_sparse_config(64, 1000, 128) == (128, 64, 4, 3)  # the portable kernel's D=64 tiles
+    assert block_sparse_config(64, 1000, 64)[:2] == (64, 64)  # 64-token blocks: 64-row query tiles
+    assert block_sparse_config(64, 1000, 96)[:2] == (128, 64)  # not a power of two: cell-level lookups instead
+    assert block_sparse_config(64, 1000, 32)[:2] == (128, 64)  # smaller than a key tile: the same

@@ -34,7 +34,10 @@ def _area(AREA, base, r, c, s_r, s_c):
                                "n_kt"])
 def tile_lists_kernel(AREA, COUNTS, LISTS, sa_b, sa_h, sa_r, sa_c,
                       HL, k_len, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt,
-                      TILE_Q: tl.constexpr, TILE_K: tl.constexpr, CHUNK: tl.constexpr, HAS_BLOCKS: tl.constexpr):
+                      TILE_Q: tl.constexpr, TILE_K: tl.constexpr, CHUNK: tl.constexpr, HAS_BLOCKS: tl.constexpr,
+                      ALIGNED: tl.constexpr):
+    # AREA: the summed-area table of the kept blocks (int32), or where every tile lies inside one pattern block
+    # (ALIGNED) the block table itself (int8): one entry decides the tile
     qt = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     row = bh * n_qt + qt
@@ -56,11 +59,16 @@ def tile_lists_kernel(AREA, COUNTS, LISTS, sa_b, sa_h, sa_r, sa_c,
         every = (kl < sink) | (ql - kf < window)
         if HAS_BLOCKS:
             cb0 = tl.minimum(kf // block, n_cols - 1)
-            cb1 = tl.minimum(kl // block, n_cols - 1) + 1
-            kept = (_area(AREA, area_base, r1, cb1, sa_r, sa_c) - _area(AREA, area_base, r0, cb1, sa_r, sa_c)
-                    - _area(AREA, area_base, r1, cb0, sa_r, sa_c) + _area(AREA, area_base, r0, cb0, sa_r, sa_c))
-            some = some | (kept > 0)
-            every = every | (kept == (r1 - r0) * (cb1 - cb0))
+            if ALIGNED:
+                hit = tl.load(AREA + area_base + r0.to(tl.int64) * sa_r + cb0.to(tl.int64) * sa_c) != 0
+                some = some | hit
+                every = every | hit
+            else:
+                cb1 = tl.minimum(kl // block, n_cols - 1) + 1
+                kept = (_area(AREA, area_base, r1, cb1, sa_r, sa_c) - _area(AREA, area_base, r0, cb1, sa_r, sa_c)
+                        - _area(AREA, area_base, r1, cb0, sa_r, sa_c) + _area(AREA, area_base, r0, cb0, sa_r, sa_c))
+                some = some | (kept > 0)
+                every = every | (kept == (r1 - r0) * (cb1 - cb0))
         full = all_cells & every
         part = any_cell & some & ~full
         f_at = n_full + tl.cumsum(full.to(tl.int32), 0) - 1
@@ -139,27 +147,47 @@ def block_sparse_kernel(
              out.to(O.dtype.element_ty), mask=row_ok[:, None])
 
 
+def aligned(block: int, tile_q: int, tile_k: int, q_len: int, k_len: int) -> bool:
+    """Whether every query tile and key tile lies inside one pattern block (queries start at k_len - q_len)."""
+    return block % tile_q == 0 and block % tile_k == 0 and (k_len - q_len) % tile_q == 0
+
+
+def block_table(blocks: torch.Tensor, device) -> tuple[torch.Tensor, list[int]]:
+    """The block table as int8 (a view, no copy) and its element strides, 0 where batch or heads broadcast."""
+    table = blocks.to(device)
+    if table.stride(-1) != 1:
+        table = table.contiguous()
+    table = table.view(torch.int8)
+    return table, [table.stride(i) if table.shape[i] > 1 else 0 for i in range(4)]
+
+
 def tile_lists(blocks: torch.Tensor | None, block: int, sink: int, window: int, q_len: int, k_len: int,
                tile_q: int, tile_k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(counts int32 [B', H', n_qt, 2], lists [B', H', n_qt, n_kt]) with B', H' the block table's (1 without one).
 
     counts[..., 0] full key tiles (every causal cell kept, keys in range), listed ascending from the front;
     counts[..., 1] partial ones (some cell kept), listed ascending from the last slot backwards. Lists are
-    int16 while key tile indices fit (half the memory at 1M tokens), else int32; unused slots are not written."""
+    int16 while key tile indices fit (half the memory at 1M tokens), else int32; unused slots are not written.
+    One launch where the tiles line up with the pattern's blocks; else two cumsums first (the summed-area table)."""
     n_qt, n_kt = triton.cdiv(q_len, tile_q), triton.cdiv(k_len, tile_k)
+    lined_up = False
     if blocks is not None:
-        area = blocks.to(device).cumsum(-2, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
-        lead = area.shape[:2]
-        strides = [area.stride(i) if area.shape[i] > 1 else 0 for i in range(4)]
-        n_rows, n_cols = area.shape[2:]
+        lined_up = aligned(block, tile_q, tile_k, q_len, k_len)
+        if lined_up:
+            table, strides = block_table(blocks, device)
+        else:
+            table = blocks.to(device).cumsum(-2, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
+            strides = [table.stride(i) if table.shape[i] > 1 else 0 for i in range(4)]
+        lead, (n_rows, n_cols) = table.shape[:2], table.shape[2:]
     else:
-        area = torch.zeros(1, dtype=torch.int32, device=device)
+        table = torch.empty(1, dtype=torch.int32, device=device)  # never read
         lead, strides, n_rows, n_cols = (1, 1), [0, 0, 0, 0], 1, 1
     counts = torch.empty(*lead, n_qt, 2, dtype=torch.int32, device=device)
     lists = torch.empty(*lead, n_qt, n_kt, dtype=torch.int16 if n_kt < 2**15 else torch.int32, device=device)
     tile_lists_kernel[(n_qt, lead[0] * lead[1])](
-        area, counts, lists, *strides, lead[1], k_len, k_len - q_len, int(sink), int(window), int(block),
-        n_rows, n_cols, n_qt, n_kt, TILE_Q=tile_q, TILE_K=tile_k, CHUNK=LIST_CHUNK, HAS_BLOCKS=blocks is not None)
+        table, counts, lists, *strides, lead[1], k_len, k_len - q_len, int(sink), int(window), int(block),
+        n_rows, n_cols, n_qt, n_kt, TILE_Q=tile_q, TILE_K=tile_k, CHUNK=LIST_CHUNK, HAS_BLOCKS=blocks is not None,
+        ALIGNED=lined_up)
     return counts, lists
 
 
@@ -178,30 +206,24 @@ def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int 
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = torch.empty_like(q) if out is None else out
-    bm, bn, warps, stages = block_sparse_config(head_dim, q_len)
+    bm, bn, warps, stages = block_sparse_config(head_dim, q_len, block if blocks is not None else 0)
     q_off = k_len - q_len
     counts, lists = tile_lists(blocks, block, sink, window, q_len, k_len, bm, bn, q.device)
     n_qt, n_kt = lists.shape[2:]
     if blocks is not None:
-        table = blocks.to(q.device)
-        if table.stride(-1) != 1:
-            table = table.contiguous()
-        table = table.view(torch.int8)
+        table, sb = block_table(blocks, q.device)
         n_rows, n_cols = table.shape[2:]
-        sb = [table.stride(i) if table.shape[i] > 1 else 0 for i in range(3)]
     else:
-        table, n_rows, n_cols, sb = torch.zeros(1, dtype=torch.int8, device=q.device), 1, 1, [0, 0, 0]
-    # one table entry per tile when every query tile and key tile lies inside one pattern block
-    aligned = block % bm == 0 and block % bn == 0 and q_off % bm == 0
+        table, n_rows, n_cols, sb = torch.empty(1, dtype=torch.int8, device=q.device), 1, 1, [0, 0, 0, 0]
     sl_b = lists.shape[1] if lists.shape[0] > 1 else 0  # list rows of (b, h) = (b * sl_b + h * sl_h) * n_qt
     sl_h = 1 if lists.shape[1] > 1 else 0
     block_sparse_kernel[(n_qt, batch * heads)](
         q, k, v, out, counts, lists, table,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb,
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb[:3],
         heads, heads // kv_heads, q_len, k_len, q_off, int(sink), int(window), int(block),
         n_rows, n_cols, n_qt, n_kt, scale * LOG2E,
-        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_BLOCKS=blocks is not None, ALIGNED=aligned,
-        F32=interpreter_f32(q), num_warps=warps, num_stages=stages,
+        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_BLOCKS=blocks is not None,
+        ALIGNED=aligned(block, bm, bn, q_len, k_len), F32=interpreter_f32(q), num_warps=warps, num_stages=stages,
     )
     return out

@@ -73,12 +73,17 @@ def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
     return 64, 32, 4, 2
 
 
-def block_sparse_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
+def block_sparse_config(head_dim: int, q_len: int = 0, block: int = 0) -> tuple[int, int, int, int]:
     """Block-sparse kernel (BLOCK_M, BLOCK_N, num_warps, num_stages): the portable kernel's tiles (same inner loop,
-    key tiles read whole and contiguous as in its window part) until a sweep says otherwise."""
+    key tiles read whole and contiguous as in its window part) until a sweep says otherwise. A pattern block
+    smaller than BLOCK_M (a power of two, at least BLOCK_N) becomes BLOCK_M, so tiles line up with the blocks:
+    exact tile lists and one table entry per tile instead of a cell-level lookup and wasted cells."""
     if head_dim in _overrides.get("block_sparse_blocks", {}):
         return tuple(_overrides["block_sparse_blocks"][head_dim])
-    return block_config(head_dim, q_len)
+    bm, bn, warps, stages = block_config(head_dim, q_len)
+    if bn <= block < bm and block & (block - 1) == 0:
+        bm = block
+    return bm, bn, warps, stages
 
 
 def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int, int, int, int, bool]:
