@@ -10,6 +10,7 @@ from attention.backend import use_backend
 from attention.kernels.block_sparse import block_sparse_attention, block_sparse_kernel, tile_lists, tile_lists_kernel
 from attention.kernels.config import block_sparse_config, override
 from attention.pattern import SparsePattern
+from attention.registry import build_method
 from attention.reference import reference_attention
 from tests.kernel_helpers import bf16_torch_attention, random_qkv, rel_err
 from tests.offset_probe import Fake, Probe, run_programs
@@ -170,6 +171,31 @@ def test_run_pattern_routes_block_patterns_to_the_kernel(monkeypatch):
         executor.run_pattern(q, k, v, mixed, 0.125)
         executor.run_pattern(q[..., :48], k[..., :48], v[..., :48], pattern, 0.125)  # head dim 48: not compiled
     assert len(calls) == 1
+
+
+# the block peers at small sizes (64-token blocks so 512 tokens hold eight)
+PEERS = [("bigbird", {"block": "64", "random_blocks": "1", "global_blocks": "1", "window_blocks": "1"}),
+         ("flexprefill", {"block": "64", "min_budget": "64", "gamma": "0.5"}),
+         ("xattention", {"block": "64", "stride": "8", "density": "0.4"})]
+
+
+@pytest.mark.parametrize("name,options", PEERS)
+def test_block_peers_prefill_on_the_kernel(name, options, monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["block"])
+        return block_sparse_attention(*args, **kwargs)
+
+    monkeypatch.setattr(block_sparse, "block_sparse_attention", spy)
+    q, k, v = random_qkv(512, 4, 2, 64, seed=11, stripes=0.03)
+    method = build_method(name, options)  # no fallback on the CPU: the sparse path always
+    with use_backend("triton"):
+        out = method.prefill(q, k, v, 0.125)
+    keep = method.keep_mask(q, k, 0.125)
+    assert calls == [64] and keep.sum() < 0.7 * 4 * 512 * 513 / 2  # sparse, on the kernel
+    ref = reference_attention(q, k, v, keep, 0.125)
+    assert rel_err(out, ref) <= 2 * rel_err(bf16_torch_attention(q, k, v, keep, 0.125), ref)
 
 
 # one million tokens, Llama-3.1-8B heads: list rows and q/o rows pass 2^31 elements
