@@ -282,40 +282,50 @@ BLOCK_CASES = [(1, 16384, 16384, 14, 2, 64, 128, 0, 0, 0.1), (1, 8000, 8000, 14,
                (1, 4097, 4097, 16, 2, 256, 128, 1, 64, 0.2), (1, 2500, 6100, 7, 1, 64, 48, 0, 129, 0.15)]
 
 
-def check_blocks(device="cuda"):
-    """The block-sparse kernel (attention/kernels/block_sparse.py) on BLOCK_CASES, per head against the fp32
-    reference beside the bf16 bar; the output poisoned with NaN so every element must be written."""
+def check_blocks(paths=("portable",), device="cuda"):
+    """The block-sparse kernel (attention/kernels/block_sparse.py) on BLOCK_CASES on each path (portable, Hopper
+    TMA), per head against the fp32 reference beside the bf16 bar; the output poisoned with NaN so every element
+    must be written. Every other case in transformers' [B, S, H, D] memory."""
     failed = 0
-    for batch, q_len, k_len, heads, kv, dim, block, sink, window, share in BLOCK_CASES:
-        q = torch.randn(batch, heads, q_len, dim, device=device, dtype=torch.bfloat16)
-        k, v = (torch.randn(batch, kv, k_len, dim, device=device, dtype=torch.bfloat16) for _ in range(2))
-        k[:, :, torch.rand(k_len, device=device) < 0.02] *= 4  # some peaked rows
-        blocks = random_blocks(batch, heads, q_len, k_len, block, share, device, seed=q_len)
-        scale = dim ** -0.5
-        out = torch.full_like(q, float("nan"))
-        block_sparse_attention(q, k, v, scale, sink=sink, window=window, blocks=blocks, block=block, out=out)
-        worst, bad = 0.0, 0
-        for h in range(heads):
-            kv_h = slice(h // (heads // kv), h // (heads // kv) + 1)
-            p = SparsePattern(sink=sink, window=window, blocks=blocks[:, h:h + 1], block=block)
-            keep = p.keep_mask(batch, 1, q_len, k_len, device)
-            qs, ks, vs = q[:, h:h + 1], k[:, kv_h], v[:, kv_h]
-            ref = reference_attention(qs, ks, vs, keep, scale)
-            bar = rel(bf16_torch(qs, ks, vs, keep, scale), ref)
-            err = rel(out[:, h:h + 1], ref)
-            worst = max(worst, err / max(bar, 1e-9))
-            bad += bool(out[:, h:h + 1].isnan().any()) or err > 2 * bar + 1e-6
-            del keep, ref
-        failed += bad
-        print(f"block B={batch} Sq={q_len} Sk={k_len} H={heads}/{kv} D={dim} block={block} sink={sink} "
-              f"window={window}: worst error / bf16 bar {worst:.2f} {'ok' if not bad else f'{bad} heads FAIL'}",
-              flush=True)
+    for n, case in enumerate(BLOCK_CASES):
+        for path in paths:
+            failed += check_block_case(path, *case, model_layout=n % 2 == 1, device=device)
     return failed
 
 
+def check_block_case(path, batch, q_len, k_len, heads, kv, dim, block, sink, window, share, model_layout, device):
+    """One BLOCK_CASES shape on one path; heads that fail counted."""
+    q = torch.randn(batch, heads, q_len, dim, device=device, dtype=torch.bfloat16)
+    k, v = (torch.randn(batch, kv, k_len, dim, device=device, dtype=torch.bfloat16) for _ in range(2))
+    k[:, :, torch.rand(k_len, device=device) < 0.02] *= 4  # some peaked rows
+    if model_layout:
+        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    blocks = random_blocks(batch, heads, q_len, k_len, block, share, device, seed=q_len)
+    scale = dim ** -0.5
+    out = torch.full_like(q, float("nan"))
+    with override(sparse_path=path):
+        block_sparse_attention(q, k, v, scale, sink=sink, window=window, blocks=blocks, block=block, out=out)
+    worst, bad = 0.0, 0
+    for h in range(heads):
+        kv_h = slice(h // (heads // kv), h // (heads // kv) + 1)
+        p = SparsePattern(sink=sink, window=window, blocks=blocks[:, h:h + 1], block=block)
+        keep = p.keep_mask(batch, 1, q_len, k_len, device)
+        qs, ks, vs = q[:, h:h + 1], k[:, kv_h], v[:, kv_h]
+        ref = reference_attention(qs, ks, vs, keep, scale)
+        bar = rel(bf16_torch(qs, ks, vs, keep, scale), ref)
+        err = rel(out[:, h:h + 1], ref)
+        worst = max(worst, err / max(bar, 1e-9))
+        bad += bool(out[:, h:h + 1].isnan().any()) or err > 2 * bar + 1e-6
+        del keep, ref
+    print(f"block[{path}] B={batch} Sq={q_len} Sk={k_len} H={heads}/{kv} D={dim} block={block} sink={sink} "
+          f"window={window} {'bshd' if model_layout else 'bhsd'}: worst error / bf16 bar {worst:.2f} "
+          f"{'ok' if not bad else f'{bad} heads FAIL'}", flush=True)
+    return bad
+
+
 def check_blocks_long(length=1 << 18, heads=2, dim=128, device="cuda"):
-    """256K tokens, 2 query heads over 1 kv head in the [B, S, H, D] layout, random 128-token blocks at ~5%:
-    rows in the middle and at the end against the fp32 reference."""
+    """256K tokens, 2 query heads over 1 kv head in the [B, S, H, D] layout, random 128-token blocks at ~5%, on the
+    path the launcher picks (TMA on Hopper): rows in the middle and at the end against the fp32 reference."""
     q = torch.randn(1, length, heads, dim, device=device, dtype=torch.bfloat16).transpose(1, 2)
     k, v = (torch.randn(1, length, 1, dim, device=device, dtype=torch.bfloat16).transpose(1, 2) for _ in range(2))
     blocks = random_blocks(1, heads, length, length, 128, 0.05, device, seed=1)
@@ -342,7 +352,7 @@ def main():
         paths["tma-128x128"] = with_tiles(sparse_attention_tma, {128: (128, 128, 8, 3, 0)})  # the >= 48K config
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
     failed += check_fused(["portable", "tma"] if "tma" in paths else ["portable"])
-    failed += check_blocks() + check_blocks_long()
+    failed += check_blocks(("portable", "tma") if "tma" in paths else ("portable",)) + check_blocks_long()
     if args.long:
         failed += check_long({k: v for k, v in paths.items() if k != "tma-128x128"}, args.seed)
     print("GPU CHECK", "FAILED" if failed else "PASSED")

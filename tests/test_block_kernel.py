@@ -44,15 +44,20 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("path", ["portable", "tma"])
 @pytest.mark.parametrize("batch,q_len,k_len,heads,kv,dim,block,sink,window", CASES)
-def test_block_kernel_matches_reference(batch, q_len, k_len, heads, kv, dim, block, sink, window):
+def test_block_kernel_matches_reference(batch, q_len, k_len, heads, kv, dim, block, sink, window, path,
+                                        model_layout=False):
     q, k, v = batch_qkv(batch, k_len, heads, kv, dim, seed=q_len + dim)
     q = q[:, :, -q_len:]
+    if model_layout:  # transformers' [B, S, H, D] memory seen as [B, H, S, D]
+        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
     pattern = block_pattern(batch, heads, k_len, block, sink, window, seed=k_len + block)
     keep = pattern.keep_mask(batch, heads, q_len, k_len)
     scale = dim ** -0.5
     out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
-    block_sparse_attention(q, k, v, scale, sink=sink, window=window, blocks=pattern.blocks, block=block, out=out)
+    with override(sparse_path=path):  # the Hopper path's TMA descriptors are emulated by the interpreter
+        block_sparse_attention(q, k, v, scale, sink=sink, window=window, blocks=pattern.blocks, block=block, out=out)
     assert not out.isnan().any()
     ref = reference_attention(q, k, v, keep, scale)
     bar = rel_err(bf16_torch_attention(q, k, v, keep, scale), ref)
@@ -61,6 +66,11 @@ def test_block_kernel_matches_reference(batch, q_len, k_len, heads, kv, dim, blo
     # head 0 keeps only its diagonal blocks (plus sink and window): checked on its own too
     bar0 = rel_err(bf16_torch_attention(q[:, :1], k[:, :1], v[:, :1], keep[:, :1], scale), ref[:, :1])
     assert rel_err(out[:, :1], ref[:, :1]) <= 2 * bar0
+
+
+@pytest.mark.parametrize("path", ["portable", "tma"])
+def test_model_layout_is_read_in_place(path):
+    test_block_kernel_matches_reference(2, 130, 200, 4, 2, 64, 64, 2, 30, path, model_layout=True)
 
 
 def test_sink_and_window_without_blocks():
@@ -94,7 +104,9 @@ def test_long_sequence_tiles():
     # 128x64 tiles with 8 warps: what the launcher picks for D=128 from 48K queries on
     with override(block_sparse_blocks={128: (128, 64, 8, 3)}):
         assert block_sparse_config(128, 10) == (128, 64, 8, 3)
-        test_block_kernel_matches_reference(1, 172, 300, 4, 2, 128, 128, 0, 33)
+        test_block_kernel_matches_reference(1, 172, 300, 4, 2, 128, 128, 0, 33, "portable")
+    with override(tma_blocks={128: (128, 128, 8, 3, 0)}):  # the TMA path's tiles from 48K queries on
+        test_block_kernel_matches_reference(1, 300, 300, 4, 2, 128, 128, 0, 33, "tma")
 
 
 def tables_from_lists(counts, lists):

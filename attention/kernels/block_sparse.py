@@ -1,12 +1,15 @@
 """Block-sparse causal prefill: sink + window + kept pattern blocks, visited as lists of key tiles per query tile.
 
-Two launches per call (after two cumsums of the block table), no host sync:
+Two launches per call (after two cumsums of the block table where the tiles do not line up with the pattern's
+blocks), no host sync:
   tile_lists_kernel   per (batch|1, head|1, query tile): which key tiles hold a kept cell, split into full tiles
                       (every causal cell kept, all keys in range: no mask) and partial ones (the cell rule is
                       evaluated in the attention kernel). Decided from a summed-area table of the pattern's block
                       table, so no S x S work; written compacted into one buffer per row: full tiles ascending
                       from the front, partial tiles ascending from the back (the two never overlap).
-  block_sparse_kernel FlashAttention-style online softmax over the full tiles, then the partial ones.
+  block_sparse_kernel FlashAttention-style online softmax over the full tiles, then the partial ones; on Hopper
+                      from config.TMA_MIN_LEN queries (config.sparse_path) block_sparse_tma_kernel instead, the
+                      same walk with every tile through a TMA descriptor (block_sparse_tma.py).
 
 Cell rule (the pattern's keep mask): key j <= query i, and j < sink, or i - j < window, or the pattern block
 (i // block, j // block) kept. Positions are absolute: queries are the last Sq of the Sk keys. The block table
@@ -17,7 +20,12 @@ import torch
 import triton
 import triton.language as tl
 
-from attention.kernels.config import HEAD_DIMS, LOG2E, block_sparse_config, interpreter_f32
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from attention.kernels.block_sparse_tma import block_sparse_tma_kernel
+from attention.kernels.config import (HEAD_DIMS, LOG2E, block_sparse_config, block_sparse_tma_config,
+                                      coordinates_fit, interpreter_f32, sparse_path)
+from attention.kernels.hopper import matrix_of
 from attention.kernels.sparse import NEG_INF, _online_step
 
 LIST_CHUNK = 128  # key tiles a list-building program decides at once
@@ -196,18 +204,23 @@ def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int 
                            out: torch.Tensor | None = None) -> torch.Tensor:
     """Causal attention of q [B, Hq, Sq, D] (the last Sq of Sk positions) over k/v [B, Hkv, Sk, D] restricted to
     keys j < sink, i - window < j, or (i // block, j // block) kept in blocks (bool [B|1, Hq|1, rows, cols],
-    indexed by absolute position). Returns [B, Hq, Sq, D] in q's dtype."""
+    indexed by absolute position). Returns [B, Hq, Sq, D] in q's dtype. The path is config.sparse_path's (the one
+    decision): the Hopper TMA kernel (block_sparse_tma.py) or the portable one (here)."""
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     if heads % kv_heads:
         raise ValueError(f"query heads ({heads}) must be a multiple of kv heads ({kv_heads})")
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head dim {head_dim} is not supported; use one of {HEAD_DIMS}")
-    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = torch.empty_like(q) if out is None else out
-    bm, bn, warps, stages = block_sparse_config(head_dim, q_len, block if blocks is not None else 0)
-    q_off = k_len - q_len
+    pattern_block = block if blocks is not None else 0
+    if sparse_path(q, k_len) == "tma" and coordinates_fit(batch, heads, kv_heads, q_len, k_len, 0):
+        bm, bn, warps, stages, ws = block_sparse_tma_config(head_dim, q_len, pattern_block)
+        if blocks is not None and not aligned(block, bm, bn, q_len, k_len):
+            stages = min(stages, 2)  # the cell-level table lookup needs shared memory: 3 stages of 128x128 overflow
+    else:
+        bm, bn, warps, stages = block_sparse_config(head_dim, q_len, pattern_block)
+        ws = None
     counts, lists = tile_lists(blocks, block, sink, window, q_len, k_len, bm, bn, q.device)
     n_qt, n_kt = lists.shape[2:]
     if blocks is not None:
@@ -217,13 +230,31 @@ def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int 
         table, n_rows, n_cols, sb = torch.empty(1, dtype=torch.int8, device=q.device), 1, 1, [0, 0, 0, 0]
     sl_b = lists.shape[1] if lists.shape[0] > 1 else 0  # list rows of (b, h) = (b * sl_b + h * sl_h) * n_qt
     sl_h = 1 if lists.shape[1] > 1 else 0
+    shape_args = (heads, heads // kv_heads, q_len, k_len, k_len - q_len, int(sink), int(window), int(block),
+                  n_rows, n_cols, n_qt, n_kt, scale * LOG2E)
+    flags = dict(HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_BLOCKS=blocks is not None,
+                 ALIGNED=aligned(block, bm, bn, q_len, k_len), F32=interpreter_f32(q), num_warps=warps,
+                 num_stages=stages)
+    if ws is not None:
+        (qm, q_rb, q_rh, q_ch), (km, kv_rb, kv_rh, kv_ch) = matrix_of(q), matrix_of(k)
+        vm, *v_at = matrix_of(v)
+        if tuple(v_at) != (kv_rb, kv_rh, kv_ch):  # K and V share one row formula: V in K's layout
+            v = v.contiguous() if kv_ch == 0 else v.transpose(1, 2).contiguous().transpose(1, 2)
+            vm = matrix_of(v)[0]
+
+        def desc(matrix, rows):
+            return TensorDescriptor(matrix, list(matrix.shape), [matrix.shape[1], 1], [rows, head_dim])
+
+        block_sparse_tma_kernel[(n_qt, batch * heads)](
+            desc(qm, bm), desc(km, bn), desc(vm, bn), out, counts, lists, table,
+            out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb[:3], q_rb, q_rh, q_ch, kv_rb, kv_rh, kv_ch,
+            *shape_args, WARP_SPEC=ws, **flags)
+        return out
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     block_sparse_kernel[(n_qt, batch * heads)](
         q, k, v, out, counts, lists, table,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb[:3],
-        heads, heads // kv_heads, q_len, k_len, q_off, int(sink), int(window), int(block),
-        n_rows, n_cols, n_qt, n_kt, scale * LOG2E,
-        HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_BLOCKS=blocks is not None,
-        ALIGNED=aligned(block, bm, bn, q_len, k_len), F32=interpreter_f32(q), num_warps=warps, num_stages=stages,
-    )
+        *shape_args, **flags)
     return out

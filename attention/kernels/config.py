@@ -74,16 +74,26 @@ def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
 
 
 def block_sparse_config(head_dim: int, q_len: int = 0, block: int = 0) -> tuple[int, int, int, int]:
-    """Block-sparse kernel (BLOCK_M, BLOCK_N, num_warps, num_stages): the portable kernel's tiles (same inner loop,
-    key tiles read whole and contiguous as in its window part) until a sweep says otherwise. A pattern block
-    smaller than BLOCK_M (a power of two, at least BLOCK_N) becomes BLOCK_M, so tiles line up with the blocks:
-    exact tile lists and one table entry per tile instead of a cell-level lookup and wasted cells."""
+    """Portable block-sparse kernel (BLOCK_M, BLOCK_N, num_warps, num_stages): the portable kernel's tiles (same
+    inner loop, key tiles read whole and contiguous as in its window part) until a sweep says otherwise. A pattern
+    block smaller than BLOCK_M (a power of two, at least BLOCK_N) becomes BLOCK_M, so tiles line up with the
+    blocks: exact tile lists and one table entry per tile instead of a cell-level lookup and wasted cells."""
     if head_dim in _overrides.get("block_sparse_blocks", {}):
         return tuple(_overrides["block_sparse_blocks"][head_dim])
     bm, bn, warps, stages = block_config(head_dim, q_len)
-    if bn <= block < bm and block & (block - 1) == 0:
-        bm = block
-    return bm, bn, warps, stages
+    return _line_up(bm, bn, block), bn, warps, stages
+
+
+def block_sparse_tma_config(head_dim: int, q_len: int = 0, block: int = 0) -> tuple[int, int, int, int, bool]:
+    """Hopper block-sparse kernel (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize): the TMA sparse
+    kernel's tiles (tma_config, its override tma_blocks included), lined up with smaller pattern blocks the same
+    way."""
+    bm, bn, warps, stages, ws = tma_config(head_dim, q_len)
+    return _line_up(bm, bn, block), bn, warps, stages, ws
+
+
+def _line_up(bm: int, bn: int, block: int) -> int:
+    return block if bn <= block < bm and block & (block - 1) == 0 else bm
 
 
 def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int, int, int, int, bool]:
