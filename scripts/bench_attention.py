@@ -5,8 +5,8 @@ of equal density, every registered sparse method, and the sparse kernel's two pa
   PYTHONPATH=. python scripts/bench_attention.py --shapes 128:32:8,64:14:2 --lengths 32768,131072 \
       --densities 0.05,0.1,0.2,0.5 --methods sample          # issue 23's kernel rows, D=128 and D=64
 
-Rows per length: cudnn, flash, flex; block (our block-sparse kernel on flex's random blocks, its tile lists
-built inside each timed call); kernel-<path> (SampleAttention's pattern through run_pattern on that path),
+Rows per length: cudnn, flash, flex; block-<path> (our block-sparse kernel on flex's random blocks on each kernel
+path, its tile lists built inside each timed call); kernel-<path> (SampleAttention's pattern through run_pattern on that path),
 fused-<path> (the fused route's kernel alone on stage 2's output: the product path's kernel), and per method
 the whole prefill (ms) exactly as `sampleattn run` executes it, fallback included (prefill_path, limits), at
 each density and once at its defaults (<name>@defaults).
@@ -206,7 +206,8 @@ def method_row(case, name, cls, density, warmup_ms, rep_ms):
         row["pattern_ms"] = bench(lambda: method.build_pattern(case.q, case.k, case.scale), warmup_ms, rep_ms)
         row["kernel_ms"] = bench(lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale), warmup_ms, rep_ms)
         path = pattern_path(case.q, pattern)
-        row["kernel_path"] = {"own": "bands", "sparse": sparse_path(case.q)}.get(path, path)
+        row["kernel_path"] = {"own": "bands", "sparse": sparse_path(case.q, case.seq_len),
+                              "block": f"block-{sparse_path(case.q, case.seq_len)}"}.get(path, path)
         row["measured_density"] = float(method.density(pattern, case.q, case.k).mean())
 
     def prefill():
@@ -426,9 +427,11 @@ def bench_length(args, seq_len, dim, heads, kv_heads, methods, densities, paths)
             base[("flex", density)] = ms
             add({"method": "flex", "density": density, "measured_density": density, "kernel_path": "flex",
                  "pattern_ms": mask_ms, "kernel_ms": ms, "ms": ms + mask_ms})
-        ms = bench(block_kernel(case), args.warmup_ms, args.rep_ms)  # tile lists included: built per call
-        add({"method": "block", "density": density, "measured_density": density, "kernel_path": "block",
-             "kernel_ms": ms, "ms": ms})
+        for path in paths or [sparse_path(q, seq_len)]:  # tile lists included: built in every timed call
+            with override(sparse_path=path):
+                ms = bench(block_kernel(case), args.warmup_ms, args.rep_ms)
+            add({"method": f"block-{path}", "density": density, "measured_density": density,
+                 "kernel_path": f"block-{path}", "kernel_ms": ms, "ms": ms})
         for row in kernel_path_rows(case, density, paths, args.warmup_ms, args.rep_ms) if paths else []:
             add(row)
         for name, cls in methods.items():
