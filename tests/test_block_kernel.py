@@ -8,7 +8,8 @@ import attention.executor as executor
 import attention.kernels.block_sparse as block_sparse
 from attention.backend import use_backend
 from attention.kernels.block_sparse import block_sparse_attention, block_sparse_kernel, tile_lists, tile_lists_kernel
-from attention.kernels.config import block_sparse_config, override
+from attention.kernels.block_sparse_tma import block_sparse_tma_kernel
+from attention.kernels.config import block_sparse_config, block_sparse_tma_config, coordinates_fit, override
 from attention.pattern import SparsePattern
 from attention.registry import build_method
 from attention.reference import reference_attention
@@ -241,6 +242,26 @@ def test_offsets_at_one_million_tokens(lined_up):
                      HAS_BLOCKS=True, ALIGNED=lined_up, F32=False, num_warps=warps)
     assert not probe.errors, probe.errors[:5]
     assert max(o.touched) >= 2**31 and max(lists.touched) >= 2**31 and max(blocks.touched) >= (H - 1) * n * n
+
+
+def test_tma_offsets_at_one_million_tokens():
+    """The Hopper path on transformers' [B, S, H, D] memory: 32-bit descriptor coordinates, 64-bit output rows."""
+    bm, bn, warps, stages, ws = block_sparse_tma_config(D, S, 128)
+    n_qt, n_kt, n = S // bm, S // bn, S // 128
+    assert coordinates_fit(1, H, HK, S, S, 0)
+    q, o = Fake("q", (S, H * D)), Fake("o", (1, H, S, D))
+    k, v = Fake("k", (S, HK * D)), Fake("v", (S, HK * D))
+    counts = Fake("counts", (1, H, n_qt, 2), torch.int32, fill=lambda off: off * 0 + 2)
+    lists = Fake("lists", (1, H, n_qt, n_kt), torch.int16, fill=lambda off: n_kt - 1 - off % 3)
+    blocks = Fake("blocks", (1, H, n, n), torch.int8, fill=lambda off: off % 2)
+    with Probe(q, k, v, o, counts, lists, blocks) as probe:
+        run_programs(block_sparse_tma_kernel, (n_qt, H), [(0, H - 1)], probe.desc(q, S, H * D, [bm, D]),
+                     probe.desc(k, S, HK * D, [bn, D]), probe.desc(v, S, HK * D, [bn, D]), o, counts, lists, blocks,
+                     o.stride(0), o.stride(1), o.stride(2), H, 1, n * n, n * n, n, S, 0, D, S, 0, D,
+                     H, H // HK, S, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0.1, HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn,
+                     HAS_BLOCKS=True, ALIGNED=False, WARP_SPEC=ws, F32=False, num_warps=warps, num_stages=stages)
+    assert not probe.errors, probe.errors[:5]
+    assert max(o.touched) >= 2**31 and max(lists.touched) >= (H - 1) * n_qt * n_kt  # the last head's list read
 
 
 def test_tiles_line_up_with_smaller_pattern_blocks():
