@@ -88,6 +88,8 @@ def test_fp32_inputs_are_near_exact():
     pattern = block_pattern(1, 4, 140, 32, 2, 10, seed=5)
     out = block_sparse_attention(q, k, v, 0.125, sink=2, window=10, blocks=pattern.blocks, block=32)
     assert rel_err(out, reference_attention(q, k, v, pattern.keep_mask(1, 4, 140, 140), 0.125)) < 1e-5
+    as_int = block_sparse_attention(q, k, v, 0.125, sink=2, window=10, blocks=pattern.blocks.int() * 3, block=32)
+    assert torch.equal(as_int, out)  # a non-bool table means nonzero = kept
 
 
 def test_rows_with_nothing_to_attend_are_zero():

@@ -160,9 +160,15 @@ def aligned(block: int, tile_q: int, tile_k: int, q_len: int, k_len: int) -> boo
     return block % tile_q == 0 and block % tile_k == 0 and (k_len - q_len) % tile_q == 0
 
 
+def kept_blocks(blocks: torch.Tensor, device) -> torch.Tensor:
+    """blocks as bool on the device (a no-op for the bool tables the methods build there)."""
+    blocks = blocks.to(device)
+    return blocks if blocks.dtype == torch.bool else blocks != 0
+
+
 def block_table(blocks: torch.Tensor, device) -> tuple[torch.Tensor, list[int]]:
     """The block table as int8 (a view, no copy) and its element strides, 0 where batch or heads broadcast."""
-    table = blocks.to(device)
+    table = kept_blocks(blocks, device)
     if table.stride(-1) != 1:
         table = table.contiguous()
     table = table.view(torch.int8)
@@ -184,7 +190,7 @@ def tile_lists(blocks: torch.Tensor | None, block: int, sink: int, window: int, 
         if lined_up:
             table, strides = block_table(blocks, device)
         else:
-            table = blocks.to(device).cumsum(-2, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
+            table = kept_blocks(blocks, device).cumsum(-2, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
             strides = [table.stride(i) if table.shape[i] > 1 else 0 for i in range(4)]
         lead, (n_rows, n_cols) = table.shape[:2], table.shape[2:]
     else:
@@ -213,6 +219,8 @@ def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int 
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head dim {head_dim} is not supported; use one of {HEAD_DIMS}")
     out = torch.empty_like(q) if out is None else out
+    if q_len == 0:
+        return out
     pattern_block = block if blocks is not None else 0
     if sparse_path(q, k_len) == "tma" and coordinates_fit(batch, heads, kv_heads, q_len, k_len, 0):
         bm, bn, warps, stages, ws = block_sparse_tma_config(head_dim, q_len, pattern_block)
