@@ -4,9 +4,10 @@ Two launches per call (after two cumsums of the block table where the tiles do n
 blocks), no host sync:
   tile_lists_kernel   per (batch|1, head|1, query tile): which key tiles hold a kept cell, split into full tiles
                       (every causal cell kept, all keys in range: no mask) and partial ones (the cell rule is
-                      evaluated in the attention kernel). Decided from a summed-area table of the pattern's block
-                      table, so no S x S work; written compacted into one buffer per row: full tiles ascending
-                      from the front, partial tiles ascending from the back (the two never overlap).
+                      evaluated in the attention kernel). Decided from the block table where every tile lies
+                      inside one pattern block, else from its summed-area table: no S x S work either way.
+                      Written compacted into one buffer per row: full tiles ascending from the first slot on,
+                      partial tiles ascending from the last slot backwards (together at most one per key tile).
   block_sparse_kernel FlashAttention-style online softmax over the full tiles, then the partial ones; on Hopper
                       from config.TMA_MIN_LEN queries (config.sparse_path) block_sparse_tma_kernel instead, the
                       same walk with every tile through a TMA descriptor (block_sparse_tma.py).
@@ -19,7 +20,6 @@ Offsets that can pass 2^31 at 1M tokens (batch x head x row strides, list rows) 
 import torch
 import triton
 import triton.language as tl
-
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from attention.kernels.block_sparse_tma import block_sparse_tma_kernel
