@@ -70,7 +70,7 @@ def test_block_kernel_matches_reference(batch, q_len, k_len, heads, kv, dim, blo
 
 
 @pytest.mark.parametrize("path", ["portable", "tma"])
-def test_model_layout_is_read_in_place(path):
+def test_transformers_layout(path):
     test_block_kernel_matches_reference(2, 130, 200, 4, 2, 64, 64, 2, 30, path, model_layout=True)
 
 
