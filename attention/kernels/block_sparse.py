@@ -27,6 +27,7 @@ from attention.kernels.config import (HEAD_DIMS, LOG2E, block_sparse_config, blo
                                       coordinates_fit, interpreter_f32, sparse_path)
 from attention.kernels.hopper import matrix_of
 from attention.kernels.sparse import NEG_INF, _online_step
+from attention.kernels.sparse_tma import _step_full
 
 LIST_CHUNK = 128  # key tiles a list-building program decides at once
 
@@ -124,7 +125,7 @@ def block_sparse_kernel(
         offs_n = tl.load(entries + i).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
         k = tl.load(k_base + offs_n[:, None] * sk_s + offs_d[None, :])
         v = tl.load(v_base + offs_n[:, None] * sv_s + offs_d[None, :])
-        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, row_ok[:, None], qk_scale, False, F32)
+        acc, m_i, l_i = _step_full(acc, m_i, l_i, q, k, v, qk_scale, F32)  # scale folded into one FMA per cell
 
     blocks_base = BLOCKS + b * sb_b + h * sb_h
     for i in range(0, n_part):  # the cell rule evaluated here
