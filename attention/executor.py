@@ -1,8 +1,9 @@
 """Runs a SparsePattern: the shared executor every sparse method calls. It knows no method.
 
 Where attention.backend picks Triton (CUDA by default) sink/window/column/slash patterns go to the kernel under
-attention/kernels/; block patterns on CUDA go to FlexAttention (attention/flex_blocks.py); everything else runs
-the fp32-exact PyTorch path below, chunked over query rows to bound memory. `dense_attention` is the dense
+attention/kernels/ (prefill.py) and sink/window/block patterns to the block-sparse kernel (block_sparse.py); other
+block patterns on CUDA go to FlexAttention (attention/flex_blocks.py); everything else runs the fp32-exact
+PyTorch path below, chunked over query rows to bound memory. `dense_attention` is the dense
 fallback's path and `split_heads` runs some query heads dense and the rest on any sparse path.
 """
 from contextlib import nullcontext
@@ -33,19 +34,37 @@ def torch_pattern_attention(q, k, v, pattern: SparsePattern, scale: float) -> to
     return out
 
 
-def run_pattern(q, k, v, pattern: SparsePattern, scale: float) -> torch.Tensor:
+def pattern_path(q, pattern: SparsePattern) -> str:
+    """Which path run_pattern takes for these queries: 'own' (the pattern runs itself), 'sparse' (column/slash
+    kernel), 'block' (block-sparse kernel), 'flex' (compiled FlexAttention) or 'torch' (exact PyTorch)."""
     if hasattr(pattern, "run"):  # a pattern with its own execution (attention/bands.py: MInference's runs)
+        return "own"
+    kernel = triton_enabled(q.device) and q.shape[-1] in HEAD_DIMS
+    scattered = pattern.columns is not None or pattern.slashes is not None
+    if kernel and pattern.blocks is None:
+        return "sparse"
+    if kernel and not scattered:
+        return "block"  # BigBird, FlexPrefill, XAttention: tile lists built on the GPU, no host sync
+    if pattern.blocks is not None and q.is_cuda and not scattered:
+        return "flex"  # blocks at a head dim the kernels do not compile, or the torch backend on CUDA
+    return "torch"
+
+
+def run_pattern(q, k, v, pattern: SparsePattern, scale: float) -> torch.Tensor:
+    path = pattern_path(q, pattern)
+    if path == "own":
         return pattern.run(q, k, v, scale)
-    if pattern.blocks is None and triton_enabled(q.device) and q.shape[-1] in HEAD_DIMS:
+    if path == "sparse":
         from attention.kernels.prefill import sparse_attention  # imported lazily: triton is only needed here
         return sparse_attention(q, k, v, scale, sink=pattern.sink, window=pattern.window, columns=pattern.columns,
                                 slashes=pattern.slashes)
-    if pattern.blocks is not None and q.is_cuda:
-        # block patterns (BigBird) run on compiled FlexAttention: as fast as our kernel at equal density
-        from attention.flex_blocks import flex_block_attention, supports
-
-        if supports(pattern):
-            return flex_block_attention(q, k, v, pattern, scale)
+    if path == "block":
+        from attention.kernels.block_sparse import block_sparse_attention
+        return block_sparse_attention(q, k, v, scale, sink=pattern.sink, window=pattern.window,
+                                      blocks=pattern.blocks, block=pattern.block)
+    if path == "flex":
+        from attention.flex_blocks import flex_block_attention
+        return flex_block_attention(q, k, v, pattern, scale)
     return torch_pattern_attention(q, k, v, pattern, scale)
 
 

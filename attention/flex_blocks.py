@@ -1,6 +1,9 @@
 """Block-sparse patterns (sink + window + kept blocks) on PyTorch FlexAttention block masks.
 
-Chosen over a Triton block-sparse kernel of our own by measurement (results/bench/v1, H100, 32 heads, bf16):
+Since 2026-12-03 the executor runs block patterns on our Triton kernel (attention/kernels/block_sparse.py: two
+launches per layer, where this path builds a BlockMask and passes dynamo's guards, ~190 launches per layer at 16K);
+this path remains for what the kernel does not take (head dims it does not compile, the torch backend on CUDA)
+and as the comparison the benchmarks keep. The first choice, by measurement (results/bench/v1, H100, 32 heads, bf16):
 random 128x128 block masks at 128K ran at 1.45 / 1.64 / 1.38 x density x cuDNN dense time for densities
 0.05 / 0.1 / 0.2 (18.7 / 42.4 / 71.3 ms vs 258 ms), and our Triton sparse kernel, at equal density on its own
 column pattern, was no faster (0.79-0.99x flex's speed): a new kernel has little to win.

@@ -187,9 +187,10 @@ class SparseMethod(AttentionMethod):
         def sparse(qs, ks, vs, heads):
             return run_pattern(qs, ks, vs, pattern if heads is None else pattern_heads(pattern, heads), scale)
         # an exact density known before building was decided above: no sync for it. Heads split only for a plain
-        # SparsePattern on our kernel: a pattern with its own execution (attention/bands.py) and a block pattern
-        # (compiled FlexAttention, whose shapes are static: a new sparse-head count recompiles it, and past the
-        # recompile limit it falls back to an unfused path that materialises the scores) decide per layer
+        # SparsePattern on our column kernel: a pattern with its own execution (attention/bands.py) and a block
+        # pattern decide per layer (where a block pattern still runs on compiled FlexAttention, a head dim without
+        # a block-kernel tile config, a new sparse-head count would recompile it, and past the recompile limit it
+        # falls back to an unfused path that materialises the scores)
         exact = predicted is not None and self.predicted_is_exact
         return self.execute(q, k, v, scale, layer_idx, density, limits, sparse, decide=not exact,
                             per_head=type(pattern) is SparsePattern and pattern.blocks is None)

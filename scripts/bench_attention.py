@@ -5,7 +5,8 @@ of equal density, every registered sparse method, and the sparse kernel's two pa
   PYTHONPATH=. python scripts/bench_attention.py --shapes 128:32:8,64:14:2 --lengths 32768,131072 \
       --densities 0.05,0.1,0.2,0.5 --methods sample          # issue 23's kernel rows, D=128 and D=64
 
-Rows per length: cudnn, flash, flex; kernel-<path> (SampleAttention's pattern through run_pattern on that path),
+Rows per length: cudnn, flash, flex; block-<path> (our block-sparse kernel on flex's random blocks on each kernel
+path, its tile lists built inside each timed call); kernel-<path> (SampleAttention's pattern through run_pattern on that path),
 fused-<path> (the fused route's kernel alone on stage 2's output: the product path's kernel), and per method
 the whole prefill (ms) exactly as `sampleattn run` executes it, fallback included (prefill_path, limits), at
 each density and once at its defaults (<name>@defaults).
@@ -43,9 +44,10 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention import sample_fused  # noqa: E402
-from attention.executor import run_pattern  # noqa: E402
+from attention.executor import pattern_path, run_pattern  # noqa: E402
 from attention.kernels.config import kernel_settings, override, sparse_path, tma_supported  # noqa: E402
 from attention.method import SparseMethod  # noqa: E402
+from attention.pattern import SparsePattern  # noqa: E402
 from attention.methods.sample import fused_supported  # noqa: E402
 from attention.registry import available_methods, build_method  # noqa: E402
 
@@ -117,16 +119,23 @@ def sdpa(backend):
 _flex = None
 
 
-def random_block_mask(seq_len, heads, density, block=128, seed=0, device="cuda"):
-    """Causal BlockMask keeping the diagonal block plus random lower blocks so kept/causal blocks ~= density."""
-    from torch.nn.attention.flex_attention import BlockMask
+def random_blocks(seq_len, heads, density, block=128, seed=0, device="cuda"):
+    """bool [1, H, n, n]: the diagonal block plus random lower blocks so kept/causal blocks ~= density."""
     n = triton.cdiv(seq_len, block)
     g = torch.Generator(device=device).manual_seed(seed)
     qb = torch.arange(n, device=device)[:, None]
     kb = torch.arange(n, device=device)[None, :]
-    below = kb < qb
     extra = max(0.0, (density * n * (n + 1) / 2 - n) / max(1, n * (n - 1) / 2))
-    full = below & (torch.rand(1, heads, n, n, device=device, generator=g) < extra)
+    return ((kb < qb) & (torch.rand(1, heads, n, n, device=device, generator=g) < extra)) | (kb == qb)
+
+
+def random_block_mask(seq_len, heads, density, block=128, seed=0, device="cuda"):
+    """Causal BlockMask of random_blocks: the diagonal blocks masked, the others full."""
+    from torch.nn.attention.flex_attention import BlockMask
+    kept = random_blocks(seq_len, heads, density, block, seed, device)
+    n = kept.shape[-1]
+    kb = torch.arange(n, device=device)[None, :]
+    full = kept & (kb < torch.arange(n, device=device)[:, None])
     full_num = full.sum(-1).to(torch.int32)
     full_idx = torch.where(full, kb, n).sort(-1).values
     full_idx = torch.where(full_idx < n, full_idx, 0).to(torch.int32)  # unused slots: any valid index
@@ -134,12 +143,16 @@ def random_block_mask(seq_len, heads, density, block=128, seed=0, device="cuda")
     diag_idx = torch.zeros(1, heads, n, n, dtype=torch.int32, device=device)
     diag_idx[..., 0] = torch.arange(n, device=device, dtype=torch.int32)
 
-    kept = full | (kb == qb)
-
     def causal(b, h, q_idx, kv_idx):  # the compiled kernel calls it on diagonal blocks only; eager on all cells
         return (q_idx >= kv_idx) & kept[0, h, q_idx // block, kv_idx // block]
     return BlockMask.from_kv_blocks(diag_num, diag_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=causal,
                                     seq_lengths=(seq_len, seq_len))
+
+
+def block_kernel(case):
+    """Our block-sparse kernel (through run_pattern) on the same random blocks as the flex row."""
+    pattern = SparsePattern(blocks=random_blocks(case.seq_len, case.q.shape[1], case.density), block=128)
+    return lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale)
 
 
 def flex(case):
@@ -192,8 +205,9 @@ def method_row(case, name, cls, density, warmup_ms, rep_ms):
             lambda: method.build_pattern(case.q, case.k, case.scale))
         row["pattern_ms"] = bench(lambda: method.build_pattern(case.q, case.k, case.scale), warmup_ms, rep_ms)
         row["kernel_ms"] = bench(lambda: run_pattern(case.q, case.k, case.v, pattern, case.scale), warmup_ms, rep_ms)
-        row["kernel_path"] = ("bands" if hasattr(pattern, "run") else "flex" if pattern.blocks is not None
-                              else sparse_path(case.q))
+        path = pattern_path(case.q, pattern)
+        row["kernel_path"] = {"own": "bands", "sparse": sparse_path(case.q, case.seq_len),
+                              "block": f"block-{sparse_path(case.q, case.seq_len)}"}.get(path, path)
         row["measured_density"] = float(method.density(pattern, case.q, case.k).mean())
 
     def prefill():
@@ -413,6 +427,11 @@ def bench_length(args, seq_len, dim, heads, kv_heads, methods, densities, paths)
             base[("flex", density)] = ms
             add({"method": "flex", "density": density, "measured_density": density, "kernel_path": "flex",
                  "pattern_ms": mask_ms, "kernel_ms": ms, "ms": ms + mask_ms})
+        for path in paths or [sparse_path(q, seq_len)]:  # tile lists included: built in every timed call
+            with override(sparse_path=path):
+                ms = bench(block_kernel(case), args.warmup_ms, args.rep_ms)
+            add({"method": f"block-{path}", "density": density, "measured_density": density,
+                 "kernel_path": f"block-{path}", "kernel_ms": ms, "ms": ms})
         for row in kernel_path_rows(case, density, paths, args.warmup_ms, args.rep_ms) if paths else []:
             add(row)
         for name, cls in methods.items():

@@ -12,6 +12,9 @@ reached with 64-bit offsets. Every path (portable, TMA, stage 1 with and without
 selection with the column kernel SampleAttention runs) is checked on 64-row windows in the middle and at the
 end against the fp32 reference computed per head over all 2^20 keys.
 
+The block-sparse kernel (BigBird, FlexPrefill, XAttention patterns) runs on BLOCK_CASES (Qwen2.5's 14/2 heads at
+16K, unaligned pattern blocks, Sq < Sk, a batch of 2, a diagonal-only head) and at 256K tokens with 2 heads.
+
   PYTHONPATH=. python scripts/check_kernels_gpu.py --shapes 200 [--long]
 """
 import argparse
@@ -29,6 +32,7 @@ from attention.kernels.config import override, tma_supported  # noqa: E402
 from attention.kernels.hopper import sparse_attention_tma  # noqa: E402
 from attention.kernels.prefill import sparse_attention_portable  # noqa: E402
 from attention.kernels.stage1 import launch_sampled_scores as sampled_scores  # noqa: E402
+from attention.kernels.block_sparse import block_sparse_attention  # noqa: E402
 from attention.kernels.column_select import select_columns  # noqa: E402
 from attention.kernels.config import block_config  # noqa: E402
 from attention.kernels.prefill import column_attention  # noqa: E402
@@ -181,11 +185,12 @@ def long_inputs(heads=24, kv_heads=8, dim=128, seed=0):
 
 
 def compare_rows(name, out, q, k, v, pattern, scale, rows=64):
-    """Rows [start, start + rows) of out against the fp32 reference, per head; failures counted."""
-    heads, group = q.shape[1], q.shape[1] // k.shape[1]
+    """Rows [start, start + rows) of out (queries = keys) against the fp32 reference, per head, in the middle and
+    at the end of the keys; failures counted."""
+    heads, group, length = q.shape[1], q.shape[1] // k.shape[1], k.shape[2]
     failed, worst = 0, 0.0
-    for start in (LONG // 2 - rows // 2, LONG - rows):
-        keep = pattern.keep_mask(1, heads, rows, LONG, DEVICE, q_start=start)
+    for start in (length // 2 - rows // 2, length - rows):
+        keep = pattern.keep_mask(1, heads, rows, length, DEVICE, q_start=start)
         for h in range(heads):
             kv = slice(h // group, h // group + 1)
             qs, ks, vs = q[:, h:h + 1, start:start + rows], k[:, kv], v[:, kv]
@@ -259,6 +264,81 @@ def check_long(paths, seed=0):
     return failed
 
 
+def random_blocks(batch, heads, q_len, k_len, block, share, device, seed):
+    """Kept pattern blocks per (sample, head): random causal ones at about `share`, the diagonal always; the last
+    head keeps only the diagonal."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    n = -(-k_len // block)
+    blocks = torch.rand(batch, heads, n, n, device=device, generator=g) < share
+    blocks |= torch.eye(n, dtype=torch.bool, device=device)
+    blocks[:, -1] = torch.eye(n, dtype=torch.bool, device=device)
+    return blocks
+
+
+# (batch, q_len, k_len, q heads, kv heads, head dim, pattern block, sink, window, share): Qwen2.5's shape at 16K
+# (aligned tiles), unaligned pattern blocks, queries shorter than keys off a tile border, a batch of 2
+BLOCK_CASES = [(1, 16384, 16384, 14, 2, 64, 128, 0, 0, 0.1), (1, 8000, 8000, 14, 2, 64, 64, 4, 300, 0.25),
+               (1, 3001, 9000, 8, 2, 128, 96, 2, 0, 0.2), (2, 5000, 5000, 4, 4, 128, 128, 0, 700, 0.3),
+               (1, 4097, 4097, 16, 2, 256, 128, 1, 64, 0.2), (1, 2500, 6100, 7, 1, 64, 48, 0, 129, 0.15)]
+
+
+def check_blocks(paths=("portable",), device="cuda"):
+    """The block-sparse kernel (attention/kernels/block_sparse.py) on BLOCK_CASES on each path (portable, Hopper
+    TMA), per head against the fp32 reference beside the bf16 bar; the output poisoned with NaN so every element
+    must be written. Every other case in transformers' [B, S, H, D] memory."""
+    failed = 0
+    for n, case in enumerate(BLOCK_CASES):
+        for path in paths:
+            failed += check_block_case(path, *case, model_layout=n % 2 == 1, device=device)
+    return failed
+
+
+def check_block_case(path, batch, q_len, k_len, heads, kv, dim, block, sink, window, share, model_layout, device):
+    """One BLOCK_CASES shape on one path; heads that fail counted."""
+    q = torch.randn(batch, heads, q_len, dim, device=device, dtype=torch.bfloat16)
+    k, v = (torch.randn(batch, kv, k_len, dim, device=device, dtype=torch.bfloat16) for _ in range(2))
+    k[:, :, torch.rand(k_len, device=device) < 0.02] *= 4  # some peaked rows
+    if model_layout:
+        q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+    blocks = random_blocks(batch, heads, q_len, k_len, block, share, device, seed=q_len)
+    scale = dim ** -0.5
+    out = torch.full_like(q, float("nan"))
+    with override(sparse_path=path):
+        block_sparse_attention(q, k, v, scale, sink=sink, window=window, blocks=blocks, block=block, out=out)
+    worst, bad = 0.0, 0
+    for h in range(heads):
+        kv_h = slice(h // (heads // kv), h // (heads // kv) + 1)
+        p = SparsePattern(sink=sink, window=window, blocks=blocks[:, h:h + 1], block=block)
+        keep = p.keep_mask(batch, 1, q_len, k_len, device)
+        qs, ks, vs = q[:, h:h + 1], k[:, kv_h], v[:, kv_h]
+        ref = reference_attention(qs, ks, vs, keep, scale)
+        bar = rel(bf16_torch(qs, ks, vs, keep, scale), ref)
+        err = rel(out[:, h:h + 1], ref)
+        worst = max(worst, err / max(bar, 1e-9))
+        bad += bool(out[:, h:h + 1].isnan().any()) or err > 2 * bar + 1e-6
+        del keep, ref
+    print(f"block[{path}] B={batch} Sq={q_len} Sk={k_len} H={heads}/{kv} D={dim} block={block} sink={sink} "
+          f"window={window} {'bshd' if model_layout else 'bhsd'}: worst error / bf16 bar {worst:.2f} "
+          f"{'ok' if not bad else f'{bad} heads FAIL'}", flush=True)
+    return bad
+
+
+def check_blocks_long(length=1 << 18, heads=2, dim=128, device="cuda"):
+    """256K tokens, 2 query heads over 1 kv head in the [B, S, H, D] layout, random 128-token blocks at ~5%, on the
+    path the launcher picks (TMA on Hopper): rows in the middle and at the end against the fp32 reference."""
+    q = torch.randn(1, length, heads, dim, device=device, dtype=torch.bfloat16).transpose(1, 2)
+    k, v = (torch.randn(1, length, 1, dim, device=device, dtype=torch.bfloat16).transpose(1, 2) for _ in range(2))
+    blocks = random_blocks(1, heads, length, length, 128, 0.05, device, seed=1)
+    p = SparsePattern(sink=4, window=1000, blocks=blocks, block=128)
+    try:
+        out = torch.full_like(q, float("nan"))
+        block_sparse_attention(q, k, v, dim ** -0.5, sink=p.sink, window=p.window, blocks=blocks, block=128, out=out)
+        return compare_rows("block-sparse 256K", out, q, k, v, p, dim ** -0.5)
+    except RuntimeError as err:
+        print(f"FAIL long[block-sparse 256K]: {type(err).__name__}: {' '.join(str(err).split())[:300]}", flush=True)
+        return 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", type=int, default=200)
@@ -272,6 +352,7 @@ def main():
         paths["tma-128x128"] = with_tiles(sparse_attention_tma, {128: (128, 128, 8, 3, 0)})  # the >= 48K config
     failed = check_sparse(paths, args.shapes, args.seed) + check_scores()
     failed += check_fused(["portable", "tma"] if "tma" in paths else ["portable"])
+    failed += check_blocks(("portable", "tma") if "tma" in paths else ("portable",)) + check_blocks_long()
     if args.long:
         failed += check_long({k: v for k, v in paths.items() if k != "tma-128x128"}, args.seed)
     print("GPU CHECK", "FAILED" if failed else "PASSED")

@@ -20,7 +20,8 @@ TMA_MIN_LEN = 32768  # below this the TMA path's gather and index work outweigh 
 LONG_TILES = 49152   # from this query length the larger tiles win (fewer programs still fill the SMs)
 
 # explicit overrides (benchmarks and config sweeps only); every key is reported by kernel_settings()
-OVERRIDE_KEYS = ("sparse_path", "sparse_blocks", "tma_blocks", "scores_cfg", "scores_exp16", "scores_pack")
+OVERRIDE_KEYS = ("sparse_path", "sparse_blocks", "tma_blocks", "block_sparse_blocks", "scores_cfg", "scores_exp16",
+                 "scores_pack")
 _overrides: dict = {}
 
 
@@ -70,6 +71,29 @@ def block_config(head_dim: int, q_len: int = 0) -> tuple[int, int, int, int]:
     if head_dim <= 128:
         return (64, 64, 4, 3) if q_len < LONG_TILES else (128, 64, 8, 3)
     return 64, 32, 4, 2
+
+
+def block_sparse_config(head_dim: int, q_len: int = 0, block: int = 0) -> tuple[int, int, int, int]:
+    """Portable block-sparse kernel (BLOCK_M, BLOCK_N, num_warps, num_stages): the portable kernel's tiles (same
+    inner loop, key tiles read whole and contiguous as in its window part) until a sweep says otherwise. A pattern
+    block smaller than BLOCK_M (a power of two, at least BLOCK_N) becomes BLOCK_M, so tiles line up with the
+    blocks: exact tile lists and one table entry per tile instead of a cell-level lookup and wasted cells."""
+    if head_dim in _overrides.get("block_sparse_blocks", {}):
+        return tuple(_overrides["block_sparse_blocks"][head_dim])
+    bm, bn, warps, stages = block_config(head_dim, q_len)
+    return _line_up(bm, bn, block), bn, warps, stages
+
+
+def block_sparse_tma_config(head_dim: int, q_len: int = 0, block: int = 0) -> tuple[int, int, int, int, bool]:
+    """Hopper block-sparse kernel (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize): the TMA sparse
+    kernel's tiles (tma_config, its override tma_blocks included), lined up with smaller pattern blocks the same
+    way."""
+    bm, bn, warps, stages, ws = tma_config(head_dim, q_len)
+    return _line_up(bm, bn, block), bn, warps, stages, ws
+
+
+def _line_up(bm: int, bn: int, block: int) -> int:
+    return block if bn <= block < bm and block & (block - 1) == 0 else bm
 
 
 def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int, int, int, int, bool]:

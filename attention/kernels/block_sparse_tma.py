@@ -1,0 +1,77 @@
+"""Hopper path of the block-sparse kernel: the same tile lists and cell rule as block_sparse.py, every q, K and V
+tile through a TMA descriptor over the tensors in place (hopper.matrix_of: head-major or transformers' [B, S, H, D]).
+
+Where (batch b, head h, position s) sits: row b x rb + h x rh + s, column h x ch. Partial key tiles may reach rows
+past the head's last key (the next head's or batch's rows, finite, or zeros past the tensor): their cells are
+masked, so they add exp2(-inf) x finite = 0. Full tiles lie inside [0, Sk) by construction of the lists.
+"""
+import triton
+import triton.language as tl
+
+from attention.kernels.sparse import NEG_INF
+from attention.kernels.sparse_tma import _step_full, _step_masked
+
+
+@triton.jit(do_not_specialize=["H", "GROUP", "Sq", "Sk", "q_off", "sink", "window", "block", "n_rows", "n_cols",
+                               "n_qt", "n_kt", "q_rb", "q_rh", "kv_rb", "kv_rh"])
+def block_sparse_tma_kernel(
+    desc_q, desc_k, desc_v, O, COUNTS, LISTS, BLOCKS,
+    so_b, so_h, so_s, sl_b, sl_h, sb_b, sb_h, sb_r, q_rb, q_rh, q_ch, kv_rb, kv_rh, kv_ch,
+    H, GROUP, Sq, Sk, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt, qk_scale,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_BLOCKS: tl.constexpr,
+    ALIGNED: tl.constexpr, WARP_SPEC: tl.constexpr, F32: tl.constexpr,
+):
+    qt = tl.num_programs(0) - 1 - tl.program_id(0)  # the last query tiles have the most work: start them first
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP
+    offs_m = qt * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < Sq
+    pos = q_off + offs_m
+    offs_d = tl.arange(0, HEAD_D)
+    # rows past Sq belong to the next head or batch, or lie past the tensor (zeros): never stored
+    q = desc_q.load([b * q_rb + h * q_rh + qt * BLOCK_M, h * q_ch])
+    kv_row = b * kv_rb + hk * kv_rh  # descriptor row of key 0 of this kv head, at column kv_col
+    kv_col = hk * kv_ch
+    list_row = (b.to(tl.int64) * sl_b + h.to(tl.int64) * sl_h) * n_qt + qt  # sl_*: 0 where lists are shared
+    n_full = tl.load(COUNTS + list_row * 2)
+    n_part = tl.load(COUNTS + list_row * 2 + 1)
+    entries = LISTS + list_row * n_kt
+
+    acc = tl.zeros([BLOCK_M, HEAD_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    for i in tl.range(0, n_full, warp_specialize=WARP_SPEC):  # every causal cell kept: no mask
+        start = tl.load(entries + i).to(tl.int32) * BLOCK_N
+        k = desc_k.load([kv_row + start, kv_col])
+        v = desc_v.load([kv_row + start, kv_col])
+        acc, m_i, l_i = _step_full(acc, m_i, l_i, q, k, v, qk_scale, F32)
+
+    blocks_base = BLOCKS + b.to(tl.int64) * sb_b + h.to(tl.int64) * sb_h
+    for i in range(0, n_part):  # the cell rule evaluated here
+        start = tl.load(entries + n_kt - 1 - i).to(tl.int32) * BLOCK_N
+        k = desc_k.load([kv_row + start, kv_col])
+        v = desc_v.load([kv_row + start, kv_col])
+        offs_n = start + tl.arange(0, BLOCK_N)
+        diff = pos[:, None] - offs_n[None, :]
+        live = (diff >= 0) & (offs_n < Sk)[None, :]
+        keep = (offs_n[None, :] < sink) | (diff < window)
+        if HAS_BLOCKS:
+            if ALIGNED:  # the tile lies inside one pattern block: one entry decides it
+                br = tl.minimum((q_off + qt * BLOCK_M) // block, n_rows - 1)
+                bc = tl.minimum(start // block, n_cols - 1)
+                hit = tl.load(blocks_base + br.to(tl.int64) * sb_r + bc).to(tl.int32)
+                keep = keep | ((diff * 0 + hit) != 0)
+            else:
+                br = tl.minimum(pos // block, n_rows - 1)
+                bc = tl.minimum(offs_n // block, n_cols - 1)
+                hit = tl.load(blocks_base + br[:, None].to(tl.int64) * sb_r + bc[None, :], mask=live, other=0)
+                keep = keep | (hit != 0)
+        acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep & live, qk_scale, F32)
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
+    out = acc / l_safe[:, None]
+    tl.store(O + b.to(tl.int64) * so_b + h.to(tl.int64) * so_h + offs_m[:, None].to(tl.int64) * so_s
+             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
