@@ -92,8 +92,9 @@ def estimate(cache: dict, key, fn: Callable, inputs: tuple[torch.Tensor, ...]) -
             return fn(*inputs)
         entry = cache[slot] = (key, statics, outputs, replay)
     _, statics, outputs, replay = entry
-    for static, x in zip(statics, inputs):
-        static.copy_(x)
+    with torch.inference_mode():  # statics made under inference mode take the copy outside it too
+        for static, x in zip(statics, inputs):
+            static.copy_(x)
     replay()
     return tuple(None if out is None else out.clone() for out in outputs)
 

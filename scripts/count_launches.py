@@ -118,9 +118,10 @@ def graphed(counter: LaunchCounter):
             counter.ops["cuda graph replay"] += 1
             counter.paused += 1
             try:
-                for out, new in zip(outputs, fn(*statics)):
-                    if out is not None:
-                        out.copy_(new)
+                with torch.inference_mode():  # a graph writes its outputs whatever the caller's autograd mode
+                    for out, new in zip(outputs, fn(*statics)):
+                        if out is not None:
+                            out.copy_(new)
             finally:
                 counter.paused -= 1
         return outputs, replay

@@ -34,10 +34,11 @@ def fake_capture(calls):
         fn(*statics)
         outputs = fn(*statics)
 
-        def replay():
-            for out, new in zip(outputs, fn(*statics)):
-                if out is not None:
-                    out.copy_(new)
+        def replay():  # a graph writes its outputs whatever the caller's autograd mode: so does this
+            with torch.inference_mode():
+                for out, new in zip(outputs, fn(*statics)):
+                    if out is not None:
+                        out.copy_(new)
         return outputs, replay
     return capture
 
@@ -127,3 +128,16 @@ def test_head_choice_kernel_matches_the_plain_js_distance(n):
     assert not got.isnan().any() and (n == 1 or float(want.max()) > 0.1)  # one tile: both are [1]
     # compared as divergences: the square root magnifies rounding near 0 (1e-9 -> 3e-5), far below tau = 0.1
     torch.testing.assert_close(got.square(), want.square(), atol=1e-7, rtol=1e-5)
+
+
+def test_graph_statics_made_under_inference_mode_take_later_calls_outside_it(monkeypatch):
+    monkeypatch.setattr(peer_estimation, "graphs_enabled", lambda device: True)
+    monkeypatch.setattr(peer_estimation, "capture", fake_capture([]))
+    method = build_method("xattention", {"threshold": "0.4"})
+    q, k = qk(6)
+    with use_backend("torch"):
+        with torch.inference_mode():
+            first = method.build_pattern(q, k, 0.25)
+        with torch.no_grad():
+            again = method.build_pattern(q, k, 0.25)
+    assert torch.equal(first.blocks, again.blocks)
