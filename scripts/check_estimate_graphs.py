@@ -50,6 +50,8 @@ def main():
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--methods", default="flexprefill,xattention,minference")
     args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit(print("check_estimate_graphs: no CUDA device here; run it on the GPU machine", file=sys.stderr) or 2)
     gen = torch.Generator(device="cuda").manual_seed(0)
     layers = [(torch.randn(1, args.heads, args.length, args.dim, device="cuda", generator=gen).bfloat16() * 1.5,
                torch.randn(1, args.kv_heads, args.length, args.dim, device="cuda", generator=gen).bfloat16())
