@@ -38,6 +38,18 @@ class MethodConfig:
 
 
 @dataclasses.dataclass
+class FallbackConfig(MethodConfig):
+    """A sparse method's share of the dense fallback (attention/fallback.py), for methods whose config has no
+    field of its own for it (SampleAttention and StreamingLLM keep theirs where their users know it)."""
+    dense_above: float = -1.0  # GPU: run dense at this density or more (-1: the calibrated limits and the model's
+                               # profile; 0: always; 1: never, the method's sparse path in every layer)
+
+    def validate(self) -> None:
+        if self.dense_above != -1.0:
+            check_range("dense_above", self.dense_above, 0.0, 1.0)
+
+
+@dataclasses.dataclass
 class FullMask:
     """A method's own dense keep mask [B, H, S, S] (methods with no pattern; small S only)."""
     keep: torch.Tensor

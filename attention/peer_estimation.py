@@ -8,13 +8,13 @@ per-shape constants (`cached`, on the method instance) makes possible. scripts/c
 
 Ties: every ranking here is a stable descending sort, so among equal scores the lower index comes first.
 """
-import os
 import warnings
 from collections.abc import Callable
 
 import torch
 
 from attention.backend import triton_enabled
+from attention.kernels.config import estimate_graphs
 from attention.density import block_cells, blocks_density  # noqa: F401  (the peers count tiles through here)
 from attention.scores import causal_scores, torch_sampled_scores
 
@@ -46,10 +46,9 @@ GRAPH_MAX_TOKENS = 1 << 16  # longer inputs estimate eagerly: their GPU work hid
 
 
 def graphs_enabled(device) -> bool:
-    """Whether default estimates replay from CUDA graphs: on CUDA where the Triton kernels run, unless
-    ATTENTION_ESTIMATE_GRAPHS=0."""
-    return (torch.device(device).type == "cuda" and triton_enabled(device)
-            and os.environ.get("ATTENTION_ESTIMATE_GRAPHS", "1") != "0")
+    """Whether default estimates replay from CUDA graphs: on CUDA where the Triton kernels run, unless the kernel
+    settings say otherwise (attention.kernels.config.override(estimate_graphs=False), recorded in the manifest)."""
+    return torch.device(device).type == "cuda" and triton_enabled(device) and estimate_graphs()
 
 
 def capture(fn: Callable, statics: tuple[torch.Tensor, ...]):

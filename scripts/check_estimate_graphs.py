@@ -6,7 +6,6 @@ Exit 1 when a graphed pattern differs from the eager one. Random bf16 q/k, a dif
 """
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from attention.kernels.config import override  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 
 
@@ -24,7 +24,11 @@ def pattern_tensors(p):
 
 
 def run_layers(name, layers, scale, graphs: bool):
-    os.environ["ATTENTION_ESTIMATE_GRAPHS"] = "1" if graphs else "0"
+    with override(estimate_graphs=graphs):
+        return _run_layers(name, layers, scale)
+
+
+def _run_layers(name, layers, scale):
     method = build_method(name, {})
     for i, (q, k) in enumerate(layers[:2]):  # warm-up: compiles, caches, the capture
         method.build_pattern(q, k, scale, i)

@@ -21,7 +21,7 @@ LONG_TILES = 49152   # from this query length the larger tiles win (fewer progra
 
 # explicit overrides (benchmarks and config sweeps only); every key is reported by kernel_settings()
 OVERRIDE_KEYS = ("sparse_path", "sparse_blocks", "tma_blocks", "block_sparse_blocks", "scores_cfg", "scores_exp16",
-                 "scores_pack")
+                 "scores_pack", "estimate_graphs")
 _overrides: dict = {}
 
 
@@ -48,6 +48,12 @@ def kernel_settings() -> dict:
     return {"tma_min_len": TMA_MIN_LEN, "long_tiles_from": LONG_TILES,
             "overrides": {k: ({str(d): list(t) for d, t in v.items()} if isinstance(v, dict) else v)
                           for k, v in _overrides.items()}}
+
+
+def estimate_graphs() -> bool:
+    """Whether the peers' default estimates replay from CUDA graphs where they can (attention/peer_estimation.py);
+    override(estimate_graphs=False) runs them eagerly (recorded in the manifest as every override is)."""
+    return bool(_overrides.get("estimate_graphs", True))
 
 
 def interpreting() -> bool:

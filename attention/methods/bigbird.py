@@ -14,13 +14,13 @@ import dataclasses
 import torch
 
 from attention.density import block_cells
-from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
+from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
 
 
 @dataclasses.dataclass
-class BigBirdConfig(MethodConfig):
+class BigBirdConfig(FallbackConfig):
     block: int = 128
     window_blocks: int = 3    # diagonal block included
     global_blocks: int = 2
@@ -29,6 +29,7 @@ class BigBirdConfig(MethodConfig):
     seed: int = 0
 
     def validate(self):
+        super().validate()
         if self.block < 1:
             raise ConfigError(f"block={self.block} must be a positive number of tokens")
         if self.window_blocks < 1:

@@ -35,14 +35,14 @@ import torch
 from attention.backend import triton_enabled
 from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
                                        estimate, js_distance, last_rows_scores, ranked, solve)
-from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
+from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
 from attention.registry import register
 
 
 @dataclasses.dataclass
-class FlexPrefillConfig(MethodConfig):
+class FlexPrefillConfig(FallbackConfig):
     block: int = 128
     gamma: float = 0.9        # attention mass the selection must cover
     tau: float = 0.1          # JS-distance threshold below which a head is query-aware
@@ -51,6 +51,7 @@ class FlexPrefillConfig(MethodConfig):
     density: float = 0.0      # > 0: solve gamma per layer for this kept share of the causal area
 
     def validate(self):
+        super().validate()
         if self.block < 1:
             raise ConfigError(f"block={self.block} must be a positive number of tokens")
         check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)

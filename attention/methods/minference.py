@@ -47,13 +47,13 @@ import torch
 from attention.bands import BandPattern
 from attention.peer_estimation import cached, estimate, last_rows_scores, ranked, solve
 from attention.density import pattern_density
-from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
+from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
 
 
 @dataclasses.dataclass
-class MInferenceConfig(MethodConfig):
+class MInferenceConfig(FallbackConfig):
     vertical_size: int = 1000    # key columns kept per head, the forced ones included
     slash_size: int = 6096       # diagonals kept per head, the forced ones included
     last_q: int = 64             # queries the estimate is taken from (the last ones)
@@ -64,6 +64,7 @@ class MInferenceConfig(MethodConfig):
     exact_diagonals: bool = False  # True: run only the selected diagonals (a deviation; see the docstring)
 
     def validate(self):
+        super().validate()
         for name in ("vertical_size", "slash_size", "last_q"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")

@@ -40,7 +40,7 @@ import torch
 from attention.backend import triton_enabled
 from attention.peer_estimation import (block_cells, blocks_density, cached, causal_blocks, ceil_div, estimate, ranked,
                                        solve)
-from attention.method import ConfigError, MethodConfig, SparseMethod, check_range
+from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
 
@@ -48,7 +48,7 @@ SCORE_ELEMENTS = 1 << 26  # fp32 group scores held at once (256 MiB)
 
 
 @dataclasses.dataclass
-class XAttentionConfig(MethodConfig):
+class XAttentionConfig(FallbackConfig):
     block: int = 128
     stride: int = 16
     threshold: float = 0.8    # share of each query tile's estimated mass its kept tiles must reach
@@ -58,6 +58,7 @@ class XAttentionConfig(MethodConfig):
     density: float = 0.0      # > 0: solve the threshold per layer for this kept share of the causal area
 
     def validate(self):
+        super().validate()
         if self.stride < 1:
             raise ConfigError(f"stride={self.stride} must be >= 1")
         if self.block < 1 or self.block % self.stride:
