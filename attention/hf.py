@@ -11,6 +11,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from attention import profiles
+from attention.fallback import gpu_kind
 from attention.method import AttentionMethod, ConfigError, SparseMethod
 
 _names = itertools.count()
@@ -62,7 +63,9 @@ def install(model, method: AttentionMethod) -> Installed:
     restores the previous attention implementation on exit. A sparse method gets the model's density profile
     for its spec where one exists (attention/profiles.py; the model's name is the harness's, see LoadedModel)."""
     if isinstance(method, SparseMethod):
-        method.use_profile(profiles.lookup(getattr(model.config, "sampleattn_model", None), method.spec()))
+        device = next(model.parameters()).device
+        method.use_profile(profiles.lookup(getattr(model.config, "sampleattn_model", None), method.spec(),
+                                           gpu=gpu_kind(device)))
     name = _registered.get(method)
     if name is None:  # register once per method object; switching back later is only a name change
         name = _registered[method] = f"harness_{method.name}_{next(_names)}"

@@ -184,6 +184,17 @@ class SparseMethod(AttentionMethod):
         (not asked where no limit applies: dense_above=1, the CPU)."""
         return limits.active and self.profile is not None and self.profile.sparse_slower(k_len)
 
+    PROFILE_MARGIN: ClassVar[float] = 0.15  # profiled this far below the after-limit: no sync to decide
+
+    def profiled_clear(self, layer_idx: int, k_len: int, limits: Limits) -> bool:
+        """Whether the model's profile puts this layer so far below the after-limit that reading the selected
+        density back (the layer's host sync, which stalls the launch queue: ~0.25 ms a layer on Qwen at 16K) is not
+        worth it; the layer then runs sparse. A prompt that selects above the limit there costs speed, not accuracy."""
+        if self.profile is None or self.profile.sparse_slower(k_len):
+            return False
+        profiled = self.profile.density(layer_idx, k_len)
+        return profiled is not None and profiled <= limits.after - self.PROFILE_MARGIN
+
     def profiled_density(self, layer_idx: int, k_len: int, predicted: float | None) -> float | None:
         """The density the profile predicts for this layer, where the host does not know it exactly already."""
         if self.profile is None or (predicted is not None and self.predicted_is_exact):
@@ -230,9 +241,11 @@ class SparseMethod(AttentionMethod):
         """Run the layer on the selected per-head density [Hq] (a device tensor): sparse, dense, or split by head.
         run_sparse(q, k, v, heads, extra_host) runs the sparse path on all heads (heads None, kv unexpanded) or
         on a subset; extra (float [n], optional) is read in the same sync and handed over as a host list."""
-        decide = decide and limits.active
+        clear = decide and limits.active and self.profiled_clear(layer_idx, k.shape[2], limits)
+        decide = decide and limits.active and not clear
         if not decide and extra is None:  # nothing to decide: no sync
-            self.record(layer_idx, density=density, selected_density=density, path="sparse", **limits.record())
+            self.record(layer_idx, density=density, selected_density=density, path="sparse", **limits.record(),
+                        **({"decided": "profile"} if clear else {}))
             return run_sparse(q, k, v, None)
         host = torch.cat([density.float().flatten(), extra.float().flatten() if extra is not None
                           else density.new_zeros(0)]).tolist()  # the layer's one host sync

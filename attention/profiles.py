@@ -15,6 +15,7 @@ On a GPU the calibration also times the whole prefill with the method (fallback 
 same prompt: `ratio` per length. Where it is >= 1 the method's sparse path (estimate + kernel, every layer) is no
 faster than dense on this model and card at that length, so every layer runs dense there (dense_fallback=profile):
 this is what the limits cannot see, a peer's estimator cost. `method:dense_above=1` still runs the sparse path.
+Ratios hold for the GPU kind they were timed on (`ratio_gpu`); on another device a profile gives densities only.
 
 Profiles are keyed by model name and method spec (the method's name plus its non-default options) and held in
 CACHE (written by calibrate) and DEFAULTS_FILE (shipped; densities do not depend on the card). Between profiled
@@ -71,8 +72,9 @@ def _read(path: Path) -> dict:
         return json.load(f).get("profiles", {})
 
 
-def lookup(model: str | None, spec: str, paths: tuple[Path, ...] | None = None) -> Profile | None:
-    """The profile of (model, method spec): the cache first, then the shipped defaults; None if neither has it."""
+def lookup(model: str | None, spec: str, paths: tuple[Path, ...] | None = None, gpu: str | None = None) -> Profile | None:
+    """The profile of (model, method spec): the cache first, then the shipped defaults; None if neither has it.
+    Its timed ratios only where `gpu` (the device kind, fallback.gpu_kind) is the one they were timed on."""
     if not model:
         return None
     for path in paths or (CACHE, DEFAULTS_FILE):
@@ -80,14 +82,14 @@ def lookup(model: str | None, spec: str, paths: tuple[Path, ...] | None = None) 
         if entry:
             lengths = sorted(entry["lengths"], key=int)
             label = "cache" if path == CACHE else "default" if path == DEFAULTS_FILE else str(path)
-            ratios = entry.get("ratio", {})
+            ratios = entry.get("ratio", {}) if entry.get("ratio_gpu") == gpu else {}
             return Profile(tuple(int(x) for x in lengths), tuple(tuple(entry["lengths"][x]) for x in lengths),
                            f"profile:{label}:{entry.get('from', '?')}", tuple(ratios.get(x) for x in lengths))
     return None
 
 
 def save(model: str, spec: str, lengths: dict[int, list[float | None]], provenance: str, path: Path = CACHE,
-         ratios: dict[int, float] | None = None) -> Path:
+         ratios: dict[int, float] | None = None, gpu: str | None = None) -> Path:
     """Merge one (model, spec) profile into the file at `path`: lengths (and timed ratios) given replace those
     stored; a length given without a ratio drops the stored one (it was timed on another profile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,11 @@ def save(model: str, spec: str, lengths: dict[int, list[float | None]], provenan
     entry["lengths"] = dict(sorted(entry["lengths"].items(), key=lambda kv: int(kv[0])))
     stored = {n: r for n, r in entry.get("ratio", {}).items() if int(n) not in lengths}
     stored.update({str(n): round(float(r), 4) for n, r in (ratios or {}).items()})
+    if ratios and entry.get("ratio_gpu") not in (None, gpu):
+        stored = {str(n): round(float(r), 4) for n, r in ratios.items()}  # timed on another card: start over
     entry["ratio"] = dict(sorted(stored.items(), key=lambda kv: int(kv[0])))
+    if ratios:
+        entry["ratio_gpu"] = gpu
     entry["from"] = provenance
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path

@@ -30,13 +30,15 @@ def test_profile_interpolates_between_lengths_and_says_nothing_outside(tmp_path)
 
 def test_timed_ratios_say_where_the_sparse_path_lost(tmp_path):
     path = tmp_path / "p.json"
-    profiles.save("m", "flexprefill", {1024: [0.2], 4096: [0.2]}, "t", path, ratios={1024: 1.5, 4096: 0.5})
-    profile = profiles.lookup("m", "flexprefill", (path,))
+    profiles.save("m", "flexprefill", {1024: [0.2], 4096: [0.2]}, "t", path, ratios={1024: 1.5, 4096: 0.5},
+                  gpu="NVIDIA H200")
+    assert profiles.lookup("m", "flexprefill", (path,), gpu="NVIDIA H100").ratios == (None, None)  # another card
+    profile = profiles.lookup("m", "flexprefill", (path,), gpu="NVIDIA H200")
     assert profile.sparse_slower(1024) and not profile.sparse_slower(4096)
     assert profile.sparse_slower(1900) and not profile.sparse_slower(2200)  # 1.0 crossed at 2048 in log2
     assert not profile.sparse_slower(512) and not profile.sparse_slower(8192)  # untimed lengths: no claim
     profiles.save("m", "flexprefill", {1024: [0.3]}, "untimed", path)  # re-profiled without timing: ratio dropped
-    again = profiles.lookup("m", "flexprefill", (path,))
+    again = profiles.lookup("m", "flexprefill", (path,), gpu="NVIDIA H200")
     assert again.ratios == (None, 0.5) and not again.sparse_slower(1024)
 
 
@@ -148,3 +150,27 @@ def test_calibrate_refuses_what_it_cannot_profile_in_one_line(tmp_path, capsys):
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2 and "--model" in errors[0] and "not a sparse method" in errors[1]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_layer_profiled_well_below_the_after_limit_decides_without_a_sync():
+    """Below after - margin the layer runs sparse without reading its density back; near the limit it reads it."""
+    q, k, v = random_qkv(256, 4, 2, 64, seed=12, stripes=0.03)
+    table = {"gpus": {"cpu": [{"head_dim": 64, "group": 2, "length": 256, "before": 0.95, "after": 0.6}]},
+             "source": "table:test"}
+
+    def layer(profiled):
+        method = build_method("flexprefill", {"block": "64", "min_budget": "64"})
+        method.use_profile(profiles.Profile((256,), ((profiled,),), "profile:test", (0.5,)))
+        with use_backend("triton"):
+            out = method.prefill(q, k, v, 0.125, layer_idx=0)
+        return method.stats[-1], out
+    fallback.use_table(table)
+    try:
+        clear, out_clear = layer(0.3)
+        near, out_near = layer(0.55)
+    finally:
+        fallback.use_table(None)
+    assert clear["path"] == "sparse" and clear.get("decided") == "profile"
+    assert near.get("decided") is None
+    if near["path"] == "sparse":  # same selection either way: same output
+        assert torch.equal(out_clear, out_near)

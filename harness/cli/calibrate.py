@@ -80,7 +80,7 @@ def save_profiles(loaded, lengths: list[int], specs: list[str], args) -> None:
              f"task={args.profile_task}")
     for spec, per_length in found.densities.items():
         ratios = found.ratios[spec]
-        profiles.save(loaded.name, spec, per_length, stamp, path, ratios)
+        profiles.save(loaded.name, spec, per_length, stamp, path, ratios, gpu=gpu_kind(args.device))
         for length, row in per_length.items():
             seen = [d for d in row if d is not None]
             timed = f", prefill {ratios[length]:.3f}x dense" if length in ratios else ""
