@@ -153,6 +153,7 @@ def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
     return out
 
 
+FLAT_MAX = 1 << 30  # elements one flat sort takes (XAttention's tile grid at 1M x 32 heads is 2^31)
 LONG_ROWS = 4096  # rows longer than this are sorted as one flat array (see ranked)
 
 
@@ -168,6 +169,12 @@ def ranked(scores: torch.Tensor, values: bool = True, order: bool = True) -> tup
     if n <= LONG_ROWS or scores.numel() == n:
         v, o = torch.sort(scores, dim=-1, descending=True, stable=True)
         return (v if values else None), (o if order else None)
+    if scores.numel() > FLAT_MAX:  # torch sorts at most INT_MAX elements along a dim: rank groups of whole rows
+        rows = scores.reshape(-1, n)
+        step = max(1, FLAT_MAX // n)
+        parts = [ranked(rows[i:i + step], values, order) for i in range(0, rows.shape[0], step)]
+        return tuple(torch.cat([p[j] for p in parts]).view(scores.shape) if want else None
+                     for j, want in enumerate((values, order)))
     v, o = torch.sort(scores.reshape(-1), descending=True, stable=True)
     row = torch.div(o, n, rounding_mode="floor").to(torch.int32)
     row, by_row = torch.sort(row, stable=True)

@@ -141,3 +141,19 @@ def test_graph_statics_made_under_inference_mode_take_later_calls_outside_it(mon
         with torch.no_grad():
             again = method.build_pattern(q, k, 0.25)
     assert torch.equal(first.blocks, again.blocks)
+
+
+def test_ranking_long_rows_in_groups_equals_one_flat_sort(monkeypatch):
+    """Past torch's INT_MAX elements per sort (XAttention's tile grid at 1M tokens x 32 heads) whole rows are
+    ranked in groups: the same values and order as one flat sort, ties to the lower index."""
+    from attention import peer_estimation
+
+    monkeypatch.setattr(peer_estimation, "LONG_ROWS", 8)
+    scores = torch.randint(0, 5, (2, 3, 5, 20)).float()  # many ties
+    whole = peer_estimation.ranked(scores)
+    monkeypatch.setattr(peer_estimation, "FLAT_MAX", 45)  # two rows of 20 per group, 15 groups
+    grouped = peer_estimation.ranked(scores)
+    assert torch.equal(whole[0], grouped[0]) and torch.equal(whole[1], grouped[1])
+    assert grouped[0].shape == scores.shape and peer_estimation.ranked(scores, values=False)[0] is None
+    want = torch.sort(scores, dim=-1, descending=True, stable=True)
+    assert torch.equal(grouped[1], want.indices)
