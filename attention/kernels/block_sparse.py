@@ -12,8 +12,8 @@ blocks), no host sync:
                       from config.TMA_MIN_LEN queries (config.sparse_path) block_sparse_tma_kernel instead, the
                       same walk with every tile through a TMA descriptor (block_sparse_tma.py).
 
-Cell rule (the pattern's keep mask): key j <= query i, and j < sink, or i - j < window, or the pattern block
-(i // block, j // block) kept. Positions are absolute: queries are the last Sq of the Sk keys. The block table
+Cell rule (the pattern's keep mask; block_rule.py, shared with the Hopper kernel): key j <= query i, and j < sink,
+or i - j < window, or the pattern block (i // block, j // block) kept. Positions are absolute: queries are the last Sq of the Sk keys. The block table
 is read per cell only where the pattern's blocks do not line up with the tiles; aligned, one entry per tile.
 Offsets that can pass 2^31 at 1M tokens (batch x head x row strides, list rows) are 64-bit.
 """
@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from attention.kernels.block_rule import partial_tile_keep
 from attention.kernels.block_sparse_tma import block_sparse_tma_kernel
 from attention.kernels.config import (HEAD_DIMS, LOG2E, block_sparse_config, block_sparse_tma_config,
                                       coordinates_fit, interpreter_f32, sparse_path)
@@ -134,21 +135,9 @@ def block_sparse_kernel(
         kv_ok = offs_n < Sk
         k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
         v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok[:, None], other=0.0)
-        diff = pos[:, None] - offs_n[None, :]
-        live = (diff >= 0) & kv_ok[None, :]
-        keep = (offs_n[None, :] < sink) | (diff < window)
-        if HAS_BLOCKS:
-            if ALIGNED:  # the tile lies inside one pattern block: one entry decides it
-                br = tl.minimum((q_off + qt * BLOCK_M) // block, n_rows - 1)
-                bc = tl.minimum(start // block, n_cols - 1)
-                hit = tl.load(blocks_base + br.to(tl.int64) * sb_r + bc).to(tl.int32)
-                keep = keep | ((diff * 0 + hit) != 0)
-            else:
-                br = tl.minimum(pos // block, n_rows - 1)
-                bc = tl.minimum(offs_n // block, n_cols - 1)
-                hit = tl.load(blocks_base + br[:, None].to(tl.int64) * sb_r + bc[None, :], mask=live, other=0)
-                keep = keep | (hit != 0)
-        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep & live, qk_scale, True, F32)
+        keep = partial_tile_keep(pos, offs_n, start, q_off + qt * BLOCK_M, Sk, sink, window, blocks_base, sb_r, block,
+                                 n_rows, n_cols, HAS_BLOCKS, ALIGNED)
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
     out = acc / l_safe[:, None]

@@ -8,6 +8,7 @@ masked, so they add exp2(-inf) x finite = 0. Full tiles lie inside [0, Sk) by co
 import triton
 import triton.language as tl
 
+from attention.kernels.block_rule import partial_tile_keep
 from attention.kernels.sparse import NEG_INF
 from attention.kernels.sparse_tma import _step_full, _step_masked
 
@@ -55,21 +56,9 @@ def block_sparse_tma_kernel(
         k = desc_k.load([kv_row + start, kv_col])
         v = desc_v.load([kv_row + start, kv_col])
         offs_n = start + tl.arange(0, BLOCK_N)
-        diff = pos[:, None] - offs_n[None, :]
-        live = (diff >= 0) & (offs_n < Sk)[None, :]
-        keep = (offs_n[None, :] < sink) | (diff < window)
-        if HAS_BLOCKS:
-            if ALIGNED:  # the tile lies inside one pattern block: one entry decides it
-                br = tl.minimum((q_off + qt * BLOCK_M) // block, n_rows - 1)
-                bc = tl.minimum(start // block, n_cols - 1)
-                hit = tl.load(blocks_base + br.to(tl.int64) * sb_r + bc).to(tl.int32)
-                keep = keep | ((diff * 0 + hit) != 0)
-            else:
-                br = tl.minimum(pos // block, n_rows - 1)
-                bc = tl.minimum(offs_n // block, n_cols - 1)
-                hit = tl.load(blocks_base + br[:, None].to(tl.int64) * sb_r + bc[None, :], mask=live, other=0)
-                keep = keep | (hit != 0)
-        acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep & live, qk_scale, F32)
+        keep = partial_tile_keep(pos, offs_n, start, q_off + qt * BLOCK_M, Sk, sink, window, blocks_base, sb_r, block,
+                                 n_rows, n_cols, HAS_BLOCKS, ALIGNED)
+        acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
     out = acc / l_safe[:, None]
