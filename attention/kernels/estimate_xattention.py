@@ -31,6 +31,19 @@ def _group_scores(q_base, k_base, m_pos, g_pos, q_ok, k_ok, offs_d, sq_s, sk_s, 
     return s
 
 
+@triton.jit
+def _key_block(q_base, k_base, m_idx, m_pos, q_real, g0, offs_d, sq_s, sk_s, q_off, Sk, n_groups, qk_scale,
+               STRIDE: tl.constexpr, F32: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """(scaled scores [BM, BN], allowed [BM, BN]) of the query groups m_idx against key groups g0 .. g0 + BN - 1:
+    what both passes recompute (allowed: real, causal key groups)."""
+    g_idx = g0 + tl.arange(0, BN)
+    g_pos = g_idx * STRIDE
+    k_ok = (g_idx < n_groups) & (g_pos < Sk)
+    s = _group_scores(q_base, k_base, m_pos, g_pos, q_real, k_ok, offs_d, sq_s, sk_s, q_off, Sk, STRIDE, F32, BM, BN)
+    allowed = k_ok[None, :] & (g_idx[None, :] <= m_idx[:, None])
+    return s * qk_scale, allowed
+
+
 @triton.jit(do_not_specialize=["H", "GROUP", "Sq", "Sk", "q_off", "n_groups", "n_tiles"])
 def xattention_tiles_kernel(
     Q, K, OUT, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
@@ -54,12 +67,8 @@ def xattention_tiles_kernel(
     l_row = tl.zeros([BM], dtype=tl.float32)
     last = tl.minimum(mb * BM + BM, n_groups)           # key groups 0 .. last - 1 can be causal for this block
     for g0 in range(0, last, BN):
-        g_idx = g0 + tl.arange(0, BN)
-        g_pos = g_idx * STRIDE
-        k_ok = (g_idx < n_groups) & (g_pos < Sk)
-        s = _group_scores(q_base, k_base, m_pos, g_pos, q_real, k_ok, offs_d, sq_s, sk_s, q_off, Sk, STRIDE, F32, BM, BN)
-        s = s * qk_scale
-        allowed = k_ok[None, :] & (g_idx[None, :] <= m_idx[:, None])
+        s, allowed = _key_block(q_base, k_base, m_idx, m_pos, q_real, g0, offs_d, sq_s, sk_s, q_off, Sk, n_groups,
+                                qk_scale, STRIDE, F32, BM, BN)
         s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_row, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -70,12 +79,8 @@ def xattention_tiles_kernel(
     q_tiles = mb * (BM // PER_TILE) + tl.arange(0, BM // PER_TILE)
     out_base = OUT + bh * n_tiles * n_tiles
     for g0 in range(0, last, BN):
-        g_idx = g0 + tl.arange(0, BN)
-        g_pos = g_idx * STRIDE
-        k_ok = (g_idx < n_groups) & (g_pos < Sk)
-        s = _group_scores(q_base, k_base, m_pos, g_pos, q_real, k_ok, offs_d, sq_s, sk_s, q_off, Sk, STRIDE, F32, BM, BN)
-        s = s * qk_scale
-        allowed = k_ok[None, :] & (g_idx[None, :] <= m_idx[:, None])
+        s, allowed = _key_block(q_base, k_base, m_idx, m_pos, q_real, g0, offs_d, sq_s, sk_s, q_off, Sk, n_groups,
+                                qk_scale, STRIDE, F32, BM, BN)
         p = tl.where(allowed, tl.exp2(s - m_safe[:, None]), 0.0) * inv[:, None]
         by_key = tl.sum(tl.reshape(p, [BM, BN // PER_TILE, PER_TILE]), 2)                    # [BM, BN / pt]
         by_tile = tl.sum(tl.reshape(by_key, [BM // PER_TILE, PER_TILE, BN // PER_TILE]), 1)  # [BM / pt, BN / pt]
