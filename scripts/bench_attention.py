@@ -223,8 +223,9 @@ def method_row(case, name, cls, density, warmup_ms, rep_ms):
     return row
 
 
-def launches_and_syncs(fn) -> tuple[int, int]:
-    """(CUDA kernel launches, host syncs) of one call: the profiler's kernel events, torch's sync-debug warnings."""
+def kernels_and_syncs(fn) -> tuple[list, int]:
+    """(the profiler's CUDA kernel events, host syncs) of one call of fn; syncs from torch's sync-debug warnings.
+    scripts/bench_ttft.py counts through this too."""
     import warnings
 
     from torch.profiler import ProfilerActivity, profile
@@ -238,9 +239,14 @@ def launches_and_syncs(fn) -> tuple[int, int]:
         finally:
             torch.cuda.set_sync_debug_mode("default")
         torch.cuda.synchronize()
-    kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    syncs = sum(1 for w in caught if "synchroniz" in str(w.message).lower())
-    return kernels, syncs
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return kernels, sum(1 for w in caught if "synchroniz" in str(w.message).lower())
+
+
+def launches_and_syncs(fn) -> tuple[int, int]:
+    """(CUDA kernel launches, host syncs) of one call."""
+    kernels, syncs = kernels_and_syncs(fn)
+    return len(kernels), syncs
 
 
 def kernel_path_rows(case, density, paths, warmup_ms, rep_ms):

@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ from harness.running import worker  # noqa: E402
 from harness.options import parse_lengths  # noqa: E402
 from harness.running.plan import expand_alternatives  # noqa: E402
 from harness.running.runner import prefill  # noqa: E402
+from scripts.bench_attention import kernels_and_syncs  # noqa: E402
 from tasks.base import build_task  # noqa: E402
 
 # fixed densities with the window at a quarter of the budget (as in bench_attention) and with the default window
@@ -79,24 +79,8 @@ def timed(fn, repeats: int, warmup: int) -> list[float]:
 
 
 def launches_and_syncs(fn, layers: int) -> tuple[float, int, dict]:
-    """(GPU kernel launches per layer, host syncs, device ms per kernel name) of one call of fn, from the profiler
-    and sync debug mode."""
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = sum("synchroniz" in str(w.message) for w in caught)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    """(GPU kernel launches per layer, host syncs, device ms per kernel name) of one call of fn."""
+    events, syncs = kernels_and_syncs(fn)
     kernels = sum(1 for e in events if "memcpy" not in e.name.lower() and "memset" not in e.name.lower())
     busy = {}  # kernel name -> summed device ms: where the GPU time of one prefill goes
     for e in events:
