@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from attention.profiles import log2_interpolate
+
 CACHE = Path.home() / ".cache" / "sampleattn" / "dense_limits.json"
 DEFAULTS_FILE = Path(__file__).with_name("dense_limits.json")
 NEVER = 1.0 + 1e-9  # a limit no density reaches
@@ -133,13 +135,8 @@ def _nearest(rows: list[dict], head_dim: int, group: int) -> list[dict]:
 
 def interpolate(rows: list[dict], key: str, length: int) -> float:
     """rows sorted by length: the value of `key` at `length`, linear in log2(length), held flat outside."""
-    if length <= rows[0]["length"]:
-        return rows[0][key]
-    for r0, r1 in zip(rows, rows[1:]):
-        if length <= r1["length"]:
-            t = (math.log2(length) - math.log2(r0["length"])) / (math.log2(r1["length"]) - math.log2(r0["length"]))
-            return r0[key] + t * (r1[key] - r0[key])
-    return rows[-1][key]
+    held = min(max(length, rows[0]["length"]), rows[-1]["length"])
+    return log2_interpolate([(r["length"], r[key]) for r in rows], held)
 
 
 def limits_for(device, head_dim: int, group: int, length: int, dense_above: float = -1.0) -> Limits:

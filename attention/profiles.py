@@ -41,28 +41,29 @@ class Profile:
     def sparse_slower(self, length: int) -> bool:
         """Whether the sparse path was timed no faster than dense at this length (log2-interpolated; False where
         untimed or outside the profiled lengths)."""
-        known = [(n, r) for n, r in zip(self.lengths, self.ratios) if r is not None]
-        if not known or length < known[0][0] or length > known[-1][0]:
-            return False
-        for (l0, r0), (l1, r1) in zip(known, known[1:]):
-            if l0 <= length <= l1:
-                t = (math.log2(length) - math.log2(l0)) / (math.log2(l1) - math.log2(l0))
-                return r0 + t * (r1 - r0) >= 1.0
-        return known[0][1] >= 1.0
+        ratio = log2_interpolate([(n, r) for n, r in zip(self.lengths, self.ratios) if r is not None], length)
+        return ratio is not None and ratio >= 1.0
 
     def density(self, layer: int, length: int) -> float | None:
         """The profiled density of `layer` at `length` (log2-linear between profiled lengths), None outside."""
-        if not self.lengths or length < self.lengths[0] or length > self.lengths[-1]:
+        if not self.lengths or layer >= min(len(row) for row in self.densities):
             return None
-        if layer >= min(len(row) for row in self.densities):
-            return None
-        for (l0, d0), (l1, d1) in zip(zip(self.lengths, self.densities), zip(self.lengths[1:], self.densities[1:])):
-            if l0 <= length <= l1:
-                if d0[layer] is None or d1[layer] is None:  # a layer the method never ran (e.g. sliding-window)
-                    return None
-                t = (math.log2(length) - math.log2(l0)) / (math.log2(l1) - math.log2(l0))
-                return d0[layer] + t * (d1[layer] - d0[layer])
-        return self.densities[0][layer]  # a single profiled length, asked for exactly that length
+        return log2_interpolate([(n, row[layer]) for n, row in zip(self.lengths, self.densities)], length)
+
+
+def log2_interpolate(points: list[tuple[int, float | None]], length: int) -> float | None:
+    """points (length, value) ascending: the value at `length`, linear in log2(length) between the two points
+    around it; None outside the points or where either of those two values is None (e.g. a layer the method never
+    ran). attention/fallback.py interpolates its limits through this too, held flat outside."""
+    if not points or length < points[0][0] or length > points[-1][0]:
+        return None
+    for (l0, v0), (l1, v1) in zip(points, points[1:]):
+        if l0 <= length <= l1:
+            if v0 is None or v1 is None:
+                return None
+            t = (math.log2(length) - math.log2(l0)) / (math.log2(l1) - math.log2(l0))
+            return v0 + t * (v1 - v0)
+    return points[0][1]  # a single point, asked for exactly its length
 
 
 def _read(path: Path) -> dict:

@@ -61,17 +61,21 @@ def layer_means(stats: list[dict], layers: int) -> list[float | None]:
     return means
 
 
+def prefill(model, ids) -> None:
+    model(input_ids=ids, use_cache=False, logits_to_keep=1)
+
+
 def prefill_ms(model, ids, reps: int) -> float:
-    """Median CUDA-event milliseconds of the whole prefill, after one untimed call (compiles, row plans)."""
+    """Median CUDA-event milliseconds of the whole prefill; the caller has run it once untimed (compiles, row
+    plans, estimate graphs)."""
     times = []
-    for i in range(reps + 1):
+    for _ in range(reps):
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        prefill(model, ids)
         stop.record()
         torch.cuda.synchronize()
-        if i:
-            times.append(start.elapsed_time(stop))
+        times.append(start.elapsed_time(stop))
     return statistics.median(times)
 
 
@@ -96,13 +100,14 @@ def measure(loaded, lengths: list[int], specs: list[str], task_spec: str = "need
         ids = prompt_ids(loaded, task_spec, length).to(device)
         if timed:
             with hf.install(model, build_method("dense", {"backend": "cudnn"})):
+                prefill(model, ids)
                 dense_ms = prefill_ms(model, ids, reps)
         for spec in specs:
             (name, options), = parse_specs(spec)
             with fallback.switched_off():
                 method = build_method(name, options)
                 with hf.install(model, method):
-                    model(input_ids=ids, use_cache=False, logits_to_keep=1)
+                    prefill(model, ids)  # the densities; on a GPU also the untimed first call of the timing
                     found.densities[spec][length] = layer_means(method.stats, layers)
                     if timed:
                         found.ratios[spec][length] = prefill_ms(model, ids, reps) / dense_ms
