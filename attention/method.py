@@ -189,8 +189,9 @@ class SparseMethod(AttentionMethod):
     def profiled_clear(self, layer_idx: int, k_len: int, limits: Limits) -> bool:
         """Whether the model's profile puts this layer so far below the after-limit that reading the selected
         density back (the layer's host sync, which stalls the launch queue: ~0.25 ms a layer on Qwen at 16K) is not
-        worth it; the layer then runs sparse. A prompt that selects above the limit there costs speed, not accuracy."""
-        if self.profile is None or self.profile.sparse_slower(k_len):
+        worth it; the layer then runs sparse. A prompt that selects above the limit there costs speed, not accuracy.
+        (A length where the profile timed the sparse path slower never gets here: prefill ran it dense.)"""
+        if self.profile is None:
             return False
         profiled = self.profile.density(layer_idx, k_len)
         return profiled is not None and profiled <= limits.after - self.PROFILE_MARGIN

@@ -76,11 +76,11 @@ def save_profiles(loaded, lengths: list[int], specs: list[str], args) -> None:
 
     found = density_profile.measure(loaded, lengths, specs, args.profile_task)
     path = Path(args.profiles) if args.profiles else profiles.CACHE
-    stamp = (f"calibrate {gpu_kind(args.device)} {datetime.date.today()} {git_commit()} "
-             f"task={args.profile_task}")
+    gpu = gpu_kind(args.device)
+    stamp = f"calibrate {gpu} {datetime.date.today()} {git_commit()} task={args.profile_task}"
     for spec, per_length in found.densities.items():
         ratios = found.ratios[spec]
-        profiles.save(loaded.name, spec, per_length, stamp, path, ratios, gpu=gpu_kind(args.device))
+        profiles.save(loaded.name, spec, per_length, stamp, path, ratios, gpu=gpu)
         for length, row in per_length.items():
             seen = [d for d in row if d is not None]
             timed = f", prefill {ratios[length]:.3f}x dense" if length in ratios else ""
