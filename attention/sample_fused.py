@@ -13,8 +13,8 @@ A layer of `sample` (pattern=column, granularity=1, Triton enabled) runs, with n
   4. the sparse kernel (`attend`): the path attention.kernels.config.sparse_path picks for the shape (the one
      decision every sparse launch takes): the Hopper TMA kernel (column rows gathered into a buffer sized by the
      kept columns, kernels/hopper.py column_attention_tma) or the portable kernel (kernels/prefill.py
-     column_attention); one launch on the portable kernel; the TMA route adds the combined K/V buffer (a copy
-     of K and V, then the kept columns gathered behind them).
+     column_attention); one launch on the portable kernel; the TMA route adds the gather of the kept columns
+     into buffers of their own (q, K and V are read in place).
 
 The same layer through SampleAttention.build_pattern + attention.executor.run_pattern keeps the same columns
 and computes the same attention (tests/test_sample_fused.py holds them to the 2x bf16 rule).

@@ -85,7 +85,7 @@ def test_run_pattern_dispatches_to_kernel_when_forced():
 
 
 
-# Hopper (TMA) path under the interpreter: columns gathered into one combined K/V buffer, two loops per block
+# Hopper (TMA) path under the interpreter: q/K/V read in place, the kept columns gathered into buffers of their own
 TMA_SHAPES = [SHAPES[0], SHAPES[2], (300, 4, 2, 64, 0, 0, True, False), (260, 2, 1, 64, 70, 3, False, False)]
 
 
