@@ -222,6 +222,14 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+def raw_base(spec: str) -> str:
+    """The spec without the dense_above=1 that --raw adds ('xattention:dense_above=1.0' -> 'xattention')."""
+    for tail in (",dense_above=1.0", ":dense_above=1.0"):
+        if spec.endswith(tail):
+            return spec[:-len(tail)]
+    return spec
+
+
 def plot(path: Path, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -230,12 +238,18 @@ def plot(path: Path, out: Path) -> None:
 
     frame = pd.read_csv(path)
     models = list(dict.fromkeys(frame["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(9.5 * len(models), 5), squeeze=False)
     for ax, model in zip(axes[0], models):
         part = frame[(frame["model"] == model) & (frame["method"] != "none")]
+        # one colour per method; its --raw variant (dense_above=1) dashed in the same colour
+        bases = list(dict.fromkeys(raw_base(m) for m in part["method"]))
+        colours = dict(zip(bases, plt.get_cmap("tab20" if len(bases) > 10 else "tab10").colors))
         for method, group in part.groupby("method"):
             group = group.sort_values("length")
-            ax.plot(group["length"], group["vs_cudnn"], marker="o", label=method)
+            raw = raw_base(method) != method
+            ax.plot(group["length"], group["vs_cudnn"], marker="o", color=colours[raw_base(method)],
+                    linestyle="--" if raw else "-", label=f"{raw_base(method)} (sparse in every layer)" if raw
+                    else method)
         ideal = part[part["method"] == "sample:density=0.1"].sort_values("length")
         if len(ideal):
             ax.plot(ideal["length"], ideal["ideal_ms"] / ideal["ttft_ms"] * ideal["vs_cudnn"], "k--",
@@ -245,7 +259,7 @@ def plot(path: Path, out: Path) -> None:
         ax.set_xlabel("prompt tokens")
         ax.set_ylabel("TTFT / dense cuDNN TTFT (lower is faster)")
         ax.set_title(f"{model} on {frame['gpu'].iloc[0]}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the lines, never over them
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
