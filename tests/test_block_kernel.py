@@ -271,3 +271,29 @@ def test_tiles_line_up_with_smaller_pattern_blocks():
     assert block_sparse_config(64, 1000, 64)[:2] == (64, 64)  # 64-token blocks: 64-row query tiles
     assert block_sparse_config(64, 1000, 96)[:2] == (128, 64)  # not a power of two: cell-level lookups instead
     assert block_sparse_config(64, 1000, 32)[:2] == (128, 64)  # smaller than a key tile: the same
+
+
+@pytest.mark.parametrize("path", ["portable", "tma"])
+def test_spans_of_query_tiles_give_the_same_output(path, monkeypatch):
+    """Long inputs build and run their tile lists per span of query tiles (LIST_BYTES, so the lists stay small at
+    1M tokens): with a limit of two list rows per span the output and each span's lists equal the whole run's."""
+    q, k, v = batch_qkv(2, 300, 4, 2, 64, seed=11)
+    q = q[:, :, -260:]
+    pattern = block_pattern(2, 4, 300, 64, 3, 20, seed=12)
+    whole = block_sparse_attention(q, k, v, 0.125, sink=3, window=20, blocks=pattern.blocks, block=64)
+    counts, lists = tile_lists(pattern.blocks, 64, 3, 20, 260, 300, 64, 32, "cpu")
+    per_row = 2 * 4 * lists.shape[-1] * 2
+    monkeypatch.setattr(block_sparse, "LIST_BYTES", 2 * per_row)
+    spans = block_sparse.list_spans((2, 4), lists.shape[2], lists.shape[3])
+    assert len(spans) == 3 and spans[-1] == (4, 1)  # 5 query tiles of 64: rows 0-1, 2-3, 4
+    full_n, part_n = counts[..., 0].long(), counts[..., 1].long()
+    for first, rows in spans:
+        c, li = tile_lists(pattern.blocks, 64, 3, 20, 260, 300, 64, 32, "cpu", (first, rows))
+        assert torch.equal(c, counts[:, :, first:first + rows])
+        slots = torch.arange(li.shape[-1])
+        used = (slots < full_n[:, :, first:first + rows, None]) | (slots >= li.shape[-1] - part_n[:, :, first:first + rows, None])
+        assert torch.equal(li[used], lists[:, :, first:first + rows][used])  # unused slots are not written
+    out = torch.full_like(q, float("nan"))
+    with override(sparse_path=path):
+        block_sparse_attention(q, k, v, 0.125, sink=3, window=20, blocks=pattern.blocks, block=64, out=out)
+    assert torch.equal(out, whole)

@@ -1,7 +1,7 @@
 """Block-sparse causal prefill: sink + window + kept pattern blocks, visited as lists of key tiles per query tile.
 
-Two launches per call (after two cumsums of the block table where the tiles do not line up with the pattern's
-blocks), no host sync:
+Two launches per span of query tiles (one span up to ~256K tokens with 32 heads; LIST_BYTES bounds each span's lists)
+(after two cumsums of the block table where the tiles do not line up with the pattern's blocks), no host sync:
   tile_lists_kernel   per (batch|1, head|1, query tile): which key tiles hold a kept cell, split into full tiles
                       (every causal cell kept, all keys in range: no mask) and partial ones (the cell rule is
                       evaluated in the attention kernel). Decided from the block table where every tile lies
@@ -31,6 +31,8 @@ from attention.kernels.sparse import NEG_INF, _online_step
 from attention.kernels.sparse_tma import _step_full
 
 LIST_CHUNK = 128  # key tiles a list-building program decides at once
+LIST_BYTES = 1 << 28  # tile lists built and run per span of query tiles of at most this size: at 1M tokens with 32
+                      # heads and 128-key tiles the whole-sequence lists are 4-8 GiB (n_qt x n_kt slots per head)
 
 
 @triton.jit
@@ -41,16 +43,17 @@ def _area(AREA, base, r, c, s_r, s_c):
 
 
 @triton.jit(do_not_specialize=["HL", "k_len", "q_off", "sink", "window", "block", "n_rows", "n_cols", "n_qt",
-                               "n_kt"])
+                               "n_kt", "qt0"])
 def tile_lists_kernel(AREA, COUNTS, LISTS, sa_b, sa_h, sa_r, sa_c,
-                      HL, k_len, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt,
+                      HL, k_len, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt, qt0,
                       TILE_Q: tl.constexpr, TILE_K: tl.constexpr, CHUNK: tl.constexpr, HAS_BLOCKS: tl.constexpr,
                       ALIGNED: tl.constexpr):
     # AREA: the summed-area table of the kept blocks (int32), or where every tile lies inside one pattern block
-    # (ALIGNED) the block table itself (int8): one entry decides the tile
-    qt = tl.program_id(0)
+    # (ALIGNED) the block table itself (int8): one entry decides the tile. Query tiles qt0 .. qt0 + n_qt - 1 (one
+    # span), listed in rows 0 .. n_qt - 1 per head
+    qt = qt0 + tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    row = bh * n_qt + qt
+    row = bh * n_qt + tl.program_id(0)
     qf = q_off + qt * TILE_Q
     ql = tl.minimum(qf + TILE_Q - 1, k_len - 1)
     r0 = tl.minimum(qf // block, n_rows - 1)
@@ -92,15 +95,18 @@ def tile_lists_kernel(AREA, COUNTS, LISTS, sa_b, sa_h, sa_r, sa_c,
 
 
 @triton.jit(do_not_specialize=["H", "GROUP", "Sq", "Sk", "q_off", "sink", "window", "block", "n_rows",
-                               "n_cols", "n_qt", "n_kt"])
+                               "n_cols", "n_qt", "n_kt", "qt0"])
 def block_sparse_kernel(
     Q, K, V, O, COUNTS, LISTS, BLOCKS,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s, sl_b, sl_h, sb_b, sb_h, sb_r,
-    H, GROUP, Sq, Sk, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt, qk_scale,
+    H, GROUP, Sq, Sk, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt, qt0, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_BLOCKS: tl.constexpr,
     ALIGNED: tl.constexpr, F32: tl.constexpr,
 ):
-    qt = tl.num_programs(0) - 1 - tl.program_id(0)  # the last query tiles have the most work: start them first
+    # this span's query tiles qt0 .. qt0 + n_qt - 1 (list rows 0 .. n_qt - 1); the last ones have the most work:
+    # started first
+    span_row = tl.num_programs(0) - 1 - tl.program_id(0)
+    qt = qt0 + span_row
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
     h = bh % H
@@ -113,7 +119,7 @@ def block_sparse_kernel(
                 other=0.0)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    list_row = (b * sl_b + h * sl_h) * n_qt + qt  # sl_*: 0 where the lists are shared across batch or heads
+    list_row = (b * sl_b + h * sl_h) * n_qt + span_row  # sl_*: 0 where the lists are shared across batch or heads
     n_full = tl.load(COUNTS + list_row * 2)
     n_part = tl.load(COUNTS + list_row * 2 + 1)
     entries = LISTS + list_row * n_kt
@@ -166,33 +172,48 @@ def block_table(blocks: torch.Tensor, device) -> tuple[torch.Tensor, list[int]]:
 
 
 def tile_lists(blocks: torch.Tensor | None, block: int, sink: int, window: int, q_len: int, k_len: int,
-               tile_q: int, tile_k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(counts int32 [B', H', n_qt, 2], lists [B', H', n_qt, n_kt]) with B', H' the block table's (1 without one).
+               tile_q: int, tile_k: int, device, span: tuple[int, int] | None = None,
+               table: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts int32 [B', H', rows, 2], lists [B', H', rows, n_kt]) with B', H' the block table's (1 without one), for
+    the query tiles span = (first, rows) (default: all n_qt of them).
 
     counts[..., 0] full key tiles (every causal cell kept, keys in range), listed ascending from the front;
     counts[..., 1] partial ones (some cell kept), listed ascending from the last slot backwards. Lists are
     int16 while key tile indices fit (half the memory at 1M tokens), else int32; unused slots are not written.
-    One launch where the tiles line up with the pattern's blocks; else two cumsums first (the summed-area table)."""
+    One launch where the tiles line up with the pattern's blocks; else two cumsums first (the summed-area table,
+    which `table` = list_table(...) passes in when several spans share it)."""
     n_qt, n_kt = triton.cdiv(q_len, tile_q), triton.cdiv(k_len, tile_k)
-    lined_up = False
-    if blocks is not None:
-        lined_up = aligned(block, tile_q, tile_k, q_len, k_len)
-        if lined_up:
-            table, strides = block_table(blocks, device)
-        else:
-            table = kept_blocks(blocks, device).cumsum(-2, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
-            strides = [table.stride(i) if table.shape[i] > 1 else 0 for i in range(4)]
-        lead, (n_rows, n_cols) = table.shape[:2], table.shape[2:]
-    else:
-        table = torch.empty(1, dtype=torch.int32, device=device)  # never read
-        lead, strides, n_rows, n_cols = (1, 1), [0, 0, 0, 0], 1, 1
-    counts = torch.empty(*lead, n_qt, 2, dtype=torch.int32, device=device)
-    lists = torch.empty(*lead, n_qt, n_kt, dtype=torch.int16 if n_kt < 2**15 else torch.int32, device=device)
-    tile_lists_kernel[(n_qt, lead[0] * lead[1])](
+    first, rows = span if span is not None else (0, n_qt)
+    table, strides, lined_up, lead, n_rows, n_cols = (
+        table if table is not None else list_table(blocks, block, q_len, k_len, tile_q, tile_k, device))
+    counts = torch.empty(*lead, rows, 2, dtype=torch.int32, device=device)
+    lists = torch.empty(*lead, rows, n_kt, dtype=torch.int16 if n_kt < 2**15 else torch.int32, device=device)
+    tile_lists_kernel[(rows, lead[0] * lead[1])](
         table, counts, lists, *strides, lead[1], k_len, k_len - q_len, int(sink), int(window), int(block),
-        n_rows, n_cols, n_qt, n_kt, TILE_Q=tile_q, TILE_K=tile_k, CHUNK=LIST_CHUNK, HAS_BLOCKS=blocks is not None,
-        ALIGNED=lined_up)
+        n_rows, n_cols, rows, n_kt, first, TILE_Q=tile_q, TILE_K=tile_k, CHUNK=LIST_CHUNK,
+        HAS_BLOCKS=blocks is not None, ALIGNED=lined_up)
     return counts, lists
+
+
+def list_table(blocks: torch.Tensor | None, block: int, q_len: int, k_len: int, tile_q: int, tile_k: int, device):
+    """(table, strides, lined_up, (B', H'), rows, cols): what tile_lists_kernel reads the kept blocks from."""
+    if blocks is None:
+        return torch.empty(1, dtype=torch.int32, device=device), [0, 0, 0, 0], False, (1, 1), 1, 1  # never read
+    lined_up = aligned(block, tile_q, tile_k, q_len, k_len)
+    if lined_up:
+        table, strides = block_table(blocks, device)
+    else:
+        table = kept_blocks(blocks, device).cumsum(-2, dtype=torch.int32).cumsum(-1, dtype=torch.int32)
+        strides = [table.stride(i) if table.shape[i] > 1 else 0 for i in range(4)]
+    return (table, strides, lined_up, tuple(table.shape[:2])) + tuple(table.shape[2:])
+
+
+def list_spans(lead: tuple[int, int], n_qt: int, n_kt: int) -> list[tuple[int, int]]:
+    """(first query tile, rows) spans whose tile lists take at most LIST_BYTES each (int16 slots; one span up to
+    ~256K tokens with 32 heads): the lists of a span are built, run and freed before the next one's."""
+    per_row = lead[0] * lead[1] * n_kt * (2 if n_kt < 2**15 else 4)
+    rows = max(1, min(n_qt, LIST_BYTES // max(1, per_row)))
+    return [(first, min(rows, n_qt - first)) for first in range(0, n_qt, rows)]
 
 
 def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int = 0,
@@ -219,17 +240,16 @@ def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int 
     else:
         bm, bn, warps, stages = block_sparse_config(head_dim, q_len, pattern_block)
         ws = None
-    counts, lists = tile_lists(blocks, block, sink, window, q_len, k_len, bm, bn, q.device)
-    n_qt, n_kt = lists.shape[2:]
+    listed = list_table(blocks, block, q_len, k_len, bm, bn, q.device)
+    n_qt, n_kt = triton.cdiv(q_len, bm), triton.cdiv(k_len, bn)
     if blocks is not None:
         table, sb = block_table(blocks, q.device)
         n_rows, n_cols = table.shape[2:]
     else:
         table, n_rows, n_cols, sb = torch.empty(1, dtype=torch.int8, device=q.device), 1, 1, [0, 0, 0, 0]
-    sl_b = lists.shape[1] if lists.shape[0] > 1 else 0  # list rows of (b, h) = (b * sl_b + h * sl_h) * n_qt
-    sl_h = 1 if lists.shape[1] > 1 else 0
-    shape_args = (heads, heads // kv_heads, q_len, k_len, k_len - q_len, int(sink), int(window), int(block),
-                  n_rows, n_cols, n_qt, n_kt, scale * LOG2E)
+    lead = listed[3]
+    sl_b = lead[1] if lead[0] > 1 else 0  # list rows of (b, h) = (b * sl_b + h * sl_h) * rows + span row
+    sl_h = 1 if lead[1] > 1 else 0
     flags = dict(HEAD_D=head_dim, BLOCK_M=bm, BLOCK_N=bn, HAS_BLOCKS=blocks is not None,
                  ALIGNED=aligned(block, bm, bn, q_len, k_len), F32=interpreter_f32(q), num_warps=warps,
                  num_stages=stages)
@@ -243,16 +263,23 @@ def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int 
         def desc(matrix, rows):
             return TensorDescriptor(matrix, list(matrix.shape), [matrix.shape[1], 1], [rows, head_dim])
 
-        block_sparse_tma_kernel[(n_qt, batch * heads)](
-            desc(qm, bm), desc(km, bn), desc(vm, bn), out, counts, lists, table,
-            out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb[:3], q_rb, q_rh, q_ch, kv_rb, kv_rh, kv_ch,
-            *shape_args, WARP_SPEC=ws, **flags)
-        return out
-    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        descs = desc(qm, bm), desc(km, bn), desc(vm, bn)
+    elif q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    block_sparse_kernel[(n_qt, batch * heads)](
-        q, k, v, out, counts, lists, table,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb[:3],
-        *shape_args, **flags)
+    for first, rows in list_spans(lead, n_qt, n_kt):  # one span below ~256K tokens: lists built once
+        counts, lists = tile_lists(blocks, block, sink, window, q_len, k_len, bm, bn, q.device, (first, rows), listed)
+        shape_args = (heads, heads // kv_heads, q_len, k_len, k_len - q_len, int(sink), int(window), int(block),
+                      n_rows, n_cols, rows, n_kt, first, scale * LOG2E)
+        if ws is not None:
+            block_sparse_tma_kernel[(rows, batch * heads)](
+                *descs, out, counts, lists, table,
+                out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h, *sb[:3], q_rb, q_rh, q_ch, kv_rb, kv_rh,
+                kv_ch, *shape_args, WARP_SPEC=ws, **flags)
+        else:
+            block_sparse_kernel[(rows, batch * heads)](
+                q, k, v, out, counts, lists, table,
+                q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), sl_b, sl_h,
+                *sb[:3], *shape_args, **flags)
+        del counts, lists  # freed before the next span's are made
     return out

@@ -14,15 +14,17 @@ from attention.kernels.sparse_tma import _step_full, _step_masked
 
 
 @triton.jit(do_not_specialize=["H", "GROUP", "Sq", "Sk", "q_off", "sink", "window", "block", "n_rows", "n_cols",
-                               "n_qt", "n_kt", "q_rb", "q_rh", "kv_rb", "kv_rh"])
+                               "n_qt", "n_kt", "qt0", "q_rb", "q_rh", "kv_rb", "kv_rh"])
 def block_sparse_tma_kernel(
     desc_q, desc_k, desc_v, O, COUNTS, LISTS, BLOCKS,
     so_b, so_h, so_s, sl_b, sl_h, sb_b, sb_h, sb_r, q_rb, q_rh, q_ch, kv_rb, kv_rh, kv_ch,
-    H, GROUP, Sq, Sk, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt, qk_scale,
+    H, GROUP, Sq, Sk, q_off, sink, window, block, n_rows, n_cols, n_qt, n_kt, qt0, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_BLOCKS: tl.constexpr,
     ALIGNED: tl.constexpr, WARP_SPEC: tl.constexpr, F32: tl.constexpr,
 ):
-    qt = tl.num_programs(0) - 1 - tl.program_id(0)  # the last query tiles have the most work: start them first
+    # this span's query tiles qt0 .. qt0 + n_qt - 1 (list rows 0 .. n_qt - 1); the last ones first (most work)
+    span_row = tl.num_programs(0) - 1 - tl.program_id(0)
+    qt = qt0 + span_row
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -35,7 +37,7 @@ def block_sparse_tma_kernel(
     q = desc_q.load([b * q_rb + h * q_rh + qt * BLOCK_M, h * q_ch])
     kv_row = b * kv_rb + hk * kv_rh  # descriptor row of key 0 of this kv head, at column kv_col
     kv_col = hk * kv_ch
-    list_row = (b.to(tl.int64) * sl_b + h.to(tl.int64) * sl_h) * n_qt + qt  # sl_*: 0 where lists are shared
+    list_row = (b.to(tl.int64) * sl_b + h.to(tl.int64) * sl_h) * n_qt + span_row  # sl_*: 0 where lists are shared
     n_full = tl.load(COUNTS + list_row * 2)
     n_part = tl.load(COUNTS + list_row * 2 + 1)
     entries = LISTS + list_row * n_kt
