@@ -269,6 +269,20 @@ def test_pattern_structures_are_what_the_docstrings_say():
     assert not torch.equal(blocks, bigbird.draw(2, 96, layer_idx=1)[0])
 
 
+def test_bigbird_cache_is_bounded_and_redraws_the_same_blocks(monkeypatch):
+    import attention.methods.bigbird as bigbird_module
+
+    method = small("bigbird", random_blocks="2")
+    first = method.draw(2, 96, layer_idx=0)
+    monkeypatch.setattr(bigbird_module, "DRAW_CACHE_BYTES", first.numel())  # room for one layer's table
+    second = method.draw(2, 96, layer_idx=1)
+    assert list(method._drawn) == [(1, 2, 96, "cpu")]  # the older table made room
+    assert torch.equal(method.draw(2, 96, layer_idx=0), first)  # drawn again: the same blocks
+    monkeypatch.setattr(bigbird_module, "DRAW_CACHE_BYTES", first.numel() - 1)
+    method._drawn.clear()
+    assert torch.equal(method.draw(2, 96, layer_idx=1), second) and not method._drawn  # too big: not kept
+
+
 def test_h2o_fused_scores_match_the_chunked_ones():
     from attention.backend import use_backend
 

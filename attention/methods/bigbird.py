@@ -18,6 +18,8 @@ from attention.method import ConfigError, FallbackConfig, SparseMethod, check_ra
 from attention.pattern import SparsePattern
 from attention.registry import register
 
+DRAW_CACHE_BYTES = 1 << 30  # drawn tables kept per method (bool: a byte per block): 32 layers at 128K
+
 
 @dataclasses.dataclass
 class BigBirdConfig(FallbackConfig):
@@ -77,24 +79,33 @@ class BigBird(SparseMethod):
         return below if abs(share(below) - self.config.density) <= abs(share(low) - self.config.density) else low
 
     def draw(self, heads: int, length: int, layer_idx: int, device="cpu") -> torch.Tensor:
-        """blocks bool [1, H, n, n]: drawn once per layer, shape and device, then cached."""
+        """blocks bool [1, H, n, n]: drawn per layer, shape and device; cached while the cache holds at most
+        DRAW_CACHE_BYTES (32 layers at 128K), else drawn again for each call (the same blocks: seeded)."""
         n = -(-length // self.config.block)
         key = (layer_idx, heads, length, str(device))
-        if key not in self._drawn:
-            # drawn where attention runs (on the CPU it takes seconds per layer at 128K);
-            # the same seed on the same device type gives the same blocks
-            gen = torch.Generator(device=device).manual_seed(self.config.seed * 100_003 + layer_idx)
-            fixed = self.fixed_blocks(n).to(device)
-            eligible = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device)) & ~fixed
-            # uniform draw without replacement: the r largest of uniform scores over eligible blocks
-            scores = torch.rand(heads, n, n, generator=gen, device=device).masked_fill_(~eligible, -1.0)
-            count = min(self.random_count(n, length), n)
-            chosen = torch.zeros(heads, n, n, dtype=torch.bool, device=device)
-            if count:
-                top = scores.topk(count, dim=-1)
-                chosen.scatter_(-1, top.indices, top.values >= 0)
-            self._drawn[key] = (fixed | chosen)[None]
-        return self._drawn[key]
+        if key in self._drawn:
+            return self._drawn[key]
+        # drawn where attention runs (on the CPU it takes seconds per layer at 128K); the same seed on the same
+        # device type gives the same blocks. One head at a time: the uniform scores of all heads at once are
+        # 4 x H x n^2 bytes (8 GiB at 1M tokens), one head's 256 MiB
+        gen = torch.Generator(device=device).manual_seed(self.config.seed * 100_003 + layer_idx)
+        fixed = self.fixed_blocks(n).to(device)
+        eligible = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device)) & ~fixed
+        count = min(self.random_count(n, length), n)
+        blocks = fixed.expand(1, heads, n, n).clone()
+        for head in range(heads if count else 0):
+            # uniform draw without replacement: the `count` largest of uniform scores over eligible blocks
+            scores = torch.rand(n, n, generator=gen, device=device).masked_fill_(~eligible, -1.0)
+            top = scores.topk(count, dim=-1)
+            # scattered apart, then or-ed: a row with fewer eligible blocks than `count` also tops fixed ones (-1)
+            blocks[0, head] |= torch.zeros_like(eligible).scatter_(-1, top.indices, top.values >= 0)
+            del scores, top
+        held = sum(x.numel() for x in self._drawn.values())
+        while self._drawn and held + blocks.numel() > DRAW_CACHE_BYTES:  # the oldest go first
+            held -= self._drawn.pop(next(iter(self._drawn))).numel()
+        if blocks.numel() <= DRAW_CACHE_BYTES:
+            self._drawn[key] = blocks
+        return blocks
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         blocks = self.draw(q.shape[1], k.shape[2], layer_idx, q.device)  # drawn where attention runs
