@@ -75,12 +75,46 @@ def head_distance(logits: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
 
 @dataclasses.dataclass
 class FlexScores:
-    cum: torch.Tensor            # [B, H, 2, n*block] sorted column (0) / diagonal (1) mass, running sum
     tiles: torch.Tensor          # [B, H, 2, n] mass per key tile (0) / tile diagonal (1), tile 0 forced (inf)
     query_aware: torch.Tensor    # bool [B, H]
-    grid_order: torch.Tensor     # long [B, H, n(n+1)/2] causal tile-grid entries (flat in n*n), best first
-    grid_cum: torch.Tensor       # [B, H, n(n+1)/2] their running sum
     n: int
+    # for a gamma solve (density > 0), the rankings themselves, O(H x n^2):
+    cum: torch.Tensor | None = None         # [B, H, 2, n*block] sorted column / diagonal mass, running sum
+    grid_order: torch.Tensor | None = None  # long [B, H, n(n+1)/2] causal tile-grid entries (flat in n*n), best first
+    grid_cum: torch.Tensor | None = None    # [B, H, n(n+1)/2] their running sum
+    # at one gamma (the defaults), what select needs and no more: O(H x n x block) plus one head chunk's grid
+    tokens: torch.Tensor | None = None      # long [B, H, 2] columns / diagonals whose sorted mass covers gamma, + 1
+    queries: torch.Tensor | None = None     # fp32 [B, H, n, D] block-mean queries x scale
+    keys: torch.Tensor | None = None        # fp32 [B, H, n, D] block-mean keys (kv heads expanded)
+
+
+GRID_CHUNK = 1 << 26   # tile-grid entries of the heads ranked at once (one head's 256 MiB fp32 grid at 1M tokens)
+RANK_CHUNK = 1 << 24   # sorted column / diagonal mass entries at once (rows of 1M keys: 16 at a time)
+
+
+def covered(mass: torch.Tensor, gamma: float) -> torch.Tensor:
+    """long [...]: how many of each row's best entries keep their running sum <= gamma, plus one (FlexPrefill's
+    token budget), ranked in groups of rows of at most RANK_CHUNK entries (the same sorted values, so the same
+    counts, without the whole ranking's index arrays)."""
+    rows = mass.reshape(-1, mass.shape[-1])
+    step = max(1, RANK_CHUNK // mass.shape[-1])
+    counts = [(ranked(rows[i:i + step], order=False)[0].cumsum(-1) <= gamma).sum(-1) + 1
+              for i in range(0, rows.shape[0], step)]
+    return (torch.cat(counts) if len(counts) > 1 else counts[0]).view(mass.shape[:-1])
+
+
+def top_prefix(values: torch.Tensor, budget: float) -> torch.Tensor:
+    """bool like values [..., N]: the longest prefix (at least one entry) of each row's stable descending order whose
+    running sum stays <= budget, found without the order: the prefix's last value v is the c-th largest; every
+    entry above v is in it, and of those equal to v the first (c - #above) by index (the stable sort's tie order)."""
+    ordered = ranked(values, order=False)[0]
+    count = ((ordered.cumsum(-1) <= budget).sum(-1, keepdim=True)).clamp(min=1)
+    last = ordered.gather(-1, count - 1)
+    del ordered
+    above = values > last
+    at = values == last
+    room = count - above.sum(-1, keepdim=True)
+    return above | (at & (at.cumsum(-1) <= room))
 
 
 @register
@@ -93,19 +127,22 @@ class FlexPrefill(SparseMethod):
         b = self.config.block
         return max(2 * b, ceil_div(self.config.min_budget, b) * b)
 
-    def scores(self, q, k, scale) -> FlexScores:
+    def scores(self, q, k, scale, gamma: float | None = None) -> FlexScores:
         b = self.config.block
-        return self.scores_from(q[:, :, max(0, q.shape[2] - b):], self.pooled_queries(q, k.shape[2], scale), k, scale)
+        return self.scores_from(q[:, :, max(0, q.shape[2] - b):], self.pooled_queries(q, k.shape[2], scale), k, scale,
+                                gamma)
 
     def pooled_queries(self, q, k_len: int, scale: float) -> torch.Tensor:
         """fp32 [B, H, n, D]: block-mean queries (front-padded to whole key tiles) times scale."""
         padded = q if q.shape[2] == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q.shape[2], 0))
         return block_pool_mean(padded, self.config.block) * scale
 
-    def scores_from(self, tail, queries, k, scale) -> FlexScores:
+    def scores_from(self, tail, queries, k, scale, gamma: float | None = None) -> FlexScores:
         """The statistics from the last `block` queries (tail), the pooled queries and k; column and diagonal ones
         side by side ([..., 2, ...]) so each step runs once for both, per-shape constants cached on the method: no
-        host sync, a fixed number of launches."""
+        host sync, a fixed number of launches. gamma None: the full rankings, for select at any gamma (O(H x n^2)
+        memory); a gamma: only what select needs at that gamma (the tile grid is ranked there, a head chunk at a
+        time)."""
         b = self.config.block
         batch, heads, last, _ = tail.shape
         k_len = k.shape[2]
@@ -120,6 +157,7 @@ class FlexPrefill(SparseMethod):
         mass = columns.new_zeros(batch, heads, 2, n * b)
         mass[:, :, 0, :k_len] = columns
         mass[:, :, 1, n * b - k_len:] = diagonals
+        del columns, diagonals
         mass /= last
         tiles = mass.view(batch, heads, 2, n, b).sum(-1)
         # head choice: last queries' mean against block-mean keys, vs the column mass pooled to tiles
@@ -127,29 +165,40 @@ class FlexPrefill(SparseMethod):
         mean_q = tail.float().mean(2, keepdim=True) * scale                 # [B, H, 1, D]
         logits = (mean_q @ keys.transpose(-1, -2)).squeeze(2)
         query_aware = head_distance(logits, tiles[:, :, 0]) < self.config.tau
-        # query-aware tiles: block-mean queries against block-mean keys, softmax over each row's causal tiles
-        above = cached(cache, ("above", n, str(k.device)), lambda: ~causal_blocks(n, k.device))
-        grid = (queries @ keys.transpose(-1, -2)).masked_fill_(above, float("-inf"))
+        if gamma is not None:
+            tokens = covered(mass, gamma)
+            tiles[..., 0] = float("inf")
+            return FlexScores(tiles, query_aware, n, tokens=tokens, queries=queries, keys=keys)
+        grid_values, grid_order = self.ranked_grid(queries, keys, n, cache)
+        tiles[..., 0] = float("inf")
+        return FlexScores(tiles, query_aware, n, cum=ranked(mass, order=False)[0].cumsum(-1), grid_order=grid_order,
+                          grid_cum=grid_values.cumsum(-1))
+
+    def grid_probs(self, queries, keys, n: int, cache: dict) -> torch.Tensor:
+        """fp32 [B, h, n(n+1)/2]: the causal entries, in flat order, of softmax over each query tile's causal key tiles
+        of block-mean queries against block-mean keys (for the heads given)."""
+        above = cached(cache, ("above", n, str(keys.device)), lambda: ~causal_blocks(n, keys.device))
         # only the causal half is ranked: the other half is 0 and sorts after every positive entry, so the running
         # sums of the positive ones, and which zeros a budget reaches, are the same; select drops non-causal tiles
-        lower = cached(cache, ("lower", n, str(k.device)), lambda: self.causal_cells(n, k.device))
-        grid_values, grid_order = ranked(torch.softmax(grid, dim=-1).flatten(-2)[..., lower])
-        grid_order = lower[grid_order]
-        tiles[..., 0] = float("inf")
-        return FlexScores(ranked(mass, order=False)[0].cumsum(-1), tiles, query_aware, grid_order, grid_values.cumsum(-1),
-                          n)
+        lower = cached(cache, ("lower", n, str(keys.device)), lambda: self.causal_cells(n, keys.device))
+        grid = (queries @ keys.transpose(-1, -2)).masked_fill_(above, float("-inf"))
+        return torch.softmax(grid, dim=-1).flatten(-2)[..., lower]
 
-    def tile_budget(self, cum: torch.Tensor, gamma: float, n: int, query_aware: torch.Tensor) -> torch.Tensor:
-        """long [B, H, 2]: vertical and slash tiles per head."""
+    def ranked_grid(self, queries, keys, n: int, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        lower = cached(cache, ("lower", n, str(keys.device)), lambda: self.causal_cells(n, keys.device))
+        grid_values, grid_order = ranked(self.grid_probs(queries, keys, n, cache))
+        return grid_values, lower[grid_order].long()
+
+    def tile_budget(self, tokens: torch.Tensor, n: int, query_aware: torch.Tensor) -> torch.Tensor:
+        """long [B, H, 2]: vertical and slash tiles per head, from the tokens covering gamma (covered)."""
         b = self.config.block
         low = ceil_div(self.config.min_budget, b)
         high = min(ceil_div(self.config.max_budget, b), n) if self.config.max_budget else n
-        tokens = (cum <= gamma).sum(-1) + 1
         tiles = (tokens // b + 1).clamp(min=low, max=high) if low <= high else torch.full_like(tokens, high)
         return tiles.masked_fill_(query_aware[..., None], min(low, n))
 
     def select(self, s: FlexScores, gamma: float) -> torch.Tensor:
-        """bool [B, H, n, n] tiles kept at this gamma."""
+        """bool [B, H, n, n] tiles kept at this gamma (s from scores_from at this gamma, or at None)."""
         n = s.n
         device = s.tiles.device
         cache = self.__dict__.setdefault("_cache", {})
@@ -157,27 +206,43 @@ class FlexPrefill(SparseMethod):
         # [B, H, 2, n]: each head's best key tiles and tile diagonals, as many as its budgets
         _, order = ranked(s.tiles)
         slots = cached(cache, ("slots", n, str(device)), lambda: torch.arange(n, device=device))
-        budget = self.tile_budget(s.cum, gamma, n, s.query_aware)
+        tokens = s.tokens if s.cum is None else (s.cum <= gamma).sum(-1) + 1
+        budget = self.tile_budget(tokens, n, s.query_aware)
         kept = torch.empty_like(order, dtype=torch.bool).scatter_(-1, order, slots < budget[..., None])
-        blocks = kept[:, :, 0, None, :] | kept[:, :, 1][..., offset]      # key tile columns | tile diagonals
-        grid_keep = s.grid_cum <= gamma * n
-        grid_keep[..., 0] = True  # their dropped entries fall back to index 0: tile (0, 0) is always kept
-        grid_keep &= s.query_aware[..., None]
-        chosen = blocks.new_zeros(blocks.shape).flatten(-2).scatter_(-1, s.grid_order, grid_keep)
-        blocks |= chosen.view_as(blocks)
+        blocks = kept[:, :, 1][..., offset]                                 # tile diagonals, then | key tile columns
+        blocks |= kept[:, :, 0, None, :]
+        del kept, order
+        if s.grid_order is not None:
+            grid_keep = s.grid_cum <= gamma * n
+            grid_keep[..., 0] = True  # their dropped entries fall back to index 0: tile (0, 0) is always kept
+            grid_keep &= s.query_aware[..., None]
+            chosen = blocks.new_zeros(blocks.shape).flatten(-2).scatter_(-1, s.grid_order, grid_keep)
+            blocks |= chosen.view_as(blocks)
+        else:  # the same tiles, a head chunk at a time: the first entry always kept (tile (0, 0), the largest)
+            lower = cached(cache, ("lower", n, str(device)), lambda: self.causal_cells(n, device))
+            heads = blocks.shape[1]
+            step = max(1, GRID_CHUNK // max(1, blocks.shape[0] * n * n))
+            flat = blocks.view(*blocks.shape[:2], n * n)
+            for h in range(0, heads, step):
+                probs = self.grid_probs(s.queries[:, h:h + step], s.keys[:, h:h + step], n, cache)
+                chosen = top_prefix(probs, gamma * n) & s.query_aware[:, h:h + step, None]
+                del probs
+                flat[:, h:h + step, lower] |= chosen
+                del chosen
         return blocks.logical_and_(causal)
 
     @staticmethod
     def causal_cells(n: int, device) -> torch.Tensor:
-        """long [n(n+1)/2]: flat indices of the tiles on or below the diagonal, ascending (no host sync)."""
-        rows, cols = torch.tril_indices(n, n, device=device)
-        return rows * n + cols
+        """int32 [n(n+1)/2]: flat indices of the tiles on or below the diagonal, ascending (no host sync). Kept per
+        shape: int32 (n^2 < 2^31 up to 5M tokens at block 128) halves it, 134 MB at 1M tokens."""
+        rows, cols = torch.tril_indices(n, n, device=device, dtype=torch.int32)
+        return rows.mul_(n).add_(cols)
 
     @staticmethod
     def grid_constants(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tile diagonal index r - c clamped at 0, causal tiles), both [n, n]."""
-        r, c = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
-        return (r - c).clamp(min=0), causal_blocks(n, device)
+        """(tile diagonal index r - c clamped at 0, int32; causal tiles), both [n, n]."""
+        r = torch.arange(n, device=device, dtype=torch.int32)
+        return (r[:, None] - r[None, :]).clamp_(min=0), causal_blocks(n, device)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape
@@ -199,7 +264,7 @@ class FlexPrefill(SparseMethod):
             blocks, aware = self.select(s, gamma), s.query_aware.float().mean(0)
         else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
             def default(tail, queries, keys):
-                s = self.scores_from(tail, queries, keys, scale)
+                s = self.scores_from(tail, queries, keys, scale, gamma)
                 return self.select(s, gamma), s.query_aware.float().mean(0)
 
             key = ("flexprefill", tuple(q.shape), tuple(k.shape), q.dtype, scale, str(q.device))
