@@ -183,6 +183,23 @@ def ranked(scores: torch.Tensor, values: bool = True, order: bool = True) -> tup
     return v, o
 
 
+RANK_GROUP = 1 << 24  # entries ranked at once by ranked_prefix (16 rows of 1M keys)
+
+
+def ranked_prefix(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """long [..., count]: the first `count` entries of ranked(scores)'s order (the same stable descending order),
+    ranked in groups of rows of at most RANK_GROUP entries so that the whole order and the sort's index arrays are
+    never held at once (at 1M keys x 64 rows they are ~3 GiB); one group, as ranked, up to 128K keys x 64 rows."""
+    n = scores.shape[-1]
+    rows = scores.reshape(-1, n)
+    step = max(1, RANK_GROUP // n)
+    if step >= rows.shape[0]:  # one group: as ranked (a view of its order)
+        return ranked(scores, values=False)[1][..., :count]
+    # each group's prefix copied out, so its whole order is freed before the next group's sort
+    parts = [ranked(rows[i:i + step], values=False)[1][:, :count].contiguous() for i in range(0, rows.shape[0], step)]
+    return torch.cat(parts).view(*scores.shape[:-1], min(count, n))
+
+
 def top_k_mask(scores: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
     """bool like scores: the `count` best entries per row (count broadcastable to scores.shape[:-1])."""
     _, order = ranked(scores)
@@ -231,5 +248,5 @@ def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["block_cells", "block_pool_mean", "block_sum", "blocks_density", "cached", "causal_blocks", "ceil_div",
-           "cover_count", "diagonal_sums", "estimate", "graphs_enabled", "js_distance", "last_rows_scores", "ranked", "row_probs", "solve",
+           "cover_count", "diagonal_sums", "estimate", "graphs_enabled", "js_distance", "last_rows_scores", "ranked", "ranked_prefix", "row_probs", "solve",
            "top_k_mask"]

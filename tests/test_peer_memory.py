@@ -93,3 +93,22 @@ def test_ranked_values_are_the_same_in_row_groups():
         assert torch.equal(flexprefill.covered(mass, 0.9 * 3000), expected)
     finally:
         flexprefill.RANK_CHUNK = old
+
+
+@pytest.mark.parametrize("exact", ["0", "1"])
+def test_minference_prefix_ranking_selects_the_same(exact, monkeypatch):
+    """MInference ranks only the prefix of each order its heads read, in row groups: the same columns and diagonals
+    as the full ranking, with groups of one row (as at 1M keys) and in one group."""
+    import attention.peer_estimation as peer_estimation
+
+    method = build_method("minference", {"vertical_size": "40", "slash_size": "120", "last_q": "16",
+                                         "init_columns": "3", "local_diagonals": "70", "exact_diagonals": exact})
+    q, k, _ = qkv(900, seed=6)
+    unused = method.counts_and_means(900, method.head_sizes(4, 0, "cpu"), 1.0, "cpu")[0]
+    full = method.selected(method.scores(q[:, :, -16:], k, 0.25), unused)
+    for group in (900, 1 << 24):
+        monkeypatch.setattr(peer_estimation, "RANK_GROUP", group)
+        pattern = method.build_pattern(q, k, 0.25)
+        got = (pattern.columns, pattern.band_offsets if exact == "0" else pattern.slashes)
+        for a, b in zip(got, full):
+            assert torch.equal(a, b)

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from attention.bands import BandPattern
-from attention.peer_estimation import cached, estimate, last_rows_scores, ranked, solve
+from attention.peer_estimation import cached, estimate, last_rows_scores, ranked, ranked_prefix, solve
 from attention.density import pattern_density
 from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
@@ -125,9 +125,11 @@ class MInference(SparseMethod):
     Config = MInferenceConfig
     description = "MInference vertical-slash: top columns and diagonals from the last 64 queries, run as 64-key bands"
 
-    def scores(self, q, k, scale) -> VerticalSlashScores:
+    def scores(self, q, k, scale, prefix: int | None = None) -> VerticalSlashScores:
         """Columns and diagonals ranked together ([..., 2, Sk]: one sort pipeline for both); the forced ones get an
-        infinite score, so the stable ranking puts them first in index order, as MInference's own inf does."""
+        infinite score, so the stable ranking puts them first in index order, as MInference's own inf does.
+        prefix: only the first `prefix` of each order are needed (the most any head keeps; ranked in row groups, so
+        at 1M keys the full orders, ~3 GiB with the sorts' index arrays, are never held); None: all of them."""
         cfg = self.config
         k_len = k.shape[2]
         cache = self.__dict__.setdefault("_cache", {})
@@ -137,7 +139,7 @@ class MInference(SparseMethod):
         both = torch.stack((vertical, slash), 2)                             # [B, H, 2, Sk]
         both[:, :, 0, :sink] = float("inf")
         both[:, :, 1, :window] = float("inf")
-        _, order = ranked(both, values=False)
+        order = ranked(both, values=False)[1] if prefix is None else ranked_prefix(both, prefix)
         return VerticalSlashScores(order[:, :, 0], order[:, :, 1], sink, window)
 
     def head_sizes(self, heads: int, layer_idx: int, device) -> HeadSizes:
@@ -234,8 +236,12 @@ class MInference(SparseMethod):
             key = ("counts", heads, layer_idx if cfg.config else None, k_len, str(q.device))
             unused, vertical, slash = cached(cache, key, lambda: self.counts_and_means(k_len, sizes, ratio, q.device))
 
+            # the most of each order any head reads (exact diagonals: the forced ones come first and are skipped)
+            skip = (min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)) if cfg.exact_diagonals else (0, 0)
+            most = max(skip[0] + unused[0].shape[-1], skip[1] + unused[1].shape[-1])
+
             def default(queries, keys):
-                return self.selected(self.scores(queries, keys, scale), unused)
+                return self.selected(self.scores(queries, keys, scale, most), unused)
 
             if cfg.config:  # per-layer sizes, so per-layer shapes: no graph to share between layers
                 parts = default(tail, k)
