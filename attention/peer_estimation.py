@@ -72,14 +72,16 @@ def capture(fn: Callable, statics: tuple[torch.Tensor, ...]):
     return outputs, graph.replay
 
 
-def estimate(cache: dict, key, fn: Callable, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
+def estimate(cache: dict, key, fn: Callable, inputs: tuple[torch.Tensor, ...],
+             max_tokens: int | None = None) -> tuple[torch.Tensor | None, ...]:
     """fn(*inputs) -> tuple of tensors (or None), without host syncs and with per-shape state only (so one capture
     serves every layer): on CUDA replayed from a graph captured once per `key` (the shape and every host-side
     value fn depends on), so a layer costs the input copies, one graph launch and the output clones instead of
     fn's dozens of launches. Per device the last key's graph is kept (its intermediates hold memory until the
-    shape changes); inputs longer than GRAPH_MAX_TOKENS run eagerly. A capture that fails is reported once and the
-    method runs eagerly from then on."""
-    too_long = max(x.shape[-2] if x.dim() > 1 else 0 for x in inputs) > GRAPH_MAX_TOKENS
+    shape changes); inputs longer than max_tokens (GRAPH_MAX_TOKENS unless the method's intermediates are smaller)
+    run eagerly. A capture that fails is reported once and the method runs eagerly from then on."""
+    limit = GRAPH_MAX_TOKENS if max_tokens is None else max_tokens
+    too_long = max(x.shape[-2] if x.dim() > 1 else 0 for x in inputs) > limit
     if too_long or "graph_failed" in cache or not graphs_enabled(inputs[0].device):
         return fn(*inputs)
     slot = ("graph", str(inputs[0].device))

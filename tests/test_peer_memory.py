@@ -112,3 +112,22 @@ def test_minference_prefix_ranking_selects_the_same(exact, monkeypatch):
         got = (pattern.columns, pattern.band_offsets if exact == "0" else pattern.slashes)
         for a, b in zip(got, full):
             assert torch.equal(a, b)
+
+
+def test_minference_replays_its_graph_to_128k(monkeypatch):
+    """MInference's default estimate replays from a graph up to its own limit (128K keys), past the shared 64K."""
+    import attention.methods.minference as minference
+    import attention.peer_estimation as peer_estimation
+
+    seen = []
+    monkeypatch.setattr(peer_estimation, "graphs_enabled", lambda device: True)
+    monkeypatch.setattr(peer_estimation, "capture", lambda fn, statics: (seen.append(1), (fn(*statics), lambda: None))[1])
+    monkeypatch.setattr(peer_estimation, "GRAPH_MAX_TOKENS", 100)  # the shared limit below this length
+    method = build_method("minference", {"vertical_size": "40", "slash_size": "120", "last_q": "16"})
+    q, k, _ = qkv(300, seed=7)
+    monkeypatch.setattr(minference, "GRAPH_MAX_TOKENS", 299)
+    method.build_pattern(q, k, 0.25)
+    assert not seen  # past its limit: eager
+    monkeypatch.setattr(minference, "GRAPH_MAX_TOKENS", 300)
+    method.build_pattern(q, k, 0.25)
+    assert seen == [1]

@@ -51,6 +51,11 @@ from attention.method import ConfigError, FallbackConfig, SparseMethod, check_ra
 from attention.pattern import SparsePattern
 from attention.registry import register
 
+# keys up to which the default estimate replays from a CUDA graph: its intermediates are O(H x keys) (the last 64
+# rows' column and diagonal sums and their ranking, ~0.3 GiB at 128K with 32 heads) plus the static copy of k (the
+# 0.26 GiB k of 8 kv heads at 128K), held while the shape lasts; past it eager (~42 launches at 128K)
+GRAPH_MAX_TOKENS = 1 << 17
+
 
 @dataclasses.dataclass
 class MInferenceConfig(FallbackConfig):
@@ -247,7 +252,7 @@ class MInference(SparseMethod):
                 parts = default(tail, k)
             else:  # on CUDA one graph replay per layer (peer_estimation.estimate)
                 key = ("minference", tuple(tail.shape), tuple(k.shape), q.dtype, scale, str(q.device))
-                parts = estimate(cache, key, default, (tail, k))
+                parts = estimate(cache, key, default, (tail, k), max_tokens=GRAPH_MAX_TOKENS)
             pattern = self.assemble(parts, min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len))
         self.knobs = {"ratio": ratio, "vertical": vertical, "slash": slash,
                       "sizes": "per-head file" if cfg.config else "uniform",
