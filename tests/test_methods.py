@@ -291,3 +291,20 @@ def test_h2o_fused_scores_match_the_chunked_ones():
     with use_backend("triton"):  # the Triton column-score kernel, interpreted on the CPU
         fused = method.scores(q, k, 0.3)
     torch.testing.assert_close(fused, accumulated_attention(q, k, 0.3), atol=1e-4, rtol=1e-4)
+
+
+def test_bigbird_draws_in_head_chunks(monkeypatch):
+    """With DRAW_CHUNK at one head's scores (as at 1M tokens) every head still gets window + global blocks plus
+    exactly its random ones, heads differ, and a redraw gives the same blocks."""
+    import attention.methods.bigbird as bigbird_module
+
+    monkeypatch.setattr(bigbird_module, "DRAW_CHUNK", 12 * 12)
+    method = small("bigbird", random_blocks="2")
+    blocks = method.draw(3, 96, layer_idx=0)[0]
+    fixed = method.fixed_blocks(12)
+    eligible = (torch.ones(12, 12).tril().bool() & ~fixed).sum(-1)
+    assert (blocks >= fixed).all()
+    assert torch.equal((blocks & ~fixed).sum(-1), torch.minimum(eligible, torch.tensor(2)).expand(3, -1))
+    assert not torch.equal(blocks[0], blocks[1]) and not torch.equal(blocks[1], blocks[2])
+    method._drawn.clear()
+    assert torch.equal(method.draw(3, 96, layer_idx=0)[0], blocks)

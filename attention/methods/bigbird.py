@@ -18,6 +18,7 @@ from attention.method import ConfigError, FallbackConfig, SparseMethod, check_ra
 from attention.pattern import SparsePattern
 from attention.registry import register
 
+DRAW_CHUNK = 1 << 26  # uniform scores drawn at once (256 MiB fp32: one head's at 1M tokens)
 DRAW_CACHE_BYTES = 1 << 30  # drawn tables kept per method (bool: a byte per block): 32 layers at 128K
 
 
@@ -86,19 +87,22 @@ class BigBird(SparseMethod):
         if key in self._drawn:
             return self._drawn[key]
         # drawn where attention runs (on the CPU it takes seconds per layer at 128K); the same seed on the same
-        # device type gives the same blocks. One head at a time: the uniform scores of all heads at once are
-        # 4 x H x n^2 bytes (8 GiB at 1M tokens), one head's 256 MiB
+        # device type gives the same blocks. In head chunks of at most DRAW_CHUNK scores: all heads' uniform scores at
+        # once are 4 x H x n^2 bytes (8 GiB at 1M tokens); one chunk up to ~256K tokens with 32 heads
         gen = torch.Generator(device=device).manual_seed(self.config.seed * 100_003 + layer_idx)
         fixed = self.fixed_blocks(n).to(device)
         eligible = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device)) & ~fixed
         count = min(self.random_count(n, length), n)
         blocks = fixed.expand(1, heads, n, n).clone()
-        for head in range(heads if count else 0):
+        step = max(1, DRAW_CHUNK // (n * n))
+        for first in range(0, heads if count else 0, step):
+            part = min(step, heads - first)
             # uniform draw without replacement: the `count` largest of uniform scores over eligible blocks
-            scores = torch.rand(n, n, generator=gen, device=device).masked_fill_(~eligible, -1.0)
+            scores = torch.rand(part, n, n, generator=gen, device=device).masked_fill_(~eligible, -1.0)
             top = scores.topk(count, dim=-1)
             # scattered apart, then or-ed: a row with fewer eligible blocks than `count` also tops fixed ones (-1)
-            blocks[0, head] |= torch.zeros_like(eligible).scatter_(-1, top.indices, top.values >= 0)
+            blocks[0, first:first + part] |= torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top.indices,
+                                                                                                  top.values >= 0)
             del scores, top
         held = sum(x.numel() for x in self._drawn.values())
         while self._drawn and held + blocks.numel() > DRAW_CACHE_BYTES:  # the oldest go first
