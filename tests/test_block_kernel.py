@@ -227,7 +227,7 @@ def test_offsets_at_one_million_tokens(lined_up):
     lists = Fake("lists", (1, H, n_qt, n_kt), torch.int16)
     with Probe(area, counts, lists) as probe:
         run_programs(tile_lists_kernel, (n_qt, H), [(n_qt - 1, H - 1)], area, counts, lists, 0, n * n, n, 1,
-                     H, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, TILE_Q=bm, TILE_K=bn, CHUNK=8192, HAS_BLOCKS=True,
+                     H, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0, TILE_Q=bm, TILE_K=bn, CHUNK=8192, HAS_BLOCKS=True,
                      ALIGNED=lined_up)
     assert not probe.errors, probe.errors[:5]
     assert max(lists.touched) >= 2**31 and max(area.touched) >= (H - 1) * n * n  # the last head's table read
@@ -240,7 +240,7 @@ def test_offsets_at_one_million_tokens(lined_up):
     with Probe(q, k, v, o, counts, lists, blocks) as probe:
         run_programs(block_sparse_kernel, (n_qt, H), [(0, H - 1)], q, k, v, o, counts, lists, blocks,
                      *[t.stride(d) for t in (q, k, v, o) for d in range(3)], H, 1, n * n, n * n, n,
-                     H, H // HK, S, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0.1, HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn,
+                     H, H // HK, S, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0, 0.1, HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn,
                      HAS_BLOCKS=True, ALIGNED=lined_up, F32=False, num_warps=warps)
     assert not probe.errors, probe.errors[:5]
     assert max(o.touched) >= 2**31 and max(lists.touched) >= 2**31 and max(blocks.touched) >= (H - 1) * n * n
@@ -260,7 +260,7 @@ def test_tma_offsets_at_one_million_tokens():
         run_programs(block_sparse_tma_kernel, (n_qt, H), [(0, H - 1)], probe.desc(q, S, H * D, [bm, D]),
                      probe.desc(k, S, HK * D, [bn, D]), probe.desc(v, S, HK * D, [bn, D]), o, counts, lists, blocks,
                      o.stride(0), o.stride(1), o.stride(2), H, 1, n * n, n * n, n, S, 0, D, S, 0, D,
-                     H, H // HK, S, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0.1, HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn,
+                     H, H // HK, S, S, 0, 4, 1000, 128, n, n, n_qt, n_kt, 0, 0.1, HEAD_D=D, BLOCK_M=bm, BLOCK_N=bn,
                      HAS_BLOCKS=True, ALIGNED=False, WARP_SPEC=ws, F32=False, num_warps=warps, num_stages=stages)
     assert not probe.errors, probe.errors[:5]
     assert max(o.touched) >= 2**31 and max(lists.touched) >= (H - 1) * n_qt * n_kt  # the last head's list read
