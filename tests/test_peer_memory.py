@@ -131,3 +131,12 @@ def test_minference_replays_its_graph_to_128k(monkeypatch):
     monkeypatch.setattr(minference, "GRAPH_MAX_TOKENS", 300)
     method.build_pattern(q, k, 0.25)
     assert seen == [1]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 40])
+def test_diagonal_tiles_equal_the_gathered_ones(n):
+    diagonals = torch.rand(2, 3, n, generator=torch.Generator().manual_seed(n)) < 0.5
+    r = torch.arange(n)
+    gathered = diagonals[..., (r[:, None] - r[None, :]).clamp(min=0)] & torch.ones(n, n, dtype=torch.bool).tril()
+    tiles = flexprefill.FlexPrefill.diagonal_tiles(diagonals)
+    assert torch.equal(tiles, gathered) and tiles.is_contiguous()

@@ -1,6 +1,6 @@
 """Block-sparse causal prefill: sink + window + kept pattern blocks, visited as lists of key tiles per query tile.
 
-Two launches per span of query tiles (one span up to ~256K tokens with 32 heads; LIST_BYTES bounds each span's lists)
+Two launches per span of query tiles (one span up to ~180K tokens with 32 heads; LIST_BYTES bounds each span's lists)
 (after two cumsums of the block table where the tiles do not line up with the pattern's blocks), no host sync:
   tile_lists_kernel   per (batch|1, head|1, query tile): which key tiles hold a kept cell, split into full tiles
                       (every causal cell kept, all keys in range: no mask) and partial ones (the cell rule is
@@ -31,7 +31,7 @@ from attention.kernels.sparse import NEG_INF, _online_step
 from attention.kernels.sparse_tma import _step_full
 
 LIST_CHUNK = 128  # key tiles a list-building program decides at once
-LIST_BYTES = 1 << 28  # tile lists built and run per span of query tiles of at most this size: at 1M tokens with 32
+LIST_BYTES = 1 << 27  # tile lists built and run per span of query tiles of at most this size: at 1M tokens with 32
                       # heads and 128-key tiles the whole-sequence lists are 4-8 GiB (n_qt x n_kt slots per head)
 
 
@@ -210,7 +210,7 @@ def list_table(blocks: torch.Tensor | None, block: int, q_len: int, k_len: int, 
 
 def list_spans(lead: tuple[int, int], n_qt: int, n_kt: int) -> list[tuple[int, int]]:
     """(first query tile, rows) spans whose tile lists take at most LIST_BYTES each (int16 slots; one span up to
-    ~256K tokens with 32 heads): the lists of a span are built, run and freed before the next one's."""
+    ~180K tokens with 32 heads and 128x128 tiles): the lists of a span are built, run and freed before the next one's."""
     per_row = lead[0] * lead[1] * n_kt * (2 if n_kt < 2**15 else 4)
     rows = max(1, min(n_qt, LIST_BYTES // max(1, per_row)))
     return [(first, min(rows, n_qt - first)) for first in range(0, n_qt, rows)]
@@ -266,7 +266,7 @@ def block_sparse_attention(q, k, v, scale: float, *, sink: int = 0, window: int 
         descs = desc(qm, bm), desc(km, bn), desc(vm, bn)
     elif q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    for first, rows in list_spans(lead, n_qt, n_kt):  # one span below ~256K tokens: lists built once
+    for first, rows in list_spans(lead, n_qt, n_kt):  # one span below ~180K tokens: lists built once
         counts, lists = tile_lists(blocks, block, sink, window, q_len, k_len, bm, bn, q.device, (first, rows), listed)
         shape_args = (heads, heads // kv_heads, q_len, k_len, k_len - q_len, int(sink), int(window), int(block),
                       n_rows, n_cols, rows, n_kt, first, scale * LOG2E)

@@ -202,14 +202,13 @@ class FlexPrefill(SparseMethod):
         n = s.n
         device = s.tiles.device
         cache = self.__dict__.setdefault("_cache", {})
-        offset, causal = cached(cache, ("offset", n, str(device)), lambda: self.grid_constants(n, device))
         # [B, H, 2, n]: each head's best key tiles and tile diagonals, as many as its budgets
         _, order = ranked(s.tiles)
         slots = cached(cache, ("slots", n, str(device)), lambda: torch.arange(n, device=device))
         tokens = s.tokens if s.cum is None else (s.cum <= gamma).sum(-1) + 1
         budget = self.tile_budget(tokens, n, s.query_aware)
         kept = torch.empty_like(order, dtype=torch.bool).scatter_(-1, order, slots < budget[..., None])
-        blocks = kept[:, :, 1][..., offset]                                 # tile diagonals, then | key tile columns
+        blocks = self.diagonal_tiles(kept[:, :, 1])                          # tile diagonals, then | key tile columns
         blocks |= kept[:, :, 0, None, :]
         del kept, order
         if s.grid_order is not None:
@@ -229,7 +228,7 @@ class FlexPrefill(SparseMethod):
                 del probs
                 flat[:, h:h + step, lower] |= chosen
                 del chosen
-        return blocks.logical_and_(causal)
+        return blocks.tril_()  # causal tiles only
 
     @staticmethod
     def causal_cells(n: int, device) -> torch.Tensor:
@@ -239,10 +238,13 @@ class FlexPrefill(SparseMethod):
         return rows.mul_(n).add_(cols)
 
     @staticmethod
-    def grid_constants(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tile diagonal index r - c clamped at 0, int32; causal tiles), both [n, n]."""
-        r = torch.arange(n, device=device, dtype=torch.int32)
-        return (r[:, None] - r[None, :]).clamp_(min=0), causal_blocks(n, device)
+    def diagonal_tiles(diagonals: torch.Tensor) -> torch.Tensor:
+        """bool [..., n, n] whose tile (r, c), c <= r, is diagonals[..., r - c] (tiles above the diagonal: False),
+        without an [n, n] index table (256 MiB at 1M tokens): with the diagonals front-padded by n - 1 Falses, the
+        window of n entries starting at r holds diagonals r - n + 1 .. r, i.e. row r's columns in reverse (one copy:
+        the flip of the unfolded windows)."""
+        n = diagonals.shape[-1]
+        return torch.nn.functional.pad(diagonals, (n - 1, 0)).unfold(-1, n, 1).flip(-1)
 
     def build_pattern(self, q, k, scale, layer_idx=0) -> SparsePattern:
         batch, heads, q_len, _ = q.shape
