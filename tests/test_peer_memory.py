@@ -55,8 +55,10 @@ def test_chunked_selection_equals_the_full_rankings(gamma, monkeypatch):
     scale = 0.25
     full = method.select(method.scores(q, k, scale), gamma)          # rankings of all heads at once
     n = full.shape[-1]
-    monkeypatch.setattr(flexprefill, "GRID_CHUNK", n * n)                # one head per chunk
     monkeypatch.setattr(flexprefill, "RANK_CHUNK", 3 * n * 16)           # three rows of mass per sort
+    monkeypatch.setattr(flexprefill, "GRID_CHUNK", 4 * n * n)            # every head in one chunk: ranked whole
+    assert torch.equal(method.select(method.scores(q, k, scale, gamma), gamma), full)
+    monkeypatch.setattr(flexprefill, "GRID_CHUNK", n * n)                # one head per chunk, as at 1M tokens
     s = method.scores(q, k, scale, gamma)
     assert s.grid_order is None and s.cum is None                        # no ranking held
     chunked = method.select(s, gamma)

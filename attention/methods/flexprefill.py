@@ -88,7 +88,8 @@ class FlexScores:
     keys: torch.Tensor | None = None        # fp32 [B, H, n, D] block-mean keys (kv heads expanded)
 
 
-GRID_CHUNK = 1 << 26   # tile-grid entries of the heads ranked at once (one head's 256 MiB fp32 grid at 1M tokens)
+GRID_CHUNK = 1 << 26   # tile-grid entries of the heads ranked at once (one head's 256 MiB fp32 grid at 1M tokens;
+                       # all 32 heads up to 256K, where the whole grid is ranked with its order, as before)
 RANK_CHUNK = 1 << 24   # sorted column / diagonal mass entries at once (rows of 1M keys: 16 at a time)
 
 
@@ -168,6 +169,10 @@ class FlexPrefill(SparseMethod):
         if gamma is not None:
             tokens = covered(mass, gamma)
             tiles[..., 0] = float("inf")
+            if batch * heads * n * n <= GRID_CHUNK:  # one chunk holds every head: ranked with its order (9 launches
+                grid_values, grid_order = self.ranked_grid(queries, keys, n, cache)  # fewer than the threshold)
+                return FlexScores(tiles, query_aware, n, tokens=tokens, grid_order=grid_order,
+                                  grid_cum=grid_values.cumsum(-1))
             return FlexScores(tiles, query_aware, n, tokens=tokens, queries=queries, keys=keys)
         grid_values, grid_order = self.ranked_grid(queries, keys, n, cache)
         tiles[..., 0] = float("inf")
@@ -205,7 +210,7 @@ class FlexPrefill(SparseMethod):
         # [B, H, 2, n]: each head's best key tiles and tile diagonals, as many as its budgets
         _, order = ranked(s.tiles)
         slots = cached(cache, ("slots", n, str(device)), lambda: torch.arange(n, device=device))
-        tokens = s.tokens if s.cum is None else (s.cum <= gamma).sum(-1) + 1
+        tokens = s.tokens if s.tokens is not None else (s.cum <= gamma).sum(-1) + 1
         budget = self.tile_budget(tokens, n, s.query_aware)
         kept = torch.empty_like(order, dtype=torch.bool).scatter_(-1, order, slots < budget[..., None])
         blocks = self.diagonal_tiles(kept[:, :, 1])                          # tile diagonals, then | key tile columns
