@@ -89,7 +89,7 @@ class FlexScores:
 
 
 GRID_CHUNK = 1 << 26   # tile-grid entries of the heads ranked at once (one head's 256 MiB fp32 grid at 1M tokens;
-                       # all 32 heads up to 256K, where the whole grid is ranked with its order, as before)
+                       # all 32 heads up to ~180K, where the whole grid is ranked with its order, as before)
 RANK_CHUNK = 1 << 24   # sorted column / diagonal mass entries at once (rows of 1M keys: 16 at a time)
 
 
