@@ -9,6 +9,8 @@ from attention.kernels.config import LOG2E, half_exp, interpreter_f32, scores_co
 from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
 
 BLOCK = 64  # rows per sampled block (and keys per block with diagonals); slash sampling takes runs of BLOCK rows
+POLY_EXP = 0  # exp2 of the unmasked tiles: 0 all on the SFU; 1 every other key column, 2 one in four on the FMA pipe
+# (sampling._exp2_fma, a degree-5 polynomial as exact as the SFU's ex2.approx); results/bench/NOTES.md stage1
 
 
 def head_pack(group: int, head_dim: int) -> int:
@@ -54,14 +56,18 @@ def row_plan(rows: torch.Tensor, q_len: int, k_len: int, head_dim: int, with_dia
     return RowPlan(rows, first_rb.to(torch.int32), full_rb.to(torch.int32), full_end.to(torch.int32))
 
 
-def launch_sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
+def launch_sampled_scores(q, k, scale: float, rows, with_diag: bool = False, poly: int | None = None):
     """Sum over the sampled query rows of their exact causal softmax probabilities.
 
     q [B, Hq, Sq, D], k [B, Hkv, Sk, D]; rows: query indices into q (ascending within each BLOCK; -1 = unused),
     or a RowPlan of them (row_plan; two launches per call then, nothing else).
     Returns (columns [B, Hq, Sk] fp32, diagonals [B, Hq, Sk] fp32 or None), diagonal d = query pos - key pos.
     with_diag needs every BLOCK of rows to be consecutive positions (a run), padding only at a run's end.
+    poly: share of the exp2 work on the FMA pipe (POLY_EXP's codes; None = POLY_EXP).
     """
+    poly = POLY_EXP if poly is None else poly
+    if poly not in (0, 1, 2):
+        raise ValueError(f"poly={poly} is not one of 0 (SFU only), 1 (half on the FMA pipe), 2 (a quarter)")
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
@@ -79,11 +85,12 @@ def launch_sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
     pack = head_pack(heads // kv_heads, head_dim)
     row_stats_kernel[(n_rb, bh // pack)](q, k, rows, m, l, *common, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK,
                                          BLOCK_N=kb1, PACK=pack, F32=interpreter_f32(q), HALF=half_exp(q),
-                                         num_warps=max(warps, 2 * pack), num_stages=stages)
+                                         POLY=poly, num_warps=max(warps, 2 * pack), num_stages=stages)
     n_kb = triton.cdiv(k_len, kb2)
     col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
     diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
     column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, plan.first_rb, plan.full_rb, plan.full_end, col, diag, *common, n_rb, scale * LOG2E,
                                      HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
-                                     F32=interpreter_f32(q), HALF=half_exp(q), num_warps=warps, num_stages=stages)
+                                     F32=interpreter_f32(q), HALF=half_exp(q), POLY=poly, num_warps=warps,
+                                     num_stages=stages)
     return col, (diag if with_diag else None)
