@@ -105,8 +105,6 @@ def one_case(seq, dim, heads, kv_heads, warmup, rep, log):
             add(f"build_pattern {label}", bench(lambda: method.build_pattern(q, k, scale), warmup, rep))
     for r in rows:
         r["share_of_cudnn"] = r["ms"] / dense
-    del q, k, v
-    torch.cuda.empty_cache()
     return rows
 
 
@@ -142,6 +140,7 @@ def main(argv=None):
         for seq in lengths:
             log(f"-- D={dim} heads {heads}/{kv_heads} S={seq}")
             rows += one_case(seq, dim, heads, kv_heads, args.warmup_ms, args.rep_ms, log)
+            torch.cuda.empty_cache()
     with open(out / "stage1_H200.csv", "w", newline="") as f:
         keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
         w = csv.DictWriter(f, fieldnames=keys + list(prov))
