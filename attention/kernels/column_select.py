@@ -11,6 +11,8 @@ The fused column form also writes what the sparse kernel reads: the sinks first,
 sorted int32 list per head, the per-query-block column ranges (col_full, col_hi) and the exact density, so a
 SampleAttention layer is four launches: two stage-1 passes, this one, the sparse kernel (attention/sample_fused.py).
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -66,6 +68,10 @@ def select_kernel(
         if GIVEN:  # the mass threshold came from a parallel sort on the device (mass_threshold): no search
             lo = zero + tl.load(THR + row)
             hi = lo + 1
+    if MODE == 2:
+        if GIVEN:  # the area threshold came from a parallel sort on the device (area_threshold): no search
+            hi = zero + tl.load(THR + row)
+            lo = hi - 1
     if MODE != 0:
         while hi - lo > 1:
             cand = lo + ((hi - lo) * split) // (NS + 1)
@@ -217,8 +223,12 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
     mode = _mode(alpha, budget)
-    given = mode == MODES["mass"]
-    thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len)) if given else count
+    given = mode != MODES["all"]
+    thr = count
+    if mode == MODES["mass"]:
+        thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len))
+    elif mode == MODES["area"]:
+        thr = area_threshold(col.view(rows, k_len), b_hi, b_lo, min(sink, k_len), window, k_len - q_len)
     select_kernel[(rows,)](
         col, cols, count, prefix, col_full, col_hi, dens, thr, k_len, k_len, k_len, min(sink, k_len), window,
         k_len - q_len, k_len, n_qb, block_m, a_hi, a_lo, b_hi, b_lo, float(base_cells), float(causal_cells),
@@ -238,3 +248,27 @@ def mass_threshold(scores: torch.Tensor, alpha: float, exclude: int) -> torch.Te
     target = csum[:, -1:] * alpha
     first = torch.searchsorted(csum, target).clamp(max=scores.shape[-1] - 1)
     return ranked.gather(-1, first).view(torch.int32).long().flatten().contiguous()
+
+
+def area_threshold(scores: torch.Tensor, budget_hi: float, budget_lo: float, exclude: int, window: int,
+                   q_off: int) -> torch.Tensor:
+    """int64 [rows]: the bit pattern of the area rule's threshold per row, the smallest t with area(s > t) <= the
+    budget, as select_kernel's k-ary search finds it (non-positive, NaN and the first `exclude` entries count as 0;
+    the budget is the kernel's, fp64(budget_hi) + fp64(fp32(budget_lo))): the value at the first sorted position
+    whose running area passes the budget, 0 when every entry fits. Ties there do not move it (the running area
+    before their group is the same in any order). One segmented sort over all rows, where the search walks each
+    row 8 times in one program (2.3 ms at 128K: results/bench/stage1)."""
+    n = scores.shape[-1]
+    keys = torch.arange(n, device=scores.device)
+    s = torch.where((scores > 0) & (keys >= exclude), scores, 0.0)
+    area = (n - torch.clamp(keys + window, min=q_off)).clamp(min=0)  # the kernel's _area, one row for all
+    area = torch.where(keys >= exclude, area, 0).to(torch.int32)
+    ranked, order = s.sort(-1, descending=True)
+    csum = area[order].cumsum(-1, dtype=torch.int64)
+    budget = float(budget_hi) + float(torch.tensor(budget_lo, dtype=torch.float32))  # the kernel's fp64 sum
+    # integer running areas pass the budget where they pass its floor; first: the first sorted position that does
+    limit = torch.full((s.shape[0], 1), min(math.floor(budget), 2**62), dtype=torch.int64, device=s.device)
+    first = torch.searchsorted(csum, limit, right=True)
+    past = first.clamp(max=n - 1)
+    bits = ranked.gather(-1, past).view(torch.int32).long()
+    return torch.where(first < n, bits, 0).flatten().contiguous()
