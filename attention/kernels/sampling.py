@@ -31,55 +31,13 @@ def _exp2(x, HALF: tl.constexpr):
     return tl.exp2(x)
 
 
-# 2^f on [-0.5, 0.5], degree 5, fitted for relative error (max 2.2e-7 in fp32 Horner: ex2.approx.f32's ~2 ulp)
-P0 = tl.constexpr(1.0000001192092896)
-P1 = tl.constexpr(0.6931469440460205)
-P2 = tl.constexpr(0.24022121727466583)
-P3 = tl.constexpr(0.05550742521882057)
-P4 = tl.constexpr(0.009675459936261177)
-P5 = tl.constexpr(0.0013266970636323094)
-ROUND = tl.constexpr(12582912.0)  # 1.5 x 2^23: x + ROUND holds round(x) in its low mantissa bits
-
-
-@triton.jit
-def _exp2_fma(x):
-    # 2^x on the FMA pipe instead of the SFU (which does 16 exp2 per clock per SM against 128 FMAs): 2^j x 2^f,
-    # j = round(x), f = x - j, 2^j added to the exponent field. Below 2^-126 it returns 0, as ex2.approx.ftz does.
-    t = x + ROUND
-    f = x - (t - ROUND)
-    p = P5 * f + P4
-    p = p * f + P3
-    p = p * f + P2
-    p = p * f + P1
-    p = p * f + P0
-    bits = p.to(tl.int32, bitcast=True) + (t.to(tl.int32, bitcast=True) << 23)
-    return tl.where(x >= -126.0, bits.to(tl.float32, bitcast=True), 0.0)
-
-
-@triton.jit
-def _exp2_mix(x, HALF: tl.constexpr, POLY: tl.constexpr):
-    # POLY = 1: every other key column's exp2 on the FMA pipe (half the SFU work), 2: one in four. The split and
-    # the join are over pairs of columns one thread holds in the MMA layout, so no data moves between threads.
-    if POLY == 0:
-        return _exp2(x, HALF)
-    rows: tl.constexpr = x.shape[0]
-    cols: tl.constexpr = x.shape[1]
-    even, odd = tl.split(tl.reshape(x, [rows, cols // 2, 2]))
-    if POLY == 1:
-        p_odd = _exp2_fma(odd)
-    else:
-        lo, hi = tl.split(tl.permute(tl.reshape(odd, [rows, 2, cols // 4]), [0, 2, 1]))
-        p_odd = tl.reshape(tl.permute(tl.join(tl.exp2(lo), _exp2_fma(hi)), [0, 2, 1]), [rows, cols // 2])
-    return tl.reshape(tl.join(tl.exp2(even), p_odd), [rows, cols])
-
-
 @triton.jit
 def row_stats_kernel(
     Q, K, ROWS, M_OUT, L_OUT,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
     H, GROUP, Sk, q_off, n_rows, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PACK: tl.constexpr, F32: tl.constexpr,
-    HALF: tl.constexpr = False, POLY: tl.constexpr = 0,
+    HALF: tl.constexpr = False,
 ):
     # PACK query heads of one kv group share a program: their BLOCK_M rows each stack into one PACK*BLOCK_M tile,
     # so every key tile is read once for all of them (pass 1 is bound by re-reading K otherwise)
@@ -108,7 +66,7 @@ def row_stats_kernel(
         k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :])
         s = dot(q, tl.trans(k), F32) * qk_scale
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(_exp2_mix(s - m_new[:, None], HALF, POLY), 1)
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(_exp2(s - m_new[:, None], HALF), 1)
         m_i = m_new
     for start in range(full, last + 1, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
@@ -128,7 +86,7 @@ def row_stats_kernel(
 @triton.jit
 def _col_tile(col, q_base, k, ROWS, M_IN, L_IN, DIAG, rb, kb, bh, offs_n, kv_ok, offs_d, sq_s, Sk, q_off, n_rows,
               qk_scale, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-              WITH_DIAG: tl.constexpr, F32: tl.constexpr, HALF: tl.constexpr, POLY: tl.constexpr = 0):
+              WITH_DIAG: tl.constexpr, F32: tl.constexpr, HALF: tl.constexpr):
     idx = rb * BLOCK_M + tl.arange(0, BLOCK_M)
     rows = tl.load(ROWS + idx)
     ok = rows >= 0
@@ -143,7 +101,7 @@ def _col_tile(col, q_base, k, ROWS, M_IN, L_IN, DIAG, rb, kb, bh, offs_n, kv_ok,
         keep = ok[:, None] & (offs_n[None, :] <= pos[:, None]) & kv_ok[None, :]
         p = tl.where(keep, _exp2(s - bias[:, None], HALF), 0.0)
     else:
-        p = _exp2_mix(s - bias[:, None], HALF, POLY)
+        p = _exp2(s - bias[:, None], HALF)
     col += p
     if WITH_DIAG:
         # rows of a block are consecutive positions r0 + m here: row m, key n lie on diagonal r0 - k0 + m - n.
@@ -165,7 +123,7 @@ def column_scores_kernel(
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,
     H, GROUP, Sk, q_off, n_rows, n_rb, qk_scale,
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WITH_DIAG: tl.constexpr,
-    F32: tl.constexpr, HALF: tl.constexpr = False, POLY: tl.constexpr = 0,
+    F32: tl.constexpr, HALF: tl.constexpr = False,
 ):
     kb = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)  # 64-bit: b, h x strides pass 2^31 at 1M tokens
@@ -192,7 +150,7 @@ def column_scores_kernel(
                             n_rows, qk_scale, HEAD_D, BLOCK_M, BLOCK_N, True, False, F32, HALF)
         for rb in range(mid, end):
             col = _col_tile(col, q_base, k, ROWS, M_IN, L_IN, DIAG, rb, kb, bh, offs_n, kv_ok, offs_d, sq_s, Sk, q_off,
-                            n_rows, qk_scale, HEAD_D, BLOCK_M, BLOCK_N, False, False, F32, HALF, POLY)
+                            n_rows, qk_scale, HEAD_D, BLOCK_M, BLOCK_N, False, False, F32, HALF)
         for rb in range(end, n_rb):
             col = _col_tile(col, q_base, k, ROWS, M_IN, L_IN, DIAG, rb, kb, bh, offs_n, kv_ok, offs_d, sq_s, Sk, q_off,
                             n_rows, qk_scale, HEAD_D, BLOCK_M, BLOCK_N, True, False, F32, HALF)

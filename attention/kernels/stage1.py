@@ -9,8 +9,6 @@ from attention.kernels.config import LOG2E, half_exp, interpreter_f32, scores_co
 from attention.kernels.sampling import column_scores_kernel, row_stats_kernel
 
 BLOCK = 64  # rows per sampled block (and keys per block with diagonals); slash sampling takes runs of BLOCK rows
-POLY_EXP = 0  # exp2 of the unmasked tiles: 0 all on the SFU; 1 every other key column, 2 one in four on the FMA pipe
-# (sampling._exp2_fma, a degree-5 polynomial as exact as the SFU's ex2.approx); results/bench/NOTES.md stage1
 
 
 def head_pack(group: int, head_dim: int) -> int:
@@ -56,27 +54,19 @@ def row_plan(rows: torch.Tensor, q_len: int, k_len: int, head_dim: int, with_dia
     return RowPlan(rows, first_rb.to(torch.int32), full_rb.to(torch.int32), full_end.to(torch.int32))
 
 
-def launch_sampled_scores(q, k, scale: float, rows, with_diag: bool = False, poly: int | None = None):
+def launch_sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
     """Sum over the sampled query rows of their exact causal softmax probabilities.
 
     q [B, Hq, Sq, D], k [B, Hkv, Sk, D]; rows: query indices into q (ascending within each BLOCK; -1 = unused),
     or a RowPlan of them (row_plan; two launches per call then, nothing else).
     Returns (columns [B, Hq, Sk] fp32, diagonals [B, Hq, Sk] fp32 or None), diagonal d = query pos - key pos.
     with_diag needs every BLOCK of rows to be consecutive positions (a run), padding only at a run's end.
-    poly: share of the exp2 work on the FMA pipe (POLY_EXP's codes; None = POLY_EXP).
     """
     if q.stride(-1) != 1 or k.stride(-1) != 1:
         q, k = q.contiguous(), k.contiguous()
     plan = rows if isinstance(rows, RowPlan) else row_plan(rows, q.shape[2], k.shape[2], q.shape[3], with_diag)
-    m, l = launch_row_stats(q, k, scale, plan, poly)
-    return launch_column_scores(q, k, scale, plan, m, l, with_diag, poly)
-
-
-def _poly(poly: int | None) -> int:
-    poly = POLY_EXP if poly is None else poly
-    if poly not in (0, 1, 2):
-        raise ValueError(f"poly={poly} is not one of 0 (SFU only), 1 (half on the FMA pipe), 2 (a quarter)")
-    return poly
+    m, l = launch_row_stats(q, k, scale, plan)
+    return launch_column_scores(q, k, scale, plan, m, l, with_diag)
 
 
 def _common(q, k, plan: RowPlan) -> tuple:
@@ -85,10 +75,9 @@ def _common(q, k, plan: RowPlan) -> tuple:
             heads, heads // k.shape[1], k_len, k_len - q_len, plan.rows.numel())
 
 
-def launch_row_stats(q, k, scale: float, plan: RowPlan, poly: int | None = None):
+def launch_row_stats(q, k, scale: float, plan: RowPlan):
     """Pass 1: each sampled row's max and normaliser (m, l fp32 [B*Hq, padded rows], log2 units); one launch.
     q, k with unit stride in the head dim."""
-    poly = _poly(poly)
     batch, heads, _, head_dim = q.shape
     n_rows = plan.rows.numel()
     m = torch.empty(batch * heads, n_rows, dtype=torch.float32, device=q.device)
@@ -97,15 +86,14 @@ def launch_row_stats(q, k, scale: float, plan: RowPlan, poly: int | None = None)
     pack = head_pack(heads // k.shape[1], head_dim)
     row_stats_kernel[(n_rows // BLOCK, batch * heads // pack)](
         q, k, plan.rows, m, l, *_common(q, k, plan), scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb1,
-        PACK=pack, F32=interpreter_f32(q), HALF=half_exp(q), POLY=poly, num_warps=max(warps, 2 * pack),
+        PACK=pack, F32=interpreter_f32(q), HALF=half_exp(q), num_warps=max(warps, 2 * pack),
         num_stages=stages)
     return m, l
 
 
-def launch_column_scores(q, k, scale: float, plan: RowPlan, m, l, with_diag: bool = False, poly: int | None = None):
+def launch_column_scores(q, k, scale: float, plan: RowPlan, m, l, with_diag: bool = False):
     """Pass 2: the sampled rows' probabilities (from pass 1's m, l) summed down each key column (and diagonal);
     one launch. Returns (columns [B, Hq, Sk] fp32, diagonals or None)."""
-    poly = _poly(poly)
     batch, heads, _, head_dim = q.shape
     k_len = k.shape[2]
     _, kb2, warps, stages = scores_config(head_dim)
@@ -115,5 +103,5 @@ def launch_column_scores(q, k, scale: float, plan: RowPlan, m, l, with_diag: boo
     column_scores_kernel[(triton.cdiv(k_len, kb2), batch * heads)](
         q, k, plan.rows, m, l, plan.first_rb, plan.full_rb, plan.full_end, col, diag, *_common(q, k, plan),
         plan.rows.numel() // BLOCK, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
-        F32=interpreter_f32(q), HALF=half_exp(q), POLY=poly, num_warps=warps, num_stages=stages)
+        F32=interpreter_f32(q), HALF=half_exp(q), num_warps=warps, num_stages=stages)
     return col, (diag if with_diag else None)
