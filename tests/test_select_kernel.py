@@ -4,6 +4,7 @@ import torch
 
 from attention import kv_filter
 from attention.density import base_cells, pattern_density
+from attention.kernels import column_select
 from attention.kernels.column_select import select_columns, select_top
 from attention.kernels.prefill import column_attention
 from attention.pattern import SparsePattern
@@ -169,9 +170,11 @@ def test_fused_mass_threshold_from_the_sort_keeps_what_the_search_keeps(name, al
 
 @pytest.mark.parametrize("name", list(cases()))
 @pytest.mark.parametrize("share", [1.0, 0.3, 0.05, 0.0])
-def test_fused_area_threshold_from_the_sort_keeps_what_the_search_keeps(name, share):
-    """select_columns takes the area threshold from area_threshold (a device sort) instead of the kernel's k-ary
-    search: the same kept set as select_top's search and the stable fp64 reference, ties and zeros included."""
+def test_fused_area_threshold_from_the_sort_keeps_what_the_search_keeps(name, share, monkeypatch):
+    """select_columns takes the area threshold from area_threshold (a device sort; from AREA_SORT_FROM keys, here
+    from 0) instead of the kernel's k-ary search: the same kept set as select_top's search and the stable fp64
+    reference, ties and zeros included."""
+    monkeypatch.setattr(column_select, "AREA_SORT_FROM", 0)
     scores = cases()[name]
     n, sink = scores.shape[-1], min(2, scores.shape[-1] - 1)
     for window, q_len in ((1, n), (max(1, n // 7), max(1, n // 2))):  # q_len < k_len: columns' areas shift

@@ -20,6 +20,9 @@ import triton.language as tl
 MODES = {"all": 0, "mass": 1, "area": 2}
 BLOCK = 1024   # scores per tile
 SPLITS = 16    # thresholds tested per pass: 2^31 bit patterns need ceil(31 / log2(17)) = 8 passes
+AREA_SORT_FROM = 65536  # keys from which the area rule's threshold comes from a device sort (area_threshold): on an
+# H200 the sort path took 1.19-1.29 ms at 128K against the search's 2.34, and 0.62-0.84 ms at 32K against 0.55
+# (its ~12 launches; results/bench/stage1/bench_stage1_run2.log); 64K lies between, unmeasured
 
 
 @triton.jit
@@ -223,11 +226,11 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
     mode = _mode(alpha, budget)
-    given = mode != MODES["all"]
+    given = mode == MODES["mass"] or (mode == MODES["area"] and k_len >= AREA_SORT_FROM)
     thr = count
-    if mode == MODES["mass"]:
+    if given and mode == MODES["mass"]:
         thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len))
-    elif mode == MODES["area"]:
+    elif given:
         thr = area_threshold(col.view(rows, k_len), b_hi, b_lo, min(sink, k_len), window, k_len - q_len)
     select_kernel[(rows,)](
         col, cols, count, prefix, col_full, col_hi, dens, thr, k_len, k_len, k_len, min(sink, k_len), window,
