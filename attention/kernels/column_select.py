@@ -1,5 +1,8 @@
-"""Stage 2 on the device in one Triton launch per call: a per-row score threshold by k-ary search over the
-float bit patterns, then the kept indices compacted in ascending order by a prefix sum. No sort, no host sync.
+"""Stage 2 on the device, no host sync: a per-row score threshold, then the kept indices compacted in ascending
+order by a prefix sum in one Triton launch. The threshold comes from the kernel's k-ary search over the float bit
+patterns (select_top; the fused area rule below AREA_SORT_FROM keys) or, in select_columns, from one segmented
+device sort over all rows (mass_threshold; area_threshold from AREA_SORT_FROM keys), which walks the rows in
+parallel where the search walks each row 8 times in one program.
 
 Selection rules (the same as attention/kv_filter.py with a stable descending sort, ties broken by index):
   mass  the fewest entries, best first, whose summed score reaches alpha of the row's total; zero scores never
@@ -9,7 +12,8 @@ Entries below `exclude` are left out (sinks for columns, the window for diagonal
 
 The fused column form also writes what the sparse kernel reads: the sinks first, then the kept columns, as one
 sorted int32 list per head, the per-query-block column ranges (col_full, col_hi) and the exact density, so a
-SampleAttention layer is four launches: two stage-1 passes, this one, the sparse kernel (attention/sample_fused.py).
+SampleAttention layer is two stage-1 passes, the threshold's sort (~12 launches, the mass rule and long area rule),
+this one and the sparse kernel (attention/sample_fused.py).
 """
 import math
 
