@@ -104,25 +104,26 @@ class BandPattern(SparsePattern):
             cache[key] = band_runs(self.band_offsets.to(device), batch, heads, k_len, m0)
         return cache[key]
 
-    def tiles(self, q, k_len: int, tile_m: int):
+    def tiles(self, q, k_len: int, tile_m: int, pairs: bool):
         """attention.kernels.bands_tiled.TiledBands for these shapes, built once per pattern and shape."""
         from attention.kernels.bands_tiled import TiledBands  # imported lazily: triton only where it runs
 
         batch, heads, q_len = q.shape[:3]
-        key = (batch, heads, q_len, k_len, tile_m, str(q.device))
+        key = (batch, heads, q_len, k_len, tile_m, pairs, str(q.device))
         cache = self.__dict__.setdefault("_tiles", {})
         if key not in cache:
-            cache[key] = TiledBands(self.band_offsets, self.columns, batch, heads, q_len, k_len, tile_m, q.device)
+            cache[key] = TiledBands(self.band_offsets, self.columns, batch, heads, q_len, k_len, tile_m, q.device,
+                                    pairs)
         return cache[key]
 
     def run(self, q, k, v, scale: float) -> torch.Tensor:
         if triton_enabled(q.device) and q.shape[-1] in (16, 32, 64, 128, 256):
             from attention.kernels.bands_tiled import band_tiled_attention, band_tiled_path
 
-            use_tma, tile_m, warps, stages = band_tiled_path(q, k)
-            return band_tiled_attention(q, k, v, scale, self.band_offsets, self.columns, use_tma=use_tma,
-                                        tiles=self.tiles(q, k.shape[2], tile_m), num_warps=warps,
-                                        num_stages=stages)
+            use_tma, config = band_tiled_path(q, k)
+            tiles = self.tiles(q, k.shape[2], config.tile_m, config.pairs)
+            return band_tiled_attention(q, k, v, scale, self.band_offsets, self.columns, tiles=tiles, config=config,
+                                        use_tma=use_tma)
         return torch_pattern_attention(q, k, v, self, scale)
 
     def kept_share(self, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:

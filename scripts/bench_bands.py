@@ -3,10 +3,11 @@
 Per shape (head_dim:heads:kv_heads) and length: cuDNN's dense causal time, then MInference's pattern (random q/k
 with planted key stripes, as scripts/bench_attention.py) at each --densities value and at its defaults, timed on
   old                  attention/kernels/bands.py (64x64 tiles, nested run loops, a hit-map load per tile)
-  t<M>-<path>-w<W>s<S> attention/kernels/bands_tiled.py: TILE_M query rows, tma or portable loads
-  ...-nocols           the same without the column loop (a bound: what the columns cost)
-  ...-wholeonly        only the unmasked tiles (a bound: what the masked half tiles and the diagonal cost)
-  block-tma-<bm>x<bn>  the block-sparse Hopper kernel on random 128-blocks of the same density (the peers' speed)
+  t<M>[p]-<path>-w<W>s<S> attention/kernels/bands_tiled.py: TILE_M query rows, p = adjacent unmasked tiles paired
+                       into 128-key tiles, tma or portable loads, warps, stages
+  block-tma-<bm>x<bn>  the block-sparse Hopper kernel on random 128-blocks of the same density (the peers' speed,
+                       and with 64x64 tiles what 64-row query tiles cost that kernel)
+(run1, results/bench/bands, also timed 128-row tiles and the bounds without columns or masked tiles.)
 cell = kernel ms / (measured density x cuDNN ms), as bench_attention's cell_ratio; `tiles` = computed tile cells
 / kept cells of the variant's lists; `err` = max |out - old kernel's out| (the old kernel is the tested one).
 
@@ -27,18 +28,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_attention import planted_inputs, provenance, random_blocks, sdpa, Case  # noqa: E402
 from attention.bands import BAND  # noqa: E402
 from attention.kernels.bands import band_attention  # noqa: E402
-from attention.kernels.bands_tiled import TiledBands, band_tiled_attention  # noqa: E402
+from attention.kernels.bands_tiled import BandConfig, TiledBands, band_tiled_attention  # noqa: E402
 from attention.kernels.block_sparse import block_sparse_attention  # noqa: E402
 from attention.kernels.config import override  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 
 FIELDS = ["gpu", "head_dim", "heads", "kv_heads", "seq_len", "setting", "measured_density", "variant", "kernel_ms",
-          "cudnn_ms", "cell_ratio", "tile_cells_per_kept", "whole_tiles", "masked_tiles", "max_err_vs_old",
+          "cudnn_ms", "cell_ratio", "tile_cells_per_kept", "pair_tiles", "whole_tiles", "masked_tiles", "max_err_vs_old",
           "commit", "torch", "triton"]
-# (TILE_M, path, warps, stages) per head dim
-VARIANTS = {128: [(64, "tma", 4, 3), (128, "tma", 4, 2), (128, "tma", 8, 2), (128, "portable", 4, 2)],
-            64: [(64, "tma", 4, 3), (128, "tma", 4, 3), (128, "tma", 8, 2), (128, "portable", 4, 3)]}
-BOUNDS = {128: (128, 4, 2), 64: (128, 4, 3)}  # the variant the bounds are timed on (TILE_M, warps, stages)
+# (TILE_M, pairs, path, warps, stages) per head dim; run1 (results/bench/bands) timed 128-row tiles: 1.2-2x slower
+VARIANTS = {128: [(64, False, "tma", 4, 3), (64, False, "tma", 4, 2), (64, False, "tma", 4, 4),
+                  (64, True, "tma", 4, 2), (64, True, "tma", 4, 3), (64, False, "portable", 4, 3)],
+            64: [(64, False, "tma", 4, 3), (64, False, "tma", 4, 4), (64, True, "tma", 4, 2),
+                 (64, True, "tma", 4, 3), (64, False, "portable", 4, 3)]}
+# the block-sparse Hopper kernel's tiles timed beside (BLOCK_M, BLOCK_N, warps, stages, warp_specialize)
+BLOCK_TILES = ((128, 128, 8, 3, 0), (128, 64, 4, 2, 0), (64, 64, 4, 3, 0))
 
 
 def bench(fn, warmup_ms, rep_ms):
@@ -58,10 +62,9 @@ def bench(fn, warmup_ms, rep_ms):
     return sorted(times)[len(times) // 2]
 
 
-def tile_stats(t: TiledBands, kept_cells: float) -> tuple[float, int, int]:
-    whole = int(t.counts[..., 0].sum())
-    masked = int(t.counts[..., 1].sum())
-    return (whole + masked) * t.tile_m * BAND / kept_cells, whole, masked
+def tile_stats(t: TiledBands, kept_cells: float) -> tuple[float, int, int, int]:
+    paired, whole, masked = (int(t.counts[..., i].sum()) for i in range(3))
+    return (2 * paired + whole + masked) * t.tile_m * BAND / kept_cells, paired, whole, masked
 
 
 def run_setting(args, writer, stamp, gpu, dim, heads, kv_heads, seq_len, q, k, v, cudnn_ms, setting):
@@ -85,42 +88,32 @@ def run_setting(args, writer, stamp, gpu, dim, heads, kv_heads, seq_len, q, k, v
 
     runs = pattern.runs(1, heads, seq_len, 0, q.device)
     ref = band_attention(q, k, v, scale, offsets, columns, runs=runs)
-    emit("old", bench(lambda: band_attention(q, k, v, scale, offsets, columns, runs=runs), args.warmup_ms,
-                      args.rep_ms))
+    if args.time_old:
+        emit("old", bench(lambda: band_attention(q, k, v, scale, offsets, columns, runs=runs), args.warmup_ms,
+                          args.rep_ms))
     built = {}
-    for tile_m, path, warps, stages in VARIANTS[dim]:
-        use_tma = path == "tma"
-        name = f"t{tile_m}-{path}-w{warps}s{stages}"
-        if tile_m not in built:
-            built[tile_m] = TiledBands(offsets, columns, 1, heads, seq_len, seq_len, tile_m, q.device)
-        t = built[tile_m]
+    for tile_m, pairs, path, warps, stages in VARIANTS[dim]:
+        config = BandConfig(tile_m, pairs, warps, stages)
+        name = f"t{tile_m}{'p' if pairs else ''}-{path}-w{warps}s{stages}"
+        if (tile_m, pairs) not in built:
+            built[tile_m, pairs] = TiledBands(offsets, columns, 1, heads, seq_len, seq_len, tile_m, q.device, pairs)
+        t = built[tile_m, pairs]
 
-        def call(t=t, use_tma=use_tma, warps=warps, stages=stages):
-            return band_tiled_attention(q, k, v, scale, offsets, columns, tiles=t, use_tma=use_tma,
-                                        num_warps=warps, num_stages=stages)
+        def call(t=t, use_tma=path == "tma", config=config):
+            return band_tiled_attention(q, k, v, scale, offsets, columns, tiles=t, config=config, use_tma=use_tma)
         try:
             err = float((call().float() - ref.float()).abs().max())
             ms = bench(call, args.warmup_ms, args.rep_ms)
         except Exception as exc:  # a config that does not fit (shared memory): say so, go on
             print(f"{name}: failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
             continue
-        ratio, whole, masked = tile_stats(t, kept)
-        emit(name, ms, {"tile_cells_per_kept": ratio, "whole_tiles": whole, "masked_tiles": masked,
-                        "max_err_vs_old": err})
+        ratio, paired, whole, masked = tile_stats(t, kept)
+        emit(name, ms, {"tile_cells_per_kept": ratio, "pair_tiles": paired, "whole_tiles": whole,
+                        "masked_tiles": masked, "max_err_vs_old": err})
     if seq_len < args.bounds_from:
         return
-    tile_m, warps, stages = BOUNDS[dim]
-    t = built.get(tile_m) or TiledBands(offsets, columns, 1, heads, seq_len, seq_len, tile_m, q.device)
-    no_cols = TiledBands(offsets, None, 1, heads, seq_len, seq_len, tile_m, q.device)
-    whole_only = TiledBands.__new__(TiledBands)
-    whole_only.__dict__.update(t.__dict__, cols=None,
-                               counts=t.counts * torch.tensor([1, 0], device=q.device, dtype=torch.int32))
-    for label, tb in (("nocols", no_cols), ("wholeonly", whole_only)):
-        ms = bench(lambda: band_tiled_attention(q, k, v, scale, offsets, None, tiles=tb, use_tma=True,
-                                                num_warps=warps, num_stages=stages), args.warmup_ms, args.rep_ms)
-        emit(f"t{tile_m}-tma-w{warps}s{stages}-{label}", ms)
     blocks = random_blocks(seq_len, heads, dens, device=q.device)
-    for cfg in ((128, 128, 8, 3, 0), (128, 64, 4, 2, 0)):
+    for cfg in BLOCK_TILES:
         with override(sparse_path="tma", tma_blocks={dim: cfg}):
             ms = bench(lambda: block_sparse_attention(q, k, v, scale, blocks=blocks, block=128), args.warmup_ms,
                        args.rep_ms)
@@ -133,7 +126,8 @@ def main(argv=None):
     ap.add_argument("--lengths", default="131072,32768")
     ap.add_argument("--shapes", default="128:32:8,64:14:2")
     ap.add_argument("--densities", default="0.1", help="MInference density settings (defaults always added)")
-    ap.add_argument("--bounds-from", type=int, default=131072, help="time the bounds from this length on")
+    ap.add_argument("--bounds-from", type=int, default=131072, help="time the block kernel from this length on")
+    ap.add_argument("--time-old", action="store_true", help="also time the old band kernel (run1 has it)")
     ap.add_argument("--warmup-ms", type=float, default=0, help="unused (one untimed call instead)")
     ap.add_argument("--rep-ms", type=float, default=60)
     ap.add_argument("--out", default=os.environ.get("OUT", "results/bench/bands"))

@@ -8,7 +8,7 @@ import torch
 from attention.backend import use_backend
 from attention.bands import BandPattern, band_runs_torch
 from attention.kernels.band_tiles import BAND, NO_TILE, block_tiles, tile_lists
-from attention.kernels.bands_tiled import TiledBands, band_tiled_attention
+from attention.kernels.bands_tiled import BandConfig, TiledBands, band_tiled_attention
 from attention.kernels.config import override
 from attention.reference import expand_kv, reference_attention
 
@@ -48,21 +48,24 @@ def test_block_tiles_are_the_runs_tiles(q_len, k_len):
 @pytest.mark.parametrize("k_len,m0", [(700, 0), (650, 3)])
 def test_tile_lists_hold_each_blocks_tiles_once_with_its_rows(k_len, m0):
     """128-row tiles: the union of the two blocks' tiles, flags naming whose rows keep each; unmasked entries only
-    where both blocks keep the tile and every key precedes the tile's first row; 64-row tiles: each block's own."""
+    where both blocks keep the tile and every key precedes the tile's first row; 64-row tiles: each block's own,
+    with pairs two adjacent unmasked tiles of a run as one entry."""
     offsets, _ = random_pattern(2, k_len, 25, 4, k_len)
     tiles, count = block_tiles(offsets, 1, 2, k_len, m0)
-    for tile_m in (64, 128):
-        entries, counts = tile_lists(tiles, count, m0, tile_m)
+    for tile_m, pairs in ((64, False), (64, True), (128, False)):
+        entries, counts = tile_lists(tiles, count, m0, tile_m, pairs)
         group = tile_m // BAND
-        n_whole = n_masked = 0
+        n_pairs = n_whole = n_masked = 0
         for r in range(2):
             for t in range(entries.shape[1]):
-                whole, masked = int(counts[r, t, 0]), int(counts[r, t, 1])
-                n_whole, n_masked = n_whole + whole, n_masked + masked
-                listed = entries[r, t, :whole].tolist() + entries[r, t, entries.shape[-1] - masked:].tolist()
+                paired, whole, masked = (int(c) for c in counts[r, t])
+                n_pairs, n_whole, n_masked = n_pairs + paired, n_whole + whole, n_masked + masked
+                unmasked = entries[r, t, :paired + whole].tolist()
+                heads = [e for e in unmasked[:paired]]
+                listed = unmasked + [e + BAND * 4 for e in heads] + entries[r, t, entries.shape[-1] - masked:].tolist()
                 first = (m0 + t * group) * BAND
-                for e in entries[r, t, :whole].tolist():
-                    assert e & 3 == 3 and (e >> 2) + BAND <= first
+                for e in unmasked:
+                    assert e & 3 == 3 and (e >> 2) + BAND * (1 + (e in heads)) <= first
                 by_start = {}
                 for e in listed:
                     assert (e >> 2) not in by_start  # each start once
@@ -73,7 +76,7 @@ def test_tile_lists_hold_each_blocks_tiles_once_with_its_rows(k_len, m0):
                     for s in (tiles[r, m, :int(count[r, m])].tolist() if m < tiles.shape[1] else []):
                         want[s] = want.get(s, 0) | (1 << half)
                 assert by_start == want
-        assert n_whole > 0 and n_masked > 0
+        assert n_whole > 0 and n_masked > 0 and (n_pairs > 0) == pairs
 
 
 def bf16_torch(q, k, v, keep, scale):
@@ -92,9 +95,9 @@ CASES = [  # q_len, k_len, heads, kv_heads, dim
 
 
 @pytest.mark.parametrize("q_len,k_len,heads,kv_heads,dim", CASES)
-@pytest.mark.parametrize("tile_m", [64, 128])
+@pytest.mark.parametrize("tile_m,pairs", [(64, False), (64, True), (128, False)])
 @pytest.mark.parametrize("use_tma", [False, True])
-def test_band_tiled_attention_matches_the_reference(q_len, k_len, heads, kv_heads, dim, tile_m, use_tma):
+def test_band_tiled_attention_matches_the_reference(q_len, k_len, heads, kv_heads, dim, tile_m, pairs, use_tma):
     gen = torch.Generator().manual_seed(q_len + dim)
     q = torch.randn(1, heads, q_len, dim, generator=gen).bfloat16()
     k = torch.randn(1, kv_heads, k_len, dim, generator=gen).bfloat16()
@@ -103,7 +106,8 @@ def test_band_tiled_attention_matches_the_reference(q_len, k_len, heads, kv_head
     keep = BandPattern(columns=columns, band_offsets=offsets).keep_mask(1, heads, q_len, k_len)
     causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
     assert 0.1 < float((keep & causal).sum() / causal.sum() / heads) < 0.9
-    out = band_tiled_attention(q, k, v, 0.2, offsets, columns, tile_m=tile_m, use_tma=use_tma)
+    out = band_tiled_attention(q, k, v, 0.2, offsets, columns, config=BandConfig(tile_m, pairs, 4, 2),
+                               use_tma=use_tma)
     expected = reference_attention(q, k, v, keep, 0.2)
     bar = (bf16_torch(q, k, v, keep, 0.2).float() - expected).abs().max()
     assert not out.isnan().any()
@@ -133,5 +137,5 @@ def test_a_row_with_nothing_kept_outputs_zero():
     q = torch.randn(1, 2, 70, 64)
     k = torch.randn(1, 2, 70, 64)
     offsets = torch.full((1, 2, 3), 500)
-    out = band_tiled_attention(q, k, k, 0.3, offsets, None, tile_m=128, use_tma=False)
+    out = band_tiled_attention(q, k, k, 0.3, offsets, None, config=BandConfig(128, False, 4, 2), use_tma=False)
     assert not out.isnan().any() and float(out.abs().max()) == 0.0

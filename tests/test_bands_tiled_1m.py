@@ -23,7 +23,7 @@ def index_fakes(n_rb: int, n_qt: int, ent_slots: int, blk_slots: int, col_slots:
     """Tile entries near the end (2 unmasked, 2 masked, both halves' flags), block tile lists, columns."""
     entries = Fake("entries", (B * H, n_qt, ent_slots), torch.int32,
                    fill=lambda off: (S - 8 * BAND + (off % 4) * BAND) * 4 + 3)
-    counts = Fake("counts", (B * H, n_qt, 2), torch.int32, fill=const(2))
+    counts = Fake("counts", (B * H, n_qt, 3), torch.int32, fill=const(2))
     blk_tiles = Fake("blk_tiles", (B * H, n_rb, blk_slots), torch.int32,
                      fill=lambda off: S - 8192 + (off % blk_slots) * BAND)
     blk_n = Fake("blk_n", (B * H, n_rb), torch.int32, fill=const(blk_slots))
@@ -34,8 +34,8 @@ def index_fakes(n_rb: int, n_qt: int, ent_slots: int, blk_slots: int, col_slots:
 
 @pytest.mark.parametrize("layout", ["bhsd", "bshd"])
 @pytest.mark.parametrize("use_tma", [False, True])
-@pytest.mark.parametrize("tile_m", [64, 128])
-def test_band_tiled_kernel(layout, use_tma, tile_m):
+@pytest.mark.parametrize("tile_m,pairs", [(64, True), (128, False)])
+def test_band_tiled_kernel(layout, use_tma, tile_m, pairs):
     n_rb = S // BAND
     n_qt = n_rb // (tile_m // BAND)
     blk_slots, col_slots = 6144, 128  # list rows x slots pass 2^31 as at MInference's sizes
@@ -49,16 +49,17 @@ def test_band_tiled_kernel(layout, use_tma, tile_m):
     q, o = Fake("q", (B, H, S, D), strides=q_strides), Fake("o", (B, H, S, D))
     k, v = Fake("k", (B, HK, S, D), strides=k_strides), Fake("v", (B, HK, S, D), strides=k_strides)
     fakes = index_fakes(n_rb, n_qt, ent_slots, blk_slots, col_slots)
-    km, vm = Fake("km", kv_shape), Fake("vm", kv_shape)
+    km, vm = Fake("km", kv_shape), Fake("vm", kv_shape)  # TMA: K and V as the descriptors' matrices
     assert coordinates_fit(B, H, HK, S, S, 0)
     with Probe(q, o, k, v, km, vm, *fakes) as probe:
-        desc_k, desc_v = (probe.desc(km, *kv_shape, [BAND, D]), probe.desc(vm, *kv_shape, [BAND, D])) if use_tma \
-            else (k, v)
+        descs = [probe.desc(x, *kv_shape, [rows, D]) for rows in (BAND, 2 * BAND) for x in (km, vm)] if use_tma \
+            else [k, v, k, v]
         run_programs(band_tiled_kernel, (n_qt, B * H), [(0, B * H - 1), (n_qt - 1, B * H - 1)],
-                     q, desc_k, desc_v, k, v, o, *fakes,
+                     q, *descs, k, v, o, *fakes,
                      *[t.stride(d) for t in (q, k, v, o) for d in range(3)], *(kv_at if use_tma else (0, 0, 0)),
                      H, H // HK, S, S, 0, 0, n_rb, n_qt, ent_slots, blk_slots, col_slots, 14, 0.1,
-                     HEAD_D=D, TILE_M=tile_m, BAND=BAND, HAS_COLS=True, USE_TMA=use_tma, F32=False, num_warps=4)
+                     HEAD_D=D, TILE_M=tile_m, BAND=BAND, HAS_COLS=True, USE_TMA=use_tma, PAIRS=pairs, F32=False,
+                     num_warps=4)
     assert not probe.errors, probe.errors[:5]
     far = (o, fakes[0], fakes[2])  # output, entries, block tile lists
     assert all(max(t.touched) >= 2**31 for t in far)  # the probe reached past 2^31 elements: the case it exists for

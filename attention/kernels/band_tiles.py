@@ -9,8 +9,9 @@ A query tile of 128 rows holds two of MInference's blocks, m and m + 1; band_til
 lists into one (the union: a start both hold is computed once for all 128 rows) with two flag bits saying whose
 rows keep it. An entry is start x 4 + flags (bit 0: the first 64 rows, bit 1: the last 64). Entries are split
 like block_sparse's lists: tiles every row keeps whole (both flags, every key at or before the first row: no mask)
-ascending from slot 0, the others from the last slot backwards. All device-side (sort, searchsorted, scatter):
-no host sync.
+from slot 0, the others from the last slot backwards. With `pairs` (64-row tiles), two unmasked tiles next to each
+other in one run become one 128-key entry listed first (half the softmax rescales of the accumulator per key).
+All device-side (sort, cummax, searchsorted, scatter): no host sync.
 """
 import torch
 import triton
@@ -70,10 +71,11 @@ def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     return x.cumsum(-1, dtype=torch.int32) - x.int()
 
 
-def tile_lists(tiles: torch.Tensor, count: torch.Tensor, m0: int, tile_m: int):
-    """(entries int32 [BH, n_qt, slots'], counts int32 [BH, n_qt, 2]) for query tiles of tile_m (64 or 128) rows
-    from block_tiles' output: counts[..., 0] unmasked entries from slot 0, counts[..., 1] masked ones from the
-    last slot backwards (see the module docstring)."""
+def tile_lists(tiles: torch.Tensor, count: torch.Tensor, m0: int, tile_m: int, pairs: bool = False):
+    """(entries int32 [BH, n_qt, slots'], counts int32 [BH, n_qt, 3]) for query tiles of tile_m (64 or 128) rows
+    from block_tiles' output: counts[..., 0] unmasked 128-key pairs from slot 0 (pairs and 64-row tiles only),
+    counts[..., 1] unmasked 64-key tiles after them, counts[..., 2] masked ones from the last slot backwards (see
+    the module docstring)."""
     rows, n_rb, slots = tiles.shape
     group = tile_m // BAND
     n_qt = triton.cdiv(n_rb, group)
@@ -81,37 +83,63 @@ def tile_lists(tiles: torch.Tensor, count: torch.Tensor, m0: int, tile_m: int):
     if group == 1:
         starts, flags = tiles, torch.full_like(tiles, 3)
     else:
-        if n_rb % 2:  # an empty block after the last one
-            tiles = torch.nn.functional.pad(tiles, (0, 0, 0, 1), value=NO_TILE)
-        a = tiles[:, 0::2].reshape(-1, slots).contiguous()
-        b = tiles[:, 1::2].reshape(-1, slots).contiguous()
-        b_below = torch.searchsorted(b, a, out_int32=True)  # starts of b before each of a
-        a_dup = (b.gather(-1, b_below.clamp(max=slots - 1).long()) == a) & (a < NO_TILE)
-        a_below = torch.searchsorted(a, b, out_int32=True)
-        b_dup = (a.gather(-1, a_below.clamp(max=slots - 1).long()) == b) & (b < NO_TILE)
-        index = torch.arange(slots, device=tiles.device, dtype=torch.int32)
-        # place in the union = distinct starts below it: own index + the other's below - repeats below
-        at_a = index + b_below - _exclusive_cumsum(a_dup)
-        at_b = index + a_below - _exclusive_cumsum(b_dup)
-        merged = torch.full((a.shape[0], 2 * slots + 1), NO_TILE, dtype=torch.int32, device=tiles.device)
-        merged_flags = torch.zeros_like(merged)
-        drop = 2 * slots
-        at_a = torch.where(a < NO_TILE, at_a, drop).long()
-        at_b = torch.where((b < NO_TILE) & ~b_dup, at_b, drop).long()
-        merged.scatter_(1, at_a, a)
-        merged_flags.scatter_(1, at_a, 1 + 2 * a_dup.int())
-        merged.scatter_(1, at_b, b)
-        merged_flags.scatter_(1, at_b, torch.full_like(b, 2))
-        starts = merged[:, :drop].view(rows, n_qt, drop)
-        flags = merged_flags[:, :drop].view(rows, n_qt, drop)
-        slots = drop
+        starts, flags = union(tiles, n_qt)
+        slots = starts.shape[-1]
     real = starts < NO_TILE
     whole = real & (flags == 3) & (starts + BAND <= first[None, :, None])  # every row keeps every key: no mask
     masked = real & ~whole
-    at_whole = whole.cumsum(-1, dtype=torch.int32) - 1
+    head = torch.zeros_like(whole)
+    if pairs and group == 1:
+        head, tail = pair_up(starts, whole)
+        whole = whole & ~head & ~tail
+    n_head = head.sum(-1, dtype=torch.int32)
+    at_head = head.cumsum(-1, dtype=torch.int32) - 1
+    at_whole = n_head[..., None] + whole.cumsum(-1, dtype=torch.int32) - 1
     at_masked = slots - masked.cumsum(-1, dtype=torch.int32)
-    at = torch.where(whole, at_whole, torch.where(masked, at_masked, slots)).long()
+    at = torch.where(head, at_head, torch.where(whole, at_whole, torch.where(masked, at_masked, slots))).long()
     entries = torch.zeros(rows, n_qt, slots + 1, dtype=torch.int32, device=tiles.device)
     entries.scatter_(2, at, torch.where(real, starts * 4 + flags, 0))
-    counts = torch.stack((whole.sum(-1, dtype=torch.int32), masked.sum(-1, dtype=torch.int32)), -1)
+    counts = torch.stack((n_head, whole.sum(-1, dtype=torch.int32), masked.sum(-1, dtype=torch.int32)), -1)
     return entries[..., :slots].contiguous(), counts.contiguous()
+
+
+def pair_up(starts: torch.Tensor, whole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(head, tail): bool like starts; along each run of adjacent unmasked tiles (ascending starts 64 apart), the
+    1st, 3rd, ... tile heads a 128-key pair whose tail is the next one (an odd run's last tile stays single)."""
+    follows = torch.zeros_like(whole)
+    follows[..., 1:] = whole[..., 1:] & whole[..., :-1] & (starts[..., 1:] == starts[..., :-1] + BAND)
+    index = torch.arange(starts.shape[-1], device=starts.device)
+    run_first = torch.where(follows, 0, index).cummax(-1).values
+    even = (index - run_first) % 2 == 0
+    tail = follows & ~even
+    has_next = torch.zeros_like(whole)
+    has_next[..., :-1] = follows[..., 1:]
+    return whole & even & has_next, tail
+
+
+def union(tiles: torch.Tensor, n_qt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(starts, flags) int32 [BH, n_qt, 2 x slots]: per pair of blocks the sorted union of their tile starts
+    (NO_TILE past the end), flag bit 0 where the first block keeps the start, bit 1 where the second does."""
+    rows, n_rb, slots = tiles.shape
+    if n_rb % 2:  # an empty block after the last one
+        tiles = torch.nn.functional.pad(tiles, (0, 0, 0, 1), value=NO_TILE)
+    a = tiles[:, 0::2].reshape(-1, slots).contiguous()
+    b = tiles[:, 1::2].reshape(-1, slots).contiguous()
+    b_below = torch.searchsorted(b, a, out_int32=True)  # starts of b before each of a
+    a_dup = (b.gather(-1, b_below.clamp(max=slots - 1).long()) == a) & (a < NO_TILE)
+    a_below = torch.searchsorted(a, b, out_int32=True)
+    b_dup = (a.gather(-1, a_below.clamp(max=slots - 1).long()) == b) & (b < NO_TILE)
+    index = torch.arange(slots, device=tiles.device, dtype=torch.int32)
+    # place in the union = distinct starts below it: own index + the other's below - repeats below
+    at_a = index + b_below - _exclusive_cumsum(a_dup)
+    at_b = index + a_below - _exclusive_cumsum(b_dup)
+    drop = 2 * slots
+    merged = torch.full((a.shape[0], drop + 1), NO_TILE, dtype=torch.int32, device=tiles.device)
+    merged_flags = torch.zeros_like(merged)
+    at_a = torch.where(a < NO_TILE, at_a, drop).long()
+    at_b = torch.where((b < NO_TILE) & ~b_dup, at_b, drop).long()
+    merged.scatter_(1, at_a, a)
+    merged_flags.scatter_(1, at_a, 1 + 2 * a_dup.int())
+    merged.scatter_(1, at_b, b)
+    merged_flags.scatter_(1, at_b, torch.full_like(b, 2))
+    return merged[:, :drop].view(rows, n_qt, drop), merged_flags[:, :drop].view(rows, n_qt, drop)
