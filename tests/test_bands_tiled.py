@@ -2,6 +2,8 @@
 runs of the plain run builder, and its output equals fp32 attention over MInference's executed pattern (BandPattern's
 keep mask) within twice a plain bf16 implementation's error, on both paths (TMA descriptors, pointer loads) and
 both query tile sizes, on awkward shapes."""
+import json
+
 import pytest
 import torch
 
@@ -11,6 +13,8 @@ from attention.kernels.band_tiles import BAND, NO_TILE, block_tiles, tile_lists
 from attention.kernels.bands_tiled import BandConfig, TiledBands, band_tiled_attention
 from attention.kernels.config import override
 from attention.reference import expand_kv, reference_attention
+from attention.registry import build_method
+from tests.test_peer_fidelity import official
 
 
 def random_pattern(heads, k_len, n_offsets, n_columns, seed, forced=5):
@@ -139,3 +143,23 @@ def test_a_row_with_nothing_kept_outputs_zero():
     offsets = torch.full((1, 2, 3), 500)
     out = band_tiled_attention(q, k, k, 0.3, offsets, None, config=BandConfig(128, False, 4, 2), use_tma=False)
     assert not out.isnan().any() and float(out.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("case", ["config_sparse_3000", "default_1000"])
+def test_block_tiles_are_the_official_tile_lists(case, tmp_path):
+    """The tile builder (interpreted) lists, per 64-row block, the same 64-key tiles in the same order as
+    MInference's own index kernel on the captured q/k (tests/fixtures/peer_official_masks.pt), from the offsets
+    our MInference selects (which test_peer_fidelity compares with theirs)."""
+    q, k, scale, cases = official("minference")
+    c = cases[case]
+    n = c["length"]
+    options = {}
+    if c["config"]:
+        path = tmp_path / "best_pattern.json"
+        path.write_text(json.dumps(c["config"]["best_pattern"]))
+        options["config"] = str(path)
+    pattern = build_method("minference", options).build_pattern(q[:, :, :n], k[:, :, :n], scale)
+    tiles, count = block_tiles(pattern.band_offsets, 1, q.shape[1], n)
+    for h, head in enumerate(c["heads"]):
+        for block, starts in enumerate(head["bands"]):
+            assert tiles[h, block, :int(count[h, block])].tolist() == starts.tolist(), (h, block)
