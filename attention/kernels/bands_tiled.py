@@ -168,9 +168,14 @@ class BandConfig:
 
 
 def default_config(head_dim: int, use_tma: bool) -> BandConfig:
-    """64-row tiles, 4 warps, 3 stages: the best of the H200 sweep (results/bench/bands/run1: 128K cell 1.37-1.39
-    at D128, 1.20-1.21 at D64; 128-row tiles computed 1.27-1.8 tile cells per kept cell and ran 1.2-2x slower)."""
-    return BandConfig(64, False, 4, 3)
+    """64-row tiles, 4 warps, 3 stages; adjacent unmasked tiles paired up to D=64. The H200 sweeps
+    (results/bench/bands, cell ratio at 128K, density 0.1 / defaults): D128 unpaired 1.38 / 1.35, paired 2.11 / 1.84
+    (64x128 K and V tiles take twice the shared memory: fewer programs per SM; 4 stages the same); D64 paired
+    1.17 / 1.16, unpaired 1.26 / 1.22. 128-row tiles (the union of two blocks' tiles) computed 1.27-1.8 tile cells
+    per kept cell and ran 1.2-2x slower. D=256: 2 stages so that K/V buffers fit (not timed)."""
+    if head_dim <= 64:
+        return BandConfig(64, True, 4, 3)
+    return BandConfig(64, False, 4, 3 if head_dim <= 128 else 2)
 
 
 def band_tiled_path(q: torch.Tensor, k: torch.Tensor) -> tuple[bool, BandConfig]:
