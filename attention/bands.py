@@ -121,9 +121,21 @@ class BandPattern(SparsePattern):
             from attention.kernels.bands_tiled import band_tiled_attention, band_tiled_path
 
             use_tma, config = band_tiled_path(q, k)
-            tiles = self.tiles(q, k.shape[2], config.tile_m, config.pairs)
-            return band_tiled_attention(q, k, v, scale, self.band_offsets, self.columns, tiles=tiles, config=config,
-                                        use_tma=use_tma)
+            batch, heads, q_len = q.shape[:3]
+            k_len = k.shape[2]
+            spans = query_spans(batch, heads, q_len, k_len, self.band_offsets.shape[-1])
+            if len(spans) == 1:
+                tiles = self.tiles(q, k_len, config.tile_m, config.pairs)
+                return band_tiled_attention(q, k, v, scale, self.band_offsets, self.columns, tiles=tiles,
+                                            config=config, use_tma=use_tma)
+            # long prompts: each span's tile tables are built, run and freed before the next (not cached), so
+            # they never take [B*H, all query blocks, slots] at once (~13 GB each at 1M with 6096 offsets)
+            out = torch.empty_like(q)
+            for first, stop in spans:
+                band_tiled_attention(q[:, :, first:stop], k, v, scale, self.band_offsets, self.columns,
+                                     config=config, use_tma=use_tma, out=out[:, :, first:stop],
+                                     keys=k_len - q_len + stop)
+            return out
         return torch_pattern_attention(q, k, v, self, scale)
 
     def kept_share(self, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
@@ -131,8 +143,10 @@ class BandPattern(SparsePattern):
         in chunks so that the [B*H, blocks, run slots] temporaries stay near SHARE_ELEMENTS)."""
         q_off = k_len - q_len
         m0 = q_off // BAND
-        lo, hi, count = self.runs(batch, heads, k_len, m0, device)
-        rows, n_rb, slots = lo.shape
+        rows = batch * heads
+        n_rb = -(-k_len // BAND) - m0
+        slots = max(1, min(n_rb + m0, self.band_offsets.shape[-1] + 1))
+        whole = len(query_spans(batch, heads, q_len, k_len, self.band_offsets.shape[-1])) == 1
         tables = None
         if self.columns is not None and self.columns.shape[-1]:
             # columns by prefix counts and position sums: all of the block's columns, minus those inside its runs
@@ -146,11 +160,17 @@ class BandPattern(SparsePattern):
         kept = torch.zeros(rows, dtype=torch.float64, device=device)
         step = max(1, SHARE_ELEMENTS // (rows * slots))
         for b0 in range(0, n_rb, step):
-            blocks = m0 + torch.arange(b0, min(b0 + step, n_rb), device=device)
+            b1 = min(b0 + step, n_rb)
+            if whole:  # the pattern's cached runs
+                lo, hi, count = (t[:, b0:b1] for t in self.runs(batch, heads, k_len, m0, device))
+            else:  # long prompts: this chunk's runs only (the whole table is ~13 GB each at 1M)
+                lo, hi, count = band_runs(self.band_offsets.to(device), batch, heads,
+                                          min((m0 + b1) * BAND, k_len), m0 + b0)
+            blocks = m0 + torch.arange(b0, b1, device=device)
             first = (blocks * BAND).clamp(min=q_off)[None, :, None]                # first row of each block
             stop = ((blocks + 1) * BAND).clamp(max=k_len)[None, :, None]           # one past its last row
-            used = torch.arange(slots, device=device) < count[:, b0:b0 + step, None].long()
-            run_lo, run_hi = lo[:, b0:b0 + step].long(), hi[:, b0:b0 + step].long().clamp(max=k_len)
+            used = torch.arange(lo.shape[-1], device=device) < count[..., None].long()
+            run_lo, run_hi = lo.long(), hi.long().clamp(max=k_len)
             kept += ((ramp(stop, run_lo, run_hi) - ramp(first, run_lo, run_hi)) * used).sum((-2, -1)).double()
             if tables is not None:
                 zero = torch.zeros_like(first)
@@ -161,6 +181,22 @@ class BandPattern(SparsePattern):
 
 
 SHARE_ELEMENTS = 1 << 24
+SPAN_BYTES = 1 << 29  # past this, a [B*H, query blocks, slots] int32 table is built and used per span of blocks
+
+
+def query_spans(batch: int, heads: int, q_len: int, k_len: int, n_offsets: int) -> list[tuple[int, int]]:
+    """(first, stop) query rows of each span whose per-block tables ([B*H, blocks, slots] int32, slots up to the
+    offsets + 1) take at most SPAN_BYTES; spans end on 128-row boundaries of absolute positions. One span up to
+    about 128K tokens with 32 heads and MInference's 6096 offsets."""
+    q_off = k_len - q_len
+    n_rb = -(-k_len // BAND) - q_off // BAND
+    slots = max(1, min(-(-k_len // BAND), n_offsets + 1))
+    blocks = max(2, SPAN_BYTES // (batch * heads * slots * 4)) // 2 * 2  # whole 128-row tiles
+    if n_rb <= blocks:
+        return [(0, q_len)]
+    width = blocks * BAND
+    edges = [q_off, *range((q_off // width + 1) * width, k_len, width), k_len]
+    return [(a - q_off, b - q_off) for a, b in zip(edges, edges[1:]) if b > a]
 
 
 def column_cells(tables, a, b, first, stop, k_len: int) -> torch.Tensor:

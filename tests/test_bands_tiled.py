@@ -164,3 +164,35 @@ def test_block_tiles_are_the_official_tile_lists(case, tmp_path):
     for h, head in enumerate(c["heads"]):
         for block, starts in enumerate(head["bands"]):
             assert tiles[h, block, :int(count[h, block])].tolist() == starts.tolist(), (h, block)
+
+
+@pytest.mark.parametrize("q_len,k_len", [(300, 300), (170, 431)])
+def test_long_prompts_run_and_count_in_spans_as_in_one(monkeypatch, q_len, k_len):
+    """Past SPAN_BYTES the tile tables are built per span of query rows (never cached whole): the output and the
+    kept share equal the one-span path's, and spans end on 128-row boundaries of absolute positions."""
+    import attention.bands as bands
+
+    heads = 4
+    gen = torch.Generator().manual_seed(k_len)
+    q = torch.randn(1, heads, q_len, 64, generator=gen)
+    k = torch.randn(1, 2, k_len, 64, generator=gen)
+    v = torch.randn(1, 2, k_len, 64, generator=gen)
+    offsets, columns = random_pattern(heads, k_len, 10, 8, 5)
+    whole = BandPattern(columns=columns, band_offsets=offsets)
+    with use_backend("triton"):
+        expected = whole.run(q, k, v, 0.3)
+        share = whole.kept_share(1, heads, q_len, k_len, q.device)
+    monkeypatch.setattr(bands, "SPAN_BYTES", 1 * heads * 11 * 4 * 2)  # two 64-row blocks per span
+    monkeypatch.setattr(bands, "SHARE_ELEMENTS", 1)                    # the kept share one block at a time
+    spans = bands.query_spans(1, heads, q_len, k_len, offsets.shape[-1])
+    assert len(spans) > 1 and spans[0][0] == 0 and spans[-1][1] == q_len
+    assert all((k_len - q_len + stop) % 128 == 0 for _, stop in spans[:-1])
+    pattern = BandPattern(columns=columns, band_offsets=offsets)
+    for path in ("portable", "tma"):
+        with use_backend("triton"), override(sparse_path=path):
+            out = pattern.run(q, k, v, 0.3)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    assert not pattern.__dict__.get("_tiles")
+    with use_backend("triton"):
+        torch.testing.assert_close(pattern.kept_share(1, heads, q_len, k_len, q.device), share)
+    assert not pattern.__dict__.get("_runs")

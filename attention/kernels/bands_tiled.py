@@ -209,13 +209,15 @@ class TiledBands:
 
 def band_tiled_attention(q, k, v, scale: float, offsets: torch.Tensor, columns: torch.Tensor | None, *,
                          tiles: TiledBands | None = None, config: BandConfig | None = None,
-                         use_tma: bool | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+                         use_tma: bool | None = None, out: torch.Tensor | None = None,
+                         keys: int | None = None) -> torch.Tensor:
     """Attention over MInference's executed pattern (as bands.band_attention): offsets long [B, H, L] as 64-key
     tiles per 64-row query block, columns long [B, H, C] (-1 unused) gathered; queries the last q_len of k_len.
     tiles: a TiledBands for these shapes when the caller has one (its tile size and pairs win over config's).
-    use_tma: None = where the card has TMA and the 32-bit tile coordinates reach every row."""
+    use_tma: None = where the card has TMA and the 32-bit tile coordinates reach every row.
+    keys: the sequence is k's first `keys` positions (default all): a span of queries reads k and v in place."""
     batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
+    kv_heads, k_len = k.shape[1], (k.shape[2] if keys is None else keys)
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = torch.empty_like(q) if out is None else out
