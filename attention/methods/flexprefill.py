@@ -33,8 +33,9 @@ import dataclasses
 import torch
 
 from attention.backend import triton_enabled
+from attention.device_solve import bisect_on_device
 from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
-                                       estimate, js_distance, last_rows_scores, ranked, solve)
+                                       estimate, js_distance, last_rows_scores, ranked)
 from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.reference import expand_kv
@@ -260,14 +261,14 @@ class FlexPrefill(SparseMethod):
             blocks = causal_blocks(n, q.device).expand(batch, heads, n, n)
             return SparsePattern(blocks=blocks, block=b)
         gamma = self.config.gamma
-        if self.config.density > 0:  # a per-layer solve on the host (one sync per bisection step)
+        if self.config.density > 0:  # a per-layer solve, compared on the device (no host sync)
             s = self.scores(q, k, scale)
             cells = block_cells(q_len, k_len, b, q.device)
 
-            def share(x: float) -> float:
-                return float(blocks_density(self.select(s, x), cells).mean())
+            def share(x: torch.Tensor) -> torch.Tensor:
+                return blocks_density(self.select(s, x), cells).mean()
 
-            gamma = solve(share, self.config.density, 0.0, 1.0)
+            gamma = bisect_on_device(share, self.config.density, 0.0, 1.0, device=q.device)
             blocks, aware = self.select(s, gamma), s.query_aware.float().mean(0)
         else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
             def default(tail, queries, keys):
