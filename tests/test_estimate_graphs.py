@@ -22,7 +22,7 @@ def test_default_estimate_has_no_host_sync_and_few_launches(name):
     triton = sum(v for op, v in counts.ops.items() if op.startswith("triton:"))
     assert triton >= 1  # the fused kernels ran (the count is of the CUDA path)
     # at 2578dde: 160 / 37 / 82; the budget pins the gains (a regression adds launches)
-    budget = {"flexprefill": 63, "xattention": 15, "minference": 14}[name]
+    budget = {"flexprefill": 63, "xattention": 2, "minference": 14}[name]  # xattention: score + select kernels
     assert sum(counts.ops.values()) <= budget, counts.ops.most_common()
 
 
