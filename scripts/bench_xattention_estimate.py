@@ -143,8 +143,8 @@ def main():
     print(json.dumps(meta), flush=True)
     with open(args.out, "w") as f:
         f.write(json.dumps({"meta": meta}) + "\n")
-        for dim, heads, kv_heads in ((64, 14, 2), (128, 32, 8)):
-            for seq in (int(x) for x in args.lengths.split(",")):
+        for seq in sorted((int(x) for x in args.lengths.split(",")), reverse=True):  # the long cases first
+            for dim, heads, kv_heads in ((128, 32, 8), (64, 14, 2)):
                 torch.cuda.reset_peak_memory_stats()
                 row = case(dim, heads, kv_heads, seq, old, args.reps, sweep=seq >= 131072)
                 f.write(json.dumps(row) + "\n")
