@@ -29,8 +29,10 @@ from attention.kernels.select_xattention import select_tiles_fused  # noqa: E402
 from attention.methods.xattention import first_chunk_rows, rank_tiles, select_tiles  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 
-SWEEP = {64: [(128, 128, 8, 3), (128, 128, 8, 4), (128, 64, 4, 3), (64, 128, 4, 3), (128, 256, 8, 3)],
-         128: [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 8, 3), (64, 128, 4, 3), (128, 64, 4, 3)]}
+SWEEP = {64: [(128, 128, 8, 3, False), (128, 128, 8, 3, True), (128, 128, 8, 4, True), (128, 256, 8, 3, False),
+              (128, 256, 8, 3, True)],
+         128: [(128, 128, 8, 3, False), (128, 128, 8, 3, True), (128, 128, 8, 2, True), (128, 256, 8, 2, False),
+               (128, 256, 8, 2, True)]}  # (BM, BN, num_warps, num_stages, FLAT)
 
 
 def timed(fn, reps: int) -> float:
@@ -127,12 +129,37 @@ def case(dim, heads, kv_heads, seq, old, reps, sweep):
     return row
 
 
+def million(dim, heads, kv_heads, reps):
+    """The estimate alone at 2^20 tokens (no dense reference: about 16 s per call): time and peak memory."""
+    seq, stride, block = 1 << 20, 16, 128
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    q = torch.randn(1, heads, seq, dim, device="cuda", generator=gen).bfloat16()
+    k = torch.randn(1, kv_heads, seq, dim, device="cuda", generator=gen).bfloat16()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    row = {"head_dim": dim, "heads": heads, "kv_heads": kv_heads, "seq_len": seq}
+    scores = xattention_tile_scores(q, k, dim ** -0.5, stride, block)
+    row["new_scores_ms"] = timed(lambda: xattention_tile_scores(q, k, dim ** -0.5, stride, block), reps)
+    row["scores_finite"] = bool(torch.isfinite(scores).all())
+    try:
+        row["new_select_ms"] = timed(lambda: select_tiles_fused(scores, 0.8, 0), reps)
+        mask = select_tiles_fused(scores, 0.8, 0)
+        row["density_causal"] = float(mask.float().sum() / (mask.shape[-1] * (mask.shape[-1] + 1) / 2 * heads))
+        two = scores[:, :2].contiguous()  # two heads against the PyTorch selection (8192-tile rows)
+        row["select_kernel_vs_torch_cells_2_heads"] = int((select_tiles(rank_tiles(two, 0), 0.8) != mask[:, :2]).sum())
+    except Exception as err:  # recorded: the method would take the PyTorch path there
+        row["new_select_ms"] = f"failed: {str(err)[:160]}"
+    row["peak_above_inputs_gib"] = (torch.cuda.max_memory_allocated() - base) / 2**30
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", default="", help="path of the former estimate kernel file (two-pass) to compare")
     parser.add_argument("--out", required=True, help="JSON lines file to write")
     parser.add_argument("--lengths", default="32768,131072")
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--million", action="store_true", help="also the estimate alone at 1M tokens, D128 32/8")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("bench_xattention_estimate: needs a CUDA GPU; run it on the device machine", file=sys.stderr)
@@ -151,6 +178,10 @@ def main():
                 f.flush()
                 print(json.dumps(row), flush=True)
                 torch.cuda.empty_cache()
+        if args.million:
+            row = million(128, 32, 8, 3)
+            f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def test_peer_xattention_estimate_kernel(layout):
     per_tile = block // stride
     n_tiles = S // block
     n_groups = S // stride
-    bm, bn, warps, _ = tile_config(D, per_tile)
+    bm, bn, warps, _, flat = tile_config(D, per_tile)
     n_qblocks = n_groups // bm
     n_cols = n_groups // bn * (bn // per_tile)
     programs = n_qblocks * B * H  # one work item per program: the probe runs the last one alone
@@ -233,7 +233,7 @@ def test_peer_xattention_estimate_kernel(layout):
         # the last item: the first query block (one key block) of the last head, in the last scratch rows
         run_programs(xattention_tiles_kernel, (programs,), [(programs - 1,)],
                      q, k, out, part, mref, *strides(q, k), B * H, H, H // HK, S, 0, n_groups, n_tiles, n_qblocks,
-                     n_cols, 0.1, HEAD_D=D, STRIDE=stride, PER_TILE=per_tile, BM=bm, BN=bn, F32=False,
+                     n_cols, 0.1, HEAD_D=D, STRIDE=stride, PER_TILE=per_tile, BM=bm, BN=bn, F32=False, FLAT=flat,
                      num_warps=warps)
     assert_clean(probe)
     assert max(part.touched) >= 2**31  # the scratch rows of the last program lie past 2^31 elements

@@ -8,12 +8,13 @@ from attention.kernels.estimate_xattention import xattention_tile_scores
 from attention.kernels.select_xattention import select_tiles_fused
 from attention.methods.xattention import antidiagonal_tile_scores, rank_tiles, select_tiles
 
-SCORE_CASES = [  # q_len, k_len, stride, block, dim, heads, kv_heads, tiles (BM, BN, warps, stages) or None
-    (200, 200, 4, 32, 64, 4, 2, (16, 16, 4, 1)),     # 8 query blocks x 4 heads over 4 programs
-    (131, 300, 8, 32, 128, 4, 1, (16, 32, 4, 1)),    # q_len < k_len, unaligned, GQA 4
-    (97, 97, 2, 16, 64, 2, 2, (32, 16, 4, 1)),       # BM > BN
+SCORE_CASES = [  # q_len, k_len, stride, block, dim, heads, kv_heads, tiles (BM, BN, warps, stages, FLAT) or None
+    (200, 200, 4, 32, 64, 4, 2, (16, 16, 4, 1, True)),     # 8 query blocks x 4 heads over 4 programs
+    (131, 300, 8, 32, 128, 4, 1, (16, 32, 4, 1, False)),    # q_len < k_len, unaligned, GQA 4
+    (97, 97, 2, 16, 64, 2, 2, (32, 16, 4, 1, True)),       # BM > BN
     (45, 173, 4, 32, 128, 2, 1, None),               # default tiles: one block holds every group
-    (256, 256, 16, 128, 64, 2, 1, (16, 16, 4, 1)),   # the default stride and block (8 groups per tile)
+    (256, 256, 16, 128, 64, 2, 1, (16, 16, 4, 1, False)),
+    (256, 256, 16, 128, 128, 2, 1, (16, 16, 4, 1, True)),   # the default stride and block (8 groups per tile)
 ]
 
 
@@ -34,7 +35,7 @@ def test_tile_score_kernel_takes_large_scores_without_overflow():
     q = torch.randn(1, 2, 150, 64, generator=gen) * 40
     k = torch.randn(1, 2, 150, 64, generator=gen) * 40
     want = antidiagonal_tile_scores(q, k, 0.125, 4, 16)
-    got = xattention_tile_scores(q, k, 0.125, 4, 16, (16, 16, 4, 1))
+    got = xattention_tile_scores(q, k, 0.125, 4, 16, (16, 16, 4, 1, True))
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 

@@ -2,18 +2,18 @@
 
 Does what attention.methods.xattention.rank_tiles + select_tiles do (their docstrings give the rule: forced tiles,
 then the best others, ties to the lower tile index, while the held mass is below threshold x the row total; rows
-of the first chunk lag one pick), one program per (row, batch x head): the row is sorted in registers as int64 keys
-(the score's bits above the reversed tile index, so a descending sort is the stable descending sort), the running
-sum is a scan, and the kept flags are stored back at the tiles' own positions. Since the held mass never falls
-along the sorted row, the picks taken are a prefix of it: counted, not compared one by one, which makes the
-first-chunk rows' lag a count plus one. Rows up to MAX_TILES tiles (512K tokens at block 128); longer rows take the
-PyTorch path.
+of the first chunk lag one pick), one program per (row, batch x head): the row's scores are sorted in registers,
+the running sum is a scan, and since the held mass never falls along the sorted row, the picks are a prefix of it:
+counted (the first-chunk rows' lag is that count plus one). Back on the tiles, everything scoring above the last
+pick is kept, and of the tiles tied with it the lowest-index ones, as many as the picks that score it: the stable
+sort's choice, without sorting indices (fp32 keys sort in half the work of (score, index) int64 keys). Rows up to
+MAX_TILES tiles (1M tokens at block 128); longer rows take the PyTorch path.
 """
 import torch
 import triton
 import triton.language as tl
 
-MAX_TILES = 4096  # a row of 4096 int64 keys is 32 KB of registers per program (8 warps: 32 per thread)
+MAX_TILES = 8192  # 1M tokens at block 128: a row of 8192 scores is 32 KB of registers (16 warps: 16 per thread)
 
 
 @triton.jit(do_not_specialize=["H", "n", "first_rows", "threshold"])
@@ -34,14 +34,10 @@ def xattention_select_kernel(SCORES, THRESHOLDS, KEEP, H, n, first_rows, thresho
         limit = tl.load(THRESHOLDS + bh % H) * total
     else:
         limit = threshold * total
-    # scores are >= 0: their bits (sign cleared, so -0.0 is 0) order like the values; the low word, NP - 1 - c,
-    # puts the lower tile first among equal scores. Forced tiles sort after every other, padding after those.
-    bits = (x.to(tl.int32, bitcast=True) & 0x7FFFFFFF).to(tl.int64)
-    key = tl.where(real & ~forced, (bits << 32) | (NP - 1 - c), tl.where(real, -1 - c, -2 * NP - 1 - c))
-    key = tl.sort(key, 0, descending=True)
-    other = key >= 0
-    col = tl.where(other, NP - 1 - (key & (NP - 1)), -1 - key)
-    value = tl.where(other, (key >> 32).to(tl.int32).to(tl.float32, bitcast=True), 0.0)
+    # the other tiles' scores sorted best first (forced tiles score -1, padding -2: after every other)
+    other = real & ~forced
+    value = tl.sort(tl.where(other, x, tl.where(real, -1.0, -2.0)), 0, descending=True)
+    value = tl.where(value >= 0, value, 0.0)
     before = tl.cumsum(value, 0) - value           # mass of the better others, before each is taken
     slot = c
     free = n - 1 - tile0.to(tl.int32)              # slots that hold other (not forced) tiles
@@ -49,8 +45,15 @@ def xattention_select_kernel(SCORES, THRESHOLDS, KEEP, H, n, first_rows, thresho
     taken_later = tl.sum((below & (slot < free)).to(tl.int32), 0)
     taken_first = tl.minimum((limit > 0).to(tl.int32) + tl.sum((below & (slot < free - 1)).to(tl.int32), 0), free)
     count = tl.where(first, taken_first, taken_later)
-    keep = ((slot < count) | (col == r) | (col == 0)) & (col <= r)
-    tl.store(KEEP + base + col, keep.to(tl.int8), mask=real)
+    # back to the tiles: every score above the last pick's is taken, and of those equal to it the first
+    # (lowest-index) ones, as many as the picks that score it (a stable sort's order among ties)
+    last = tl.sum(tl.where(slot == count - 1, value, 0.0), 0)
+    ties_taken = tl.sum(((slot < count) & (value == last)).to(tl.int32), 0)
+    tie = other & (x == last)
+    tie_rank = tl.cumsum(tie.to(tl.int32), 0) - tie.to(tl.int32)
+    take = other & (count > 0) & ((x > last) | (tie & (tie_rank < ties_taken)))
+    keep = (take | (c == r) | (c == 0)) & (c <= r)
+    tl.store(KEEP + base + c, keep.to(tl.int8), mask=real)
 
 
 def supported(n: int) -> bool:
@@ -68,6 +71,6 @@ def select_tiles_fused(scores: torch.Tensor, threshold: float | torch.Tensor, fi
     np2 = triton.next_power_of_2(max(n, 2))
     xattention_select_kernel[(n, batch * heads)](
         scores, thresholds, keep.view(torch.int8), heads, n, first_rows, 0.0 if per_head else float(threshold),
-        NP=np2, PER_HEAD=per_head, num_warps=4 if np2 <= 1024 else 8,
+        NP=np2, PER_HEAD=per_head, num_warps=4 if np2 <= 1024 else (8 if np2 <= 4096 else 16),
     )
     return keep
