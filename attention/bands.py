@@ -8,8 +8,9 @@ of a run's tiles is computed (causal), which is 2-4x the cells of the exact diag
 columns count everywhere (causal). This is csrc/vertical_slash_index.cu (convert_vertical_slash_indexes) of
 microsoft/MInference, re-derived; tests/test_peer_fidelity.py compares the runs and masks with its output.
 
-On the Triton path attention/kernels/bands.py builds the runs and runs them; elsewhere band_runs_torch builds the
-same runs and the exact PyTorch executor runs the keep mask.
+On the Triton path attention/kernels/band_tiles.py lists each query tile's 64-key tiles and
+attention/kernels/bands_tiled.py runs them (TMA on Hopper); attention/kernels/bands.py builds the runs for the
+kept share. Elsewhere band_runs_torch builds the same runs and the exact PyTorch executor runs the keep mask.
 """
 from dataclasses import dataclass
 
@@ -103,13 +104,26 @@ class BandPattern(SparsePattern):
             cache[key] = band_runs(self.band_offsets.to(device), batch, heads, k_len, m0)
         return cache[key]
 
+    def tiles(self, q, k_len: int, tile_m: int, pairs: bool):
+        """attention.kernels.bands_tiled.TiledBands for these shapes, built once per pattern and shape."""
+        from attention.kernels.bands_tiled import TiledBands  # imported lazily: triton only where it runs
+
+        batch, heads, q_len = q.shape[:3]
+        key = (batch, heads, q_len, k_len, tile_m, pairs, str(q.device))
+        cache = self.__dict__.setdefault("_tiles", {})
+        if key not in cache:
+            cache[key] = TiledBands(self.band_offsets, self.columns, batch, heads, q_len, k_len, tile_m, q.device,
+                                    pairs)
+        return cache[key]
+
     def run(self, q, k, v, scale: float) -> torch.Tensor:
         if triton_enabled(q.device) and q.shape[-1] in (16, 32, 64, 128, 256):
-            from attention.kernels.bands import band_attention  # imported lazily: triton only where it runs
+            from attention.kernels.bands_tiled import band_tiled_attention, band_tiled_path
 
-            k_len = k.shape[2]
-            runs = self.runs(q.shape[0], q.shape[1], k_len, (k_len - q.shape[2]) // BAND, q.device)
-            return band_attention(q, k, v, scale, self.band_offsets, self.columns, runs=runs)
+            use_tma, config = band_tiled_path(q, k)
+            tiles = self.tiles(q, k.shape[2], config.tile_m, config.pairs)
+            return band_tiled_attention(q, k, v, scale, self.band_offsets, self.columns, tiles=tiles, config=config,
+                                        use_tma=use_tma)
         return torch_pattern_attention(q, k, v, self, scale)
 
     def kept_share(self, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:

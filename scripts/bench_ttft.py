@@ -9,7 +9,9 @@ per prefill and the ideal bound (linear-layer time + executed density x dense at
 
 Writes results/bench/ttft_<gpu>.csv (appends rows for new (model, length, method) keys, replaces re-measured
 ones) and ttft_<gpu>.png. Linear time = the same prefill with attention replaced by a no-op (`none` rows);
-dense attention time = cuDNN TTFT - linear time. Targets are printed, never asserted.
+dense attention time = cuDNN TTFT - linear time. Each cell's repeats run in --rounds rounds that interleave the
+methods (the first with the warm-up, stats, peak memory and profile); the median of all repeats is the cell's TTFT
+and ttft_iqr_pct its spread. Targets are printed, never asserted.
 
 A failing cell is a row with its status and error, and the rest goes on; a CUDA error poisons the process, so
 after one the rows so far are written and the command restarts itself with --resume (cells of this commit
@@ -51,7 +53,7 @@ PEER_METHODS = ("minference,flexprefill,xattention,bigbird,minference:density=0.
 FIELDS = ["gpu", "model", "length", "method", "status", "error", "ttft_ms", "vs_cudnn", "ideal_ms", "vs_ideal",
           "density", "selected_density", "dense_layers", "dense_heads", "limits", "layers", "launches_per_layer",
           "syncs_per_prefill", "gpu_busy_ms", "profile_layers", "peak_mem_gib",
-          "repeats", "torch", "triton", "commit"]
+          "repeats", "rounds", "ttft_iqr_pct", "torch", "triton", "commit"]
 
 
 class NoAttention(AttentionMethod):
@@ -76,6 +78,27 @@ def timed(fn, repeats: int, warmup: int) -> list[float]:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(stop))
     return times
+
+
+def prefill_call(model, ids, method):
+    def call():
+        method.stats.clear()
+        with torch.inference_mode():
+            return prefill(model, ids)
+    return call
+
+
+def failed_row(model: str, length: int, spec: str, err: Exception, meta: dict) -> dict:
+    """A cell that raised: out of memory, or an error with its one-line message."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        print(f"{model} {length} {spec}: out of memory", flush=True)
+        return {"model": model, "length": length, "method": spec, "status": "oom",
+                "error": str(err).splitlines()[0], **meta}
+    if not isinstance(err, (RuntimeError, ValueError)):
+        raise err
+    message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+    print(f"{model} {length} {spec}: {message}", flush=True)
+    return {"model": model, "length": length, "method": spec, "status": "error", "error": message, **meta}
 
 
 def launches_and_syncs(fn, layers: int) -> tuple[float, int, dict]:
@@ -143,45 +166,54 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
         repeats = max(args.repeats, 15) if length < 16384 else (args.repeats if length < args.long
                                                                else max(1, args.repeats - 1))
         warmup = 1 if length < 2 * args.long else 0  # kernels compiled at the shorter lengths already
-        results = {}
-        for method in [NoAttention(), *methods]:
+        rounds = max(1, min(args.rounds, repeats))
+        per_round = -(-repeats // rounds)
+        results, timings = {}, {}
+        for method in [NoAttention(), *methods]:  # round 1: warm-up, stats, peak memory, profile
             spec = method.spec()
             if (name, str(length), spec) in args.done:
                 continue
             hf.install(loaded.model, method)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-
-            def call():
-                method.stats.clear()
-                with torch.inference_mode():
-                    return prefill(loaded.model, ids)
+            call = prefill_call(loaded.model, ids, method)
             try:
-                times = timed(call, repeats, warmup)
-            except torch.cuda.OutOfMemoryError as err:
-                print(f"{name} {length} {spec}: out of memory", flush=True)
-                rows.append({"model": name, "length": length, "method": spec, "status": "oom",
-                             "error": str(err).splitlines()[0], **meta})
+                times = timed(call, per_round, warmup)
+            except Exception as err:  # noqa: BLE001 -- recorded as the cell's row
+                rows.append(failed_row(name, length, spec, err, meta))
                 torch.cuda.empty_cache()
-                continue
-            except (RuntimeError, ValueError) as err:
-                message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-                print(f"{name} {length} {spec}: {message}", flush=True)
-                rows.append({"model": name, "length": length, "method": spec, "status": "error", "error": message,
-                             **meta})
-                if worker.is_sticky(message):
-                    args.poisoned = message  # this process can launch nothing more: main writes the rows, restarts
+                if rows[-1]["status"] == "error" and worker.is_sticky(rows[-1]["error"]):
+                    args.poisoned = rows[-1]["error"]  # this process can launch nothing more: main writes, restarts
                     return rows + list(results.values())
                 continue
             peak = torch.cuda.max_memory_allocated() / 2**30
             row = {"model": name, "length": length, "method": spec, "status": "ok",
-                   "ttft_ms": statistics.median(times),
-                   "peak_mem_gib": peak, "layers": layers, "repeats": repeats, **layer_stats(method), **meta}
+                   "peak_mem_gib": peak, "layers": layers, "repeats": per_round * rounds, "rounds": rounds,
+                   **layer_stats(method), **meta}
             if length in args.profile_at:
                 row["launches_per_layer"], row["syncs_per_prefill"], busy = launches_and_syncs(call, layers)
                 row["gpu_busy_ms"] = sum(busy.values())
-                args.profiles += busy_lines(f"{name} {length} {spec}", row["ttft_ms"], busy)
-            results[spec] = row
+                args.profiles += busy_lines(f"{name} {length} {spec}", statistics.median(times), busy)
+            results[spec], timings[spec] = row, (method, times)
+        # the other rounds interleave the methods, so that a drift of the card or the host (clocks, allocator,
+        # another tenant) spreads over all of them instead of landing on whichever ran during it
+        for _ in range(rounds - 1):
+            for spec, (method, times) in list(timings.items()):
+                hf.install(loaded.model, method)
+                try:
+                    times += timed(prefill_call(loaded.model, ids, method), per_round, 0)
+                except Exception as err:  # noqa: BLE001 -- the cell fails as a whole
+                    rows.append(failed_row(name, length, spec, err, meta))
+                    del results[spec], timings[spec]
+                    if rows[-1]["status"] == "error" and worker.is_sticky(rows[-1]["error"]):
+                        args.poisoned = rows[-1]["error"]
+                        return rows + list(results.values())
+        for spec, (method, times) in timings.items():
+            row = results[spec]
+            row["ttft_ms"] = statistics.median(times)
+            if len(times) >= 4:
+                quartiles = statistics.quantiles(times, n=4)
+                row["ttft_iqr_pct"] = 100 * (quartiles[2] - quartiles[0]) / row["ttft_ms"]
             print(f"{name:>24} {length:>7} {spec:<28} {row['ttft_ms']:10.1f} ms  density {row['density']:.3f}"
                   f"  dense layers {row['dense_layers']}  launches/layer {row.get('launches_per_layer', '')}"
                   f"  syncs {row.get('syncs_per_prefill', '')}", flush=True)
@@ -290,6 +322,8 @@ def main(argv=None) -> int:
                         "sparse path in every layer, no dense fallback (what the fallback saves, and the method's own "
                         "speed)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="split each cell's repeats into this many rounds "
+                        "that interleave the methods (a drift then spreads over all of them)")
     parser.add_argument("--long", type=int, default=49152, help="from this length on one repeat fewer")
     parser.add_argument("--profile-at", default="8k,32k", help="lengths at which launches and syncs are counted")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
@@ -297,6 +331,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.model) != len(args.lengths):
         parser.error("give one --lengths after each --model")
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
     args.profile_at = set(parse_lengths(args.profile_at))
     if args.methods == "defaults":
         args.methods = default_methods()

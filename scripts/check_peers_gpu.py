@@ -1,5 +1,6 @@
-"""The peers' kernels under real CUDA (the CI runs them interpreted on the CPU): MInference's band kernel against
-fp32 masked attention, its run builder against the PyTorch one, the fused XAttention estimate against the plain
+"""The peers' kernels under real CUDA (the CI runs them interpreted on the CPU): MInference's band kernels (the old
+one and the tiled one in each configuration, on both paths) against fp32 masked attention, its run builder against
+the PyTorch one, its tile builder against the official tile lists, the fused XAttention estimate against the plain
 version, and the peers' masks at their defaults against the official fixtures. Prints one line per check, exit 1
 on any failure.
 
@@ -15,7 +16,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.bands import BandPattern, band_runs_torch  # noqa: E402
+from attention.kernels.band_tiles import block_tiles  # noqa: E402
 from attention.kernels.bands import band_attention, band_runs  # noqa: E402
+from attention.kernels.bands_tiled import BandConfig, band_tiled_attention  # noqa: E402
+from attention.kernels.config import tma_supported  # noqa: E402
 from attention.kernels.estimate_xattention import xattention_tile_scores  # noqa: E402
 from attention.methods.xattention import antidiagonal_tile_scores  # noqa: E402
 from attention.reference import reference_attention  # noqa: E402
@@ -67,6 +71,12 @@ def bands(q_len, k_len, dim, dtype):
     err, base = (out.float() - ref).abs().max().item(), (low.float() - ref).abs().max().item()
     check(f"band attention {q_len}/{k_len} D{dim} {dtype}", not out.isnan().any() and err <= max(2 * base, 1e-4),
           f"err {err:.2e} (plain {dtype} {base:.2e}) density {keep.float().mean().item():.3f}")
+    for config in (BandConfig(64, False, 4, 3), BandConfig(64, True, 4, 3), BandConfig(128, False, 4, 2)):
+        for use_tma in (False, True) if tma_supported(q) else (False,):
+            out = band_tiled_attention(q, k, v, dim ** -0.5, offsets, columns, config=config, use_tma=use_tma)
+            err = (out.float() - ref).abs().max().item()
+            check(f"band tiled {config} {'tma' if use_tma else 'portable'} {q_len}/{k_len} D{dim} {dtype}",
+                  not out.isnan().any() and err <= max(2 * base, 1e-4), f"err {err:.2e} (plain {dtype} {base:.2e})")
 
 
 def xattention(q_len, k_len, dim, stride):
@@ -105,6 +115,10 @@ def fixtures():
             ours = [t for r in range(int(count[h, block])) for t in range(int(lo[h, block, r]), int(hi[h, block, r]), 64)]
             ok &= ours == starts.tolist()
     check("minference official runs config_sparse_3000", ok)
+    tiles, count = block_tiles(pattern.band_offsets, 1, q.shape[1], n)
+    same = all(tiles[h, block, :int(count[h, block])].tolist() == starts.tolist()
+               for h, head in enumerate(c["heads"]) for block, starts in enumerate(head["bands"]))
+    check("minference official tiles config_sparse_3000", same)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import torch
 
 from attention import kv_filter
 from attention.density import base_cells, pattern_density
+from attention.kernels import column_select
 from attention.kernels.column_select import select_columns, select_top
 from attention.kernels.prefill import column_attention
 from attention.pattern import SparsePattern
@@ -165,3 +166,26 @@ def test_fused_mass_threshold_from_the_sort_keeps_what_the_search_keeps(name, al
     fused = as_mask(cols, n)
     fused[..., :sink] = False
     assert torch.equal(fused, searched)
+
+
+@pytest.mark.parametrize("name", list(cases()))
+@pytest.mark.parametrize("share", [1.0, 0.3, 0.05, 0.0])
+def test_fused_area_threshold_from_the_sort_keeps_what_the_search_keeps(name, share, monkeypatch):
+    """select_columns takes the area threshold from area_threshold (a device sort; from AREA_SORT_FROM keys, here
+    from 0) instead of the kernel's k-ary search: the same kept set as select_top's search and the stable fp64
+    reference, ties and zeros included."""
+    monkeypatch.setattr(column_select, "AREA_SORT_FROM", 0)
+    scores = cases()[name]
+    n, sink = scores.shape[-1], min(2, scores.shape[-1] - 1)
+    for window, q_len in ((1, n), (max(1, n // 7), max(1, n // 2))):  # q_len < k_len: columns' areas shift
+        area = column_area(n, q_len, window, sink)
+        budget = share * float(area.sum()) + 0.5 * (share not in (0.0, 1.0))  # off the integers too
+        base, causal = base_cells(q_len, n, window, sink)
+        cols = select_columns(scores, sink=sink, window=window, q_len=q_len, block_m=64, base_cells=base,
+                              causal_cells=causal, budget=budget)[0]
+        searched = as_mask(select_top(scores, budget=budget, exclude=sink, window=window, q_len=q_len), n)
+        fused = as_mask(cols, n)
+        fused[..., :sink] = False
+        assert torch.equal(fused, searched), (window, q_len)
+        want = ref_area(scores * (torch.arange(n) >= sink), area, budget) & (torch.arange(n) >= sink)
+        assert torch.equal(fused, want), (window, q_len)

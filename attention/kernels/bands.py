@@ -9,6 +9,8 @@ Two kernels, one program each per (query blocks, batch x head):
   band_attention_kernel  online softmax over the runs' tiles (keys that are kept columns skipped there), then
                          the kept columns (causal), each key counted once
 Launchers take tensors and ints; the preparation is device-side (sort, searchsorted, scatter): no host sync.
+BandPattern executes on the tiled kernel (bands_tiled.py, 2-3x faster on the H200); band_runs still gives the
+kept share, and band_attention stays as the baseline scripts/bench_bands.py and check_peers_gpu.py compare with.
 """
 import torch
 import triton

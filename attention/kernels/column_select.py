@@ -1,5 +1,8 @@
-"""Stage 2 on the device in one Triton launch per call: a per-row score threshold by k-ary search over the
-float bit patterns, then the kept indices compacted in ascending order by a prefix sum. No sort, no host sync.
+"""Stage 2 on the device, no host sync: a per-row score threshold, then the kept indices compacted in ascending
+order by a prefix sum in one Triton launch. The threshold comes from the kernel's k-ary search over the float bit
+patterns (select_top; the fused area rule below AREA_SORT_FROM keys) or, in select_columns, from one segmented
+device sort over all rows (mass_threshold; area_threshold from AREA_SORT_FROM keys), which walks the rows in
+parallel where the search walks each row 8 times in one program.
 
 Selection rules (the same as attention/kv_filter.py with a stable descending sort, ties broken by index):
   mass  the fewest entries, best first, whose summed score reaches alpha of the row's total; zero scores never
@@ -9,8 +12,11 @@ Entries below `exclude` are left out (sinks for columns, the window for diagonal
 
 The fused column form also writes what the sparse kernel reads: the sinks first, then the kept columns, as one
 sorted int32 list per head, the per-query-block column ranges (col_full, col_hi) and the exact density, so a
-SampleAttention layer is four launches: two stage-1 passes, this one, the sparse kernel (attention/sample_fused.py).
+SampleAttention layer is two stage-1 passes, the threshold's sort (~12 launches, the mass rule and long area rule),
+this one and the sparse kernel (attention/sample_fused.py).
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -18,6 +24,9 @@ import triton.language as tl
 MODES = {"all": 0, "mass": 1, "area": 2}
 BLOCK = 1024   # scores per tile
 SPLITS = 16    # thresholds tested per pass: 2^31 bit patterns need ceil(31 / log2(17)) = 8 passes
+AREA_SORT_FROM = 65536  # keys from which the area rule's threshold comes from a device sort (area_threshold): on an
+# H200 the sort path took 1.19-1.29 ms at 128K against the search's 2.34, and 0.62-0.84 ms at 32K against 0.55
+# (its ~12 launches; results/bench/stage1/bench_stage1_run2.log); 64K lies between, unmeasured
 
 
 @triton.jit
@@ -66,6 +75,10 @@ def select_kernel(
         if GIVEN:  # the mass threshold came from a parallel sort on the device (mass_threshold): no search
             lo = zero + tl.load(THR + row)
             hi = lo + 1
+    if MODE == 2:
+        if GIVEN:  # the area threshold came from a parallel sort on the device (area_threshold): no search
+            hi = zero + tl.load(THR + row)
+            lo = hi - 1
     if MODE != 0:
         while hi - lo > 1:
             cand = lo + ((hi - lo) * split) // (NS + 1)
@@ -217,8 +230,12 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
     mode = _mode(alpha, budget)
-    given = mode == MODES["mass"]
-    thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len)) if given else count
+    given = mode == MODES["mass"] or (mode == MODES["area"] and k_len >= AREA_SORT_FROM)
+    thr = count
+    if given and mode == MODES["mass"]:
+        thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len))
+    elif given:
+        thr = area_threshold(col.view(rows, k_len), b_hi, b_lo, min(sink, k_len), window, k_len - q_len)
     select_kernel[(rows,)](
         col, cols, count, prefix, col_full, col_hi, dens, thr, k_len, k_len, k_len, min(sink, k_len), window,
         k_len - q_len, k_len, n_qb, block_m, a_hi, a_lo, b_hi, b_lo, float(base_cells), float(causal_cells),
@@ -238,3 +255,27 @@ def mass_threshold(scores: torch.Tensor, alpha: float, exclude: int) -> torch.Te
     target = csum[:, -1:] * alpha
     first = torch.searchsorted(csum, target).clamp(max=scores.shape[-1] - 1)
     return ranked.gather(-1, first).view(torch.int32).long().flatten().contiguous()
+
+
+def area_threshold(scores: torch.Tensor, budget_hi: float, budget_lo: float, exclude: int, window: int,
+                   q_off: int) -> torch.Tensor:
+    """int64 [rows]: the bit pattern of the area rule's threshold per row, the smallest t with area(s > t) <= the
+    budget, as select_kernel's k-ary search finds it (non-positive, NaN and the first `exclude` entries count as 0;
+    the budget is the kernel's, fp64(budget_hi) + fp64(fp32(budget_lo))): the value at the first sorted position
+    whose running area passes the budget, 0 when every entry fits. Ties there do not move it (the running area
+    before their group is the same in any order). One segmented sort over all rows, where the search walks each
+    row 8 times in one program (2.3 ms at 128K: results/bench/stage1)."""
+    n = scores.shape[-1]
+    keys = torch.arange(n, device=scores.device)
+    s = torch.where((scores > 0) & (keys >= exclude), scores, 0.0)
+    area = (n - torch.clamp(keys + window, min=q_off)).clamp(min=0)  # the kernel's _area, one row for all
+    area = torch.where(keys >= exclude, area, 0).to(torch.int32)
+    ranked, order = s.sort(-1, descending=True)
+    csum = area[order].cumsum(-1, dtype=torch.int64)
+    budget = float(budget_hi) + float(torch.tensor(budget_lo, dtype=torch.float32))  # the kernel's fp64 sum
+    # integer running areas pass the budget where they pass its floor; first: the first sorted position that does
+    limit = torch.full((s.shape[0], 1), min(math.floor(budget), 2**62), dtype=torch.int64, device=s.device)
+    first = torch.searchsorted(csum, limit, right=True)
+    past = first.clamp(max=n - 1)
+    bits = ranked.gather(-1, past).view(torch.int32).long()
+    return torch.where(first < n, bits, 0).flatten().contiguous()

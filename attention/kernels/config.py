@@ -123,9 +123,12 @@ def tma_config(head_dim: int, q_len: int, has_slash: bool = False) -> tuple[int,
 
 def scores_config(head_dim: int) -> tuple[int, int, int, int]:
     """Stage 1 (keys per block in pass 1, in pass 2, num_warps, num_stages): the H100 sweep's best
-    (results/bench/v2/sweep.log), 128-key blocks in both passes."""
+    (results/bench/v2/sweep.log), 128-key blocks in both passes; D<=64 with 64-key blocks in pass 2 (H200, 128K:
+    pass 2 4.08 -> 3.28 ms, the same column sums bit for bit; results/bench/stage1, NOTES.md stage1)."""
     if head_dim in _overrides.get("scores_cfg", {}):
         return tuple(_overrides["scores_cfg"][head_dim])
+    if head_dim <= 64:
+        return 128, 64, 4, 3
     return (128, 128, 4, 3) if head_dim <= 128 else (64, 64, 8, 3)
 
 

@@ -62,28 +62,46 @@ def launch_sampled_scores(q, k, scale: float, rows, with_diag: bool = False):
     Returns (columns [B, Hq, Sk] fp32, diagonals [B, Hq, Sk] fp32 or None), diagonal d = query pos - key pos.
     with_diag needs every BLOCK of rows to be consecutive positions (a run), padding only at a run's end.
     """
-    batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
         q, k = q.contiguous(), k.contiguous()
-    plan = rows if isinstance(rows, RowPlan) else row_plan(rows, q_len, k_len, head_dim, with_diag)
-    rows, n_rows, n_rb = plan.rows, plan.rows.numel(), plan.rows.numel() // BLOCK
-    q_off = k_len - q_len
-    bh = batch * heads
-    m = torch.empty(bh, n_rows, dtype=torch.float32, device=q.device)
+    plan = rows if isinstance(rows, RowPlan) else row_plan(rows, q.shape[2], k.shape[2], q.shape[3], with_diag)
+    m, l = launch_row_stats(q, k, scale, plan)
+    return launch_column_scores(q, k, scale, plan, m, l, with_diag)
+
+
+def _common(q, k, plan: RowPlan) -> tuple:
+    heads, q_len, k_len = q.shape[1], q.shape[2], k.shape[2]
+    return (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            heads, heads // k.shape[1], k_len, k_len - q_len, plan.rows.numel())
+
+
+def launch_row_stats(q, k, scale: float, plan: RowPlan):
+    """Pass 1: each sampled row's max and normaliser (m, l fp32 [B*Hq, padded rows], log2 units); one launch.
+    q, k with unit stride in the head dim."""
+    batch, heads, _, head_dim = q.shape
+    n_rows = plan.rows.numel()
+    m = torch.empty(batch * heads, n_rows, dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
-    kb1, kb2, warps, stages = scores_config(head_dim)
+    kb1, _, warps, stages = scores_config(head_dim)
+    pack = head_pack(heads // k.shape[1], head_dim)
+    row_stats_kernel[(n_rows // BLOCK, batch * heads // pack)](
+        q, k, plan.rows, m, l, *_common(q, k, plan), scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb1,
+        PACK=pack, F32=interpreter_f32(q), HALF=half_exp(q), num_warps=max(warps, 2 * pack),
+        num_stages=stages)
+    return m, l
+
+
+def launch_column_scores(q, k, scale: float, plan: RowPlan, m, l, with_diag: bool = False):
+    """Pass 2: the sampled rows' probabilities (from pass 1's m, l) summed down each key column (and diagonal);
+    one launch. Returns (columns [B, Hq, Sk] fp32, diagonals or None)."""
+    batch, heads, _, head_dim = q.shape
+    k_len = k.shape[2]
+    _, kb2, warps, stages = scores_config(head_dim)
     kb2 = BLOCK if with_diag else kb2  # the diagonal shear is written for square BLOCK x BLOCK tiles
-    common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-              heads, heads // kv_heads, k_len, q_off, n_rows)
-    pack = head_pack(heads // kv_heads, head_dim)
-    row_stats_kernel[(n_rb, bh // pack)](q, k, rows, m, l, *common, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK,
-                                         BLOCK_N=kb1, PACK=pack, F32=interpreter_f32(q), HALF=half_exp(q),
-                                         num_warps=max(warps, 2 * pack), num_stages=stages)
-    n_kb = triton.cdiv(k_len, kb2)
     col = torch.empty(batch, heads, k_len, dtype=torch.float32, device=q.device)
     diag = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=q.device) if with_diag else col
-    column_scores_kernel[(n_kb, bh)](q, k, rows, m, l, plan.first_rb, plan.full_rb, plan.full_end, col, diag, *common, n_rb, scale * LOG2E,
-                                     HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
-                                     F32=interpreter_f32(q), HALF=half_exp(q), num_warps=warps, num_stages=stages)
+    column_scores_kernel[(triton.cdiv(k_len, kb2), batch * heads)](
+        q, k, plan.rows, m, l, plan.first_rb, plan.full_rb, plan.full_end, col, diag, *_common(q, k, plan),
+        plan.rows.numel() // BLOCK, scale * LOG2E, HEAD_D=head_dim, BLOCK_M=BLOCK, BLOCK_N=kb2, WITH_DIAG=with_diag,
+        F32=interpreter_f32(q), HALF=half_exp(q), num_warps=warps, num_stages=stages)
     return col, (diag if with_diag else None)

@@ -18,7 +18,8 @@ COMMANDS = {module.NAME: module for module in (run, sweep, methods, tasks, repor
 
 def build_parser() -> Parser:
     parser = Parser(prog="sampleattn", description="Accuracy vs time-to-first-token of sparse prefill attention "
-                    "methods (SampleAttention, BigBird, StreamingLLM, H2O) against dense FlashAttention.")
+                    "methods (SampleAttention, MInference, FlexPrefill, XAttention, BigBird, StreamingLLM, H2O) against "
+                    "dense attention (cuDNN, FlashAttention).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in COMMANDS.values():
         module.add_parser(sub)

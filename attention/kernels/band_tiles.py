@@ -1,0 +1,145 @@
+"""MInference's executed pattern as flat lists of 64-key tiles, for the tiled band kernel (bands_tiled.py).
+
+A run of MInference (attention/bands.py) is whole 64-key tiles from its first range's start; walking the offsets
+from the largest down, every event of the run builder adds exactly one tile: a new run its first tile (s - 64), a
+run that grows its next one (the old end). So band_block_tiles_kernel emits each 64-row query block's tile starts
+directly, ascending (the same serial pass as bands.band_runs_kernel).
+
+A query tile of 128 rows holds two of MInference's blocks, m and m + 1; band_tile_lists merges their two sorted
+lists into one (the union: a start both hold is computed once for all 128 rows) with two flag bits saying whose
+rows keep it. An entry is start x 4 + flags (bit 0: the first 64 rows, bit 1: the last 64). Entries are split
+like block_sparse's lists: tiles every row keeps whole (both flags, every key at or before the first row: no mask)
+from slot 0, the others from the last slot backwards. With `pairs` (64-row tiles), two unmasked tiles next to each
+other in one run become one 128-key entry listed first (half the softmax rescales of the accumulator per key).
+All device-side (sort, cummax, searchsorted, scatter): no host sync.
+"""
+import torch
+import triton
+import triton.language as tl
+
+BAND = 64         # MInference's block: rows per query block, keys per tile
+RUN_BLOCKS = 64   # query blocks one band_block_tiles_kernel program walks together
+NO_TILE = 1 << 29  # sorts past every real start (starts < 2^29: entries start x 4 + flags fit int32)
+
+
+@triton.jit
+def band_block_tiles_kernel(OFFS, N_OFFS, TILES, TILE_N, n_slots, offs_slots, m0, n_rb,
+                            BAND: tl.constexpr, RB: tl.constexpr):
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit: bh x blocks x slots passes 2^31 at 1M tokens
+    local = tl.program_id(0) * RB + tl.arange(0, RB)
+    ok = local < n_rb
+    end = (m0 + local + 1) * BAND                    # one past the last row of each query block
+    re = tl.zeros([RB], dtype=tl.int32)
+    cnt = tl.zeros([RB], dtype=tl.int32)
+    started = tl.zeros([RB], dtype=tl.int32)
+    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
+    n = tl.load(N_OFFS + bh)
+    for i in range(0, n):
+        d = tl.load(OFFS + bh * offs_slots + i)      # offsets descending: range ends ascend
+        valid = d < end
+        s = tl.maximum(end - d, BAND)
+        fresh = valid & ((started == 0) | (s > re + BAND))  # the first run, or a gap: a run starts at s - 64
+        grow = valid & (started != 0) & (s <= re + BAND) & (s > re)  # overlapping or touching: one more tile
+        tile = tl.where(fresh, s - BAND, re)
+        emit = fresh | grow
+        tl.store(TILES + out + cnt, tile, mask=emit & ok)
+        cnt += emit.to(tl.int32)
+        re = tl.where(fresh, s, tl.where(grow, re + BAND, re))
+        started = tl.maximum(started, valid.to(tl.int32))
+    tl.store(TILE_N + bh * n_rb + local, cnt, mask=ok)
+
+
+def block_tiles(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: int = 0):
+    """(tiles, count): int32 [B*H, n_rb, slots] ascending tile starts of query blocks m0 .. ceil(k_len/64) - 1
+    (unused slots NO_TILE) and int32 [B*H, n_rb] their counts, from offsets long [B, H, L] (any order, -1 unused).
+    A block ending at e holds at most e / 64 tiles and one per offset: slots = min(blocks, L)."""
+    device = offsets.device
+    n_rb = triton.cdiv(k_len, BAND) - m0
+    d = offsets.expand(batch, heads, offsets.shape[-1]).reshape(batch * heads, -1)
+    d = torch.where(d >= 0, d, -1).sort(-1, descending=True).values
+    n_offs = (d >= 0).sum(-1).to(torch.int32)
+    d = d.to(torch.int32).contiguous()
+    slots = max(1, min(n_rb + m0, d.shape[-1]))
+    tiles = torch.full((batch * heads, n_rb, slots), NO_TILE, dtype=torch.int32, device=device)
+    count = torch.empty(batch * heads, n_rb, dtype=torch.int32, device=device)
+    band_block_tiles_kernel[(triton.cdiv(n_rb, RUN_BLOCKS), batch * heads)](
+        d, n_offs, tiles, count, slots, d.shape[-1], m0, n_rb, BAND=BAND, RB=RUN_BLOCKS)
+    return tiles, count
+
+
+def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
+    return x.cumsum(-1, dtype=torch.int32) - x.int()
+
+
+def tile_lists(tiles: torch.Tensor, count: torch.Tensor, m0: int, tile_m: int, pairs: bool = False):
+    """(entries int32 [BH, n_qt, slots'], counts int32 [BH, n_qt, 3]) for query tiles of tile_m (64 or 128) rows
+    from block_tiles' output: counts[..., 0] unmasked 128-key pairs from slot 0 (pairs and 64-row tiles only),
+    counts[..., 1] unmasked 64-key tiles after them, counts[..., 2] masked ones from the last slot backwards (see
+    the module docstring)."""
+    rows, n_rb, slots = tiles.shape
+    group = tile_m // BAND
+    n_qt = triton.cdiv(n_rb, group)
+    first = (m0 + torch.arange(n_qt, device=tiles.device, dtype=torch.int32) * group) * BAND  # tile's first row
+    if group == 1:
+        starts, flags = tiles, torch.full_like(tiles, 3)
+    else:
+        starts, flags = union(tiles, n_qt)
+        slots = starts.shape[-1]
+    real = starts < NO_TILE
+    whole = real & (flags == 3) & (starts + BAND <= first[None, :, None])  # every row keeps every key: no mask
+    masked = real & ~whole
+    head = torch.zeros_like(whole)
+    if pairs and group == 1:
+        head, tail = pair_up(starts, whole)
+        whole = whole & ~head & ~tail
+    n_head = head.sum(-1, dtype=torch.int32)
+    at_head = head.cumsum(-1, dtype=torch.int32) - 1
+    at_whole = n_head[..., None] + whole.cumsum(-1, dtype=torch.int32) - 1
+    at_masked = slots - masked.cumsum(-1, dtype=torch.int32)
+    at = torch.where(head, at_head, torch.where(whole, at_whole, torch.where(masked, at_masked, slots))).long()
+    entries = torch.zeros(rows, n_qt, slots + 1, dtype=torch.int32, device=tiles.device)
+    entries.scatter_(2, at, torch.where(real, starts * 4 + flags, 0))
+    counts = torch.stack((n_head, whole.sum(-1, dtype=torch.int32), masked.sum(-1, dtype=torch.int32)), -1)
+    return entries[..., :slots].contiguous(), counts.contiguous()
+
+
+def pair_up(starts: torch.Tensor, whole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(head, tail): bool like starts; along each run of adjacent unmasked tiles (ascending starts 64 apart), the
+    1st, 3rd, ... tile heads a 128-key pair whose tail is the next one (an odd run's last tile stays single)."""
+    follows = torch.zeros_like(whole)
+    follows[..., 1:] = whole[..., 1:] & whole[..., :-1] & (starts[..., 1:] == starts[..., :-1] + BAND)
+    index = torch.arange(starts.shape[-1], device=starts.device)
+    run_first = torch.where(follows, 0, index).cummax(-1).values
+    even = (index - run_first) % 2 == 0
+    tail = follows & ~even
+    has_next = torch.zeros_like(whole)
+    has_next[..., :-1] = follows[..., 1:]
+    return whole & even & has_next, tail
+
+
+def union(tiles: torch.Tensor, n_qt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(starts, flags) int32 [BH, n_qt, 2 x slots]: per pair of blocks the sorted union of their tile starts
+    (NO_TILE past the end), flag bit 0 where the first block keeps the start, bit 1 where the second does."""
+    rows, n_rb, slots = tiles.shape
+    if n_rb % 2:  # an empty block after the last one
+        tiles = torch.nn.functional.pad(tiles, (0, 0, 0, 1), value=NO_TILE)
+    a = tiles[:, 0::2].reshape(-1, slots).contiguous()
+    b = tiles[:, 1::2].reshape(-1, slots).contiguous()
+    b_below = torch.searchsorted(b, a, out_int32=True)  # starts of b before each of a
+    a_dup = (b.gather(-1, b_below.clamp(max=slots - 1).long()) == a) & (a < NO_TILE)
+    a_below = torch.searchsorted(a, b, out_int32=True)
+    b_dup = (a.gather(-1, a_below.clamp(max=slots - 1).long()) == b) & (b < NO_TILE)
+    index = torch.arange(slots, device=tiles.device, dtype=torch.int32)
+    # place in the union = distinct starts below it: own index + the other's below - repeats below
+    at_a = index + b_below - _exclusive_cumsum(a_dup)
+    at_b = index + a_below - _exclusive_cumsum(b_dup)
+    drop = 2 * slots
+    merged = torch.full((a.shape[0], drop + 1), NO_TILE, dtype=torch.int32, device=tiles.device)
+    merged_flags = torch.zeros_like(merged)
+    at_a = torch.where(a < NO_TILE, at_a, drop).long()
+    at_b = torch.where((b < NO_TILE) & ~b_dup, at_b, drop).long()
+    merged.scatter_(1, at_a, a)
+    merged_flags.scatter_(1, at_a, 1 + 2 * a_dup.int())
+    merged.scatter_(1, at_b, b)
+    merged_flags.scatter_(1, at_b, torch.full_like(b, 2))
+    return merged[:, :drop].view(rows, n_qt, drop), merged_flags[:, :drop].view(rows, n_qt, drop)

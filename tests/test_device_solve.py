@@ -1,0 +1,32 @@
+"""bisect_on_device finds the same knob as the host bisection (peer_estimation.solve) on step-shaped densities."""
+import pytest
+import torch
+
+from attention.device_solve import bisect_on_device
+from attention.peer_estimation import solve
+
+
+def staircase(seed: int):
+    """A random non-decreasing step function of x in [0, 1], as a kept share is of a threshold."""
+    g = torch.Generator().manual_seed(seed)
+    edges = torch.rand(40, generator=g).sort().values
+    levels = torch.rand(41, generator=g).sort().values
+    return lambda x: levels[torch.searchsorted(edges, torch.as_tensor(x, dtype=torch.float32))]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("target", [0.05, 0.2, 0.5, 0.93])
+def test_device_bisection_reaches_what_the_host_bisection_reaches(seed, target):
+    density = staircase(seed)
+    knob = bisect_on_device(density, target, 0.0, 1.0, steps=24)
+    host = solve(lambda x: float(density(x)), target, 0.0, 1.0, steps=24)
+    assert knob.dim() == 0 and knob.dtype == torch.float32
+    assert abs(float(density(knob)) - target) == pytest.approx(abs(float(density(host)) - target), abs=1e-6)
+
+
+def test_twelve_steps_land_on_the_closest_level():
+    density = staircase(3)
+    knob = bisect_on_device(density, 0.4, 0.0, 1.0)
+    grid = torch.linspace(0, 1, 100001)
+    best = (density(grid) - 0.4).abs().min()
+    assert float((density(knob) - 0.4).abs()) <= float(best) + 1e-6
