@@ -21,7 +21,8 @@ from attention.kernels.bands import band_attention, band_runs  # noqa: E402
 from attention.kernels.bands_tiled import BandConfig, band_tiled_attention  # noqa: E402
 from attention.kernels.config import tma_supported  # noqa: E402
 from attention.kernels.estimate_xattention import xattention_tile_scores  # noqa: E402
-from attention.methods.xattention import antidiagonal_tile_scores  # noqa: E402
+from attention.kernels.select_xattention import select_tiles_fused  # noqa: E402
+from attention.methods.xattention import antidiagonal_tile_scores, first_chunk_rows, rank_tiles, select_tiles  # noqa: E402
 from attention.reference import reference_attention  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 
@@ -88,6 +89,13 @@ def xattention(q_len, k_len, dim, stride):
     err = (got - want).abs().max().item()
     check(f"xattention estimate {q_len}/{k_len} D{dim} S{stride}", err < 2e-3 * want.abs().max().item(),
           f"max err {err:.2e} of {want.abs().max().item():.2e}")
+    first_rows = first_chunk_rows(q_len, k_len, 128)
+    for threshold in (0.5, 0.8, 0.95):
+        fused = select_tiles_fused(got, threshold, first_rows)
+        plain = select_tiles(rank_tiles(got, first_rows), threshold)
+        differ = int((fused != plain).sum())  # only cells whose held mass is within rounding of the threshold
+        check(f"xattention selection {q_len}/{k_len} t{threshold}", differ <= 1e-4 * plain.numel(),
+              f"{differ} of {plain.numel()} cells differ")
 
 
 def fixtures():

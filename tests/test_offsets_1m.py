@@ -215,19 +215,28 @@ def test_peer_minference_band_kernels(layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_peer_xattention_estimate_kernel(layout):
-    from attention.kernels.estimate_xattention import xattention_tiles_kernel
+    from attention.kernels.estimate_xattention import tile_config, xattention_tiles_kernel
 
     q, k, _, _ = qkvo(layout)
-    stride, block = 8, 128
+    stride, block = 16, 128
+    per_tile = block // stride
     n_tiles = S // block
-    n_groups, bm = S // stride, 64
+    n_groups = S // stride
+    bm, bn, warps, _, flat = tile_config(D, per_tile)
+    n_qblocks = n_groups // bm
+    n_cols = n_groups // bn * (bn // per_tile)
+    programs = n_qblocks * B * H  # one work item per program: the probe runs the last one alone
     out = Fake("tiles", (B, H, n_tiles, n_tiles), torch.float32)
-    with Probe(q, k, out) as probe:
-        # the first query block (the last program) of the last head: one key block per pass
-        run_programs(xattention_tiles_kernel, (n_groups // bm, B * H), [(n_groups // bm - 1, B * H - 1)],
-                     q, k, out, *strides(q, k), H, H // HK, S, S, 0, n_groups, n_tiles, 0.1,
-                     HEAD_D=D, STRIDE=stride, PER_TILE=block // stride, BM=bm, BN=bm, F32=False, num_warps=4)
+    part = Fake("partials", (programs, bm, n_cols), torch.float32)
+    mref = Fake("row_max", (programs, bm, n_groups // bn), torch.float32)
+    with Probe(q, k, out, part, mref) as probe:
+        # the last item: the first query block (one key block) of the last head, in the last scratch rows
+        run_programs(xattention_tiles_kernel, (programs,), [(programs - 1,)],
+                     q, k, out, part, mref, *strides(q, k), B * H, H, H // HK, S, 0, n_groups, n_tiles, n_qblocks,
+                     n_cols, 0.1, HEAD_D=D, STRIDE=stride, PER_TILE=per_tile, BM=bm, BN=bn, F32=False, FLAT=flat,
+                     num_warps=warps)
     assert_clean(probe)
+    assert max(part.touched) >= 2**31  # the scratch rows of the last program lie past 2^31 elements
     if layout == "bhsd":  # the last head's rows lie past 2^31 elements (bshd: only its first rows, near the start)
         assert max(q.touched) >= 2**31
 

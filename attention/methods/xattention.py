@@ -186,6 +186,17 @@ def select_tiles(ranking: TileRanking, threshold: float | torch.Tensor) -> torch
     return keep.logical_or_(ranking.kept).logical_and_(ranking.causal)
 
 
+def selected_tiles(scores: torch.Tensor, threshold: float | torch.Tensor, first_rows: int = 0,
+                   cache: dict | None = None) -> torch.Tensor:
+    """select_tiles(rank_tiles(scores, first_rows, cache), threshold), in one Triton launch where Triton runs."""
+    if triton_enabled(scores.device):
+        from attention.kernels import select_xattention as kernel  # imported lazily: triton only where it runs
+
+        if kernel.supported(scores.shape[-1]):
+            return kernel.select_tiles_fused(scores, threshold, first_rows)
+    return select_tiles(rank_tiles(scores, first_rows, cache), threshold)
+
+
 @register
 class XAttention(SparseMethod):
     name = "xattention"
@@ -212,8 +223,8 @@ class XAttention(SparseMethod):
             blocks = select_tiles(ranking, threshold)
         else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
             def default(queries, keys, *per_head):
-                ranking = rank_tiles(tile_scores(queries, keys, scale, cfg.stride, cfg.block), first_rows, cache)
-                return (select_tiles(ranking, per_head[0] if per_head else threshold),)
+                scores = tile_scores(queries, keys, scale, cfg.stride, cfg.block)
+                return (selected_tiles(scores, per_head[0] if per_head else threshold, first_rows, cache),)
 
             per_head = (threshold,) if isinstance(threshold, torch.Tensor) else ()
             key = ("xattention", tuple(q.shape), tuple(k.shape), q.dtype, scale, first_rows,
