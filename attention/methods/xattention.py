@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 
 from attention.backend import triton_enabled
-from attention.peer_estimation import (block_cells, blocks_density, cached, causal_blocks, ceil_div, estimate, ranked,
-                                       solve)
+from attention.device_solve import bisect_on_device
+from attention.peer_estimation import block_cells, blocks_density, cached, causal_blocks, ceil_div, estimate, ranked
 from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
@@ -212,15 +212,15 @@ class XAttention(SparseMethod):
         if cfg.thresholds:
             threshold = self.head_thresholds(layer_idx, q.shape[1], q.device)
             mean = sum(self._thresholds[layer_idx]) / len(self._thresholds[layer_idx])  # from the host table
-        if cfg.density > 0:  # a per-layer solve on the host (one sync per bisection step)
+        if cfg.density > 0:  # a per-layer solve, compared on the device (no host sync)
             ranking = rank_tiles(tile_scores(q, k, scale, cfg.stride, cfg.block), first_rows, cache)
             cells = block_cells(q_len, k_len, cfg.block, q.device)
 
-            def share(x: float) -> float:
-                return float(blocks_density(select_tiles(ranking, x), cells).mean())
+            def share(x: torch.Tensor) -> torch.Tensor:  # x 0-dim: the same threshold for every head
+                return blocks_density(select_tiles(ranking, x.expand(q.shape[1])), cells).mean()
 
-            threshold = mean = solve(share, cfg.density, 0.0, 1.0)
-            blocks = select_tiles(ranking, threshold)
+            threshold = mean = bisect_on_device(share, cfg.density, 0.0, 1.0, device=q.device)
+            blocks = select_tiles(ranking, threshold.expand(q.shape[1]))
         else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
             def default(queries, keys, *per_head):
                 scores = tile_scores(queries, keys, scale, cfg.stride, cfg.block)
