@@ -317,11 +317,23 @@ def real_model_rows(path, gpu, warmup_ms, rep_ms):
     return rows
 
 
+GROUP = ("gpu", "head_dim", "heads", "kv_heads", "seq_len")  # a re-measured (shape, length) replaces its rows
+
+
 def write(path, rows):
+    """The csv with this run's rows: every (gpu, shape, length) group measured now replaces that group's old rows;
+    the other groups' rows stay (a run of one length or shape, or one cut short, keeps the rest of the file)."""
+    def group(row):
+        return tuple(str(row.get(k, "")) for k in GROUP)
+    fresh = {group(r) for r in rows}
+    old = []
+    if Path(path).exists():
+        with open(path, newline="") as f:
+            old = [r for r in csv.DictReader(f) if group(r) not in fresh]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(old + rows)
 
 
 def show(row):
