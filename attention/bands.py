@@ -104,6 +104,17 @@ class BandPattern(SparsePattern):
             cache[key] = band_runs(self.band_offsets.to(device), batch, heads, k_len, m0)
         return cache[key]
 
+    def block_lists(self, batch: int, heads: int, k_len: int, m0: int, device):
+        """band_tiles.block_tiles' (tiles, count) for these query blocks, built once per pattern and shape: the
+        kept share and the tiled kernel's lists both start from them."""
+        from attention.kernels.band_tiles import block_tiles  # imported lazily: triton only where it runs
+
+        key = (batch, heads, k_len, m0, str(device))
+        cache = self.__dict__.setdefault("_blocks", {})
+        if key not in cache:
+            cache[key] = block_tiles(self.band_offsets.to(device), batch, heads, k_len, m0)
+        return cache[key]
+
     def tiles(self, q, k_len: int, tile_m: int, pairs: bool):
         """attention.kernels.bands_tiled.TiledBands for these shapes, built once per pattern and shape."""
         from attention.kernels.bands_tiled import TiledBands  # imported lazily: triton only where it runs
@@ -112,8 +123,9 @@ class BandPattern(SparsePattern):
         key = (batch, heads, q_len, k_len, tile_m, pairs, str(q.device))
         cache = self.__dict__.setdefault("_tiles", {})
         if key not in cache:
+            blocks = self.block_lists(batch, heads, k_len, (k_len - q_len) // BAND, q.device)
             cache[key] = TiledBands(self.band_offsets, self.columns, batch, heads, q_len, k_len, tile_m, q.device,
-                                    pairs)
+                                    pairs, blocks=blocks)
         return cache[key]
 
     def run(self, q, k, v, scale: float) -> torch.Tensor:
@@ -139,14 +151,28 @@ class BandPattern(SparsePattern):
         return torch_pattern_attention(q, k, v, self, scale)
 
     def kept_share(self, batch: int, heads: int, q_len: int, k_len: int, device) -> torch.Tensor:
-        """float32 [B, H] kept share of the causal area, in closed form over runs and columns (query blocks taken
-        in chunks so that the [B*H, blocks, run slots] temporaries stay near SHARE_ELEMENTS)."""
+        """float32 [B, H] kept share of the causal area, in closed form over runs and columns: where Triton runs
+        (one span), one launch over the tiled kernel's block lists (attention/kernels/band_share.py); otherwise in
+        PyTorch, query blocks taken in chunks so that the [B*H, blocks, run slots] temporaries stay near
+        SHARE_ELEMENTS."""
         q_off = k_len - q_len
         m0 = q_off // BAND
         rows = batch * heads
         n_rb = -(-k_len // BAND) - m0
         slots = max(1, min(n_rb + m0, self.band_offsets.shape[-1] + 1))
         whole = len(query_spans(batch, heads, q_len, k_len, self.band_offsets.shape[-1])) == 1
+        if whole and triton_enabled(device):  # one launch over the tiled kernel's own block lists
+            from attention.kernels.band_share import band_kept_cells
+
+            blk_tiles, blk_n = self.block_lists(batch, heads, k_len, m0, device)
+            cols = col_hi = None
+            if self.columns is not None and self.columns.shape[-1]:
+                c = prepare_columns(self.columns.to(device), batch, heads, k_len)
+                last = ((m0 + torch.arange(n_rb, device=device) + 1) * BAND - 1).clamp(max=k_len - 1)
+                col_hi = torch.searchsorted(c, last.expand(batch, heads, n_rb).contiguous(), right=True)
+                cols, col_hi = c.to(torch.int32).contiguous(), col_hi.to(torch.int32).contiguous()
+            kept = band_kept_cells(blk_tiles, blk_n, cols, col_hi, q_len, k_len, m0).double()
+            return (kept / causal_area(q_len, k_len)).float().view(batch, heads)
         tables = None
         if self.columns is not None and self.columns.shape[-1]:
             # columns by prefix counts and position sums: all of the block's columns, minus those inside its runs

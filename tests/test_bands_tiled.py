@@ -196,3 +196,24 @@ def test_long_prompts_run_and_count_in_spans_as_in_one(monkeypatch, q_len, k_len
     with use_backend("triton"):
         torch.testing.assert_close(pattern.kept_share(1, heads, q_len, k_len, q.device), share)
     assert not pattern.__dict__.get("_runs")
+
+
+@pytest.mark.parametrize("q_len,k_len,n_offsets,n_columns", [(300, 300, 10, 8), (170, 431, 7, 0), (64, 1000, 30, 40),
+                                                              (1, 257, 6, 5)])
+def test_kept_share_on_the_block_lists_equals_the_runs_and_the_mask(q_len, k_len, n_offsets, n_columns):
+    """The one-launch kept share (band_share.py, from the tiled kernel's block lists) equals the PyTorch closed form
+    over the runs and the count of the keep mask, cell for cell."""
+    heads = 3
+    offsets, columns = random_pattern(heads, k_len, n_offsets, max(n_columns, 4), q_len + k_len)
+    columns = columns if n_columns else columns[..., :0]
+    pattern = BandPattern(columns=columns, band_offsets=offsets)
+    on_runs = pattern.kept_share(1, heads, q_len, k_len, torch.device("cpu"))
+    with use_backend("triton"):
+        on_lists = BandPattern(columns=columns, band_offsets=offsets).kept_share(1, heads, q_len, k_len,
+                                                                                 torch.device("cpu"))
+    keep = pattern.keep_mask(1, heads, q_len, k_len)
+    causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+    counted = (keep & causal).sum((-2, -1)).double() / causal.sum()
+    torch.testing.assert_close(on_lists, on_runs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(on_lists.double(), counted, rtol=0, atol=1e-6)
+    assert 0 < float(on_lists.min()) and float(on_lists.max()) <= 1

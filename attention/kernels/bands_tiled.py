@@ -191,12 +191,14 @@ class TiledBands:
     """What the kernel reads besides q/k/v, built once per pattern and shape (device-side, no host sync)."""
 
     def __init__(self, offsets, columns, batch: int, heads: int, q_len: int, k_len: int, tile_m: int, device,
-                 pairs: bool = False):
+                 pairs: bool = False, blocks: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """blocks: block_tiles' output for these query blocks when the caller has it already."""
         q_off = k_len - q_len
         self.m0 = q_off // BAND
         self.tile_m = tile_m
         self.pairs = pairs and tile_m == BAND
-        self.blk_tiles, self.blk_n = block_tiles(offsets.to(device), batch, heads, k_len, self.m0)
+        self.blk_tiles, self.blk_n = blocks if blocks is not None else block_tiles(offsets.to(device), batch, heads,
+                                                                                   k_len, self.m0)
         self.entries, self.counts = tile_lists(self.blk_tiles, self.blk_n, self.m0, tile_m, self.pairs)
         self.n_qt = self.entries.shape[1]
         self.cols = self.col_hi = None
