@@ -79,3 +79,38 @@ def test_selection_kernel_keeps_nothing_extra_in_rows_without_mass():
         want = reference_selection(scores, 0.8, first_rows)
         got = select_tiles_fused(scores, 0.8, first_rows)
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("budget_heads", [1, 2, 4, 6])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_estimate_in_head_chunks_equals_the_whole(monkeypatch, budget_heads, backend):
+    """Past ESTIMATE_BYTES the tile scores and their selection are made a few heads at a time (whole GQA groups or
+    heads inside one group): the same tiles as the whole layer at once, uniform and per-head thresholds."""
+    import attention.methods.xattention as xattention
+    from attention.backend import use_backend
+
+    gen = torch.Generator().manual_seed(budget_heads)
+    heads, kv_heads, length, block = 8, 2, 600, 64
+    q = torch.randn(1, heads, length, 32, generator=gen)
+    k = torch.randn(1, kv_heads, length, 32, generator=gen)
+    n = -(-length // block)
+    per_head = torch.linspace(0.5, 0.95, heads)
+    with use_backend(backend):
+        want = [xattention.estimated_tiles(q, k, 0.2, 8, block, t, 3) for t in (0.8, per_head)]
+        fused = backend == "triton"
+        monkeypatch.setattr(xattention, "ESTIMATE_BYTES", budget_heads * n * n * 4 * (2 if fused else 10))
+        got = [xattention.estimated_tiles(q, k, 0.2, 8, block, t, 3) for t in (0.8, per_head)]
+    assert xattention.head_step(heads, heads // kv_heads, n * n * 4 * (2 if fused else 10)) < heads
+    for g, w in zip(got, want):
+        assert torch.equal(g, w) and w.any() and not w.all()
+
+
+def test_head_step_keeps_chunks_inside_groups_or_whole_groups(monkeypatch):
+    import attention.methods.xattention as xattention
+
+    monkeypatch.setattr(xattention, "ESTIMATE_BYTES", 100)
+    assert xattention.head_step(32, 4, 1) == 32       # all fit
+    assert xattention.head_step(32, 4, 10) == 8       # 10 fit: whole groups
+    assert xattention.head_step(32, 4, 40) == 2       # 2 fit: a divisor of the group
+    assert xattention.head_step(28, 7, 40) == 1       # 2 fit, group 7: one head
+    assert xattention.head_step(28, 7, 1000) == 1     # none fit: still one head

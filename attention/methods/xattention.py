@@ -197,6 +197,47 @@ def selected_tiles(scores: torch.Tensor, threshold: float | torch.Tensor, first_
     return select_tiles(rank_tiles(scores, first_rows, cache), threshold)
 
 
+ESTIMATE_BYTES = 1 << 30  # a layer's tile scores and their ranking past this are made a few heads at a time
+
+
+def head_step(heads: int, group: int, per_head: int) -> int:
+    """Query heads estimated together: all, or a multiple of the GQA group, or a divisor of it (the heads of one
+    chunk then share their kv heads as the whole layer does), so that per_head bytes x heads fit ESTIMATE_BYTES."""
+    fit = max(1, ESTIMATE_BYTES // max(1, per_head))
+    if fit >= heads:
+        return heads
+    if fit >= group:
+        return fit // group * group
+    return max(d for d in range(1, group + 1) if group % d == 0 and d <= fit)
+
+
+def estimated_tiles(q, k, scale: float, stride: int, block: int, threshold: float | torch.Tensor, first_rows: int,
+                    cache: dict | None = None) -> torch.Tensor:
+    """selected_tiles(tile_scores(q, k, ...)): bool [B, H, n, n], in chunks of heads at long lengths, where the
+    fp32 scores alone are 256 MiB per head at 1M tokens and the PyTorch ranking past the fused selection's rows
+    (select_xattention.supported) holds ~10x that (one chunk up to 128K tokens with 32 heads: unchanged there)."""
+    batch, heads, kv_heads = q.shape[0], q.shape[1], k.shape[1]
+    group, n = heads // kv_heads, -(-k.shape[2] // block)
+    fused = triton_enabled(q.device) and select_kernel_supported(n)
+    step = head_step(heads, group, batch * n * n * 4 * (2 if fused else 10))
+    if step == heads:
+        return selected_tiles(tile_scores(q, k, scale, stride, block), threshold, first_rows, cache)
+    blocks = torch.empty(batch, heads, n, n, dtype=torch.bool, device=q.device)
+    for h0 in range(0, heads, step):
+        h1 = min(heads, h0 + step)
+        kv = k[:, h0 // group:(h1 - 1) // group + 1]  # a chunk of whole groups, or of heads inside one group
+        part = threshold[h0:h1] if isinstance(threshold, torch.Tensor) else threshold
+        blocks[:, h0:h1] = selected_tiles(tile_scores(q[:, h0:h1], kv, scale, stride, block), part, first_rows,
+                                          cache)
+    return blocks
+
+
+def select_kernel_supported(n: int) -> bool:
+    from attention.kernels import select_xattention as kernel  # imported lazily: triton only where it runs
+
+    return kernel.supported(n)
+
+
 @register
 class XAttention(SparseMethod):
     name = "xattention"
@@ -223,8 +264,8 @@ class XAttention(SparseMethod):
             blocks = select_tiles(ranking, threshold.expand(q.shape[1]))
         else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
             def default(queries, keys, *per_head):
-                scores = tile_scores(queries, keys, scale, cfg.stride, cfg.block)
-                return (selected_tiles(scores, per_head[0] if per_head else threshold, first_rows, cache),)
+                return (estimated_tiles(queries, keys, scale, cfg.stride, cfg.block,
+                                        per_head[0] if per_head else threshold, first_rows, cache),)
 
             per_head = (threshold,) if isinstance(threshold, torch.Tensor) else ()
             key = ("xattention", tuple(q.shape), tuple(k.shape), q.dtype, scale, first_rows,
