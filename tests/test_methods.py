@@ -12,6 +12,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from attention import hf
+from attention.backend import use_backend
 from attention.scores import torch_sampled_scores
 from attention.density import mask_density as density
 from attention.reference import attention_probs, reference_attention
@@ -308,3 +309,14 @@ def test_bigbird_draws_in_head_chunks(monkeypatch):
     assert not torch.equal(blocks[0], blocks[1]) and not torch.equal(blocks[1], blocks[2])
     method._drawn.clear()
     assert torch.equal(method.draw(3, 96, layer_idx=0)[0], blocks)
+
+
+@pytest.mark.parametrize("name", DENSITY_METHODS)
+def test_density_solve_on_the_triton_path_reaches_the_budget(name):
+    """The density= solves bisect on the device (no host sync per step); on the Triton path too (kernels under the
+    interpreter here), the layer lands near its budget."""
+    q, k, v = qkv(length=320, heads=2, kv_heads=1)
+    method = small(name, density="0.3")
+    with use_backend("triton"):
+        method.prefill(q, k, v, 0.3)
+    assert statistics_mean(recorded_densities(method)) == pytest.approx(0.3, abs=0.05)

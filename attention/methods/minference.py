@@ -45,8 +45,9 @@ from pathlib import Path
 import torch
 
 from attention.bands import BandPattern
-from attention.peer_estimation import cached, estimate, last_rows_scores, ranked, ranked_prefix, solve
+from attention.peer_estimation import cached, estimate, last_rows_scores, ranked, ranked_prefix
 from attention.density import pattern_density
+from attention.device_solve import bisect_on_device
 from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
 from attention.pattern import SparsePattern
 from attention.registry import register
@@ -185,6 +186,16 @@ class MInference(SparseMethod):
         return Counts(per_head(sizes.vertical, cfg.init_columns), per_head(sizes.slash, cfg.local_diagonals),
                       most(sizes.max_vertical, cfg.init_columns), most(sizes.max_slash, cfg.local_diagonals))
 
+    def unused_at(self, k_len: int, sizes: HeadSizes, x: torch.Tensor, sink: int, window: int):
+        """unused_slots at sizes x ratio for a ratio on the device (0-dim), lists k_len wide (no host bound)."""
+        cfg = self.config
+
+        def per_head(size, forced):
+            return (size * x.double()).round().clamp(min=forced).clamp(max=k_len).long()
+
+        n = Counts(per_head(sizes.vertical, cfg.init_columns), per_head(sizes.slash, cfg.local_diagonals), k_len, k_len)
+        return self.unused_slots(n, sink, window, x.device)
+
     def counts_and_means(self, k_len: int, sizes: HeadSizes, ratio: float, device):
         """(unused-slot masks, mean columns, mean diagonals per head) at sizes x ratio (see unused_slots)."""
         n = self.counts(k_len, sizes, ratio)
@@ -227,14 +238,16 @@ class MInference(SparseMethod):
         sizes = self.head_sizes(heads, layer_idx, q.device)
         cache = self.__dict__.setdefault("_cache", {})
         ratio = 1.0
-        if cfg.density > 0:  # a per-layer solve on the host (one sync per bisection step)
+        if cfg.density > 0:  # bisected on the device; one sync reads the ratio back (its lists' widths)
             s = self.scores(tail, k, scale)
+            sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
 
-            def share(x: float) -> float:
-                p = self.pattern(s, self.counts_and_means(k_len, sizes, x, q.device)[0])
-                return float(pattern_density(p, batch, heads, q_len, k_len, q.device).mean())
+            def share(x: torch.Tensor) -> torch.Tensor:  # lists k_len wide: the counts stay on the device
+                return pattern_density(self.pattern(s, self.unused_at(k_len, sizes, x, sink, window)), batch, heads,
+                                       q_len, k_len, q.device).mean()
 
-            ratio = solve(share, cfg.density, 0.0, k_len / max(1, sizes.min_size))
+            high = k_len / max(1, sizes.min_size)
+            ratio = float(bisect_on_device(share, cfg.density, 0.0, high, steps=16, device=q.device))
             unused, vertical, slash = self.counts_and_means(k_len, sizes, ratio, q.device)
             pattern = self.pattern(s, unused)
         else:  # the defaults: constants per shape (and per layer with a per-head file), counted once
