@@ -1,7 +1,7 @@
 """A knob solved for a target density on the device: bisection whose steps never read a value back to the host.
 
-peer_estimation.solve bisects on the host, one sync per step (24 a layer), which stalls the launch queue; here
-each step compares on the device (torch.where), so a layer's solve costs launches but no sync. The knob's
+A bisection on the host costs one sync per step (24 a layer), which stalls the launch queue; here each step
+compares on the device (torch.where), so a layer's solve costs launches but no sync. The knob's
 density must be non-decreasing in it and computable from a 0-dim device tensor (FlexPrefill's gamma, XAttention's
 threshold: both go through cumulative sums compared with the knob).
 """

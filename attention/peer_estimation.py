@@ -1,6 +1,6 @@
 """Plain-PyTorch helpers shared by the block- and stripe-selecting peers (MInference, FlexPrefill, XAttention):
 pooling over token blocks, diagonal sums, cumulative-mass selection, block-pattern densities and the
-threshold solve behind every `density=` budget. No host syncs except in `solve`, which compares densities.
+threshold solve behind every `density=` budget (bisected on the device: attention/device_solve.py). No host syncs.
 
 How a default estimate runs on CUDA (`estimate`): captured once per input shape as a CUDA graph and replayed for
 every layer (input copies, one graph launch, output clones), which the absence of host syncs and of any state but
@@ -222,18 +222,6 @@ def causal_blocks(n: int, device=None) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
 
-def solve(density_of: Callable[[float], float], target: float, low: float, high: float,
-          steps: int = 24) -> float:
-    """The knob x in [low, high] whose kept share density_of(x) (non-decreasing in x) is closest to target,
-    by bisection; one host sync per step."""
-    lo, hi = low, high
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if density_of(mid) < target else (lo, mid)
-    below, above = density_of(lo), density_of(hi)
-    return lo if abs(below - target) < abs(above - target) else hi
-
-
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -250,5 +238,5 @@ def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["block_cells", "block_pool_mean", "block_sum", "blocks_density", "cached", "causal_blocks", "ceil_div",
-           "cover_count", "diagonal_sums", "estimate", "graphs_enabled", "js_distance", "last_rows_scores", "ranked", "ranked_prefix", "row_probs", "solve",
+           "cover_count", "diagonal_sums", "estimate", "graphs_enabled", "js_distance", "last_rows_scores", "ranked", "ranked_prefix", "row_probs",
            "top_k_mask"]

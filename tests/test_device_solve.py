@@ -1,9 +1,17 @@
-"""bisect_on_device finds the same knob as the host bisection (peer_estimation.solve) on step-shaped densities."""
+"""bisect_on_device finds the same knob as a plain host bisection on step-shaped densities."""
 import pytest
 import torch
 
 from attention.device_solve import bisect_on_device
-from attention.peer_estimation import solve
+
+
+def solve(density_of, target: float, low: float, high: float, steps: int = 24) -> float:
+    """The host bisection the peers used before (one sync per step): the reference."""
+    lo, hi = low, high
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if density_of(mid) < target else (lo, mid)
+    return lo if abs(density_of(lo) - target) < abs(density_of(hi) - target) else hi
 
 
 def staircase(seed: int):
