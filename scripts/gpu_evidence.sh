@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Redo the GPU evidence on any CUDA machine, one command, from the repo root:
 #   bash scripts/gpu_evidence.sh [OUT]          (default OUT=results)
-# Parts (EVIDENCE_PARTS, default all): check bench qwen ttft long smollm2 diagnose gemma. Each part may be capped with
+# Parts (EVIDENCE_PARTS, default all): check bench qwen ttft long smollm2 diagnose gemma; issue 27's Qwen accuracy
+# parts qwen_ruler qwen_needle qwen_diagnose run only when named (sweep files: scripts/sweeps/qwen_*.yaml; not yet
+# timed: 18 methods x 13 subtasks x 2 lengths x 10 samples is 4,680 cells). Each part may be capped with
 # TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts; a sweep
 # part cut short resumes with `python3 -m harness.cli sweep --resume <its run folder>`.
 # Needs: the SmolLM2 GGUF (Gemma's for `gemma`, Qwen2.5-Coder-0.5B's for `qwen`) where harness/models/loading.py finds
@@ -14,8 +16,9 @@ set -uo pipefail
 OUT=${1:-results}
 PARTS=${EVIDENCE_PARTS:-"check bench qwen ttft long smollm2 diagnose gemma"}
 for part in $PARTS; do  # every part known before anything is written
-  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma) ;;
-    *) echo "unknown part $part (check bench qwen ttft long smollm2 diagnose gemma)"; exit 2 ;;
+  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma|qwen_ruler|qwen_needle|qwen_diagnose) ;;
+    *) echo "unknown part $part (check bench qwen ttft long smollm2 diagnose gemma qwen_ruler qwen_needle" \
+            "qwen_diagnose)"; exit 2 ;;
   esac
 done
 mkdir -p "$OUT/runs" "$OUT/bench"
@@ -42,6 +45,11 @@ for part in $PARTS; do
     diagnose) capped diagnose cli diagnose --model smollm2-135m --task needle:depths=50 \
         --methods "sample:alpha=0.8|0.95,sample:pattern=column_slash,minference,flexprefill,xattention,bigbird,streaming,sample:density=0.3,minference:density=0.3,flexprefill:density=0.3,xattention:density=0.3,bigbird:density=0.3,streaming:density=0.3,oracle-topk:density=0.1|0.3" \
         --lengths 2k,8k --name smollm2-diagnose ;;
+    qwen_ruler) capped qwen_ruler cli sweep scripts/sweeps/qwen_ruler.yaml --name qwen-ruler ;;
+    qwen_needle) capped qwen_needle cli sweep scripts/sweeps/qwen_needle.yaml --name qwen-needle ;;
+    qwen_diagnose) capped qwen_diagnose cli diagnose --model qwen2.5-coder-0.5b --task needle:depths=50 \
+        --methods "sample,sample:alpha=0.9,minference,flexprefill,xattention,sample:density=0.2,minference:density=0.2,flexprefill:density=0.2,xattention:density=0.2,bigbird:density=0.2,streaming:density=0.2,oracle-topk:density=0.2" \
+        --lengths 16k,32k --name qwen-diagnose ;;
     gemma) capped gemma cli sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle
            capped gemma cli sweep scripts/sweeps/ruler_gemma3.yaml --name gemma3-ruler ;;
   esac

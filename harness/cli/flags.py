@@ -23,8 +23,9 @@ def add_common(parser, grid: bool = False, methods: bool = True, timing: bool = 
         parser.add_argument("--task", action="append", help="task spec; repeat the flag for several tasks "
                             f"(default: {DEFAULT.tasks[0]})")
     else:
-        parser.add_argument("--model", default=None, help="embedded name (smollm2-135m, gemma3-270m), local folder, "
-                            f".gguf file or cached hub id (default: {DEFAULT.models[0]})")
+        parser.add_argument("--model", default=None, help="embedded name (smollm2-135m, gemma3-270m, "
+                            "qwen2.5-coder-0.5b), random:<preset> (timing only), local folder, .gguf file or cached "
+                            f"hub id (default: {DEFAULT.models[0]})")
         if methods:
             parser.add_argument("--task", default=None, help="task spec, e.g. passkey, needle, babilong:qa=qa1 "
                                 f"(see `tasks`; default: {DEFAULT.tasks[0]})")
