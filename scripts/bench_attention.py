@@ -321,7 +321,8 @@ def real_model_rows(path, gpu, warmup_ms, rep_ms):
             real = float(torch.as_tensor(last["density"]).float().mean())
             fallback = last.get("dense_fallback", "")
             label = f"{name}:{data['model']}:L{layer}:H{q.shape[1]}/{k.shape[1]}:D{q.shape[3]}"
-            rows.append({"gpu": gpu, "method": label, "seq_len": q.shape[2], "density": round(real, 4),
+            rows.append({"gpu": gpu, "head_dim": q.shape[3], "heads": q.shape[1], "kv_heads": k.shape[1],
+                         "method": label, "seq_len": q.shape[2], "density": round(real, 4),
                          "measured_density": real, "ms": ms, "speedup_vs_cudnn": dense_ms / ms})
             print(f"{label:48s} density {real:.3f} {ms:.3f} ms (cudnn {dense_ms:.3f} ms, {dense_ms / ms:.2f}x)"
                   f"{' dense fallback: ' + str(fallback) if fallback else ''}", flush=True)
@@ -334,8 +335,8 @@ GROUP = ("gpu", "head_dim", "heads", "kv_heads", "seq_len")  # a re-measured (sh
 def write(path, rows):
     """The csv with this run's rows: every (gpu, shape, length) group measured now replaces that group's old rows;
     the other groups' rows stay (a run of one length or shape, or one cut short, keeps the rest of the file)."""
-    def group(row):
-        return tuple(str(row.get(k, "")) for k in GROUP)
+    def group(row):  # captured q/k rows (real_model_rows) are a group of their own beside the synthetic ones
+        return (*(str(row.get(k, "")) for k in GROUP), "_real:" in str(row.get("method", "")))
     fresh = {group(r) for r in rows}
     old = []
     if Path(path).exists():
@@ -425,7 +426,7 @@ def main(argv=None):
             write(path, rows)  # after every length: a run cut short keeps what it measured
             torch.cuda.empty_cache()
     if args.qk:
-        rows += real_model_rows(args.qk, gpu, args.warmup_ms, args.rep_ms)
+        rows += [{**row, **stamp} for row in real_model_rows(args.qk, gpu, args.warmup_ms, args.rep_ms)]
         write(path, rows)
     targets(rows)
     print(f"wrote {path}")
