@@ -47,17 +47,25 @@ def walk_end(valid, s, fresh, grow, re, started, BAND: tl.constexpr):
 
 
 @triton.jit
-def band_block_tiles_kernel(OFFS, N_OFFS, TILES, TILE_N, n_slots, offs_slots, m0, n_rb,
-                            BAND: tl.constexpr, RB: tl.constexpr):
-    bh = tl.program_id(1).to(tl.int64)  # 64-bit: bh x blocks x slots passes 2^31 at 1M tokens
+def walk_blocks(N_OFFS, n_slots, m0, n_rb, BAND: tl.constexpr, RB: tl.constexpr):
+    """(bh, local, ok, end, out, n) of a walk program: its batch x head (64-bit: bh x blocks x slots passes 2^31 at
+    1M tokens), its RB query blocks, which of them exist, one past each one's last row, each one's first output
+    slot, and the head's offset count."""
+    bh = tl.program_id(1).to(tl.int64)
     local = tl.program_id(0) * RB + tl.arange(0, RB)
     ok = local < n_rb
-    end = (m0 + local + 1) * BAND                    # one past the last row of each query block
+    end = (m0 + local + 1) * BAND
+    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
+    return bh, local, ok, end, out, tl.load(N_OFFS + bh)
+
+
+@triton.jit
+def band_block_tiles_kernel(OFFS, N_OFFS, TILES, TILE_N, n_slots, offs_slots, m0, n_rb,
+                            BAND: tl.constexpr, RB: tl.constexpr):
+    bh, local, ok, end, out, n = walk_blocks(N_OFFS, n_slots, m0, n_rb, BAND, RB)
     re = tl.zeros([RB], dtype=tl.int32)
     cnt = tl.zeros([RB], dtype=tl.int32)
     started = tl.zeros([RB], dtype=tl.int32)
-    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
-    n = tl.load(N_OFFS + bh)
     for i in range(0, n):
         d = tl.load(OFFS + bh * offs_slots + i)
         valid, s, fresh, _, grow, _ = walk_step(d, end, re, started, BAND)

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from attention.indices import hit_map, prepare_columns
-from attention.kernels.band_tiles import BAND, RUN_BLOCKS, descending_offsets, walk_end, walk_step
+from attention.kernels.band_tiles import BAND, RUN_BLOCKS, descending_offsets, walk_blocks, walk_end, walk_step
 from attention.kernels.config import LOG2E, interpreter_f32
 from attention.kernels.sparse import _online_step
 
@@ -27,16 +27,11 @@ from attention.kernels.sparse import _online_step
 @triton.jit
 def band_runs_kernel(OFFS, N_OFFS, RUN_LO, RUN_HI, RUN_N, n_slots, offs_slots, m0, n_rb,
                      BAND: tl.constexpr, RB: tl.constexpr):
-    bh = tl.program_id(1).to(tl.int64)  # 64-bit: bh x blocks x slots passes 2^31 at 1M tokens
-    local = tl.program_id(0) * RB + tl.arange(0, RB)
-    ok = local < n_rb
-    end = (m0 + local + 1) * BAND                    # one past the last row of each query block
+    bh, local, ok, end, out, n = walk_blocks(N_OFFS, n_slots, m0, n_rb, BAND, RB)
     rs = tl.zeros([RB], dtype=tl.int32)
     re = tl.zeros([RB], dtype=tl.int32)
     cnt = tl.zeros([RB], dtype=tl.int32)
     started = tl.zeros([RB], dtype=tl.int32)
-    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
-    n = tl.load(N_OFFS + bh)
     for i in range(0, n):
         d = tl.load(OFFS + bh * offs_slots + i)
         valid, s, _, gap, grow, first = walk_step(d, end, re, started, BAND)
