@@ -4,9 +4,11 @@ be shown not to change its code: run this before and after, then `diff -r BEFORE
   PYTHONPATH=. python scripts/kernel_sass.py --out /tmp/sass_before   # at the old commit
   PYTHONPATH=. python scripts/kernel_sass.py --out /tmp/sass_after && diff -r /tmp/sass_before /tmp/sass_after
 
-The launchers run on small CPU tensors with a stand-in driver (an H200's target, device 0, stream 0); every launch
+The launchers run on CPU tensors with a stand-in driver (an H200's target, device 0, stream 0); every launch
 only compiles (Triton's warm-up path) and nothing runs. Covered: MInference's two run walks (band_tiles, bands) and
-the block-sparse kernels (tile lists; portable and TMA attention, D 64 and 128, aligned, unaligned and no blocks).
+the block-sparse kernels (tile lists; portable and TMA attention, D 64 and 128, aligned, unaligned and no blocks;
+the long-prompt tiles). Warp specialization (off in every default) is not covered: forcing it on fails
+in Triton's make_ttgir here (3.9).
 Debug lines, addresses and comments are left out of the SASS; one file per kernel and constexpr/launch setting.
 """
 import argparse
@@ -87,6 +89,13 @@ def launch_all():
                 block_sparse_attention(q, k, v, 0.1, sink=4, window=64, blocks=blocks, block=128)  # aligned
                 block_sparse_attention(q, k, v, 0.1, sink=4, window=64, blocks=blocks, block=96)   # per cell
                 block_sparse_attention(q, k, v, 0.1, sink=4, window=256)                           # no blocks
+    for dim in (64, 128):  # the long-prompt tiles (config.LONG_TILES)
+        q = torch.randn(1, 2, 65536, dim, dtype=torch.bfloat16)
+        k = torch.randn(1, 1, 65536, dim, dtype=torch.bfloat16)
+        blocks = torch.rand(1, 2, 512, 512, generator=gen) < 0.05
+        for path in ("portable", "tma"):
+            with override(sparse_path=path):
+                block_sparse_attention(q, k, k, 0.1, sink=4, window=64, blocks=blocks, block=128)
 
 
 def main(argv=None):
