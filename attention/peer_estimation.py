@@ -1,6 +1,7 @@
 """Plain-PyTorch helpers shared by the block- and stripe-selecting peers (MInference, FlexPrefill, XAttention):
-pooling over token blocks, diagonal sums, cumulative-mass selection, block-pattern densities and the
-threshold solve behind every `density=` budget (bisected on the device: attention/device_solve.py). No host syncs.
+pooling over token blocks, the last rows' column and diagonal sums, stable ranking, cumulative-mass counts, JS
+distance, block-pattern densities. No host syncs (their `density=` solves bisect on the device:
+attention/device_solve.py).
 
 How a default estimate runs on CUDA (`estimate`): captured once per input shape as a CUDA graph and replayed for
 every layer (input copies, one graph launch, output clones), which the absence of host syncs and of any state but
@@ -16,7 +17,7 @@ import torch
 from attention.backend import triton_enabled
 from attention.kernels.config import estimate_graphs
 from attention.density import block_cells, blocks_density  # noqa: F401  (the peers count tiles through here)
-from attention.scores import causal_scores, torch_sampled_scores
+from attention.scores import torch_sampled_scores
 
 
 def last_rows_scores(cache: dict, q, k, scale: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,43 +119,6 @@ def block_pool_mean(x: torch.Tensor, block: int) -> torch.Tensor:
     return torch.cat(parts, -2) if len(parts) > 1 else parts[0]
 
 
-def block_sum(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Sum over consecutive blocks along the last dim, zero-padded: [..., S] -> [..., ceil(S/block)]."""
-    pad = (-x.shape[-1]) % block
-    return torch.nn.functional.pad(x, (0, pad)).reshape(*x.shape[:-1], -1, block).sum(-1)
-
-
-def row_probs(q, k, scale: float, rows: torch.Tensor) -> torch.Tensor:
-    """Exact fp32 causal softmax of query rows `rows` (positions among the last q_len of k_len) against all keys:
-    [B, Hq, r, Sk] (attention.scores.causal_scores, normalised)."""
-    pos = rows.to(q.device) + (k.shape[2] - q.shape[2])
-    return torch.softmax(causal_scores(q, k, scale, pos, rows=rows), dim=-1)
-
-
-def diagonal_sums(probs: torch.Tensor, first: int) -> torch.Tensor:
-    """Mass on each diagonal offset d = i - j of consecutive rows at positions first, first + 1, ...:
-    [B, H, r, Sk] -> [B, H, Sk] (float32), without materialising an index per cell.
-
-    Left-padding each row by r zeros and reading it with a row stride one longer than the padded row makes
-    column u of row t hold key u + t - r, i.e. offset first + r - u for every t, so a sum over rows is a sum
-    along one diagonal."""
-    batch, heads, rows, k_len = probs.shape
-    padded = torch.nn.functional.pad(probs.float(), (rows, 0)).contiguous()  # [B, H, r, Sk + r]
-    width = k_len + rows
-    base = padded.storage_offset()
-    sheared = padded.as_strided((batch, heads, rows, k_len + 1),
-                                (padded.stride(0), padded.stride(1), width + 1, 1), base)
-    by_u = sheared.sum(2)                                                     # u = 0 .. Sk
-    # u holds offset first + rows - u: offsets 0 .. Sk - 1 are u = first + rows down to first + rows - Sk + 1
-    # (slices from host ints: a boolean index here would cost two host syncs per call)
-    top = first + rows
-    lo, hi = max(0, top - k_len + 1), min(k_len, top)                         # u range with a valid offset
-    out = torch.zeros(batch, heads, k_len, dtype=torch.float32, device=probs.device)
-    if hi >= lo:
-        out[..., top - hi:top - lo + 1] = by_u[..., lo:hi + 1].flip(-1)
-    return out
-
-
 FLAT_MAX = 1 << 30  # elements one flat sort takes (XAttention's tile grid at 1M x 32 heads is 2^31)
 LONG_ROWS = 4096  # rows longer than this are sorted as one flat array (see ranked)
 
@@ -202,14 +166,6 @@ def ranked_prefix(scores: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cat(parts).view(*scores.shape[:-1], min(count, n))
 
 
-def top_k_mask(scores: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
-    """bool like scores: the `count` best entries per row (count broadcastable to scores.shape[:-1])."""
-    _, order = ranked(scores)
-    count = torch.as_tensor(count, device=scores.device)
-    keep = torch.arange(scores.shape[-1], device=scores.device) < count[..., None]
-    return torch.zeros_like(keep).scatter(-1, order, keep.expand_as(order))
-
-
 def cover_count(scores: torch.Tensor, mass: float) -> torch.Tensor:
     """How many of the best entries FlexPrefill takes to cover `mass`: those whose running sum stays <= mass,
     plus one. long [...]."""
@@ -237,6 +193,5 @@ def js_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((0.5 * log_ratio_safe(p, m).sum(-1) + 0.5 * log_ratio_safe(q, m).sum(-1)).clamp(min=0))
 
 
-__all__ = ["block_cells", "block_pool_mean", "block_sum", "blocks_density", "cached", "causal_blocks", "ceil_div",
-           "cover_count", "diagonal_sums", "estimate", "graphs_enabled", "js_distance", "last_rows_scores", "ranked", "ranked_prefix", "row_probs",
-           "top_k_mask"]
+__all__ = ["block_cells", "block_pool_mean", "blocks_density", "cached", "causal_blocks", "ceil_div", "cover_count",
+           "estimate", "graphs_enabled", "js_distance", "last_rows_scores", "ranked", "ranked_prefix"]

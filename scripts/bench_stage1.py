@@ -3,10 +3,11 @@
 Per shape and length (planted random bf16 q/k, scripts/bench_attention.py planted_inputs; r_row = 0.05 strided rows):
 cuDNN dense; the row plan (host + device preparation, cached per shape on the product path); pass 1, pass 2 and
 both; the selection's thresholds (mass_threshold, area_threshold: device sorts) and select_columns (alpha 0.95, and
-the area rule at density 0.05 / 0.1 / 0.2) beside the area rule's former in-kernel k-ary search; the product path's
-stages (method.stages, what `sampleattn run` executes before the sparse kernel) at its defaults and at density 0.1;
-build_pattern (what bench_attention's `pattern_ms` times). Checks on the GPU that the sorted area threshold keeps
-the columns the search keeps. --configs times the two passes under other stage-1 tile settings
+the area rule at density 0.05 / 0.1 / 0.2; its default threshold: the sort from AREA_SORT_FROM keys, the search
+below) beside the area rule's in-kernel k-ary search (area_sort=False); the product path's stages (method.stages,
+what `sampleattn run` executes before the sparse kernel) at its defaults and at density 0.1; build_pattern (what
+bench_attention's `pattern_ms` times). Checks on the GPU that the default threshold keeps the columns the search
+keeps. --configs times the two passes under other stage-1 tile settings
 (attention.kernels.config.override scores_cfg) at the last length of the first shape.
 
   PYTHONPATH=. python scripts/bench_stage1.py --shapes 64:14:2,128:32:8 --lengths 32768,131072 --out $OUT
@@ -26,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention import sample_fused  # noqa: E402
 from attention.density import base_cells  # noqa: E402
-from attention.kernels.column_select import (MODES, SPLITS, _split, _tiles, area_threshold, mass_threshold,  # noqa: E402
-                                             select_columns, select_kernel)
+from attention.kernels.column_select import _split, area_threshold, mass_threshold, select_columns  # noqa: E402
 from attention.kernels.config import override  # noqa: E402
 from attention.kernels.stage1 import launch_column_scores, launch_row_stats, launch_sampled_scores, row_plan  # noqa: E402
 from attention.methods.sample import strided_rows  # noqa: E402
@@ -49,24 +49,6 @@ def cudnn(q, k, v, scale):
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     return call
-
-
-def searched_area(col, *, sink, window, q_len, block_m, base_cells, causal_cells, budget):
-    """select_columns' area rule as before area_threshold: the kernel's own k-ary search (GIVEN off)."""
-    batch, heads, k_len = col.shape
-    n_qb, rows, dev = triton.cdiv(q_len, block_m), batch * heads, col.device
-    cols = torch.empty(batch, heads, k_len, dtype=torch.int32, device=dev)
-    prefix = torch.empty(rows, k_len, dtype=torch.int32, device=dev)
-    col_full = torch.empty(batch, heads, n_qb, dtype=torch.int32, device=dev)
-    col_hi = torch.empty_like(col_full)
-    count = torch.empty(rows, dtype=torch.int32, device=dev)
-    dens = torch.empty(batch, heads, dtype=torch.float32, device=dev)
-    b_hi, b_lo = _split(budget)
-    select_kernel[(rows,)](
-        col, cols, count, prefix, col_full, col_hi, dens, count, k_len, k_len, k_len, sink, window,
-        k_len - q_len, k_len, n_qb, block_m, 1.0, 0.0, b_hi, b_lo, float(base_cells), float(causal_cells),
-        MODE=MODES["area"], FUSED=True, BLOCK=_tiles(k_len)[0], NS=SPLITS, GIVEN=False, num_warps=_tiles(k_len)[1])
-    return cols, col_full, col_hi, dens
 
 
 def one_case(seq, dim, heads, kv_heads, warmup, rep, log, configs=()):
@@ -111,14 +93,14 @@ def one_case(seq, dim, heads, kv_heads, warmup, rep, log, configs=()):
         budget = max(0.0, density * causal - base)
         b_hi, b_lo = _split(budget)
         new = select_columns(col, budget=budget, **common)
-        old = searched_area(col, budget=budget, **common)
+        old = select_columns(col, budget=budget, area_sort=False, **common)
         same = all(torch.equal(x, y) for x, y in zip(new, old))
         if density == 0.1:
             add("area_threshold (sort)", bench(lambda: area_threshold(flat, b_hi, b_lo, 4, window, 0), warmup, rep))
             add("select_columns density0.1 (sort)", bench(lambda: select_columns(col, budget=budget, **common),
                                                           warmup, rep))
-            add("select_columns density0.1 (search)", bench(lambda: searched_area(col, budget=budget, **common),
-                                                            warmup, rep))
+            add("select_columns density0.1 (search)", bench(
+                lambda: select_columns(col, budget=budget, area_sort=False, **common), warmup, rep))
         add(f"check area sort == search d={density}", 0.0, same=same, kept=float(new[2][..., -1].float().mean()))
     for opts, label in (({}, "defaults"), ({"density": "0.1"}, "density0.1")):
         method = build_method("sample", opts)

@@ -101,6 +101,15 @@ def failed_row(model: str, length: int, spec: str, err: Exception, meta: dict) -
     return {"model": model, "length": length, "method": spec, "status": "error", "error": message, **meta}
 
 
+def poisons(row: dict, args) -> bool:
+    """Whether a failed cell's error is a sticky CUDA error: this process can launch nothing more, so it is kept in
+    args.poisoned and the caller returns its rows (main writes them and restarts)."""
+    if row["status"] == "error" and worker.is_sticky(row["error"]):
+        args.poisoned = row["error"]
+        return True
+    return False
+
+
 def launches_and_syncs(fn, layers: int) -> tuple[float, int, dict]:
     """(GPU kernel launches per layer, host syncs, device ms per kernel name) of one call of fn."""
     events, syncs = kernels_and_syncs(fn)
@@ -182,8 +191,7 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
             except Exception as err:  # noqa: BLE001 -- recorded as the cell's row
                 rows.append(failed_row(name, length, spec, err, meta))
                 torch.cuda.empty_cache()
-                if rows[-1]["status"] == "error" and worker.is_sticky(rows[-1]["error"]):
-                    args.poisoned = rows[-1]["error"]  # this process can launch nothing more: main writes, restarts
+                if poisons(rows[-1], args):
                     return rows + list(results.values())
                 continue
             peak = torch.cuda.max_memory_allocated() / 2**30
@@ -205,8 +213,7 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
                 except Exception as err:  # noqa: BLE001 -- the cell fails as a whole
                     rows.append(failed_row(name, length, spec, err, meta))
                     del results[spec], timings[spec]
-                    if rows[-1]["status"] == "error" and worker.is_sticky(rows[-1]["error"]):
-                        args.poisoned = rows[-1]["error"]
+                    if poisons(rows[-1], args):
                         return rows + list(results.values())
         for spec, (method, times) in timings.items():
             row = results[spec]

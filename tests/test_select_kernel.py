@@ -181,8 +181,12 @@ def test_fused_area_threshold_from_the_sort_keeps_what_the_search_keeps(name, sh
         area = column_area(n, q_len, window, sink)
         budget = share * float(area.sum()) + 0.5 * (share not in (0.0, 1.0))  # off the integers too
         base, causal = base_cells(q_len, n, window, sink)
-        cols = select_columns(scores, sink=sink, window=window, q_len=q_len, block_m=64, base_cells=base,
-                              causal_cells=causal, budget=budget)[0]
+        sorted_out = select_columns(scores, sink=sink, window=window, q_len=q_len, block_m=64, base_cells=base,
+                                    causal_cells=causal, budget=budget)
+        searched_out = select_columns(scores, sink=sink, window=window, q_len=q_len, block_m=64, base_cells=base,
+                                      causal_cells=causal, budget=budget, area_sort=False)  # the kernel's search
+        assert all(torch.equal(a, b) for a, b in zip(sorted_out, searched_out)), (window, q_len)
+        cols = sorted_out[0]
         searched = as_mask(select_top(scores, budget=budget, exclude=sink, window=window, q_len=q_len), n)
         fused = as_mask(cols, n)
         fused[..., :sink] = False

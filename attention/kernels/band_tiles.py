@@ -3,7 +3,7 @@
 A run of MInference (attention/bands.py) is whole 64-key tiles from its first range's start; walking the offsets
 from the largest down, every event of the run builder adds exactly one tile: a new run its first tile (s - 64), a
 run that grows its next one (the old end). So band_block_tiles_kernel emits each 64-row query block's tile starts
-directly, ascending (the same serial pass as bands.band_runs_kernel).
+directly, ascending. The walk itself (walk_step) is shared with bands.band_runs_kernel, which stores whole runs.
 
 A query tile of 128 rows holds two of MInference's blocks, m and m + 1; band_tile_lists merges their two sorted
 lists into one (the union: a start both hold is computed once for all 128 rows) with two flag bits saying whose
@@ -18,35 +18,71 @@ import triton
 import triton.language as tl
 
 BAND = 64         # MInference's block: rows per query block, keys per tile
-RUN_BLOCKS = 64   # query blocks one band_block_tiles_kernel program walks together
+RUN_BLOCKS = 64   # query blocks one walk program (band_block_tiles_kernel, bands.band_runs_kernel) takes together
 NO_TILE = 1 << 29  # sorts past every real start (starts < 2^29: entries start x 4 + flags fit int32)
+
+
+@triton.jit
+def walk_step(d, end, re, started, BAND: tl.constexpr):
+    """One offset d of the serial walk (offsets descending, so range ends ascend), for query blocks ending at `end`
+    whose current run ends at `re` (`started` 0 before their first run). Returns (valid, s, fresh, gap, grow,
+    first): whether the diagonal reaches the block, the range [s - 64, s) it crosses there; fresh: a run starts at
+    s - 64; gap: after a finished run; grow: the run overlaps or touches the range and gains one tile (its old end);
+    first: the block's first run starts (fresh == first | gap: the run builder reads that form, the tile walk the
+    other, so that each kernel compiles to the SASS it had before the walk was shared). Then walk_end."""
+    valid = d < end
+    s = tl.maximum(end - d, BAND)
+    fresh = valid & ((started == 0) | (s > re + BAND))
+    first = valid & (started == 0)
+    cont = valid & (started != 0)
+    gap = cont & (s > re + BAND)
+    grow = cont & (s <= re + BAND) & (s > re)
+    return valid, s, fresh, gap, grow, first
+
+
+@triton.jit
+def walk_end(valid, s, fresh, grow, re, started, BAND: tl.constexpr):
+    """(re, started) after walk_step's offset: the run's new end, and whether the block has a run."""
+    return tl.where(fresh, s, tl.where(grow, re + BAND, re)), tl.maximum(started, valid.to(tl.int32))
+
+
+@triton.jit
+def walk_blocks(N_OFFS, n_slots, m0, n_rb, BAND: tl.constexpr, RB: tl.constexpr):
+    """(bh, local, ok, end, out, n) of a walk program: its batch x head (64-bit: bh x blocks x slots passes 2^31 at
+    1M tokens), its RB query blocks, which of them exist, one past each one's last row, each one's first output
+    slot, and the head's offset count."""
+    bh = tl.program_id(1).to(tl.int64)
+    local = tl.program_id(0) * RB + tl.arange(0, RB)
+    ok = local < n_rb
+    end = (m0 + local + 1) * BAND
+    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
+    return bh, local, ok, end, out, tl.load(N_OFFS + bh)
 
 
 @triton.jit
 def band_block_tiles_kernel(OFFS, N_OFFS, TILES, TILE_N, n_slots, offs_slots, m0, n_rb,
                             BAND: tl.constexpr, RB: tl.constexpr):
-    bh = tl.program_id(1).to(tl.int64)  # 64-bit: bh x blocks x slots passes 2^31 at 1M tokens
-    local = tl.program_id(0) * RB + tl.arange(0, RB)
-    ok = local < n_rb
-    end = (m0 + local + 1) * BAND                    # one past the last row of each query block
+    bh, local, ok, end, out, n = walk_blocks(N_OFFS, n_slots, m0, n_rb, BAND, RB)
     re = tl.zeros([RB], dtype=tl.int32)
     cnt = tl.zeros([RB], dtype=tl.int32)
     started = tl.zeros([RB], dtype=tl.int32)
-    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
-    n = tl.load(N_OFFS + bh)
     for i in range(0, n):
-        d = tl.load(OFFS + bh * offs_slots + i)      # offsets descending: range ends ascend
-        valid = d < end
-        s = tl.maximum(end - d, BAND)
-        fresh = valid & ((started == 0) | (s > re + BAND))  # the first run, or a gap: a run starts at s - 64
-        grow = valid & (started != 0) & (s <= re + BAND) & (s > re)  # overlapping or touching: one more tile
-        tile = tl.where(fresh, s - BAND, re)
+        d = tl.load(OFFS + bh * offs_slots + i)
+        valid, s, fresh, _, grow, _ = walk_step(d, end, re, started, BAND)
+        tile = tl.where(fresh, s - BAND, re)         # a new run's first tile, or a growing run's next one
         emit = fresh | grow
         tl.store(TILES + out + cnt, tile, mask=emit & ok)
         cnt += emit.to(tl.int32)
-        re = tl.where(fresh, s, tl.where(grow, re + BAND, re))
-        started = tl.maximum(started, valid.to(tl.int32))
+        re, started = walk_end(valid, s, fresh, grow, re, started, BAND)
     tl.store(TILE_N + bh * n_rb + local, cnt, mask=ok)
+
+
+def descending_offsets(offsets: torch.Tensor, batch: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets int32 [B*H, L] sorted descending with -1 last, their counts int32 [B*H]): what the walks read."""
+    d = offsets.expand(batch, heads, offsets.shape[-1]).reshape(batch * heads, -1)
+    d = torch.where(d >= 0, d, -1).sort(-1, descending=True).values
+    n_offs = (d >= 0).sum(-1).to(torch.int32)
+    return d.to(torch.int32).contiguous(), n_offs
 
 
 def block_tiles(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: int = 0):
@@ -55,10 +91,7 @@ def block_tiles(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: i
     A block ending at e holds at most e / 64 tiles and one per offset: slots = min(blocks, L)."""
     device = offsets.device
     n_rb = triton.cdiv(k_len, BAND) - m0
-    d = offsets.expand(batch, heads, offsets.shape[-1]).reshape(batch * heads, -1)
-    d = torch.where(d >= 0, d, -1).sort(-1, descending=True).values
-    n_offs = (d >= 0).sum(-1).to(torch.int32)
-    d = d.to(torch.int32).contiguous()
+    d, n_offs = descending_offsets(offsets, batch, heads)
     slots = max(1, min(n_rb + m0, d.shape[-1]))
     tiles = torch.full((batch * heads, n_rb, slots), NO_TILE, dtype=torch.int32, device=device)
     count = torch.empty(batch * heads, n_rb, dtype=torch.int32, device=device)

@@ -5,52 +5,42 @@ whole (causal) tiles; kept columns outside the ranges are gathered by index.
 
 Two kernels, one program each per (query blocks, batch x head):
   band_runs_kernel       the merged ranges (runs) of each query block, from the head's offsets sorted descending;
-                         a serial pass over the offsets, vectorised over RB query blocks
+                         a serial pass over the offsets, vectorised over RB query blocks (band_tiles.walk_step,
+                         the walk the tiled kernel's tile lists are built by)
   band_attention_kernel  online softmax over the runs' tiles (keys that are kept columns skipped there), then
                          the kept columns (causal), each key counted once
 Launchers take tensors and ints; the preparation is device-side (sort, searchsorted, scatter): no host sync.
 BandPattern executes on the tiled kernel (bands_tiled.py, 2-3x faster on the H200); band_runs still gives the
-kept share, and band_attention stays as the baseline scripts/bench_bands.py and check_peers_gpu.py compare with.
+kept share past one span (attention/bands.py), and band_attention stays as the baseline scripts/bench_bands.py and
+check_peers_gpu.py compare with.
 """
 import torch
 import triton
 import triton.language as tl
 
 from attention.indices import hit_map, prepare_columns
+from attention.kernels.band_tiles import BAND, RUN_BLOCKS, descending_offsets, walk_blocks, walk_end, walk_step
 from attention.kernels.config import LOG2E, interpreter_f32
 from attention.kernels.sparse import _online_step
-
-BAND = 64            # rows per query block and keys per tile, fixed by MInference's kernel (64 x 64)
-RUN_BLOCKS = 64      # query blocks handled together by one band_runs_kernel program
 
 
 @triton.jit
 def band_runs_kernel(OFFS, N_OFFS, RUN_LO, RUN_HI, RUN_N, n_slots, offs_slots, m0, n_rb,
                      BAND: tl.constexpr, RB: tl.constexpr):
-    bh = tl.program_id(1).to(tl.int64)  # 64-bit: bh x blocks x slots passes 2^31 at 1M tokens
-    local = tl.program_id(0) * RB + tl.arange(0, RB)
-    ok = local < n_rb
-    end = (m0 + local + 1) * BAND                    # one past the last row of each query block
+    bh, local, ok, end, out, n = walk_blocks(N_OFFS, n_slots, m0, n_rb, BAND, RB)
     rs = tl.zeros([RB], dtype=tl.int32)
     re = tl.zeros([RB], dtype=tl.int32)
     cnt = tl.zeros([RB], dtype=tl.int32)
     started = tl.zeros([RB], dtype=tl.int32)
-    out = bh * n_rb * n_slots + local.to(tl.int64) * n_slots
-    n = tl.load(N_OFFS + bh)
     for i in range(0, n):
-        d = tl.load(OFFS + bh * offs_slots + i)      # offsets descending: range ends ascend
-        valid = d < end
-        s = tl.maximum(end - d, BAND)
-        fresh = valid & (started == 0)
-        cont = valid & (started != 0)
-        gap = cont & (s > re + BAND)                 # a new range: the previous one is finished
-        grow = cont & (s <= re + BAND) & (s > re)    # overlapping or touching: one more tile
-        tl.store(RUN_LO + out + cnt, rs, mask=gap & ok)
+        d = tl.load(OFFS + bh * offs_slots + i)
+        valid, s, _, gap, grow, first = walk_step(d, end, re, started, BAND)
+        tl.store(RUN_LO + out + cnt, rs, mask=gap & ok)  # a gap: the run before is finished
         tl.store(RUN_HI + out + cnt, re, mask=gap & ok)
         cnt += gap.to(tl.int32)
-        rs = tl.where(fresh | gap, s - BAND, rs)
-        re = tl.where(fresh | gap, s, tl.where(grow, re + BAND, re))
-        started = tl.maximum(started, valid.to(tl.int32))
+        fresh = first | gap                              # a run starts at s - 64 (walk_step's fresh, as read here)
+        rs = tl.where(fresh, s - BAND, rs)
+        re, started = walk_end(valid, s, fresh, grow, re, started, BAND)
     tl.store(RUN_LO + out + cnt, rs, mask=(started != 0) & ok)
     tl.store(RUN_HI + out + cnt, re, mask=(started != 0) & ok)
     tl.store(RUN_N + bh * n_rb + local, cnt + started, mask=ok)
@@ -61,10 +51,7 @@ def band_runs(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: int
     m0 .. ceil(k_len / 64) - 1, from offsets long [B, H, L] (any order, -1 = unused)."""
     device = offsets.device
     n_rb = triton.cdiv(k_len, BAND) - m0
-    d = offsets.expand(batch, heads, offsets.shape[-1]).reshape(batch * heads, -1)
-    d = torch.where(d >= 0, d, -1).sort(-1, descending=True).values
-    n_offs = (d >= 0).sum(-1).to(torch.int32)
-    d = d.to(torch.int32).contiguous()
+    d, n_offs = descending_offsets(offsets, batch, heads)
     slots = max(1, min(n_rb + m0, d.shape[-1] + 1))
     lo = torch.zeros(batch * heads, n_rb, slots, dtype=torch.int32, device=device)
     hi = torch.zeros_like(lo)

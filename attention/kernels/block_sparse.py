@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from attention.kernels.block_rule import partial_tile_keep
+from attention.kernels.block_rule import partial_tile_keep, query_tile, store_rows, tile_list
 from attention.kernels.block_sparse_tma import block_sparse_tma_kernel
 from attention.kernels.config import (HEAD_DIMS, LOG2E, block_sparse_config, block_sparse_tma_config,
                                       coordinates_fit, interpreter_f32, sparse_path)
@@ -103,26 +103,14 @@ def block_sparse_kernel(
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_BLOCKS: tl.constexpr,
     ALIGNED: tl.constexpr, F32: tl.constexpr,
 ):
-    # this span's query tiles qt0 .. qt0 + n_qt - 1 (list rows 0 .. n_qt - 1); the last ones have the most work:
-    # started first
-    span_row = tl.num_programs(0) - 1 - tl.program_id(0)
-    qt = qt0 + span_row
-    bh = tl.program_id(1).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    hk = h // GROUP
-    offs_m = qt * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = offs_m < Sq
-    pos = q_off + offs_m
+    # this span's query tiles qt0 .. qt0 + n_qt - 1 (list rows 0 .. n_qt - 1); b, h 64-bit: pointer offsets
+    span_row, qt, b, h, hk, offs_m, row_ok, pos = query_tile(H, GROUP, Sq, q_off, qt0, BLOCK_M, True)
     offs_d = tl.arange(0, HEAD_D)
     q = tl.load(Q + b * sq_b + h * sq_h + offs_m[:, None].to(tl.int64) * sq_s + offs_d[None, :], mask=row_ok[:, None],
                 other=0.0)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    list_row = (b * sl_b + h * sl_h) * n_qt + span_row  # sl_*: 0 where the lists are shared across batch or heads
-    n_full = tl.load(COUNTS + list_row * 2)
-    n_part = tl.load(COUNTS + list_row * 2 + 1)
-    entries = LISTS + list_row * n_kt
+    n_full, n_part, entries = tile_list(COUNTS, LISTS, b, h, sl_b, sl_h, span_row, n_qt, n_kt)
 
     acc = tl.zeros([BLOCK_M, HEAD_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
@@ -145,10 +133,7 @@ def block_sparse_kernel(
                                  n_rows, n_cols, HAS_BLOCKS, ALIGNED)
         acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, keep, qk_scale, True, F32)
 
-    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
-    out = acc / l_safe[:, None]
-    tl.store(O + b * so_b + h * so_h + offs_m[:, None].to(tl.int64) * so_s + offs_d[None, :],
-             out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    store_rows(O, acc, l_i, b, h, offs_m, offs_d, row_ok, so_b, so_h, so_s)
 
 
 def aligned(block: int, tile_q: int, tile_k: int, q_len: int, k_len: int) -> bool:

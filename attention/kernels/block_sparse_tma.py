@@ -8,7 +8,7 @@ masked, so they add exp2(-inf) x finite = 0. Full tiles lie inside [0, Sk) by co
 import triton
 import triton.language as tl
 
-from attention.kernels.block_rule import partial_tile_keep
+from attention.kernels.block_rule import partial_tile_keep, query_tile, store_rows, tile_list
 from attention.kernels.sparse import NEG_INF
 from attention.kernels.sparse_tma import _step_full, _step_masked
 
@@ -22,25 +22,14 @@ def block_sparse_tma_kernel(
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_BLOCKS: tl.constexpr,
     ALIGNED: tl.constexpr, WARP_SPEC: tl.constexpr, F32: tl.constexpr,
 ):
-    # this span's query tiles qt0 .. qt0 + n_qt - 1 (list rows 0 .. n_qt - 1); the last ones first (most work)
-    span_row = tl.num_programs(0) - 1 - tl.program_id(0)
-    qt = qt0 + span_row
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = h // GROUP
-    offs_m = qt * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = offs_m < Sq
-    pos = q_off + offs_m
+    # this span's query tiles qt0 .. qt0 + n_qt - 1 (list rows 0 .. n_qt - 1); b, h 32-bit: TMA coordinates
+    span_row, qt, b, h, hk, offs_m, row_ok, pos = query_tile(H, GROUP, Sq, q_off, qt0, BLOCK_M, False)
     offs_d = tl.arange(0, HEAD_D)
     # rows past Sq belong to the next head or batch, or lie past the tensor (zeros): never stored
     q = desc_q.load([b * q_rb + h * q_rh + qt * BLOCK_M, h * q_ch])
     kv_row = b * kv_rb + hk * kv_rh  # descriptor row of key 0 of this kv head, at column kv_col
     kv_col = hk * kv_ch
-    list_row = (b.to(tl.int64) * sl_b + h.to(tl.int64) * sl_h) * n_qt + span_row  # sl_*: 0 where lists are shared
-    n_full = tl.load(COUNTS + list_row * 2)
-    n_part = tl.load(COUNTS + list_row * 2 + 1)
-    entries = LISTS + list_row * n_kt
+    n_full, n_part, entries = tile_list(COUNTS, LISTS, b, h, sl_b, sl_h, span_row, n_qt, n_kt)
 
     acc = tl.zeros([BLOCK_M, HEAD_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)
@@ -62,7 +51,4 @@ def block_sparse_tma_kernel(
                                  n_rows, n_cols, HAS_BLOCKS, ALIGNED)
         acc, m_i, l_i = _step_masked(acc, m_i, l_i, q, k, v, keep, qk_scale, F32)
 
-    l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with nothing allowed outputs zero, as the reference does
-    out = acc / l_safe[:, None]
-    tl.store(O + b.to(tl.int64) * so_b + h.to(tl.int64) * so_h + offs_m[:, None].to(tl.int64) * so_s
-             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    store_rows(O, acc, l_i, b, h, offs_m, offs_d, row_ok, so_b, so_h, so_s)

@@ -211,8 +211,11 @@ def select_top(scores: torch.Tensor, *, alpha: float | None = None, budget: floa
 
 
 def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, block_m: int, base_cells: int,
-                   causal_cells: int, alpha: float | None = None, budget: float | None = None):
-    """Fused column selection for the sparse kernel, from column scores fp32 [B, H, Sk].
+                   causal_cells: int, alpha: float | None = None, budget: float | None = None,
+                   area_sort: bool | None = None):
+    """Fused column selection for the sparse kernel, from column scores fp32 [B, H, Sk]. The area rule's threshold
+    comes from area_threshold's sort from AREA_SORT_FROM keys, else from the kernel's search; area_sort=True/False
+    forces one (scripts/bench_stage1.py times both).
 
     Returns (cols int32 [B, H, Sk]: sinks then kept columns ascending, -1 after; col_full, col_hi int32
     [B, H, n_qb] for query blocks of block_m rows; density fp32 [B, H], the exact share of the causal area)."""
@@ -230,7 +233,8 @@ def select_columns(col: torch.Tensor, *, sink: int, window: int, q_len: int, blo
     a_hi, a_lo = _split(alpha if alpha is not None else 1.0)
     b_hi, b_lo = _split(budget if budget is not None else 0.0)
     mode = _mode(alpha, budget)
-    given = mode == MODES["mass"] or (mode == MODES["area"] and k_len >= AREA_SORT_FROM)
+    area_sort = k_len >= AREA_SORT_FROM if area_sort is None else area_sort
+    given = mode == MODES["mass"] or (mode == MODES["area"] and area_sort)
     thr = count
     if given and mode == MODES["mass"]:
         thr = mass_threshold(col.view(rows, k_len), alpha, min(sink, k_len))

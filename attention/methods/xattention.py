@@ -189,11 +189,9 @@ def select_tiles(ranking: TileRanking, threshold: float | torch.Tensor) -> torch
 def selected_tiles(scores: torch.Tensor, threshold: float | torch.Tensor, first_rows: int = 0,
                    cache: dict | None = None) -> torch.Tensor:
     """select_tiles(rank_tiles(scores, first_rows, cache), threshold), in one Triton launch where Triton runs."""
-    if triton_enabled(scores.device):
-        from attention.kernels import select_xattention as kernel  # imported lazily: triton only where it runs
-
-        if kernel.supported(scores.shape[-1]):
-            return kernel.select_tiles_fused(scores, threshold, first_rows)
+    kernel = fused_selection(scores.shape[-1], scores.device)
+    if kernel is not None:
+        return kernel.select_tiles_fused(scores, threshold, first_rows)
     return select_tiles(rank_tiles(scores, first_rows, cache), threshold)
 
 
@@ -218,7 +216,7 @@ def estimated_tiles(q, k, scale: float, stride: int, block: int, threshold: floa
     (select_xattention.supported) holds ~10x that (one chunk up to 128K tokens with 32 heads: unchanged there)."""
     batch, heads, kv_heads = q.shape[0], q.shape[1], k.shape[1]
     group, n = heads // kv_heads, -(-k.shape[2] // block)
-    fused = triton_enabled(q.device) and select_kernel_supported(n)
+    fused = fused_selection(n, q.device) is not None
     step = head_step(heads, group, batch * n * n * 4 * (2 if fused else 10))
     if step == heads:
         return selected_tiles(tile_scores(q, k, scale, stride, block), threshold, first_rows, cache)
@@ -232,10 +230,14 @@ def estimated_tiles(q, k, scale: float, stride: int, block: int, threshold: floa
     return blocks
 
 
-def select_kernel_supported(n: int) -> bool:
+def fused_selection(n: int, device):
+    """attention.kernels.select_xattention where Triton runs and its fused selection takes rows of n tiles, else
+    None (the PyTorch ranking then)."""
+    if not triton_enabled(device):
+        return None
     from attention.kernels import select_xattention as kernel  # imported lazily: triton only where it runs
 
-    return kernel.supported(n)
+    return kernel if kernel.supported(n) else None
 
 
 @register
