@@ -168,6 +168,13 @@ def display(rows: pd.DataFrame, several_runs: bool) -> pd.DataFrame:
     return shown.rename(columns=COLUMNS)
 
 
+def markdown_table(shown: pd.DataFrame) -> str:
+    """A pipe table without padding (the text as given: numbers stay as formatted), as the README's tables are."""
+    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def group_note(rows: pd.DataFrame, baseline: str, recall_given: bool) -> str:
     kinds = set(rows["interval"].dropna())
     bootstrap_text = (f"bootstrap 95% (percentile, {RESAMPLES} resamples of the row's cells, seed {SEED}; its "
@@ -225,7 +232,7 @@ def render(table: pd.DataFrame, baseline: str, runs: list[str], diagnose: list[s
                                else "") + ")")
         for task, rows in part.groupby("task", sort=True):
             shown = display(rows, several)
-            sections.append(f"{task}, {title}:\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n\n"
+            sections.append(f"{task}, {title}:\n\n" + markdown_table(shown) + "\n\n"
                             + group_note(rows, baseline, bool(diagnose)))
     return "\n\n".join(sections) + "\n"
 
@@ -253,10 +260,8 @@ def build(run_dirs, out: Path, baseline: str | None = None, pool: bool = False, 
             "diagnose": [d.name for d in diagnose], "pool": pool, "figures": figures}
 
 
-def write(run_dirs, out: Path, baseline: str | None = None, pool: bool = False, cpu_timings: bool = False,
-          frame: pd.DataFrame | None = None) -> str:
-    """frontier.csv, frontier.md and frontier_<model>_<length>.png/.svg into `out`; returns the markdown."""
-    built = build(run_dirs, out, baseline, pool, cpu_timings, frame)
+def write(built: dict, out: Path) -> str:
+    """frontier.csv and frontier.md (its figures already drawn there by build) into `out`; returns the markdown."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     built["table"].to_csv(out / "frontier.csv", index=False)

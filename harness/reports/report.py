@@ -223,8 +223,8 @@ def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, p
     for stem, title in figures:
         sections.append(f"## {title}\n\n![{title}]({stem}.png)\n")
     if not untimed:
-        sections.append(frontier.write(run_dirs, out, base, pool_baselines, cpu_timings, frame)
-                        + "\n([CSV](frontier.csv))\n")
+        built = frontier.build(run_dirs, out, base, pool_baselines, cpu_timings, frame)
+        sections.append(frontier.write(built, out) + "\n([CSV](frontier.csv))\n")
     if any(s.has(DIAGNOSTICS_FILE) for s in stores):
         sections += diagnose_report.diagnostics_section(run_dirs, out)
     report = out / "report.md"
