@@ -4,8 +4,8 @@
                                       [--pool-baselines] [--cpu-timings]
 
 RUN: sweep run folders (their cells give density, accuracy and TTFT) and, for the recall column, diagnose run
-folders (diagnostics.jsonl). The figures, frontier.md and frontier.csv go to --out (default: <first RUN>/report,
-where `sampleattn report` writes them too); the block (tables and links to those figures, relative to the README)
+folders (diagnostics.jsonl). The figures, frontier.md and frontier.csv go to --out (default: the report/ folder of
+the first RUN that holds cells, where `sampleattn report` writes them too); the block (tables and links to those figures, relative to the README)
 replaces what lies between <!-- frontier:start --> and <!-- frontier:end --> in the README, and nothing else in
 the file changes. Without the markers the block is printed (exit 0) with a hint where to put them. Bad input (no
 such folder, no finished cells, broken markers): one line, exit 2, nothing written.
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN")
     parser.add_argument("--readme", default=str(REPO / "README.md"))
-    parser.add_argument("--out", default=None, help="folder for the figures and tables (default: <first RUN>/report)")
+    parser.add_argument("--out", default=None, help="folder for the figures and tables (default: <first sweep RUN>/report)")
     parser.add_argument("--baseline", default=None, help="dense method spec to divide by (default: dense)")
     parser.add_argument("--pool-baselines", action="store_true", help="pool the baseline's timings over runs")
     parser.add_argument("--cpu-timings", action="store_true", help="draw CPU-timed rows too")
@@ -82,7 +82,8 @@ def main(argv=None) -> int:
         text = readme.read_bytes().decode("utf-8")
         span = block_span(text, readme)
         frame = load_cells(runs)  # no finished cells: one line, before anything is written
-        out = Path(args.out) if args.out else runs[0] / "report"
+        with_cells = [r for r in runs if r.name in set(frame["run"])]  # not a diagnose folder
+        out = Path(args.out) if args.out else with_cells[0] / "report"
         built = frontier.build(runs, out, args.baseline, args.pool_baselines, args.cpu_timings, frame)
     except InputError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -164,14 +164,16 @@ def test_readme_block_is_replaced_and_the_rest_stays_byte_identical(tmp_path, ca
     before = README.encode("utf-8")
     head = before[:before.index(frontier_readme.START.encode()) + len(frontier_readme.START)]
     tail = before[before.index(frontier_readme.END.encode()):]
-    assert frontier_readme.main([str(run), "--readme", str(readme)]) == 0
+    diag = diagnose_run(tmp_path, {1024: [0.9, 0.8]})
+    assert frontier_readme.main([str(diag), str(run), "--readme", str(readme)]) == 0  # figures go to the sweep's
     after = readme.read_bytes()
     assert after.startswith(head) and after.endswith(tail) and b"old block line" not in after
     block = after[len(head):len(after) - len(tail)].decode()
     link = f"../{run.name}/report/frontier_m_1K.png"
     assert link in block and (readme.parent / link).resolve().is_file()
     assert "| dense | 1.00 |" in block and "### Accuracy vs TTFT frontier" in block
-    assert frontier_readme.main([str(run), "--readme", str(readme)]) == 0
+    assert "| sample:dense_above=1.0 | 0.30 | 0.850 |" in block
+    assert frontier_readme.main([str(diag), str(run), "--readme", str(readme)]) == 0
     assert readme.read_bytes() == after  # a second render changes nothing
 
 

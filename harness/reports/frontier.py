@@ -175,7 +175,7 @@ def markdown_table(shown: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def group_note(rows: pd.DataFrame, baseline: str, recall_given: bool) -> str:
+def group_note(rows: pd.DataFrame, baseline: str, recall_given: bool, per_run: bool) -> str:
     kinds = set(rows["interval"].dropna())
     bootstrap_text = (f"bootstrap 95% (percentile, {RESAMPLES} resamples of the row's cells, seed {SEED}; its "
                       "scores are not all 0 or 1)")
@@ -193,7 +193,10 @@ def group_note(rows: pd.DataFrame, baseline: str, recall_given: bool) -> str:
     unmatched = sorted(set(rows.loc[rows["ttft_ms"].notna() & rows["baseline_ms"].isna(), "device"]))
     if unmatched:
         parts.append(f"speedup blank on {', '.join(unmatched)}: no `{baseline}` cells timed on that device at this "
-                     "length (GPU kinds are never mixed in one ratio)")
+                     "length" + (" in the row's run (--pool-baselines pools the runs of one device)" if per_run else "")
+                     + " (GPU kinds are never mixed in one ratio)")
+    if (rows["task"] == "ruler").any():
+        parts.append("RULER accuracy: the mean over its cells (the subtask average where every subtask has the same n)")
     if "cpu" in devices:
         parts.append("cpu rows time the exact fp32 PyTorch path: no performance evidence")
     if not recall_given:
@@ -208,7 +211,7 @@ def notes(baseline: str, runs: list[str], diagnose: list[str], pool: bool) -> st
             "One row per method setting: density = mean executed share of the causal area (sweep cells; † the sparse "
             "path ran almost dense); recall = share of the dense attention mass the setting's mask keeps (diagnose "
             "run at the same model and length, mean over layers, heads and sampled rows; the dense fallback's "
-            "options are ignored in matching); accuracy = mean score; TTFT = median over the row's cells (ms); "
+            "options are ignored in matching); accuracy = mean score; TTFT = median over the row's timed cells (ms); "
             f"speedup = median TTFT of `{baseline}` on the same model, length and device / the row's; frontier = "
             "on the Pareto frontier of (speedup, accuracy) among the table's rows of that device.")
     if len(runs) > 1:
@@ -233,7 +236,7 @@ def render(table: pd.DataFrame, baseline: str, runs: list[str], diagnose: list[s
         for task, rows in part.groupby("task", sort=True):
             shown = display(rows, several)
             sections.append(f"{task}, {title}:\n\n" + markdown_table(shown) + "\n\n"
-                            + group_note(rows, baseline, bool(diagnose)))
+                            + group_note(rows, baseline, bool(diagnose), several))
     return "\n\n".join(sections) + "\n"
 
 
