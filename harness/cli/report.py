@@ -8,7 +8,8 @@ NAME = "report"
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser(NAME, help="tables and plots from one or more run folders")
+    parser = sub.add_parser(NAME, help="tables and plots from one or more run folders (sweep runs; diagnose runs "
+                            "beside them give the frontier's recall column)")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--out", default=None, help="folder for the report (default: <first RUN_DIR>/report)")
     parser.add_argument("--baseline", default=None, help="dense method spec to compare against (default: dense)")

@@ -14,6 +14,7 @@ from harness.options import InputError, format_length  # noqa: E402
 from harness.running.store import DIAGNOSTICS_FILE, RunStore  # noqa: E402
 
 HEATMAP_PANELS = 12  # per figure; the longest length of each method is drawn first
+FALLBACK_OPTIONS = ("dense_above", "dense_backend")  # when a layer runs dense, not which keys the mask keeps
 
 
 def has_diagnostics(run_dirs) -> bool:
@@ -30,6 +31,14 @@ def short_label(method: str, config: dict, spec: str) -> str:
     return f"{method}:{','.join(changed)}" if changed else method
 
 
+def setting_label(method: str, config: dict, spec: str) -> str:
+    """short_label without the dense fallback's options: the mask a setting keeps, so that a sweep's
+    `sample:dense_above=1.0` and a diagnose run's `sample` name the same setting."""
+    if not isinstance(config, dict):
+        return spec
+    return short_label(method, {k: v for k, v in config.items() if k not in FALLBACK_OPTIONS}, spec)
+
+
 def load_heads(run_dirs) -> pd.DataFrame:
     """One row per (run, model, method, length, sample, layer, head) of every ok diagnostics line."""
     rows = []
@@ -38,10 +47,12 @@ def load_heads(run_dirs) -> pd.DataFrame:
             if line.get("status") != "ok":
                 continue
             label = short_label(line["method"], line.get("method_config"), line["method_spec"])
+            setting = setting_label(line["method"], line.get("method_config"), line["method_spec"])
             for layer in line.get("layers", []):
                 for head, recall in enumerate(layer.get("recall_mean", [])):
                     rows.append({"run": folder.name, "model": line["model"], "method": line["method"],
-                                 "label": label, "length": line["length"], "sample_id": line["sample_id"],
+                                 "label": label, "setting": setting, "length": line["length"],
+                                 "sample_id": line["sample_id"],
                                  "alpha": line.get("alpha", 0.95), "layer": layer["layer"], "head": head,
                                  "density": layer["density"][head], "recall": recall,
                                  "recall_min": layer["recall_min"][head],

@@ -5,7 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator  # noqa: E402
 
 from harness.options import format_length  # noqa: E402
 
@@ -105,6 +105,50 @@ def pareto(points, baseline, out, stem):
     handles.append(plt.Line2D([], [], color="grey", ls="--", label=f"{baseline} speed (= 1)"))
     axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
+    save(fig, out, stem)
+
+
+def frontier(rows, baseline, title, out, stem):
+    """Accuracy (with its 95% interval) against TTFT speedup over the baseline (log x), for one (model, length):
+    one panel per (task, device), one numbered point per method setting (the legend names the numbers; the
+    baseline at x = 1; hollow: executed density > 0.95), and the rows marked on_frontier joined as a step line:
+    the best accuracy reached at least that fast."""
+    panels = sorted(rows.groupby(["task", "device"]).groups)
+    specs = sorted(rows["method_spec"].unique(), key=lambda s: (s != baseline, s))  # one number, one colour each
+    runs = sorted(rows["run"].unique()) if "run" in rows and rows["run"].nunique() > 1 else []
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels) + 3.2, 4.8), squeeze=False,
+                             layout="constrained")  # constrained: the legend outside keeps the panels' width
+    for ax, (task, device) in zip(axes[0], panels):
+        part = rows[(rows["task"] == task) & (rows["device"] == device)]
+        for _, p in part.iterrows():
+            i = specs.index(p["method_spec"])
+            marker = MARKERS[(runs.index(p["run"]) if runs else 0) % len(MARKERS)]
+            ax.errorbar(p["speedup"], p["mean"], yerr=[[max(0.0, p["mean"] - p["low"])],
+                                                       [max(0.0, p["high"] - p["mean"])]],
+                        fmt=marker, color=colour(i, len(specs)), ms=7, capsize=3, alpha=0.85, zorder=3,
+                        mfc="none" if p["dense_like"] and p["method_spec"] != baseline else colour(i, len(specs)))
+            ax.annotate(str(i + 1), (p["speedup"], p["mean"]), xytext=(4, 3), textcoords="offset points",
+                        fontsize=8, color=colour(i, len(specs)), zorder=4)
+        front = part[part["on_frontier"]].sort_values("speedup")
+        ax.step(front["speedup"], front["mean"], where="pre", color="black", lw=1.2, alpha=0.7, zorder=2)
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        low, high = min(part["speedup"].min(), 1.0), max(part["speedup"].max(), 1.0)
+        ax.set_xlim(low / 1.3, high * 1.3)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set(xlabel=f"TTFT speedup vs {baseline} (log scale)", ylabel="accuracy (mean, 95% interval)",
+               ylim=(-0.05, 1.05))
+        ax.set_title(f"{title}: {task}, {device}", fontsize=10)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colour(i, len(specs)), marker="o", ls="", label=f"{i + 1}  {s}")
+               for i, s in enumerate(specs)]
+    handles += [plt.Line2D([], [], color="black", marker=MARKERS[j % len(MARKERS)], ls="", label=f"run {r}")
+                for j, r in enumerate(runs)]
+    handles += [plt.Line2D([], [], color="black", lw=1.2, alpha=0.7, label="Pareto frontier"),
+                plt.Line2D([], [], color="grey", lw=0.8, ls="--", label=f"{baseline} speed (= 1)")]
+    fig.legend(handles=handles, fontsize=8, loc="outside right upper", frameon=False)
     save(fig, out, stem)
 
 

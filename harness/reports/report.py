@@ -7,63 +7,22 @@ device) unless pooling is asked for; CPU timings (the exact fp32 PyTorch path) a
 speed plots unless asked for; a sparse cell whose executed density is above 0.95 is marked, since it ran
 (almost) dense.
 """
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from harness.options import InputError, format_length
-from harness.reports import diagnose_report, plots, tables_longbench, tables_ruler
+from harness.options import format_length
+from harness.reports import diagnose_report, frontier, plots, tables_longbench, tables_ruler
 from harness.reports.cells import load_cells, model_label  # noqa: F401  (model_label: the label tables use)
+from harness.reports.stats import (DENSE_LIKE, Z95, accuracy_stats, baseline_spec, dense_specs,  # noqa: F401
+                                   runs_level, timed, wilson)  # (Z95, wilson: defined in stats, read from here too)
 from harness.running.store import DIAGNOSTICS_FILE, RunStore
 
-Z95 = 1.959964
 CLEARLY_ABOVE_ZERO = 0.2  # relative accuracy needs dense's Wilson lower bound at least this high
-DENSE_LIKE = 0.95         # executed density above this: the sparse method ran (almost) dense
 DENSE_MARK, CPU_MARK = "†", "(CPU)"
 
 
-def wilson(mean: float, n: int) -> tuple[float, float]:
-    """Wilson 95% interval of a proportion; a mean score in [0, 1] counts as mean * n successes."""
-    if not n or mean != mean:
-        return float("nan"), float("nan")
-    p = min(max(float(mean), 0.0), 1.0)
-    denom = 1 + Z95 ** 2 / n
-    centre = (p + Z95 ** 2 / (2 * n)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def dense_specs(frame: pd.DataFrame) -> list[str]:
-    return sorted(frame.loc[frame["method"] == "dense", "method_spec"].unique())
-
-
-def baseline_spec(frame: pd.DataFrame, requested: str | None = None) -> str:
-    specs = dense_specs(frame)
-    if requested:
-        if requested not in set(frame["method_spec"]):
-            raise InputError(f"baseline {requested!r} is not in these runs; choose from: {', '.join(specs)}")
-        return requested
-    if not specs:
-        raise InputError("these runs have no dense cells, so nothing is relative to dense; add --methods dense")
-    return "dense" if "dense" in specs else specs[0]
-
-
 # ---- accuracy -------------------------------------------------------------------------------------------------
-
-def accuracy_stats(frame: pd.DataFrame, by=("model", "task", "method_spec", "length")) -> pd.DataFrame:
-    """Mean score, sample count, Wilson 95% interval and mean executed density per group. LongBench's mean is
-    its per-dataset scores averaged over datasets, as LongBench defines it (tables_longbench.group_means)."""
-    scored = frame.dropna(subset=["score"])
-    stats = scored.groupby(list(by)).agg(mean=("score", "mean"), n=("score", "size"), density=("density", "mean"))
-    if "task" in scored and (scored["task"] == "longbench").any():
-        stats["mean"] = tables_longbench.group_means(scored, list(by)).reindex(stats.index)
-    bounds = [wilson(m, n) for m, n in zip(stats["mean"], stats["n"])]
-    stats["low"] = [b[0] for b in bounds]
-    stats["high"] = [b[1] for b in bounds]
-    stats["dense_like"] = stats["density"] > DENSE_LIKE
-    return stats
-
 
 def relative_accuracy_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Accuracy divided by the dense baseline's at the same (model, task, length); NaN where the baseline does
@@ -78,20 +37,11 @@ def relative_accuracy_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 # ---- timing ---------------------------------------------------------------------------------------------------
 
-def timed(frame: pd.DataFrame, cpu: bool = True) -> pd.DataFrame:
-    cells = frame.dropna(subset=["ttft_ms"])
-    return cells if cpu else cells[cells["device"] != "cpu"]
-
-
-def _runs_level(frame: pd.DataFrame) -> list[str]:
-    return ["run"] if frame["run"].nunique() > 1 else []
-
-
 def ttft_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Median TTFT (ms) per (model, method) x length over every task's cells; per run when several runs hold
     timings (times from different runs are never pooled)."""
     cells = timed(frame)
-    return cells.pivot_table(index=[*_runs_level(cells), "model", "method_spec"], columns="length",
+    return cells.pivot_table(index=[*runs_level(cells), "model", "method_spec"], columns="length",
                              values="ttft_ms", aggfunc="median")
 
 
@@ -99,7 +49,7 @@ def speedup_table(frame: pd.DataFrame, baseline: str, pool: bool = False) -> pd.
     """TTFT of the baseline divided by each method's, per (model, method) x length: > 1 is faster. Each run is
     divided by its own baseline cells (same run, same device); pool=True divides by all runs' cells together."""
     cells = timed(frame)
-    level = [] if pool else _runs_level(cells)
+    level = [] if pool else runs_level(cells)
     ttft = cells.pivot_table(index=[*level, "model", "method_spec"], columns="length", values="ttft_ms",
                              aggfunc="median")
     base = ttft.xs(baseline, level="method_spec")
@@ -272,6 +222,9 @@ def build_report(run_dirs: list[Path], out: Path, baseline: str | None = None, p
         density=density_per_layer(frame), baseline=base, out=out, cpu=cpu_timings and cpu)
     for stem, title in figures:
         sections.append(f"## {title}\n\n![{title}]({stem}.png)\n")
+    if not untimed:
+        built = frontier.build(run_dirs, out, base, pool_baselines, cpu_timings, frame)
+        sections.append(frontier.write(built, out) + "\n([CSV](frontier.csv))\n")
     if any(s.has(DIAGNOSTICS_FILE) for s in stores):
         sections += diagnose_report.diagnostics_section(run_dirs, out)
     report = out / "report.md"
