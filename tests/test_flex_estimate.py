@@ -65,12 +65,25 @@ def test_fused_masks_with_both_head_kinds_and_ties(monkeypatch):
     assert torch.equal(fused, unfused) and torch.equal(fused, plain)
 
 
-def test_fused_density_solve_equals_the_current_paths(monkeypatch):
-    q, k = qk(192, 192, seed=3)
-    (fused, f_aware, f_gamma), (unfused, _, u_gamma), (plain, _, p_gamma) = patterns(
-        q, k, {"block": 16, "min_budget": 16, "tau": 0.2, "density": 0.3}, monkeypatch)
+DENSITY_CASES = [  # (q_len, k_len, batch, options)
+    (192, 192, 1, {"block": 16, "min_budget": 16, "tau": 0.2, "density": 0.3}),
+    (131, 131, 2, {"block": 16, "min_budget": 32, "tau": 0.3, "density": 0.5}),
+    (150, 259, 1, {"block": 32, "min_budget": 32, "tau": 1.0, "density": 0.2}),   # every head query-aware
+    (180, 180, 1, {"block": 12, "min_budget": 0, "max_budget": 48, "tau": 0.0, "density": 0.25}),  # none
+]
+
+
+@pytest.mark.parametrize("case", range(len(DENSITY_CASES)))
+def test_fused_density_solve_equals_the_current_paths(case, monkeypatch):
+    """The solve in three launches (flex_solve: first steps, histogram, bisection) finds the gamma the device
+    bisection finds, and the same masks."""
+    q_len, k_len, batch, options = DENSITY_CASES[case]
+    q, k = qk(q_len, k_len, batch, seed=10 + case)
+    (fused, f_aware, f_gamma), (unfused, u_aware, u_gamma), (plain, _, p_gamma) = patterns(q, k, options, monkeypatch)
     assert float(f_gamma) == float(u_gamma) == float(p_gamma)
+    assert 0 < float(f_gamma) < 1  # a solve, not a bound
     assert torch.equal(fused, unfused) and torch.equal(fused, plain)
+    assert torch.equal(f_aware, u_aware)
 
 
 @pytest.mark.parametrize("q_len,k_len,block", [(100, 100, 16), (37, 130, 32), (64, 64, 12)])
@@ -84,10 +97,12 @@ def test_pooled_blocks_equal_block_pool_mean(q_len, k_len, block):
                                atol=1e-6, rtol=1e-5)
 
 
-def test_fused_estimate_launches():
-    """By construction: pool q, k (2) + stage-1 sums (2, + its zero fill) + statistics (2) + sort (1) + cut and mask
-    (2) + the query-aware share (2) = 12, at any length (was 63-65)."""
-    counts = count("flexprefill", {}, 1152, heads=4, kv_heads=2, dim=16, skip=True)
+@pytest.mark.parametrize("options,budget", [({}, 10), ({"density": "0.2"}, 13)])
+def test_fused_estimate_launches(options, budget):
+    """By construction, at any length: pool q, k (2) + stage-1 sums (2, + its zero fill) + statistics (2) + sort
+    (1) + cut and mask (2) = 10 (was 63-65); density= adds the first steps, histogram and solve kernels (3) = 13
+    (was 548). No host sync."""
+    counts = count("flexprefill", options, 1152, heads=4, kv_heads=2, dim=16, skip=True)
     assert not counts.syncs
-    assert sum(counts.ops.values()) <= 12, counts.ops.most_common()
+    assert sum(counts.ops.values()) <= budget, counts.ops.most_common()
     assert counts.ops["sort"] == 1 and counts.ops["triton:flex_mask_kernel"] == 1

@@ -211,9 +211,9 @@ def flex_rank(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.sort(keys, stable=True)
 
 
-@triton.jit(do_not_specialize=["mass_rows", "width", "cells", "n", "block", "low", "high"])
-def flex_cut_kernel(SORTED, ORDER, TILES, AWARE, KEEP, LAST, LIMITS, mass_rows, width, cells, n, block, low, high,
-                    CHUNK: tl.constexpr, NP: tl.constexpr):
+@triton.jit(do_not_specialize=["mass_rows", "width", "cells", "n", "block", "low", "high", "H", "batch"])
+def flex_cut_kernel(SORTED, ORDER, TILES, AWARE, KEEP, LAST, LIMITS, SHARE, mass_rows, width, cells, n, block, low,
+                    high, H, batch, CHUNK: tl.constexpr, NP: tl.constexpr):
     row = tl.program_id(0)
     grid_row = row >= mass_rows
     base = tl.where(grid_row, mass_rows.to(tl.int64) * width + (row - mass_rows).to(tl.int64) * cells,
@@ -235,6 +235,11 @@ def flex_cut_kernel(SORTED, ORDER, TILES, AWARE, KEEP, LAST, LIMITS, mass_rows, 
         head = row - mass_rows
         tl.store(LAST + 2 * head, tl.load(SORTED + slot))
         tl.store(LAST + 2 * head + 1, tl.load(ORDER + slot))
+        if head < H:  # batch 0's program: the head's query-aware share over the batch (the knobs' mean(0))
+            aware = tl.zeros([], tl.float32)
+            for b in range(0, batch):
+                aware += (tl.load(AWARE + b * H + head) != 0).to(tl.float32)
+            tl.store(SHARE + head, aware / batch)
     else:
         tokens = count + 1
         budget = tl.minimum(tl.maximum(tokens // block + 1, low), high)
@@ -277,22 +282,182 @@ def flex_mask_kernel(KEYS, KEEP, AWARE, LAST, OUT, n, grid_start, cells, BR: tl.
         tl.store(OUT + (bh64 * n + rows[:, None]) * n + c[None, :], keep.to(tl.int8), mask=inside)
 
 
-def flex_select(keys, sorted_keys, order, tiles, aware, limits, block: int, low: int, high: int) -> torch.Tensor:
-    """bool [B, H, n, n]: the tiles FlexPrefill keeps, from flex_statistics' keys / tiles / aware, flex_rank's
-    (sorted_keys, order), and limits fp32 [2] = (gamma, gamma x n) on the device; low / high: the tile budget's
-    clamp (ceil(min_budget / block), min(ceil(max_budget / block), n) or n)."""
+def flex_select(keys, sorted_keys, order, tiles, aware, limits, block: int, low: int,
+                high: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bool [B, H, n, n] the tiles FlexPrefill keeps, fp32 [H] each head's query-aware share over the batch), from
+    flex_statistics' keys / tiles / aware, flex_rank's (sorted_keys, order), and limits fp32 [2] = (gamma, gamma x n)
+    on the device; low / high: the tile budget's clamp (ceil(min_budget / block), min(ceil(max_budget / block), n)
+    or n)."""
     batch, heads, _, n = tiles.shape
     cells = n * (n + 1) // 2
     mass_rows = batch * heads * 2
     width = n * block
     keep = torch.empty(batch, heads, 2, n, dtype=torch.int8, device=tiles.device)
     last = torch.empty(batch * heads, 2, dtype=torch.int64, device=tiles.device)
+    share = torch.empty(heads, dtype=torch.float32, device=tiles.device)
     np2 = triton.next_power_of_2(max(n, 2))
     flex_cut_kernel[(mass_rows + batch * heads,)](
-        sorted_keys, order, tiles, aware.view(torch.int8), keep, last, limits, mass_rows, width, cells, n, block, low,
-        high, CHUNK=CHUNK, NP=np2, num_warps=4 if np2 <= 1024 else 8)
+        sorted_keys, order, tiles, aware.view(torch.int8), keep, last, limits, share, mass_rows, width, cells, n,
+        block, low, high, heads, batch, CHUNK=CHUNK, NP=np2, num_warps=4 if np2 <= 1024 else 8)
     blocks = torch.empty(batch, heads, n, n, dtype=torch.bool, device=tiles.device)
     flex_mask_kernel[(triton.cdiv(n, 32), batch * heads)](
         keys, keep, aware.view(torch.int8), last, blocks.view(torch.int8), n, mass_rows * width, cells,
         BR=32, BC=64, num_warps=4)
-    return blocks
+    return blocks, share
+
+
+# ------------------------------------------------------------------ density=: the gamma solve in three launches
+#
+# The method solves gamma by attention.device_solve.bisect_on_device(share, target, 0, 1) (12 steps): every gamma
+# it evaluates is a multiple of 1/4096 (halvings of [0, 1] in fp32 are exact). Each tile is kept from some gamma on
+# (the budgets, the grid cut and so the mask only grow with gamma), so each tile has a first step k* in 0 .. 4096
+# (NEVER past it); the kept cells at k / 4096 are the cells of the tiles with k* <= k. Three launches replace the
+# bisection's 14 selections and density reductions: the first steps of every column / diagonal / grid entry (from
+# the sorted running sums), a histogram of each head's cells over k* (integer-valued fp64 atomics: exact in any
+# order), and one program that runs the bisection on the histograms and writes gamma and its limits.
+STEPS = 12
+RESOLUTION = 1 << STEPS
+NEVER = RESOLUTION + 1
+
+
+@triton.jit(do_not_specialize=["mass_rows", "width", "cells", "n", "block", "low", "high"])
+def flex_first_step_kernel(SORTED, ORDER, TILES, AWARE, KPOS, KTILE, KGRID, HIST, mass_rows, width, cells, n, block,
+                           low, high, CHUNK: tl.constexpr, NP: tl.constexpr, RES: tl.constexpr,
+                           NEVER_K: tl.constexpr, BINS: tl.constexpr):
+    row = tl.program_id(0)
+    grid_row = row >= mass_rows
+    grid_start = mass_rows.to(tl.int64) * width
+    base = tl.where(grid_row, grid_start + (row - mass_rows).to(tl.int64) * cells, row.to(tl.int64) * width)
+    length = tl.where(grid_row, cells, width)
+    carry = tl.zeros([], tl.float64)
+    offs = tl.arange(0, CHUNK)
+    if grid_row:
+        head = row - mass_rows
+        for b0 in range(0, RES + 1, BINS):  # this head's histogram starts empty
+            bins = b0 + tl.arange(0, BINS)
+            tl.store(HIST + head.to(tl.int64) * (RES + 1) + bins, tl.zeros([BINS], tl.float64), mask=bins <= RES)
+        for c0 in range(0, length, CHUNK):
+            ok = c0 + offs < length
+            value = tl.where(ok, _key_value(tl.load(SORTED + base + c0 + offs, mask=ok, other=0)), 0.0)
+            running = tl.cumsum(value.to(tl.float64), 0) + carry
+            carry = tl.max(running, 0)
+            # slot p >= 1 is kept once its running sum <= gamma x n (fp32, exact at k / RES): from k = ceil(sum RES / n)
+            first = tl.ceil(running.to(tl.float32).to(tl.float64) * RES / n)
+            k = tl.where(first > RES, NEVER_K, first.to(tl.int32))
+            k = tl.where(c0 + offs == 0, 0, k)   # the best entry is always kept
+            pos = tl.load(ORDER + base + c0 + offs, mask=ok, other=0) - grid_start
+            tl.store(KGRID + pos, k, mask=ok)
+    else:
+        # mass row: k_i = the first step whose gamma covers the running sum of the i best entries
+        for c0 in range(0, length, CHUNK):
+            i = c0 + offs
+            ok = i < length
+            value = tl.where(ok, _key_value(tl.load(SORTED + base + i, mask=ok, other=0)), 0.0)
+            running = tl.cumsum(value.to(tl.float64), 0) + carry
+            carry = tl.max(running, 0)
+            first = tl.ceil(running.to(tl.float32) * RES)
+            k = tl.where(first > RES, NEVER_K, first.to(tl.int32))
+            rank = (i + 2) // block             # the budget passes tile rank r once count >= r x block - 1
+            tl.store(KPOS + row.to(tl.int64) * n + rank, k, mask=ok & ((i + 2) % block == 0) & (rank < n))
+        tl.debug_barrier()  # the stores above are visible to the loads below
+        c = tl.arange(0, NP)
+        real = c < n
+        need = c * block - 1                    # entries the count must reach for tile rank c
+        from_count = tl.load(KPOS + row.to(tl.int64) * n + c, mask=real & (need > 0), other=0)
+        k = tl.where(c < low, 0, tl.where(c >= high, NEVER_K, tl.where(need > 0, from_count, 0)))
+        k = tl.where(low <= high, k, tl.where(c < high, 0, NEVER_K))
+        aware = tl.load(AWARE + row // 2) != 0
+        k = tl.where(aware, tl.where(c < tl.minimum(low, n), 0, NEVER_K), k)
+        # tile ranks: tile sums ranked best first, ties to the lower index (keys: inverted bits over the index)
+        x = tl.load(TILES + row.to(tl.int64) * n + c, mask=real, other=0.0)
+        bits = x.to(tl.int32, bitcast=True).to(tl.int64)
+        key = tl.where(real, ((0x7FFFFFFF - bits) << 32) | c.to(tl.int64), 0x7FFFFFFFFFFFFFFF)
+        ranked = tl.sort(key, 0)
+        tile = (ranked - ((ranked >> 32) << 32)).to(tl.int32)
+        tl.store(KTILE + row.to(tl.int64) * n + tile, k, mask=real)
+
+
+@triton.jit(do_not_specialize=["n", "cells", "q_len", "k_len", "block"])
+def flex_histogram_kernel(KTILE, KGRID, AWARE, HIST, n, cells, q_len, k_len, block, RES: tl.constexpr,
+                          NEVER_K: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr):
+    rb = tl.program_id(0)
+    bh = tl.program_id(1)
+    bh64 = bh.to(tl.int64)
+    rows = rb * BR + tl.arange(0, BR)
+    aware = tl.load(AWARE + bh).to(tl.int32)
+    # causal cells per tile (attention.density.block_cells): rows of query tile r times the key tile's width below
+    # the diagonal (every tile there is whole), the triangle on it
+    start = rows.to(tl.int64) * block
+    width = tl.minimum(start + block, k_len) - start
+    row_lo = tl.maximum(start, k_len - q_len)
+    row_hi = start + width
+    n_rows = tl.maximum(row_hi - row_lo, 0)
+    own = (row_lo + row_hi + 1 - 2 * start) * n_rows // 2
+    first = bh64 * cells + rows.to(tl.int64) * (rows + 1) // 2
+    for c0 in range(0, rb * BR + BR, BC):
+        c = c0 + tl.arange(0, BC)
+        causal = (rows[:, None] < n) & (c[None, :] <= rows[:, None])
+        column = tl.load(KTILE + (2 * bh64) * n + c, mask=c < n, other=NEVER_K)
+        diagonal = tl.load(KTILE + (2 * bh64 + 1) * n + (rows[:, None] - c[None, :]), mask=causal, other=NEVER_K)
+        grid = tl.load(KGRID + first[:, None] + c[None, :], mask=causal & (c[None, :] * 0 + aware > 0), other=NEVER_K)
+        k = tl.minimum(tl.minimum(column[None, :], diagonal), grid)
+        weight = tl.where(c[None, :] == rows[:, None], own[:, None], n_rows[:, None] * block)
+        tl.atomic_add(HIST + bh64 * (RES + 1) + k, weight.to(tl.float64), mask=causal & (k <= RES))
+
+
+@triton.jit
+def _solve_share(HIST, k, BH, total, RES: tl.constexpr, BINS: tl.constexpr):
+    """Mean over (batch, head) of the kept share at step k: per head fp32(kept cells / causal cells)."""
+    acc = tl.zeros([], tl.float32)
+    for bh in range(0, BH):
+        kept = tl.zeros([BINS], tl.float64)
+        for b0 in range(0, RES + 1, BINS):
+            bins = b0 + tl.arange(0, BINS)
+            kept += tl.load(HIST + bh * (RES + 1) + bins, mask=bins <= k, other=0.0)
+        acc += (tl.sum(kept, 0) / total).to(tl.float32)
+    return acc / BH
+
+
+@triton.jit(do_not_specialize=["BH", "n", "q_len", "k_len"])
+def flex_solve_kernel(HIST, LIMITS, BH, n, q_len, k_len, target, STEPS_N: tl.constexpr, RES: tl.constexpr,
+                      BINS: tl.constexpr):
+    total = (q_len.to(tl.int64) * (2 * k_len.to(tl.int64) - q_len + 1) // 2).to(tl.float64)  # causal cells
+    lo = tl.zeros([], tl.float32)
+    hi = tl.zeros([], tl.float32) + 1.0
+    for _ in range(STEPS_N):
+        mid = (lo + hi) / 2
+        below = _solve_share(HIST, (mid * RES).to(tl.int32), BH, total, RES, BINS) < target
+        lo = tl.where(below, mid, lo)
+        hi = tl.where(below, hi, mid)
+    d_lo = _solve_share(HIST, (lo * RES).to(tl.int32), BH, total, RES, BINS)
+    d_hi = _solve_share(HIST, (hi * RES).to(tl.int32), BH, total, RES, BINS)
+    gamma = tl.where(tl.abs(d_lo - target) < tl.abs(d_hi - target), lo, hi)
+    tl.store(LIMITS, gamma)
+    tl.store(LIMITS + 1, gamma * n)
+
+
+def flex_solve(sorted_keys, order, tiles, aware, block: int, low: int, high: int, q_len: int, k_len: int,
+               target: float) -> torch.Tensor:
+    """fp32 [2] (gamma, gamma x n) on the device: the gamma that attention.device_solve.bisect_on_device (12 steps
+    over [0, 1]) finds for the mean kept share of flex_select's masks, in three launches and no host sync."""
+    batch, heads, _, n = tiles.shape
+    cells = n * (n + 1) // 2
+    mass_rows = batch * heads * 2
+    width = n * block
+    device = tiles.device
+    first_rank = torch.empty(mass_rows, n, dtype=torch.int32, device=device)
+    first_tile = torch.empty(mass_rows, n, dtype=torch.int32, device=device)
+    first_grid = torch.empty(batch * heads * cells, dtype=torch.int32, device=device)
+    hist = torch.empty(batch * heads, RESOLUTION + 1, dtype=torch.float64, device=device)
+    np2 = triton.next_power_of_2(max(n, 2))
+    flex_first_step_kernel[(mass_rows + batch * heads,)](
+        sorted_keys, order, tiles, aware.view(torch.int8), first_rank, first_tile, first_grid, hist, mass_rows, width,
+        cells, n, block, low, high, CHUNK=CHUNK, NP=np2, RES=RESOLUTION, NEVER_K=NEVER, BINS=1024,
+        num_warps=4 if np2 <= 1024 else 8)
+    flex_histogram_kernel[(triton.cdiv(n, 32), batch * heads)](
+        first_tile, first_grid, aware.view(torch.int8), hist, n, cells, q_len, k_len, block, RES=RESOLUTION,
+        NEVER_K=NEVER, BR=32, BC=64, num_warps=4)
+    limits = torch.empty(2, dtype=torch.float32, device=device)
+    flex_solve_kernel[(1,)](hist, limits, batch * heads, n, q_len, k_len, target, STEPS_N=STEPS, RES=RESOLUTION,
+                            BINS=1024, num_warps=4)
+    return limits

@@ -191,13 +191,15 @@ class FlexPrefill(SparseMethod):
         high = min(ceil_div(self.config.max_budget, b), n) if self.config.max_budget else n
         return low, high
 
-    def select_fused(self, s: FusedFlexScores, gamma: float | torch.Tensor) -> torch.Tensor:
-        """select's tiles from the fused statistics: two launches (plus two building the limits from a device
-        gamma; a host gamma's are made once)."""
+    def select_fused(self, s: FusedFlexScores, gamma: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(select's tiles, the query-aware share per head) from the fused statistics: two launches (plus two
+        building the limits from a device gamma; a host gamma's are made once)."""
         from attention.kernels.flex_estimate import flex_select  # imported here: it loads triton
 
         n, device = s.n, s.tiles.device
-        if isinstance(gamma, torch.Tensor):
+        if isinstance(gamma, torch.Tensor) and gamma.numel() == 2:  # the limits themselves (flex_solve's)
+            limits = gamma
+        elif isinstance(gamma, torch.Tensor):
             limits = torch.stack((gamma.float().reshape(()), gamma.float().reshape(()) * n))
         else:
             cache = self.__dict__.setdefault("_cache", {})
@@ -272,7 +274,7 @@ class FlexPrefill(SparseMethod):
     def select(self, s: FlexScores | FusedFlexScores, gamma: float) -> torch.Tensor:
         """bool [B, H, n, n] tiles kept at this gamma (s from scores_from at this gamma, or at None; or fused)."""
         if isinstance(s, FusedFlexScores):
-            return self.select_fused(s, gamma)
+            return self.select_fused(s, gamma)[0]
         n = s.n
         device = s.tiles.device
         cache = self.__dict__.setdefault("_cache", {})
@@ -329,7 +331,16 @@ class FlexPrefill(SparseMethod):
             blocks = causal_blocks(n, q.device).expand(batch, heads, n, n)
             return SparsePattern(blocks=blocks, block=b)
         gamma = self.config.gamma
-        if self.config.density > 0:  # a per-layer solve, compared on the device (no host sync)
+        if self.config.density > 0 and self.fused(q, k):  # the same solve in three launches (flex_estimate)
+            from attention.kernels.flex_estimate import STEPS, flex_solve  # imported here: it loads triton
+
+            assert STEPS == 12  # bisect_on_device's default steps, which the branch below takes
+            s = self.scores(q, k, scale)
+            limits = flex_solve(s.sorted_keys, s.order, s.tiles, s.query_aware, b, *self.budget_range(s.n), q_len,
+                                k_len, self.config.density)
+            blocks, aware = self.select_fused(s, limits)
+            gamma = limits[0]
+        elif self.config.density > 0:  # a per-layer solve, compared on the device (no host sync)
             s = self.scores(q, k, scale)
             cells = block_cells(q_len, k_len, b, q.device)
 
@@ -344,6 +355,8 @@ class FlexPrefill(SparseMethod):
 
             def default(tail, queries, keys):
                 s = scores_from(tail, queries, keys, scale, gamma)
+                if fused:
+                    return self.select_fused(s, gamma)
                 return self.select(s, gamma), s.query_aware.float().mean(0)
 
             key = ("flexprefill", tuple(q.shape), tuple(k.shape), q.dtype, scale, str(q.device), fused)
