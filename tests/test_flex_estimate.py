@@ -1,12 +1,12 @@
 """FlexPrefill's fused estimate (attention/kernels/flex_estimate.py, interpreted here) gives the same masks, head
 choices and solved gamma as the statistics it replaces: the PyTorch path, and the Triton path without the fusion
-(FUSED False: stage-1 sums + head-choice kernel + PyTorch rankings), on random q/k with awkward lengths (not a
+(override(flex_fused=False): stage-1 sums + head-choice kernel + PyTorch rankings), on random q/k with awkward lengths (not a
 multiple of the block, queries the last q_len of k_len, batch 2); and in a fixed number of launches."""
 import pytest
 import torch
 
-import attention.methods.flexprefill as flexprefill
 from attention.backend import use_backend
+from attention.kernels.config import override
 from attention.peer_estimation import block_pool_mean
 from attention.registry import build_method
 from scripts.count_launches import count
@@ -19,14 +19,13 @@ def qk(q_len, k_len, batch=1, heads=4, kv_heads=2, dim=16, seed=0, spread=2.0):
     return q, k
 
 
-def patterns(q, k, options, monkeypatch):
+def patterns(q, k, options):
     """(fused Triton, unfused Triton, PyTorch): each one's (blocks, query-aware share, gamma)."""
     options = {key: str(v) for key, v in options.items()}
     out = []
     for backend, fused in (("triton", True), ("triton", False), ("torch", True)):
-        monkeypatch.setattr(flexprefill, "FUSED", fused)
         method = build_method("flexprefill", options)
-        with use_backend(backend):
+        with use_backend(backend), override(flex_fused=fused):
             if backend == "triton":
                 assert method.fused(q, k) == fused
             blocks = method.build_pattern(q, k, 0.25).blocks
@@ -43,10 +42,10 @@ CASES = [  # (q_len, k_len, batch, options)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_fused_default_masks_equal_the_current_paths(case, monkeypatch):
+def test_fused_default_masks_equal_the_current_paths(case):
     q_len, k_len, batch, options = CASES[case]
     q, k = qk(q_len, k_len, batch, seed=case)
-    (fused, f_aware, _), (unfused, u_aware, _), (plain, p_aware, _) = patterns(q, k, options, monkeypatch)
+    (fused, f_aware, _), (unfused, u_aware, _), (plain, p_aware, _) = patterns(q, k, options)
     assert torch.equal(fused, unfused) and torch.equal(fused, plain)
     assert torch.equal(f_aware, u_aware) and torch.equal(f_aware, p_aware)
     n = fused.shape[-1]
@@ -54,13 +53,13 @@ def test_fused_default_masks_equal_the_current_paths(case, monkeypatch):
     assert 0 < kept < batch * 4 * n * (n + 1) // 2  # sparse: the selection did something
 
 
-def test_fused_masks_with_both_head_kinds_and_ties(monkeypatch):
+def test_fused_masks_with_both_head_kinds_and_ties():
     """tau = 1: every head query-aware (the grid cut matters); repeated keys make exact ties in the tile grid and
     among tile sums (ties go to the lower index on every path)."""
     q, k = qk(160, 160, seed=7)
     k[:, :, 16:48] = k[:, :, 48:80]          # two key tiles equal to two others: tied grid entries
     (fused, aware, _), (unfused, _, _), (plain, _, _) = patterns(q, k, {"block": 16, "min_budget": 16, "gamma": 0.7,
-                                                                         "tau": 1.0}, monkeypatch)
+                                                                         "tau": 1.0})
     assert bool(aware.all())
     assert torch.equal(fused, unfused) and torch.equal(fused, plain)
 
@@ -74,12 +73,12 @@ DENSITY_CASES = [  # (q_len, k_len, batch, options)
 
 
 @pytest.mark.parametrize("case", range(len(DENSITY_CASES)))
-def test_fused_density_solve_equals_the_current_paths(case, monkeypatch):
+def test_fused_density_solve_equals_the_current_paths(case):
     """The solve in three launches (flex_solve: first steps, histogram, bisection) finds the gamma the device
     bisection finds, and the same masks."""
     q_len, k_len, batch, options = DENSITY_CASES[case]
     q, k = qk(q_len, k_len, batch, seed=10 + case)
-    (fused, f_aware, f_gamma), (unfused, u_aware, u_gamma), (plain, _, p_gamma) = patterns(q, k, options, monkeypatch)
+    (fused, f_aware, f_gamma), (unfused, u_aware, u_gamma), (plain, _, p_gamma) = patterns(q, k, options)
     assert float(f_gamma) == float(u_gamma) == float(p_gamma)
     assert 0 < float(f_gamma) < 1  # a solve, not a bound
     assert torch.equal(fused, unfused) and torch.equal(fused, plain)

@@ -27,6 +27,10 @@ tests/test_peer_fidelity.py checks the tile masks against their get_active_block
 
 `density` > 0 solves gamma per layer so that the layer's kept share is closest to `density` (the head choice
 does not depend on gamma; min_budget still floors every head).
+
+On the Triton path (where `fused`), the statistics, rankings, cut and mask run as attention/kernels/flex_estimate.py's
+fixed chain (10 launches at the defaults, 13 with density=, no host sync; tests/test_flex_estimate.py checks it
+against the statistics below, which the other paths run).
 """
 import dataclasses
 
@@ -34,6 +38,7 @@ import torch
 
 from attention.backend import triton_enabled
 from attention.device_solve import bisect_on_device
+from attention.kernels.config import flex_fused
 from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
                                        estimate, js_distance, last_rows_scores, ranked)
 from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
@@ -100,7 +105,6 @@ class FusedFlexScores:
     n: int
 
 
-FUSED = True          # the fused chain where it applies (FlexPrefill.fused); False: the PyTorch statistics (tests)
 GRID_CHUNK = 1 << 26   # tile-grid entries of the heads ranked at once (one head's 256 MiB fp32 grid at 1M tokens;
                        # all 32 heads up to ~180K, where the whole grid is ranked with its order, as before)
 RANK_CHUNK = 1 << 24   # sorted column / diagonal mass entries at once (rows of 1M keys: 16 at a time)
@@ -151,8 +155,9 @@ class FlexPrefill(SparseMethod):
     def fused(self, q, k) -> bool:
         """Whether the estimate runs as attention.kernels.flex_estimate's fixed chain of launches: on the Triton path,
         for head dims the kernels take, where every head's causal tile grid is ranked at once (GRID_CHUNK) and a
-        row's tile sums fit one register sort; else the PyTorch statistics below (chunked past GRID_CHUNK)."""
-        if not (FUSED and triton_enabled(q.device)):
+        row's tile sums fit one register sort, unless override(flex_fused=False); else the statistics below (chunked
+        past GRID_CHUNK)."""
+        if not (flex_fused() and triton_enabled(q.device)):
             return False
         from attention.kernels import flex_estimate  # imported here: it loads triton
 
