@@ -105,3 +105,17 @@ def test_fused_estimate_launches(options, budget):
     assert not counts.syncs
     assert sum(counts.ops.values()) <= budget, counts.ops.most_common()
     assert counts.ops["sort"] == 1 and counts.ops["triton:flex_mask_kernel"] == 1
+
+
+@pytest.mark.parametrize("options", [{"block": 16, "min_budget": 16, "gamma": 0.6},
+                                     {"block": 16, "min_budget": 16, "tau": 0.3, "density": 0.3}])
+def test_running_sums_carried_across_chunks(options, monkeypatch):
+    """The cut and first-step kernels walk a row in CHUNK entries (4096 on the GPU; every row here fits one): with
+    32-entry chunks the running sum is carried across many of them, and the cut stops early, to the same masks."""
+    import attention.kernels.flex_estimate as flex_estimate
+
+    monkeypatch.setattr(flex_estimate, "CHUNK", 32)
+    q, k = qk(200, 200, seed=21)
+    (fused, f_aware, f_gamma), (unfused, _, u_gamma), _ = patterns(q, k, options)
+    assert float(f_gamma) == float(u_gamma)
+    assert torch.equal(fused, unfused)

@@ -30,7 +30,7 @@ from attention.kernels.head_choice import TINY
 
 MAX_TILES = 2048   # tile sums of a row sorted in registers (256K tokens at block 128)
 MAX_BLOCK = 1024   # tokens per tile the per-head kernel loads at once
-CHUNK = 1024       # sorted entries per step of the running sum
+CHUNK = 4096       # sorted entries per step of the running sum (16 a thread at 8 warps)
 
 
 def supported(head_dim: int, block: int, n: int) -> bool:
@@ -223,12 +223,15 @@ def flex_cut_kernel(SORTED, ORDER, TILES, AWARE, KEEP, LAST, LIMITS, SHARE, mass
     carry = tl.zeros([], tl.float64)
     count = tl.zeros([], tl.int32)
     offs = tl.arange(0, CHUNK)
-    for c0 in range(0, length, CHUNK):
+    c0 = tl.zeros([], tl.int32)
+    # values >= 0: the running sum never falls, so the count stops growing once it passes the limit
+    while (c0 < length) & (carry.to(tl.float32) <= limit):
         ok = c0 + offs < length
         value = tl.where(ok, _key_value(tl.load(SORTED + base + c0 + offs, mask=ok, other=0)), 0.0)
         running = tl.cumsum(value.to(tl.float64), 0) + carry
-        carry = tl.max(running, 0)              # values >= 0: the running sum never falls
+        carry = tl.max(running, 0)
         count += tl.sum((ok & (running.to(tl.float32) <= limit)).to(tl.int32), 0)
+        c0 += CHUNK
     if grid_row:
         # the kept prefix is the first max(count, 1) entries: its last one's key and position
         slot = base + tl.maximum(count, 1) - 1
@@ -298,7 +301,7 @@ def flex_select(keys, sorted_keys, order, tiles, aware, limits, block: int, low:
     np2 = triton.next_power_of_2(max(n, 2))
     flex_cut_kernel[(mass_rows + batch * heads,)](
         sorted_keys, order, tiles, aware.view(torch.int8), keep, last, limits, share, mass_rows, width, cells, n,
-        block, low, high, heads, batch, CHUNK=CHUNK, NP=np2, num_warps=4 if np2 <= 1024 else 8)
+        block, low, high, heads, batch, CHUNK=CHUNK, NP=np2, num_warps=8)
     blocks = torch.empty(batch, heads, n, n, dtype=torch.bool, device=tiles.device)
     flex_mask_kernel[(triton.cdiv(n, 32), batch * heads)](
         keys, keep, aware.view(torch.int8), last, blocks.view(torch.int8), n, mass_rows * width, cells,
@@ -459,8 +462,7 @@ def flex_solve(sorted_keys, order, tiles, aware, block: int, low: int, high: int
     np2 = triton.next_power_of_2(max(n, 2))
     flex_first_step_kernel[(mass_rows + batch * heads,)](
         sorted_keys, order, tiles, aware.view(torch.int8), first_rank, first_tile, first_grid, hist, mass_rows, width,
-        cells, n, block, low, high, CHUNK=CHUNK, NP=np2, RES=RESOLUTION, NEVER_K=NEVER, BINS=1024,
-        num_warps=4 if np2 <= 1024 else 8)
+        cells, n, block, low, high, CHUNK=CHUNK, NP=np2, RES=RESOLUTION, NEVER_K=NEVER, BINS=1024, num_warps=8)
     flex_histogram_kernel[(triton.cdiv(n, 32), batch * heads)](
         first_tile, first_grid, aware.view(torch.int8), hist, n, cells, q_len, k_len, block, RES=RESOLUTION,
         NEVER_K=NEVER, BR=32, BC=64, num_warps=4)
