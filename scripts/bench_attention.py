@@ -293,27 +293,38 @@ def finish(rows, gpu, seq_len, base, dim=None):
     return rows
 
 
+# (row name, method, options) timed on captured q/k: SampleAttention's variants, each peer at its defaults (its
+# dense fallback deciding) and with dense_above=1 (its own sparse path, whatever the limits say)
+REAL_MODEL_METHODS = (("sample_real", "sample", {}), ("sample_real_slash", "sample", {"pattern": "column_slash"}),
+                      ("sample_real_block64", "sample", {"granularity": "64"}),
+                      *((f"{peer}_real{suffix}", peer, opts) for peer in ("minference", "flexprefill", "xattention")
+                        for suffix, opts in (("", {}), ("_raw", {"dense_above": "1"}))))
+
+
 def real_model_rows(path, gpu, warmup_ms, rep_ms):
-    """SampleAttention at its defaults on q/k/v captured from a real model (scripts/capture_qk.py): adaptive density."""
+    """SampleAttention and the peers at their defaults on q/k/v captured from a real model (scripts/capture_qk.py):
+    adaptive density, on the real model's shape."""
     data = torch.load(path)
     rows = []
     for layer, t in sorted(data["layers"].items()):
         q, k, v = (t[x].cuda() for x in ("q", "k", "v"))
         case = Case(q, k, v, q.shape[2], None, t["scale"], {})
         dense_ms = bench(sdpa("cudnn")(case), warmup_ms, rep_ms)
-        for name, opts in (("sample_real", {}), ("sample_real_slash", {"pattern": "column_slash"}),
-                           ("sample_real_block64", {"granularity": "64"})):
-            method = build_method("sample", opts)
+        for name, spec, opts in REAL_MODEL_METHODS:
+            method = build_method(spec, opts)
 
             def call():
                 method.stats.clear()
                 return method.prefill(q, k, v, case.scale, layer)
             ms = bench(call, warmup_ms, rep_ms)
-            real = float(method.stats[-1]["density"].mean())
+            last = method.stats[-1]
+            real = float(torch.as_tensor(last["density"]).float().mean())
+            fallback = last.get("dense_fallback", "")
             label = f"{name}:{data['model']}:L{layer}:H{q.shape[1]}/{k.shape[1]}:D{q.shape[3]}"
             rows.append({"gpu": gpu, "method": label, "seq_len": q.shape[2], "density": round(real, 4),
                          "measured_density": real, "ms": ms, "speedup_vs_cudnn": dense_ms / ms})
-            print(f"{label:40s} density {real:.3f} {ms:.3f} ms (cudnn {dense_ms:.3f} ms)", flush=True)
+            print(f"{label:48s} density {real:.3f} {ms:.3f} ms (cudnn {dense_ms:.3f} ms, {dense_ms / ms:.2f}x)"
+                  f"{' dense fallback: ' + str(fallback) if fallback else ''}", flush=True)
     return rows
 
 

@@ -9,6 +9,7 @@ on any failure.
   PYTHONPATH=. python scripts/check_peers_gpu.py --only-flexprefill   # FlexPrefill's checks and the fixtures
 """
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import attention.bands as bands_module  # noqa: E402
+import attention.methods.xattention as xattention_module  # noqa: E402
 from attention.backend import use_backend  # noqa: E402
 from attention.bands import BandPattern, band_runs_torch  # noqa: E402
 from attention.kernels.band_tiles import block_tiles  # noqa: E402
@@ -157,6 +160,46 @@ def fixtures():
     check("minference official tiles config_sparse_3000", same)
 
 
+def long_prompt_paths(length=16384, heads=14, kv_heads=2, dim=64, device="cuda"):
+    """What runs past 128K on smaller tables, at a real size: MInference's kept share from the tiled kernel's block
+    lists against its PyTorch closed form, its per-span run against the one-span run, XAttention's estimate in head
+    chunks against the whole layer."""
+    gen = torch.Generator(device=device).manual_seed(length)
+    q = torch.randn(1, heads, length, dim, device=device, dtype=torch.bfloat16, generator=gen)
+    k = torch.randn(1, kv_heads, length, dim, device=device, dtype=torch.bfloat16, generator=gen)
+    v = torch.randn_like(k)
+    scale = 1 / math.sqrt(dim)
+    pattern = build_method("minference", {}).build_pattern(q, k, scale)
+    on_lists = pattern.kept_share(1, heads, length, length, q.device)
+    on_runs = BandPattern(columns=pattern.columns.cpu(), band_offsets=pattern.band_offsets.cpu()).kept_share(
+        1, heads, length, length, torch.device("cpu"))
+    err = float((on_lists.cpu() - on_runs).abs().max())
+    check(f"minference kept share on block lists {length} H={heads}/{kv_heads}", err <= 1e-6, f"max diff {err:.1e}")
+    whole = pattern.run(q, k, v, scale)
+    saved = bands_module.SPAN_BYTES
+    blocks = -(-length // 64)
+    slots = min(blocks, pattern.band_offsets.shape[-1] + 1)
+    bands_module.SPAN_BYTES = heads * slots * 4 * max(2, blocks // 4)  # about four spans
+    try:
+        spans = len(bands_module.query_spans(1, heads, length, length, pattern.band_offsets.shape[-1]))
+        split = BandPattern(columns=pattern.columns, band_offsets=pattern.band_offsets).run(q, k, v, scale)
+    finally:
+        bands_module.SPAN_BYTES = saved
+    err = float((split.float() - whole.float()).abs().max())
+    check(f"minference run in {spans} spans = one span {length}", spans > 1 and err == 0, f"max diff {err:.1e}")
+    n = -(-length // 128)
+    want = xattention_module.estimated_tiles(q, k, scale, 16, 128, 0.9, first_chunk_rows(length, length, 128))
+    saved = xattention_module.ESTIMATE_BYTES
+    xattention_module.ESTIMATE_BYTES = 2 * n * n * 4 * 2  # two heads per chunk
+    try:
+        got = xattention_module.estimated_tiles(q, k, scale, 16, 128, 0.9, first_chunk_rows(length, length, 128))
+    finally:
+        xattention_module.ESTIMATE_BYTES = saved
+    differ = int((got != want).sum())
+    check(f"xattention estimate in head chunks = whole {length} H={heads}/{kv_heads}", differ == 0 and want.any(),
+          f"{differ} of {want.numel()} tiles differ")
+
+
 if __name__ == "__main__":
     only_flex = sys.argv[1:] == ["--only-flexprefill"]  # the FlexPrefill checks and the official fixtures alone
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -169,5 +212,7 @@ if __name__ == "__main__":
                  (6100, 6100, 64, {"density": "0.3", "tau": "0.3"})):
         flexprefill_fused(*args)
     fixtures()
+    if not only_flex:
+        long_prompt_paths()
     print("all ok" if not failed else f"FAILED: {failed}")
     sys.exit(1 if failed else 0)
