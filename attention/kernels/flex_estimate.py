@@ -18,8 +18,13 @@
    count gives its token budget, tile budget, and the top tiles (a register sort of the row's n tile sums, ties to
    the lower index); a grid row gives its last kept entry (key, position). Then per (query tiles, head) the mask:
    tile (r, c), c <= r, kept when its column c or its diagonal r - c is, or the head is query-aware and its grid
-   key comes at or before the last kept one in the stable order (no scatter, no gather of an order).
-Launches: pool 2 + stage 1 2 + statistics 2 + sort 1 + select 2 = 9, at every length.
+   key comes at or before the last kept one in the stable order (no scatter, no gather of an order); the cut also
+   writes each head's query-aware share over the batch (the method's knob).
+5. `flex_solve` (3 launches, density= only): the gamma of the method's device bisection, from a histogram of each
+   head's cells over the step at which each tile is first kept (see the section below).
+Launches per layer, at every length: pool 2 + stage 1 2 (+ its zero fill) + statistics 2 + sort 1 + select 2 = 10;
+13 with density= (CPU count of the CUDA path, a sort counted once: tests/test_flex_estimate.py). No host sync.
+Sorted rows are walked in CHUNK entries (one program per row); the grid's dots are fp32 (IEEE), as torch's matmul.
 """
 import torch
 import triton
