@@ -122,7 +122,9 @@ def flexprefill_fused(q_len, k_len, dim, options):
     for label in ("unfused", "torch"):
         other, other_aware, other_gamma = runs[label]
         differ = int((blocks != other).sum())
-        ok = differ <= 1e-4 * blocks.numel() and torch.equal(aware, other_aware)
+        # a count one entry apart moves at most a grid tile, or a whole tile column / diagonal where it crosses a
+        # multiple of the block (budget = tokens // block + 1): two of those at most; a bug differs by far more
+        ok = differ <= max(1e-4 * blocks.numel(), 2 * blocks.shape[-1]) and torch.equal(aware, other_aware)
         if "density" in options:  # the same solve, or one step of 1/4096 apart when a share sits on the target
             ok = torch.equal(aware, other_aware) and abs(gamma - other_gamma) <= 1 / 4096
         check(f"flexprefill fused vs {label} {q_len}/{k_len} D{dim} {options}", ok,
