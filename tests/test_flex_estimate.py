@@ -72,6 +72,15 @@ DENSITY_CASES = [  # (q_len, k_len, batch, options)
 ]
 
 
+def test_fused_solve_bisects_as_many_steps_as_the_device_solve():
+    import inspect
+
+    from attention.device_solve import bisect_on_device
+    from attention.kernels.flex_estimate import RESOLUTION, STEPS
+
+    assert STEPS == inspect.signature(bisect_on_device).parameters["steps"].default and RESOLUTION == 2 ** STEPS
+
+
 @pytest.mark.parametrize("case", range(len(DENSITY_CASES)))
 def test_fused_density_solve_equals_the_current_paths(case):
     """The solve in three launches (flex_solve: first steps, histogram, bisection) finds the gamma the device

@@ -337,10 +337,9 @@ class FlexPrefill(SparseMethod):
             return SparsePattern(blocks=blocks, block=b)
         gamma = self.config.gamma
         if self.config.density > 0 and self.fused(q, k):  # the same solve in three launches (flex_estimate)
-            from attention.kernels.flex_estimate import STEPS, flex_solve  # imported here: it loads triton
+            from attention.kernels.flex_estimate import flex_solve  # imported here: it loads triton
 
-            assert STEPS == 12  # bisect_on_device's default steps, which the branch below takes
-            s = self.scores(q, k, scale)
+            s = self.scores(q, k, scale)  # (flex_solve bisects as bisect_on_device's 12 default steps below do)
             limits = flex_solve(s.sorted_keys, s.order, s.tiles, s.query_aware, b, *self.budget_range(s.n), q_len,
                                 k_len, self.config.density)
             blocks, aware = self.select_fused(s, limits)
