@@ -1,10 +1,12 @@
 """The peers' kernels under real CUDA (the CI runs them interpreted on the CPU): MInference's band kernels (the old
 one and the tiled one in each configuration, on both paths) against fp32 masked attention, its run builder against
 the PyTorch one, its tile builder against the official tile lists, the fused XAttention estimate against the plain
-version, and the peers' masks at their defaults against the official fixtures. Prints one line per check, exit 1
+version, FlexPrefill's fused estimate (attention/kernels/flex_estimate.py) against its unfused and PyTorch paths,
+and the peers' masks at their defaults against the official fixtures. Prints one line per check, exit 1
 on any failure.
 
   PYTHONPATH=. python scripts/check_peers_gpu.py
+  PYTHONPATH=. python scripts/check_peers_gpu.py --only-flexprefill   # FlexPrefill's checks and the fixtures
 """
 import json
 import math
@@ -18,11 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import attention.bands as bands_module  # noqa: E402
 import attention.methods.xattention as xattention_module  # noqa: E402
+from attention.backend import use_backend  # noqa: E402
 from attention.bands import BandPattern, band_runs_torch  # noqa: E402
 from attention.kernels.band_tiles import block_tiles  # noqa: E402
 from attention.kernels.bands import band_attention, band_runs  # noqa: E402
 from attention.kernels.bands_tiled import BandConfig, band_tiled_attention  # noqa: E402
-from attention.kernels.config import tma_supported  # noqa: E402
+from attention.kernels.config import override, tma_supported  # noqa: E402
 from attention.kernels.estimate_xattention import xattention_tile_scores  # noqa: E402
 from attention.kernels.select_xattention import select_tiles_fused  # noqa: E402
 from attention.methods.xattention import antidiagonal_tile_scores, first_chunk_rows, rank_tiles, select_tiles  # noqa: E402
@@ -101,6 +104,33 @@ def xattention(q_len, k_len, dim, stride):
               f"{differ} of {plain.numel()} cells differ")
 
 
+def flexprefill_fused(q_len, k_len, dim, options):
+    """The fused chain against the unfused Triton path and the PyTorch path on the same q/k. Cells may differ only
+    where a running sum lies within rounding of gamma (the paths sum in other orders: fp32 scans on CUDA, fp64 in
+    the fused cut); a density= solve may then land one bisection step apart."""
+    g = torch.Generator(device="cuda").manual_seed(q_len + dim)
+    q = (torch.randn(1, 8, q_len, dim, device="cuda", generator=g) * 2).bfloat16()
+    k = torch.randn(1, 2, k_len, dim, device="cuda", generator=g).bfloat16()
+    runs = {}
+    for label, backend, fused in (("fused", "auto", True), ("unfused", "auto", False), ("torch", "torch", True)):
+        method = build_method("flexprefill", options)
+        with use_backend(backend), override(flex_fused=fused):
+            blocks = method.build_pattern(q, k, dim ** -0.5).blocks
+        runs[label] = (blocks, method.knobs["query_aware"].float().cpu(), float(method.knobs["gamma"]))
+    assert build_method("flexprefill", options).fused(q, k)
+    blocks, aware, gamma = runs["fused"]
+    for label in ("unfused", "torch"):
+        other, other_aware, other_gamma = runs[label]
+        differ = int((blocks != other).sum())
+        # a count one entry apart moves at most a grid tile, or a whole tile column / diagonal where it crosses a
+        # multiple of the block (budget = tokens // block + 1): two of those at most; a bug differs by far more
+        ok = differ <= max(1e-4 * blocks.numel(), 2 * blocks.shape[-1]) and torch.equal(aware, other_aware)
+        if "density" in options:  # the same solve, or one step of 1/4096 apart when a share sits on the target
+            ok = torch.equal(aware, other_aware) and abs(gamma - other_gamma) <= 1 / 4096
+        check(f"flexprefill fused vs {label} {q_len}/{k_len} D{dim} {options}", ok,
+              f"{differ} of {blocks.numel()} cells differ, gamma {gamma} vs {other_gamma}")
+
+
 def fixtures():
     data = torch.load(FIXTURE)
     q, k, scale = data["q"].float().cuda(), data["k"].float().cuda(), data["scale"]
@@ -173,12 +203,18 @@ def long_prompt_paths(length=16384, heads=14, kv_heads=2, dim=64, device="cuda")
 
 
 if __name__ == "__main__":
+    only_flex = sys.argv[1:] == ["--only-flexprefill"]  # the FlexPrefill checks and the official fixtures alone
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
-    for args in ((2048, 2048, 128, torch.bfloat16), (1000, 3000, 64, torch.bfloat16), (777, 777, 64, torch.float32)):
+    for args in () if only_flex else ((2048, 2048, 128, torch.bfloat16), (1000, 3000, 64, torch.bfloat16),
+                                      (777, 777, 64, torch.float32)):
         bands(*args)
-    for args in ((4096, 4096, 128, 16), (3000, 5000, 64, 8)):
+    for args in () if only_flex else ((4096, 4096, 128, 16), (3000, 5000, 64, 8)):
         xattention(*args)
+    for args in ((8192, 8192, 128, {}), (5000, 7000, 64, {}), (8192, 8192, 128, {"density": "0.1"}),
+                 (6100, 6100, 64, {"density": "0.3", "tau": "0.3"})):
+        flexprefill_fused(*args)
     fixtures()
-    long_prompt_paths()
+    if not only_flex:
+        long_prompt_paths()
     print("all ok" if not failed else f"FAILED: {failed}")
     sys.exit(1 if failed else 0)

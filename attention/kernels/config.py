@@ -21,7 +21,7 @@ LONG_TILES = 49152   # from this query length the larger tiles win (fewer progra
 
 # explicit overrides (benchmarks and config sweeps only); every key is reported by kernel_settings()
 OVERRIDE_KEYS = ("sparse_path", "sparse_blocks", "tma_blocks", "block_sparse_blocks", "scores_cfg", "scores_exp16",
-                 "scores_pack", "estimate_graphs")
+                 "scores_pack", "estimate_graphs", "flex_fused")
 _overrides: dict = {}
 
 
@@ -54,6 +54,12 @@ def estimate_graphs() -> bool:
     """Whether the peers' default estimates replay from CUDA graphs where they can (attention/peer_estimation.py);
     override(estimate_graphs=False) runs them eagerly (recorded in the manifest as every override is)."""
     return bool(_overrides.get("estimate_graphs", True))
+
+
+def flex_fused() -> bool:
+    """Whether FlexPrefill's estimate runs as attention/kernels/flex_estimate.py's fixed chain of launches where it
+    applies; override(flex_fused=False) runs the unfused statistics (benchmarks' before/after, tests)."""
+    return bool(_overrides.get("flex_fused", True))
 
 
 def interpreting() -> bool:

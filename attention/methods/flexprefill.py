@@ -27,6 +27,10 @@ tests/test_peer_fidelity.py checks the tile masks against their get_active_block
 
 `density` > 0 solves gamma per layer so that the layer's kept share is closest to `density` (the head choice
 does not depend on gamma; min_budget still floors every head).
+
+On the Triton path (where `fused`), the statistics, rankings, cut and mask run as attention/kernels/flex_estimate.py's
+fixed chain (10 launches at the defaults, 13 with density=, no host sync; tests/test_flex_estimate.py checks it
+against the statistics below, which the other paths run).
 """
 import dataclasses
 
@@ -34,6 +38,7 @@ import torch
 
 from attention.backend import triton_enabled
 from attention.device_solve import bisect_on_device
+from attention.kernels.config import flex_fused
 from attention.peer_estimation import (block_cells, block_pool_mean, blocks_density, cached, causal_blocks, ceil_div,
                                        estimate, js_distance, last_rows_scores, ranked)
 from attention.method import ConfigError, FallbackConfig, SparseMethod, check_range
@@ -89,6 +94,17 @@ class FlexScores:
     keys: torch.Tensor | None = None        # fp32 [B, H, n, D] block-mean keys (kv heads expanded)
 
 
+@dataclasses.dataclass
+class FusedFlexScores:
+    """The fused path's statistics (attention.kernels.flex_estimate): every row's sort keys, ranked once."""
+    keys: torch.Tensor           # int64: mass rows [B, H, 2, n*block], then each head's causal tile grid
+    sorted_keys: torch.Tensor    # the same, ascending (each row's values in stable descending order)
+    order: torch.Tensor          # int64: their positions in keys
+    tiles: torch.Tensor          # [B, H, 2, n] mass per key tile / tile diagonal, tile 0 forced (inf)
+    query_aware: torch.Tensor    # bool [B, H]
+    n: int
+
+
 GRID_CHUNK = 1 << 26   # tile-grid entries of the heads ranked at once (one head's 256 MiB fp32 grid at 1M tokens;
                        # all 32 heads up to ~180K, where the whole grid is ranked with its order, as before)
 RANK_CHUNK = 1 << 24   # sorted column / diagonal mass entries at once (rows of 1M keys: 16 at a time)
@@ -129,15 +145,73 @@ class FlexPrefill(SparseMethod):
         b = self.config.block
         return max(2 * b, ceil_div(self.config.min_budget, b) * b)
 
-    def scores(self, q, k, scale, gamma: float | None = None) -> FlexScores:
+    def scores(self, q, k, scale, gamma: float | None = None) -> FlexScores | FusedFlexScores:
         b = self.config.block
-        return self.scores_from(q[:, :, max(0, q.shape[2] - b):], self.pooled_queries(q, k.shape[2], scale), k, scale,
-                                gamma)
+        fused = self.fused(q, k)
+        scores_from = self.fused_scores if fused else self.scores_from
+        return scores_from(q[:, :, max(0, q.shape[2] - b):], self.pooled_queries(q, k.shape[2], scale, fused), k,
+                           scale, gamma)
 
-    def pooled_queries(self, q, k_len: int, scale: float) -> torch.Tensor:
-        """fp32 [B, H, n, D]: block-mean queries (front-padded to whole key tiles) times scale."""
+    def fused(self, q, k) -> bool:
+        """Whether the estimate runs as attention.kernels.flex_estimate's fixed chain of launches: on the Triton path,
+        for head dims the kernels take, where every head's causal tile grid is ranked at once (GRID_CHUNK) and a
+        row's tile sums fit one register sort, unless override(flex_fused=False); else the statistics below (chunked
+        past GRID_CHUNK)."""
+        if not (flex_fused() and triton_enabled(q.device)):
+            return False
+        from attention.kernels import flex_estimate  # imported here: it loads triton
+
+        n = ceil_div(k.shape[2], self.config.block)
+        return (flex_estimate.supported(q.shape[-1], self.config.block, n)
+                and q.shape[0] * q.shape[1] * n * n <= GRID_CHUNK)
+
+    def pooled_queries(self, q, k_len: int, scale: float, fused: bool = False) -> torch.Tensor:
+        """fp32 [B, H, n, D]: block-mean queries (front-padded to whole key tiles) times scale; one launch fused."""
+        if fused:
+            from attention.kernels.flex_estimate import pool_blocks  # imported here: it loads triton
+
+            return pool_blocks(q, self.config.block, k_len, scale)
         padded = q if q.shape[2] == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q.shape[2], 0))
         return block_pool_mean(padded, self.config.block) * scale
+
+    def fused_scores(self, tail, queries, k, scale, gamma: float | None = None) -> FusedFlexScores:
+        """scores_from's statistics as attention.kernels.flex_estimate computes them: the keys pooled (1 launch),
+        the last rows' column / diagonal sums (2), mass, tiles, head choice and tile grid as sort keys (2), one sort
+        (1); gamma plays no part (select takes any)."""
+        from attention.kernels.flex_estimate import flex_rank, flex_statistics, pool_blocks  # loads triton
+
+        b = self.config.block
+        cache = self.__dict__.setdefault("_cache", {})
+        columns, diagonals = last_rows_scores(cache, tail, k, scale, b)
+        keys, tiles, aware = flex_statistics(tail, columns, diagonals, queries, pool_blocks(k, b, k.shape[2]), scale,
+                                             b, self.config.tau)
+        del columns, diagonals
+        sorted_keys, order = flex_rank(keys)
+        return FusedFlexScores(keys, sorted_keys, order, tiles, aware, tiles.shape[-1])
+
+    def budget_range(self, n: int) -> tuple[int, int]:
+        """(low, high): the tile budget's clamp (tile_budget)."""
+        b = self.config.block
+        low = ceil_div(self.config.min_budget, b)
+        high = min(ceil_div(self.config.max_budget, b), n) if self.config.max_budget else n
+        return low, high
+
+    def select_fused(self, s: FusedFlexScores, gamma: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(select's tiles, the query-aware share per head) from the fused statistics: two launches (plus two
+        building the limits from a device gamma; a host gamma's are made once)."""
+        from attention.kernels.flex_estimate import flex_select  # imported here: it loads triton
+
+        n, device = s.n, s.tiles.device
+        if isinstance(gamma, torch.Tensor) and gamma.numel() == 2:  # the limits themselves (flex_solve's)
+            limits = gamma
+        elif isinstance(gamma, torch.Tensor):
+            limits = torch.stack((gamma.float().reshape(()), gamma.float().reshape(()) * n))
+        else:
+            cache = self.__dict__.setdefault("_cache", {})
+            limits = cached(cache, ("limits", gamma, n, str(device)),
+                            lambda: torch.tensor([gamma, gamma * n], dtype=torch.float32, device=device))
+        return flex_select(s.keys, s.sorted_keys, s.order, s.tiles, s.query_aware, limits, self.config.block,
+                           *self.budget_range(n))
 
     def scores_from(self, tail, queries, k, scale, gamma: float | None = None) -> FlexScores:
         """The statistics from the last `block` queries (tail), the pooled queries and k; column and diagonal ones
@@ -198,13 +272,14 @@ class FlexPrefill(SparseMethod):
     def tile_budget(self, tokens: torch.Tensor, n: int, query_aware: torch.Tensor) -> torch.Tensor:
         """long [B, H, 2]: vertical and slash tiles per head, from the tokens covering gamma (covered)."""
         b = self.config.block
-        low = ceil_div(self.config.min_budget, b)
-        high = min(ceil_div(self.config.max_budget, b), n) if self.config.max_budget else n
+        low, high = self.budget_range(n)
         tiles = (tokens // b + 1).clamp(min=low, max=high) if low <= high else torch.full_like(tokens, high)
         return tiles.masked_fill_(query_aware[..., None], min(low, n))
 
-    def select(self, s: FlexScores, gamma: float) -> torch.Tensor:
-        """bool [B, H, n, n] tiles kept at this gamma (s from scores_from at this gamma, or at None)."""
+    def select(self, s: FlexScores | FusedFlexScores, gamma: float) -> torch.Tensor:
+        """bool [B, H, n, n] tiles kept at this gamma (s from scores_from at this gamma, or at None; or fused)."""
+        if isinstance(s, FusedFlexScores):
+            return self.select_fused(s, gamma)[0]
         n = s.n
         device = s.tiles.device
         cache = self.__dict__.setdefault("_cache", {})
@@ -261,7 +336,15 @@ class FlexPrefill(SparseMethod):
             blocks = causal_blocks(n, q.device).expand(batch, heads, n, n)
             return SparsePattern(blocks=blocks, block=b)
         gamma = self.config.gamma
-        if self.config.density > 0:  # a per-layer solve, compared on the device (no host sync)
+        if self.config.density > 0 and self.fused(q, k):  # the same solve in three launches (flex_estimate)
+            from attention.kernels.flex_estimate import flex_solve  # imported here: it loads triton
+
+            s = self.scores(q, k, scale)  # (flex_solve bisects as bisect_on_device's 12 default steps below do)
+            limits = flex_solve(s.sorted_keys, s.order, s.tiles, s.query_aware, b, *self.budget_range(s.n), q_len,
+                                k_len, self.config.density)
+            blocks, aware = self.select_fused(s, limits)
+            gamma = limits[0]
+        elif self.config.density > 0:  # a per-layer solve, compared on the device (no host sync)
             s = self.scores(q, k, scale)
             cells = block_cells(q_len, k_len, b, q.device)
 
@@ -271,12 +354,17 @@ class FlexPrefill(SparseMethod):
             gamma = bisect_on_device(share, self.config.density, 0.0, 1.0, device=q.device)
             blocks, aware = self.select(s, gamma), s.query_aware.float().mean(0)
         else:  # the defaults: no host sync; on CUDA one graph replay per layer (peer_estimation.estimate)
+            fused = self.fused(q, k)
+            scores_from = self.fused_scores if fused else self.scores_from
+
             def default(tail, queries, keys):
-                s = self.scores_from(tail, queries, keys, scale, gamma)
+                s = scores_from(tail, queries, keys, scale, gamma)
+                if fused:
+                    return self.select_fused(s, gamma)
                 return self.select(s, gamma), s.query_aware.float().mean(0)
 
-            key = ("flexprefill", tuple(q.shape), tuple(k.shape), q.dtype, scale, str(q.device))
+            key = ("flexprefill", tuple(q.shape), tuple(k.shape), q.dtype, scale, str(q.device), fused)
             blocks, aware = estimate(self.__dict__.setdefault("_cache", {}), key, default,
-                                     (q[:, :, q_len - min(b, q_len):], self.pooled_queries(q, k_len, scale), k))
+                                     (q[:, :, q_len - min(b, q_len):], self.pooled_queries(q, k_len, scale, fused), k))
         self.knobs = {"gamma": gamma, "query_aware": aware}
         return SparsePattern(blocks=blocks, block=b)
