@@ -80,6 +80,14 @@ def timed(fn, repeats: int, warmup: int) -> list[float]:
     return times
 
 
+def rotated(items: list, shift: int) -> list:
+    """items started `shift` places later (wrapping): the order of an interleaved round."""
+    if not items:
+        return items
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
 def prefill_call(model, ids, method):
     def call():
         method.stats.clear()
@@ -204,9 +212,11 @@ def bench_model(name: str, lengths: list[int], methods: list, args, meta: dict) 
                 args.profiles += busy_lines(f"{name} {length} {spec}", statistics.median(times), busy)
             results[spec], timings[spec] = row, (method, times)
         # the other rounds interleave the methods, so that a drift of the card or the host (clocks, allocator,
-        # another tenant) spreads over all of them instead of landing on whichever ran during it
-        for _ in range(rounds - 1):
-            for spec, (method, times) in list(timings.items()):
+        # another tenant) spreads over all of them instead of landing on whichever ran during it; each round starts
+        # one method later, so that no method always follows the same one (v12, Qwen at 8K, a CPU-bound prefill:
+        # every method run after dense cuDNN in a fixed order measured 1.04-1.08x it, flash and all-dense ones too)
+        for round_index in range(1, rounds):
+            for spec, (method, times) in rotated(list(timings.items()), round_index):
                 hf.install(loaded.model, method)
                 try:
                     times += timed(prefill_call(loaded.model, ids, method), per_round, 0)
