@@ -142,3 +142,18 @@ def test_diagonal_tiles_equal_the_gathered_ones(n):
     gathered = diagonals[..., (r[:, None] - r[None, :]).clamp(min=0)] & torch.ones(n, n, dtype=torch.bool).tril()
     tiles = flexprefill.FlexPrefill.diagonal_tiles(diagonals)
     assert torch.equal(tiles, gathered) and tiles.is_contiguous()
+
+
+@pytest.mark.parametrize("q_len,k_len,block", [(300, 1000, 64), (64, 1000, 64), (20, 1000, 128), (1000, 1000, 64),
+                                               (130, 640, 64)])
+def test_flexprefill_pools_a_query_chunk_without_padding_it_to_the_whole_prompt(q_len, k_len, block):
+    """A chunk's pooled queries equal those of the chunk front-padded with zeros to k_len (what the official code
+    pools), and no op returns a tensor of k_len query rows (8 GiB at 1M with 32 heads)."""
+    q, _, _ = qkv(q_len, heads=4)
+    method = build_method("flexprefill", {"block": str(block)})
+    want = flexprefill.block_pool_mean(torch.nn.functional.pad(q, (0, 0, k_len - q_len, 0)), block) * 0.3
+    with Largest() as largest:
+        got = method.pooled_queries(q, k_len, 0.3)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    if q_len < k_len // 2:
+        assert largest.bytes < q.shape[1] * k_len * q.shape[-1] * q.element_size() / 2

@@ -114,3 +114,37 @@ def test_head_step_keeps_chunks_inside_groups_or_whole_groups(monkeypatch):
     assert xattention.head_step(32, 4, 40) == 2       # 2 fit: a divisor of the group
     assert xattention.head_step(28, 7, 40) == 1       # 2 fit, group 7: one head
     assert xattention.head_step(28, 7, 1000) == 1     # none fit: still one head
+
+
+@pytest.mark.parametrize("q_len,k_len,block", [(300, 1000, 64), (64, 1000, 64), (130, 1300, 128), (1, 700, 64)])
+@pytest.mark.parametrize("threshold", [0.5, 0.9])
+def test_a_query_chunk_ranks_only_its_own_rows_and_selects_what_the_whole_grid_selects(q_len, k_len, block,
+                                                                                      threshold):
+    """The last q_len of k_len positions (a chunk of a long prompt): rows before the first query tile hold no mass
+    and are not ranked; the tiles equal the full grid's ranking, per-head thresholds too, in head chunks too."""
+    import attention.methods.xattention as xattention
+
+    gen = torch.Generator().manual_seed(q_len + k_len)
+    q = torch.randn(1, 4, q_len, 32, generator=gen)
+    k = torch.randn(1, 2, k_len, 32, generator=gen)
+    scores = antidiagonal_tile_scores(q, k, 0.2, 8, block)
+    row0 = (k_len - q_len) // block
+    assert row0 > 0 and float(scores[:, :, :row0].abs().max()) == 0
+    per_head = torch.tensor([0.5, 0.7, 0.9, 0.95])
+    for t in (threshold, per_head):
+        want = select_tiles(rank_tiles(scores, 0), t)
+        got = xattention.selected_tiles(scores, t, 0, None, row0)
+        assert torch.equal(got, want) and want[:, :, row0:].any()
+        assert torch.equal(xattention.estimated_tiles(q, k, 0.2, 8, block, t, 0), want)
+
+
+def test_a_query_chunk_in_head_chunks_selects_what_the_whole_grid_selects(monkeypatch):
+    import attention.methods.xattention as xattention
+
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 8, 200, 32, generator=gen)
+    k = torch.randn(1, 2, 900, 32, generator=gen)
+    want = select_tiles(rank_tiles(antidiagonal_tile_scores(q, k, 0.2, 8, 64), 0), 0.8)
+    n = -(-900 // 64)
+    monkeypatch.setattr(xattention, "ESTIMATE_BYTES", 2 * n * n * 4 * 10)  # two heads a chunk
+    assert torch.equal(xattention.estimated_tiles(q, k, 0.2, 8, 64, 0.8, 0), want)

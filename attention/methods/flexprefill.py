@@ -171,8 +171,12 @@ class FlexPrefill(SparseMethod):
             from attention.kernels.flex_estimate import pool_blocks  # imported here: it loads triton
 
             return pool_blocks(q, self.config.block, k_len, scale)
-        padded = q if q.shape[2] == k_len else torch.nn.functional.pad(q, (0, 0, k_len - q.shape[2], 0))
-        return block_pool_mean(padded, self.config.block) * scale
+        # the queries are the last of k_len positions: zero blocks before them, zeros before them in their first
+        # block (a mean over the whole block, as if q were front-padded to k_len, which at 1M held 8 GiB)
+        lead, part = divmod(k_len - q.shape[2], self.config.block)
+        padded = torch.nn.functional.pad(q, (0, 0, part, 0)) if part else q
+        pooled = block_pool_mean(padded, self.config.block) * scale
+        return torch.nn.functional.pad(pooled, (0, 0, lead, 0)) if lead else pooled
 
     def fused_scores(self, tail, queries, k, scale, gamma: float | None = None) -> FusedFlexScores:
         """scores_from's statistics as attention.kernels.flex_estimate computes them: the keys pooled (1 launch),

@@ -158,16 +158,20 @@ class RankConstants:
                              causal_blocks(n, device))
 
 
-def rank_tiles(scores: torch.Tensor, first_rows: int = 0, cache: dict | None = None) -> TileRanking:
+def rank_tiles(scores: torch.Tensor, first_rows: int = 0, cache: dict | None = None, row0: int = 0) -> TileRanking:
     """Rows below first_rows follow their first-chunk rule (diagonal alone held, one-pick lag); see the docstring.
-    `cache` (a dict kept by the caller) holds the per-shape masks. Scores are >= 0 (sums of probabilities)."""
+    `cache` (a dict kept by the caller) holds the per-shape masks. Scores are >= 0 (sums of probabilities).
+    row0: scores holds the grid's query-tile rows row0 .. n - 1 only ([B, H, n - row0, n])."""
     n = scores.shape[-1]
     key = ("rank", n, first_rows, str(scores.device))
     cache = {} if cache is None else cache
     k = cached(cache, key, lambda: RankConstants.make(n, first_rows, scores.device))
+    if row0:
+        k = RankConstants(*(getattr(k, f.name)[row0:] for f in dataclasses.fields(RankConstants)))
     others, order = ranked(scores.masked_fill(k.forced, float("-inf")))
     # forced mass: the diagonal tile plus key tile 0 where that is forced too (a + b, as the row's masked sum gives)
-    forced_mass = torch.addcmul(scores.diagonal(dim1=-2, dim2=-1), scores[..., 0], k.tile0_forced)[..., None]
+    forced_mass = torch.addcmul(scores.diagonal(offset=row0, dim1=-2, dim2=-1), scores[..., 0],
+                                k.tile0_forced)[..., None]
     # exclusive running sum (before each pick), and the same one pick later (first-chunk rows' lag), from one pad;
     # the -inf of forced slots only reach the running sums at and after those slots, which `fixed` overwrites
     padded = torch.nn.functional.pad(others.cumsum(-1), (2, 0))
@@ -187,12 +191,22 @@ def select_tiles(ranking: TileRanking, threshold: float | torch.Tensor) -> torch
 
 
 def selected_tiles(scores: torch.Tensor, threshold: float | torch.Tensor, first_rows: int = 0,
-                   cache: dict | None = None) -> torch.Tensor:
-    """select_tiles(rank_tiles(scores, first_rows, cache), threshold), in one Triton launch where Triton runs."""
+                   cache: dict | None = None, row0: int = 0) -> torch.Tensor:
+    """select_tiles(rank_tiles(scores, first_rows, cache), threshold), in one Triton launch where Triton runs.
+    row0: the query-tile rows before it hold no query (a chunk of a long prompt: front-padded, no mass), so the
+    PyTorch ranking skips them and they keep what an empty row keeps (key tile 0 and the diagonal): at 1M tokens a
+    16K chunk's 128 rows of 8192 are ranked instead of all of them (v12: 5.5 GiB above the inputs, 20 s a layer)."""
     kernel = fused_selection(scores.shape[-1], scores.device)
     if kernel is not None:
         return kernel.select_tiles_fused(scores, threshold, first_rows)
-    return select_tiles(rank_tiles(scores, first_rows, cache), threshold)
+    if not row0:
+        return select_tiles(rank_tiles(scores, first_rows, cache), threshold)
+    n = scores.shape[-1]
+    k = cached({} if cache is None else cache, ("rank", n, first_rows, str(scores.device)),
+               lambda: RankConstants.make(n, first_rows, scores.device))
+    blocks = (k.kept & k.causal).expand(*scores.shape[:2], n, n).clone()
+    blocks[:, :, row0:] = select_tiles(rank_tiles(scores[:, :, row0:], first_rows, cache, row0), threshold)
+    return blocks
 
 
 ESTIMATE_BYTES = 1 << 30  # a layer's tile scores and their ranking past this are made a few heads at a time
@@ -216,17 +230,18 @@ def estimated_tiles(q, k, scale: float, stride: int, block: int, threshold: floa
     (select_xattention.supported) holds ~10x that (one chunk up to 128K tokens with 32 heads: unchanged there)."""
     batch, heads, kv_heads = q.shape[0], q.shape[1], k.shape[1]
     group, n = heads // kv_heads, -(-k.shape[2] // block)
+    row0 = (k.shape[2] - q.shape[2]) // block  # query-tile rows before the first query (none: the whole prompt)
     fused = fused_selection(n, q.device) is not None
     step = head_step(heads, group, batch * n * n * 4 * (2 if fused else 10))
     if step == heads:
-        return selected_tiles(tile_scores(q, k, scale, stride, block), threshold, first_rows, cache)
+        return selected_tiles(tile_scores(q, k, scale, stride, block), threshold, first_rows, cache, row0)
     blocks = torch.empty(batch, heads, n, n, dtype=torch.bool, device=q.device)
     for h0 in range(0, heads, step):
         h1 = min(heads, h0 + step)
         kv = k[:, h0 // group:(h1 - 1) // group + 1]  # a chunk of whole groups, or of heads inside one group
         part = threshold[h0:h1] if isinstance(threshold, torch.Tensor) else threshold
         blocks[:, h0:h1] = selected_tiles(tile_scores(q[:, h0:h1], kv, scale, stride, block), part, first_rows,
-                                          cache)
+                                          cache, row0)
     return blocks
 
 
