@@ -20,8 +20,8 @@ def bisect_on_device(density_of: Callable[[torch.Tensor], torch.Tensor], target:
     ratio: its lists, and the serial walk over them, grow with it)."""
     if geometric and not low > 0:
         raise ValueError(f"a geometric bisection needs low > 0, got {low}")
-    lo = torch.tensor(low, dtype=torch.float32, device=device)
-    hi = torch.tensor(high, dtype=torch.float32, device=device)
+    lo = torch.full((), low, dtype=torch.float32, device=device)  # a fill, not a host copy: capturable in a graph
+    hi = torch.full((), high, dtype=torch.float32, device=device)
     for _ in range(steps):
         mid = (lo * hi).sqrt() if geometric else (lo + hi) / 2
         below = density_of(mid).float().reshape(()) < target

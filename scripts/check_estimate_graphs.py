@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.kernels.config import override  # noqa: E402
 from attention.registry import build_method  # noqa: E402
+from harness.options import parse_spec  # noqa: E402
 
 
 def pattern_tensors(p):
@@ -29,7 +30,7 @@ def run_layers(name, layers, scale, graphs: bool):
 
 
 def _run_layers(name, layers, scale):
-    method = build_method(name, {})
+    method = build_method(*parse_spec(name))  # a spec: name[:option=value,...]
     for i, (q, k) in enumerate(layers[:2]):  # warm-up: compiles, caches, the capture
         method.build_pattern(q, k, scale, i)
     torch.cuda.synchronize()
@@ -52,7 +53,8 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--methods", default="flexprefill,xattention,minference")
+    ap.add_argument("--methods", default="flexprefill;xattention;minference",
+                    help="method specs separated by ';', e.g. 'minference;minference:density=0.1'")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit(print("check_estimate_graphs: no CUDA device here; run it on the GPU machine", file=sys.stderr) or 2)
@@ -64,7 +66,7 @@ def main():
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__} S={args.length} Hq={args.heads} "
           f"Hkv={args.kv_heads} D={args.dim}, {args.layers} layers", flush=True)
     failed = False
-    for name in args.methods.split(","):
+    for name in args.methods.split(";"):
         eager, eager_ms, eager_k, eager_busy = run_layers(name, layers, scale, graphs=False)
         graphed, graph_ms, graph_k, graph_busy = run_layers(name, layers, scale, graphs=True)
         same = all(torch.equal(a, b) for pe, pg in zip(eager, graphed)

@@ -1,7 +1,7 @@
 """Where a method's long prefill peaks in GPU memory: one attention call as the last chunk of a chunked prefill
 makes it (q the last --chunk rows, k/v the whole prompt, bench_attention's planted inputs) under PyTorch's memory
 history; prints the call's peak above what it was given, and the tensors alive at that peak grouped by the
-innermost frame in this repository, largest first. The profile behind the peak / bound column of
+innermost frame in this repository, largest first, and the call's time (CUDA events, one call). The profile behind the peak / bound column of
 results/bench/long_<gpu>.md (scripts/bench_long.py).
 
   PYTHONPATH=. python scripts/memory_peak.py --methods minference,flexprefill,h2o --length 1m --shape 128:32:8
@@ -71,6 +71,14 @@ def profile(spec: str, length: int, chunk: int, dim: int, heads: int, kv_heads: 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    method.prefill(q, k, v, scale, 0)  # timed apart from the traced call (the history's bookkeeping costs time)
+    stop.record()
+    torch.cuda.synchronize()
+    method.stats.clear()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
     torch.cuda.memory._record_memory_history(max_entries=1_000_000)
     out = method.prefill(q, k, v, scale, 0)
     torch.cuda.synchronize()
@@ -85,7 +93,7 @@ def profile(spec: str, length: int, chunk: int, dim: int, heads: int, kv_heads: 
     print(f"== {spec} L={length} chunk={chunk} H={heads}/{kv_heads} D={dim}: inputs {inputs:.2f} GiB, output "
           f"{out.numel() * out.element_size() / GIB:.2f} GiB, peak above inputs {peak / GIB:.2f} GiB (traced "
           f"{traced / GIB:.2f}), density {density:.3f}, path {stats.get('path', '?')} "
-          f"{stats.get('dense_fallback', '')}", flush=True)
+          f"{stats.get('dense_fallback', '')}, {start.elapsed_time(stop):.1f} ms", flush=True)
     for site, size, blocks in by_site(at_peak)[:top]:
         print(f"   {size / GIB:8.3f} GiB  {blocks:5d} block(s)  {site}", flush=True)
     del out, q, k, v, method

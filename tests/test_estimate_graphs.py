@@ -158,3 +158,26 @@ def test_ranking_long_rows_in_groups_equals_one_flat_sort(monkeypatch):
     assert grouped[0].shape == scores.shape and peer_estimation.ranked(scores, values=False)[0] is None
     want = torch.sort(scores, dim=-1, descending=True, stable=True)
     assert torch.equal(grouped[1], want.indices)
+
+
+def test_minference_density_solve_replays_from_one_graph_per_shape(monkeypatch):
+    """MInference's density= solve (16 bisection steps over its k_len-wide lists, no host sync) is captured once
+    per shape and replayed: the same ratio and pattern as eager, layer after layer."""
+    options = {"density": "0.3"}
+    inputs = [qk(1), qk(2)]
+    with use_backend("torch"):
+        eager_method = build_method("minference", options)
+        eager = [eager_method.build_pattern(q, k, 0.25, i) for i, (q, k) in enumerate(inputs)]
+    monkeypatch.setattr(peer_estimation, "graphs_enabled", lambda device: True)
+    monkeypatch.setattr(peer_estimation, "capture", fake_capture(calls := []))
+    method = build_method("minference", options)
+    ratios = []
+    with use_backend("torch"):
+        graphed = []
+        for i, (q, k) in enumerate(inputs):
+            graphed.append(method.build_pattern(q, k, 0.25, i))
+            ratios.append(method.knobs["ratio"])
+    assert len(calls) == 1 and 0 < min(ratios)
+    assert any(not torch.equal(a, b) for a, b in zip(*map(tensors_of, graphed)))  # the inputs did matter
+    for want, got in zip(eager, graphed):
+        assert [torch.equal(a, b) for a, b in zip(tensors_of(want), tensors_of(got))] == [True] * len(tensors_of(want))

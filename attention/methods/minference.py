@@ -239,19 +239,32 @@ class MInference(SparseMethod):
         cache = self.__dict__.setdefault("_cache", {})
         ratio = 1.0
         if cfg.density > 0:  # bisected on the device; one sync reads the ratio back (its lists' widths)
-            s = self.scores(tail, k, scale)
             sink, window = min(cfg.init_columns, k_len), min(cfg.local_diagonals, k_len)
 
-            def share(x: torch.Tensor) -> torch.Tensor:  # lists k_len wide: the counts stay on the device
-                return pattern_density(self.pattern(s, self.unused_at(k_len, sizes, x, sink, window)), batch, heads,
-                                       q_len, k_len, q.device).mean()
+            def solve(queries, keys):  # no host sync, per-shape state only: one graph replay on CUDA (below)
+                s = self.scores(queries, keys, scale)
 
-            # from every head keeping only its forced stripes (counts round to 0) to every head keeping all keys,
-            # halving the log: a linear bisection's first steps try ratios up to k_len / size, whose long lists
-            # make the serial walk the solve's cost (v11, 128K: 85 ms at D64)
-            low = 0.25 / max(1, sizes.max_vertical, sizes.max_slash)
-            high = k_len / max(1, sizes.min_size)
-            ratio = float(bisect_on_device(share, cfg.density, low, high, steps=16, device=q.device, geometric=True))
+                def share(x: torch.Tensor) -> torch.Tensor:  # lists k_len wide: the counts stay on the device
+                    return pattern_density(self.pattern(s, self.unused_at(k_len, sizes, x, sink, window)), batch,
+                                           heads, q_len, k_len, q.device).mean()
+
+                # from every head keeping only its forced stripes (counts round to 0) to every head keeping all
+                # keys, halving the log: a linear bisection's first steps try ratios up to k_len / size, whose long
+                # lists make the serial walk the solve's cost (v11, 128K: 85 ms at D64)
+                low = 0.25 / max(1, sizes.max_vertical, sizes.max_slash)
+                high = k_len / max(1, sizes.min_size)
+                x = bisect_on_device(share, cfg.density, low, high, steps=16, device=q.device, geometric=True)
+                return x, s.column_order, s.slash_order
+
+            # 18 evaluations of ~50 small launches each: launch-bound, 30-45 ms a layer at 32K-128K (v12); replayed
+            # from one CUDA graph per shape up to GRAPH_MAX_TOKENS
+            # (per layer with a per-head file: its sizes differ per layer, so no graph to share, as for the defaults)
+            key = ("minference-solve", tuple(tail.shape), q_len, tuple(k.shape), q.dtype, scale, cfg.density,
+                   str(q.device))
+            x, column_order, slash_order = (solve(tail, k) if cfg.config else
+                                            estimate(cache, key, solve, (tail, k), max_tokens=GRAPH_MAX_TOKENS))
+            ratio = float(x)
+            s = VerticalSlashScores(column_order, slash_order, sink, window)
             unused, vertical, slash = self.counts_and_means(k_len, sizes, ratio, q.device)
             pattern = self.pattern(s, unused)
         else:  # the defaults: constants per shape (and per layer with a per-head file), counted once
