@@ -25,21 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attention.kernels.config import override  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 from scripts.bench_attention import launches_and_syncs, planted_inputs  # noqa: E402
-
-
-def timed(fn, reps: int) -> float:
-    """Median ms of `reps` runs after two warm-ups (CUDA events)."""
-    fn()
-    fn()
-    times = []
-    for _ in range(reps):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return sorted(times)[len(times) // 2]
+from scripts.bench_xattention_estimate import timed  # noqa: E402  (median ms after two warm-ups)
 
 
 def kernel_times(fn) -> dict:
