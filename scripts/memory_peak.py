@@ -4,7 +4,7 @@ history; prints the call's peak above what it was given, and the tensors alive a
 innermost frame in this repository, largest first, and the call's time (CUDA events, one call). The profile behind the peak / bound column of
 results/bench/long_<gpu>.md (scripts/bench_long.py).
 
-  PYTHONPATH=. python scripts/memory_peak.py --methods minference,flexprefill,h2o --length 1m --shape 128:32:8
+  PYTHONPATH=. python scripts/memory_peak.py --methods 'minference;flexprefill;h2o' --length 1m --shape 128:32:8
 """
 import argparse
 import math
@@ -102,7 +102,8 @@ def profile(spec: str, length: int, chunk: int, dim: int, heads: int, kv_heads: 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--methods", default="minference,flexprefill,xattention,h2o")
+    ap.add_argument("--methods", default="minference;flexprefill;xattention;h2o",
+                    help="method specs separated by ';' (a spec's options take commas)")
     ap.add_argument("--length", default="1m")
     ap.add_argument("--chunk", type=int, default=16384, help="query rows of the call (bench_long's chunk)")
     ap.add_argument("--shape", default="128:32:8", help="head_dim:heads:kv_heads (Llama-3.1-8B)")
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
         return 2
     dim, heads, kv_heads = (int(x) for x in args.shape.split(":"))
     length = parse_lengths(args.length)[0]
-    for spec in (s for s in args.methods.split(",") if s):
+    for spec in (s for s in args.methods.split(";") if s):
         try:
             profile(spec, length, min(args.chunk, length), dim, heads, kv_heads, args.top)
         except torch.OutOfMemoryError as err:
