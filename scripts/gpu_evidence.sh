@@ -12,6 +12,11 @@
 # Times on one H200: check ~1.5 min, bench ~6.5 min (2026-12-03: D=64 and D=128 at 32K and 128K), qwen ~4 min
 # (calibrate + profiles, then TTFT at 8-32K at defaults and --raw), long ~8 min (512K and 1M, the methods not yet in
 # the jsonl: it resumes), ttft ~8 min, smollm2 ~15 min, diagnose ~5 min (2026-11-26).
+# On the device tool: a call returns at most 8 files from $OUT, so give this script a scratch folder and tar it into
+# $OUT (`bash scripts/gpu_evidence.sh /tmp/ev; tar czf $OUT/ev.tgz -C /tmp/ev .`); the repo copy is re-copied on
+# every call, so results written into it (results/bench/*.csv) must be copied out in the same call. Profiles of a
+# missed speed target: scripts/profile_prefill.py (kernels of one layer's prefill), scripts/memory_peak.py (tensors
+# alive at the peak of a long call).
 set -uo pipefail
 OUT=${1:-results}
 PARTS=${EVIDENCE_PARTS:-"check bench qwen ttft long smollm2 diagnose gemma"}
