@@ -158,14 +158,18 @@ class RankConstants:
                              causal_blocks(n, device))
 
 
+def rank_constants(n: int, first_rows: int, device, cache: dict | None) -> RankConstants:
+    """The per-shape masks, kept in `cache` (a dict kept by the caller; None: made for this call only)."""
+    return cached({} if cache is None else cache, ("rank", n, first_rows, str(device)),
+                  lambda: RankConstants.make(n, first_rows, device))
+
+
 def rank_tiles(scores: torch.Tensor, first_rows: int = 0, cache: dict | None = None, row0: int = 0) -> TileRanking:
     """Rows below first_rows follow their first-chunk rule (diagonal alone held, one-pick lag); see the docstring.
     `cache` (a dict kept by the caller) holds the per-shape masks. Scores are >= 0 (sums of probabilities).
     row0: scores holds the grid's query-tile rows row0 .. n - 1 only ([B, H, n - row0, n])."""
     n = scores.shape[-1]
-    key = ("rank", n, first_rows, str(scores.device))
-    cache = {} if cache is None else cache
-    k = cached(cache, key, lambda: RankConstants.make(n, first_rows, scores.device))
+    k = rank_constants(n, first_rows, scores.device, cache)
     if row0:
         k = RankConstants(*(getattr(k, f.name)[row0:] for f in dataclasses.fields(RankConstants)))
     others, order = ranked(scores.masked_fill(k.forced, float("-inf")))
@@ -201,9 +205,9 @@ def selected_tiles(scores: torch.Tensor, threshold: float | torch.Tensor, first_
         return kernel.select_tiles_fused(scores, threshold, first_rows)
     if not row0:
         return select_tiles(rank_tiles(scores, first_rows, cache), threshold)
+    cache = {} if cache is None else cache  # one set of masks for the empty rows and the ranking
     n = scores.shape[-1]
-    k = cached({} if cache is None else cache, ("rank", n, first_rows, str(scores.device)),
-               lambda: RankConstants.make(n, first_rows, scores.device))
+    k = rank_constants(n, first_rows, scores.device, cache)
     blocks = (k.kept & k.causal).expand(*scores.shape[:2], n, n).clone()
     blocks[:, :, row0:] = select_tiles(rank_tiles(scores[:, :, row0:], first_rows, cache, row0), threshold)
     return blocks
