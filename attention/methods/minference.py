@@ -256,7 +256,7 @@ class MInference(SparseMethod):
                 x = bisect_on_device(share, cfg.density, low, high, steps=16, device=q.device, geometric=True)
                 return x, s.column_order, s.slash_order
 
-            # 18 evaluations of ~50 small launches each: launch-bound, 30-45 ms a layer at 32K-128K (v12); replayed
+            # 18 evaluations, ~2,100 small kernels in all: launch-bound, 30-45 ms a layer at 32K-128K (v12); replayed
             # from one CUDA graph per shape up to GRAPH_MAX_TOKENS
             # (per layer with a per-head file: its sizes differ per layer, so no graph to share, as for the defaults)
             key = ("minference-solve", tuple(tail.shape), q_len, tuple(k.shape), q.dtype, scale, cfg.density,
