@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_attention import planted_inputs  # noqa: E402
 from attention.registry import build_method  # noqa: E402
-from harness.options import parse_lengths, parse_spec  # noqa: E402
+from harness.options import parse_spec  # noqa: E402
+from profile_prefill import each_method  # noqa: E402
 
 REPO = str(Path(__file__).resolve().parents[1])
 GIB = float(1 << 30)
@@ -109,18 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", default="128:32:8", help="head_dim:heads:kv_heads (Llama-3.1-8B)")
     ap.add_argument("--top", type=int, default=10)
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("memory_peak.py needs a CUDA GPU (PyTorch's memory history is CUDA only)", file=sys.stderr)
-        return 2
-    dim, heads, kv_heads = (int(x) for x in args.shape.split(":"))
-    length = parse_lengths(args.length)[0]
-    for spec in (s for s in args.methods.split(";") if s):
-        try:
-            profile(spec, length, min(args.chunk, length), dim, heads, kv_heads, args.top)
-        except torch.OutOfMemoryError as err:
-            print(f"== {spec}: out of memory ({str(err).splitlines()[0]})", flush=True)
-            torch.cuda.empty_cache()
-    return 0
+    return each_method("memory_peak.py", args.methods, args.length, args.shape,
+                       lambda spec, length, *shape: profile(spec, length, min(args.chunk, length), *shape, args.top))
 
 
 if __name__ == "__main__":

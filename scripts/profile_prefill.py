@@ -61,6 +61,23 @@ def profile_method(spec: str, length: int, dim: int, heads: int, kv_heads: int, 
         print(f"   {ms:8.3f} ms  {calls:4d}x  {name}", flush=True)
 
 
+def each_method(script: str, methods: str, length: str, shape: str, run) -> int:
+    """run(spec, length, head_dim, heads, kv_heads) for each spec of `methods` (separated by ';': a spec's options
+    take commas); an out-of-memory spec is reported and the next one runs. Exit code 2 without a CUDA GPU."""
+    if not torch.cuda.is_available():
+        print(f"{script} needs a CUDA GPU; run it on the GPU machine", file=sys.stderr)
+        return 2
+    dim, heads, kv_heads = (int(x) for x in shape.split(":"))
+    tokens = parse_lengths(length)[0]
+    for spec in (s for s in methods.split(";") if s):
+        try:
+            run(spec, tokens, dim, heads, kv_heads)
+        except torch.OutOfMemoryError as err:
+            print(f"== {spec}: out of memory ({str(err).splitlines()[0]})", flush=True)
+            torch.cuda.empty_cache()
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", default="minference", help="method specs separated by ';'")
@@ -69,13 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("profile_prefill.py needs a CUDA GPU; run it on the GPU machine", file=sys.stderr)
-        return 2
-    dim, heads, kv_heads = (int(x) for x in args.shape.split(":"))
-    for spec in (s for s in args.methods.split(";") if s):
-        profile_method(spec, parse_lengths(args.length)[0], dim, heads, kv_heads, args.top, args.warmup)
-    return 0
+    return each_method("profile_prefill.py", args.methods, args.length, args.shape,
+                       lambda spec, *shape: profile_method(spec, *shape, args.top, args.warmup))
 
 
 if __name__ == "__main__":
