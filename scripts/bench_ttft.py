@@ -288,11 +288,11 @@ def plot(path: Path, out: Path) -> None:
     frame = pd.read_csv(path)
     models = list(dict.fromkeys(frame["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(9.5 * len(models), 5), squeeze=False)
+    # one colour per method, the same in every panel; its --raw variant (dense_above=1) dashed in that colour
+    bases = list(dict.fromkeys(raw_base(m) for m in frame["method"] if m != "none"))
+    colours = dict(zip(bases, plt.get_cmap("tab20" if len(bases) > 10 else "tab10").colors * 2))
     for ax, model in zip(axes[0], models):
         part = frame[(frame["model"] == model) & (frame["method"] != "none")]
-        # one colour per method; its --raw variant (dense_above=1) dashed in the same colour
-        bases = list(dict.fromkeys(raw_base(m) for m in part["method"]))
-        colours = dict(zip(bases, plt.get_cmap("tab20" if len(bases) > 10 else "tab10").colors))
         for method, group in part.groupby("method"):
             group = group.sort_values("length")
             raw = raw_base(method) != method
