@@ -2,8 +2,8 @@
 # Redo the GPU evidence on any CUDA machine, one command, from the repo root:
 #   bash scripts/gpu_evidence.sh [OUT]          (default OUT=results)
 # Parts (EVIDENCE_PARTS, default all): check bench qwen ttft long smollm2 diagnose gemma; issue 27's Qwen accuracy
-# parts qwen_ruler qwen_needle qwen_diagnose run only when named (sweep files: scripts/sweeps/qwen_*.yaml; not yet
-# timed: 18 methods x 13 subtasks x 2 lengths x 10 samples is 4,680 cells). Each part may be capped with
+# parts qwen_ruler qwen_needle qwen_diagnose qwen_batch run only when named (sweep files: scripts/sweeps/qwen_*.yaml; RULER is
+# 13 methods x 13 subtasks x 2 lengths x 10 samples = 3,380 cells at batch 10). Each part may be capped with
 # TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts; a sweep
 # part cut short resumes with `python3 -m harness.cli sweep --resume <its run folder>`.
 # Needs: the SmolLM2 GGUF (Gemma's for `gemma`, Qwen2.5-Coder-0.5B's for `qwen`) where harness/models/loading.py finds
@@ -21,9 +21,9 @@ set -uo pipefail
 OUT=${1:-results}
 PARTS=${EVIDENCE_PARTS:-"check bench qwen ttft long smollm2 diagnose gemma"}
 for part in $PARTS; do  # every part known before anything is written
-  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma|qwen_ruler|qwen_needle|qwen_diagnose) ;;
+  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma|qwen_ruler|qwen_needle|qwen_diagnose|qwen_batch) ;;
     *) echo "unknown part $part (check bench qwen ttft long smollm2 diagnose gemma qwen_ruler qwen_needle" \
-            "qwen_diagnose)"; exit 2 ;;
+            "qwen_diagnose qwen_batch)"; exit 2 ;;
   esac
 done
 mkdir -p "$OUT/runs" "$OUT/bench"
@@ -55,6 +55,14 @@ for part in $PARTS; do
     qwen_diagnose) capped qwen_diagnose cli diagnose --model qwen2.5-coder-0.5b --task needle:depths=50 \
         --methods "sample,sample:alpha=0.9,minference,flexprefill,xattention,sample:density=0.2,minference:density=0.2,flexprefill:density=0.2,xattention:density=0.2,bigbird:density=0.2,streaming:density=0.2,oracle-topk:density=0.2" \
         --lengths 16k,32k --name qwen-diagnose ;;
+    qwen_batch)  # --batch-size's throughput: the same 40 RULER cells at batch 1 and 10, wall time with the model load
+      for size in 1 10; do
+        begin=$(date +%s.%N)
+        capped qwen_batch cli run --model qwen2.5-coder-0.5b --task ruler:tasks=niah_single_1+qa_1 --lengths 16k \
+          --samples 10 --methods dense,sample:density=0.2,dense_above=1 --repeats 1 --warmup 1 --batch-size $size \
+          --name "qwen-batch$size"
+        echo "== qwen_batch: batch $size: 40 cells in $(python3 -c "import time; print(round(time.time() - $begin, 1))") s (model load included)"
+      done ;;
     gemma) capped gemma cli sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle
            capped gemma cli sweep scripts/sweeps/ruler_gemma3.yaml --name gemma3-ruler ;;
   esac
