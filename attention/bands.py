@@ -26,39 +26,60 @@ BAND = 64
 
 
 def band_runs_torch(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: int = 0):
-    """Same contract as attention.kernels.bands.band_runs, in PyTorch: one vectorised step per offset slot."""
+    """Same contract as attention.kernels.bands.band_runs, in PyTorch (band_runs_of_blocks for blocks m0 on)."""
+    n_blocks = -(-k_len // BAND)
+    slots = max(1, min(n_blocks, offsets.shape[-1] + 1))
+    return band_runs_of_blocks(offsets, batch, heads, k_len, torch.arange(m0, n_blocks, device=offsets.device), slots)
+
+
+def band_runs_of_blocks(offsets: torch.Tensor, batch: int, heads: int, k_len: int, blocks: torch.Tensor,
+                        slots: int):
+    """(lo, hi, count) of the runs of the given absolute 64-row query blocks (long [n]): int32 [B*H, n, slots]
+    run bounds in ascending order (0 past count) and int32 [B*H, n] counts, as the kernel's serial walk makes them
+    (offsets largest first: a range starting past the run's end + 64 starts a run, one ending past it grows the run
+    by a tile), in O(log slots) vectorised steps, not one step (~20 launches) per offset slot. slots: at least the
+    most runs a block has (ceil(k_len / 64) or the offsets + 1 always are).
+
+    Why the walk reduces to tables: in block m offset d makes the range starting at a = max(64m - d, 0); a run
+    from rs grows while the next interval (rs + 64(t - 1), rs + 64t] holds a range start and ends at the first
+    empty one; the next run starts at the first range start past that end. With y = 64m - key, "no range start
+    in the interval" is "no offset in [y - 64, y)", so a run's end and the next run's start are functions of y
+    alone, one table per head for every block; a block's runs are the chain from its first run's start,
+    listed by pointer doubling."""
     device = offsets.device
-    n_rb = -(-k_len // BAND) - m0
-    d = offsets.expand(batch, heads, offsets.shape[-1]).reshape(batch * heads, -1).long()
-    d = torch.where(d >= 0, d, -1).sort(-1, descending=True).values
-    slots = max(1, min(n_rb + m0, d.shape[-1] + 1))
-    end = ((m0 + torch.arange(n_rb, device=device) + 1) * BAND)[None, :]        # [1, n_rb]
     rows = batch * heads
-    lo = torch.zeros(rows, n_rb, slots + 1, dtype=torch.long, device=device)  # + 1: a bin for "no store"
-    hi = torch.zeros_like(lo)
-    rs = torch.zeros(rows, n_rb, dtype=torch.long, device=device)
-    re, cnt = torch.zeros_like(rs), torch.zeros_like(rs)
-    started = torch.zeros(rows, n_rb, dtype=torch.bool, device=device)
-    for i in range(d.shape[-1]):
-        di = d[:, i:i + 1]
-        valid = (di >= 0) & (di < end)
-        s = torch.clamp(end - di, min=BAND)
-        cont = valid & started
-        gap = cont & (s > re + BAND)
-        grow = cont & ~gap & (s > re)
-        at = torch.where(gap, cnt, slots)[..., None]
-        lo.scatter_(2, at, rs[..., None])
-        hi.scatter_(2, at, re[..., None])
-        cnt += gap.long()
-        fresh = valid & ~started
-        rs = torch.where(fresh | gap, s - BAND, rs)
-        re = torch.where(fresh | gap, s, torch.where(grow, re + BAND, re))
-        started |= valid
-    at = torch.where(started, cnt, slots)[..., None]
-    lo.scatter_(2, at, rs[..., None])
-    hi.scatter_(2, at, re[..., None])
-    count = cnt + started.long()
-    return lo[..., :slots].int(), hi[..., :slots].int(), count.int()
+    n_blocks = -(-k_len // BAND)
+    pad = 2 * BAND  # index i holds y = i - pad: a run ends at most 128 keys past its block's first row
+    width = n_blocks * BAND + pad
+    d = offsets.expand(batch, heads, offsets.shape[-1]).reshape(rows, -1).long()
+    d = torch.where((d >= 0) & (d < n_blocks * BAND), d + pad, width)         # larger offsets are never valid
+    hit = torch.zeros(rows, width + 1, dtype=torch.bool, device=device).scatter_(1, d, True)[:, :width]
+    count = torch.nn.functional.pad(hit.long().cumsum(-1), (1, 0))              # [rows, width + 1]: hits below i
+    at = torch.arange(width, device=device)
+    empty = count[:, :width] == count[:, (at - BAND).clamp(min=0)]               # no offset in [y - 64, y)
+    # a run from y spans y, y - 64, ... down to the first empty interval w (every y < 0 is one); it ends at w - 64
+    tile = torch.arange(width // BAND, device=device)[:, None]
+    last = torch.where(empty.view(rows, -1, BAND), tile, -1).cummax(1).values
+    end = (last * BAND + torch.arange(BAND, device=device) - BAND).view(rows, width).clamp(min=0)
+    below = torch.nn.functional.pad(torch.where(hit, at, -1).cummax(-1).values, (1, 0), value=-1)  # last hit < i
+    hop = below.gather(1, end)                                                   # the next run's start, or -1
+    hop = torch.cat([torch.where(hop >= 0, hop, width), torch.full((rows, 1), width, device=device)], 1)
+    blocks = blocks.to(device).long()
+    first_row = blocks * BAND + pad                                              # y = 64m
+    from_zero = count[:, first_row + BAND] > count[:, first_row]                 # an offset in [64m, 64m + 64)
+    start = torch.where(from_zero, first_row, below[:, first_row])
+    chain = torch.where(start >= 0, start, width)[..., None]                     # [rows, n, 1]
+    while chain.shape[-1] < slots:  # chain[..., :2^t] -> [..., :2^(t+1)] through hop = psi^(2^t)
+        chain = torch.cat([chain, hop[:, None, :].expand(-1, len(blocks), -1).gather(2, chain)], -1)
+        if chain.shape[-1] < slots:
+            hop = hop.gather(1, hop)
+    chain = chain[..., :slots]
+    real = chain < width
+    ends = torch.cat([end, torch.zeros(rows, 1, dtype=end.dtype, device=device)], 1)
+    run_end = ends[:, None, :].expand(-1, len(blocks), -1).gather(2, chain)
+    lo = torch.where(real, first_row[:, None] - chain, 0)
+    hi = torch.where(real, first_row[:, None] - run_end, 0)
+    return lo.int(), hi.int(), real.sum(-1).int()
 
 
 def band_runs(offsets: torch.Tensor, batch: int, heads: int, k_len: int, m0: int = 0):
@@ -91,10 +112,14 @@ class BandPattern(SparsePattern):
         else:
             q_start = k_len - q_len if q_start is None else q_start
             q_pos = torch.arange(q_start, q_start + keep.shape[-2], device=device)
-        lo, hi, count = band_runs_torch(self.band_offsets.to(device), batch, heads, k_len)
-        cover = run_cover(lo, hi, count, k_len).view(batch, heads, -1, k_len)
+        # runs of the query rows' own blocks only: a few sampled rows never build [B*H, all blocks, k_len]
+        blocks, block_of_row = torch.unique(q_pos // BAND, return_inverse=True)
+        n_blocks = -(-k_len // BAND)
+        slots = max(1, min(n_blocks, self.band_offsets.shape[-1] + 1))
+        runs = band_runs_of_blocks(self.band_offsets.to(device), batch, heads, k_len, blocks, slots)
+        cover = run_cover(*runs, k_len).view(batch, heads, -1, k_len)
         k_pos = torch.arange(k_len, device=device)
-        return keep | (cover[:, :, q_pos // BAND] & (k_pos[None, :] <= q_pos[:, None]))
+        return keep | (cover[:, :, block_of_row] & (k_pos[None, :] <= q_pos[:, None]))
 
     def runs(self, batch: int, heads: int, k_len: int, m0: int, device):
         """(lo, hi, count) of band_runs for these query blocks, built once per pattern and shape."""
