@@ -33,7 +33,9 @@ capped() {  # capped PART command...: run with the part's timeout, keep going on
   echo "== $part ($(date -u +%T), cap ${cap}s)"
   timeout "$cap" "$@" || echo "== $part ended with status $?"
 }
-cli() { python3 -m harness.cli "$@" --out "$OUT/runs" --device cuda --no-progress; }
+# capped runs its command under `timeout`, which runs programs, not shell functions: the CLI is spelled out
+cli=(python3 -m harness.cli)
+into=(--out "$OUT/runs" --device cuda --no-progress)
 for part in $PARTS; do
   case $part in
     check) capped check python3 scripts/check_kernels_gpu.py ;;
@@ -46,25 +48,27 @@ for part in $PARTS; do
     ttft) capped ttft python3 scripts/bench_ttft.py --out "$OUT/bench" \
         --model random:llama-3.1-8b --lengths "${TTFT_LLAMA_LENGTHS:-8k,32k,128k}" \
         --model smollm2-135m --lengths "${TTFT_SMOLLM2_LENGTHS:-2k,4k,8k}" ${TTFT_ARGS:-} ;;
-    smollm2) capped smollm2 cli sweep scripts/sweeps/smollm2_accuracy.yaml --name smollm2-accuracy ;;
-    diagnose) capped diagnose cli diagnose --model smollm2-135m --task needle:depths=50 \
+    smollm2) capped smollm2 "${cli[@]}" sweep scripts/sweeps/smollm2_accuracy.yaml --name smollm2-accuracy "${into[@]}" ;;
+    diagnose) capped diagnose "${cli[@]}" diagnose --model smollm2-135m --task needle:depths=50 \
         --methods "sample:alpha=0.8|0.95,sample:pattern=column_slash,minference,flexprefill,xattention,bigbird,streaming,sample:density=0.3,minference:density=0.3,flexprefill:density=0.3,xattention:density=0.3,bigbird:density=0.3,streaming:density=0.3,oracle-topk:density=0.1|0.3" \
-        --lengths 2k,8k --name smollm2-diagnose ;;
-    qwen_ruler) capped qwen_ruler cli sweep scripts/sweeps/qwen_ruler.yaml --name qwen-ruler ;;
-    qwen_needle) capped qwen_needle cli sweep scripts/sweeps/qwen_needle.yaml --name qwen-needle ;;
-    qwen_diagnose) capped qwen_diagnose cli diagnose --model qwen2.5-coder-0.5b --task needle:depths=50 \
+        --lengths 2k,8k --name smollm2-diagnose "${into[@]}" ;;
+    qwen_ruler) capped qwen_ruler "${cli[@]}" sweep scripts/sweeps/qwen_ruler.yaml --name qwen-ruler "${into[@]}" ;;
+    qwen_needle) capped qwen_needle "${cli[@]}" sweep scripts/sweeps/qwen_needle.yaml --name qwen-needle "${into[@]}" ;;
+    qwen_diagnose) capped qwen_diagnose "${cli[@]}" diagnose --model qwen2.5-coder-0.5b --task needle:depths=10 \
         --methods "sample,sample:alpha=0.9,minference,flexprefill,xattention,sample:density=0.2,minference:density=0.2,flexprefill:density=0.2,xattention:density=0.2,bigbird:density=0.2,streaming:density=0.2,oracle-topk:density=0.2" \
-        --lengths 16k,32k --name qwen-diagnose ;;
-    qwen_batch)  # --batch-size's throughput: the same 40 RULER cells at batch 1 and 10, wall time with the model load
+        --lengths 16k,32k --name qwen-diagnose "${into[@]}" ;;
+    qwen_batch)  # --batch-size's throughput: the same 40 RULER cells at batch 1 and 10 (cells/s from cell_seconds)
       for size in 1 10; do
         begin=$(date +%s.%N)
-        capped qwen_batch cli run --model qwen2.5-coder-0.5b --task ruler:tasks=niah_single_1+qa_1 --lengths 16k \
+        capped qwen_batch "${cli[@]}" run --model qwen2.5-coder-0.5b --task ruler:tasks=niah_single_1+qa_1 --lengths 16k \
           --samples 10 --methods dense,sample:density=0.2,dense_above=1 --repeats 1 --warmup 1 --batch-size $size \
-          --name "qwen-batch$size"
+          --name "qwen-batch$size" "${into[@]}"
         echo "== qwen_batch: batch $size: 40 cells in $(python3 -c "import time; print(round(time.time() - $begin, 1))") s (model load included)"
-      done ;;
-    gemma) capped gemma cli sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle
-           capped gemma cli sweep scripts/sweeps/ruler_gemma3.yaml --name gemma3-ruler ;;
+      done
+      python3 scripts/compare_runs.py "$(ls -d "$OUT"/runs/*-qwen-batch1 | tail -1)" \
+        "$(ls -d "$OUT"/runs/*-qwen-batch10 | tail -1)" --out "$OUT/bench/qwen_batch.md" ;;
+    gemma) capped gemma "${cli[@]}" sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle "${into[@]}"
+           capped gemma "${cli[@]}" sweep scripts/sweeps/ruler_gemma3.yaml --name gemma3-ruler "${into[@]}" ;;
   esac
 done
 for run in "$OUT"/runs/*/; do  # a report per run folder written by this script

@@ -227,6 +227,7 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
                             each = (estimate.start() - started) / len(pending)  # a group's time, shared
                             for (_, cell), result in zip(pending, results):
                                 cell.update(result)
+                                cell["cell_seconds"] = each  # wall time, TTFT timing and decode included
                                 finish(cell, length, estimate.start() - each)
             del loaded
     return counts
