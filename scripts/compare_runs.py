@@ -5,7 +5,8 @@
 Reads every shard of each folder (cells.jsonl, cells.rank<R>.jsonl). Prints a short markdown summary: cells in
 each, keys only in one, cells whose status, prediction or score differ, mean score per method, wall times, and
 the cells' own time (`cell_seconds`: a cell's share of its batch's wall time, model load excluded) with the
-cells per second each run reached (how `--batch-size` is judged).
+cells per second each run reached on the cells both hold (how `--batch-size` is judged: a batch 1 slice against
+the same cells of a batched sweep).
 Exit code 1 when the cells or scores differ.
 """
 import argparse
@@ -33,12 +34,6 @@ def mean_scores(cells: dict[str, dict]) -> dict[str, float]:
     return {m: round(statistics.fmean(v), 4) for m, v in sorted(by_method.items())}
 
 
-def cell_time(cells: dict[str, dict]) -> float | None:
-    """Seconds the cells took (their cell_seconds summed), None when any lacks it (runs from before it existed)."""
-    times = [c.get("cell_seconds") for c in cells.values()]
-    return sum(times) if times and all(isinstance(t, (int, float)) for t in times) else None
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a")
@@ -61,11 +56,14 @@ def main(argv=None) -> int:
     if args.wall_a and args.wall_b:
         lines.append(f"- wall time: {args.wall_a:.1f} s vs {args.wall_b:.1f} s "
                      f"(x{args.wall_a / args.wall_b:.2f}; each includes process start and model load)")
-    seconds_a, seconds_b = cell_time(a), cell_time(b)
-    if seconds_a and seconds_b:
-        rate_a, rate_b = len(a) / seconds_a, len(b) / seconds_b
-        lines.append(f"- cell time (model load excluded): {seconds_a:.1f} s vs {seconds_b:.1f} s; "
-                     f"{rate_a:.2f} vs {rate_b:.2f} cells/s (x{rate_b / rate_a:.2f})")
+    common = [k for k in sorted(set(a) & set(b))  # the same cells in both: a slice against a whole sweep, say
+              if all(isinstance(run[k].get("cell_seconds"), (int, float)) for run in (a, b))]
+    seconds_a = sum(a[k]["cell_seconds"] for k in common)
+    seconds_b = sum(b[k]["cell_seconds"] for k in common)
+    if common and seconds_a and seconds_b:
+        rate_a, rate_b = len(common) / seconds_a, len(common) / seconds_b
+        lines.append(f"- cell time of the {len(common)} cells both hold (model load excluded): {seconds_a:.1f} s vs "
+                     f"{seconds_b:.1f} s; {rate_a:.2f} vs {rate_b:.2f} cells/s (x{rate_b / rate_a:.2f})")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -57,16 +57,12 @@ for part in $PARTS; do
     qwen_diagnose) capped qwen_diagnose "${cli[@]}" diagnose --model qwen2.5-coder-0.5b --task needle:depths=10 \
         --methods "sample,sample:alpha=0.9,minference,flexprefill,xattention,sample:density=0.2,minference:density=0.2,flexprefill:density=0.2,xattention:density=0.2,bigbird:density=0.2,streaming:density=0.2,oracle-topk:density=0.2" \
         --lengths 16k,32k --name qwen-diagnose "${into[@]}" ;;
-    qwen_batch)  # --batch-size's throughput: the same 40 RULER cells at batch 1 and 10 (cells/s from cell_seconds)
-      for size in 1 10; do
-        begin=$(date +%s.%N)
-        capped qwen_batch "${cli[@]}" run --model qwen2.5-coder-0.5b --task ruler:tasks=niah_single_1+qa_1 --lengths 16k \
-          --samples 10 --methods dense,sample:density=0.2,dense_above=1 --repeats 1 --warmup 1 --batch-size $size \
-          --name "qwen-batch$size" "${into[@]}"
-        echo "== qwen_batch: batch $size: 40 cells in $(python3 -c "import time; print(round(time.time() - $begin, 1))") s (model load included)"
-      done
+    qwen_batch)  # --batch-size's throughput: RULER at 16K at batch 1 against the same cells of the (batch 10)
+      # qwen_ruler sweep, cells/s from cell_seconds; run it after qwen_ruler
+      capped qwen_batch "${cli[@]}" run --model qwen2.5-coder-0.5b --task ruler --lengths 16k --samples 10 \
+        --methods dense,xattention --repeats 1 --warmup 1 --batch-size 1 --name qwen-batch1 "${into[@]}"
       python3 scripts/compare_runs.py "$(ls -d "$OUT"/runs/*-qwen-batch1 | tail -1)" \
-        "$(ls -d "$OUT"/runs/*-qwen-batch10 | tail -1)" --out "$OUT/bench/qwen_batch.md" ;;
+        "$(ls -d "$OUT"/runs/*-qwen-ruler | tail -1)" --out "$OUT/bench/qwen_batch.md" ;;
     gemma) capped gemma "${cli[@]}" sweep scripts/sweeps/gemma3_needle.yaml --name gemma3-needle "${into[@]}"
            capped gemma "${cli[@]}" sweep scripts/sweeps/ruler_gemma3.yaml --name gemma3-ruler "${into[@]}" ;;
   esac

@@ -28,7 +28,7 @@ def test_capped_cli_parts_start_their_commands(tmp_path):
     out = tmp_path / "out" / "runs"
     sweep = [c for c in calls if c.startswith("-m harness.cli sweep scripts/sweeps/qwen_ruler.yaml")]
     assert sweep and sweep[0].endswith(f"--out {out} --device cuda --no-progress")
-    assert len([c for c in calls if c.startswith("-m harness.cli run --model qwen2.5-coder-0.5b")]) == 2
+    assert len([c for c in calls if c.startswith("-m harness.cli run --model qwen2.5-coder-0.5b")]) == 1
     assert any(c.startswith("-m harness.cli diagnose --model qwen2.5-coder-0.5b") for c in calls)
     assert any(c.startswith("scripts/compare_runs.py") for c in calls)
 
