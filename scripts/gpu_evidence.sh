@@ -2,8 +2,9 @@
 # Redo the GPU evidence on any CUDA machine, one command, from the repo root:
 #   bash scripts/gpu_evidence.sh [OUT]          (default OUT=results)
 # Parts (EVIDENCE_PARTS, default all): check bench qwen ttft long smollm2 diagnose gemma; issue 27's Qwen accuracy
-# parts qwen_ruler qwen_needle qwen_diagnose qwen_batch run only when named (sweep files: scripts/sweeps/qwen_*.yaml; RULER is
-# 13 methods x 13 subtasks x 2 lengths x 10 samples = 3,380 cells at batch 10). Each part may be capped with
+# parts qwen_ruler qwen_ruler_oracle qwen_needle qwen_diagnose qwen_batch run only when named (sweep files:
+# scripts/sweeps/qwen_*.yaml; RULER is 12 settings x 13 subtasks x 2 lengths x 10 samples = 3,120 cells at batch 10,
+# ~0.2 s a cell at 16K on an H200, and oracle-topk's 260 more). Each part may be capped with
 # TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts; a sweep
 # part cut short resumes with `python3 -m harness.cli sweep --resume <its run folder>`.
 # Needs: the SmolLM2 GGUF (Gemma's for `gemma`, Qwen2.5-Coder-0.5B's for `qwen`) where harness/models/loading.py finds
@@ -21,9 +22,9 @@ set -uo pipefail
 OUT=${1:-results}
 PARTS=${EVIDENCE_PARTS:-"check bench qwen ttft long smollm2 diagnose gemma"}
 for part in $PARTS; do  # every part known before anything is written
-  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma|qwen_ruler|qwen_needle|qwen_diagnose|qwen_batch) ;;
-    *) echo "unknown part $part (check bench qwen ttft long smollm2 diagnose gemma qwen_ruler qwen_needle" \
-            "qwen_diagnose qwen_batch)"; exit 2 ;;
+  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma|qwen_ruler|qwen_ruler_oracle|qwen_needle|qwen_diagnose|qwen_batch) ;;
+    *) echo "unknown part $part (check bench qwen ttft long smollm2 diagnose gemma qwen_ruler qwen_ruler_oracle" \
+            "qwen_needle qwen_diagnose qwen_batch)"; exit 2 ;;
   esac
 done
 mkdir -p "$OUT/runs" "$OUT/bench"
@@ -53,6 +54,8 @@ for part in $PARTS; do
         --methods "sample:alpha=0.8|0.95,sample:pattern=column_slash,minference,flexprefill,xattention,bigbird,streaming,sample:density=0.3,minference:density=0.3,flexprefill:density=0.3,xattention:density=0.3,bigbird:density=0.3,streaming:density=0.3,oracle-topk:density=0.1|0.3" \
         --lengths 2k,8k --name smollm2-diagnose "${into[@]}" ;;
     qwen_ruler) capped qwen_ruler "${cli[@]}" sweep scripts/sweeps/qwen_ruler.yaml --name qwen-ruler "${into[@]}" ;;
+    qwen_ruler_oracle) capped qwen_ruler_oracle "${cli[@]}" sweep scripts/sweeps/qwen_ruler_oracle.yaml \
+        --name qwen-ruler-oracle "${into[@]}" ;;
     qwen_needle) capped qwen_needle "${cli[@]}" sweep scripts/sweeps/qwen_needle.yaml --name qwen-needle "${into[@]}" ;;
     qwen_diagnose) capped qwen_diagnose "${cli[@]}" diagnose --model qwen2.5-coder-0.5b --task needle:depths=10 \
         --methods "sample,sample:alpha=0.9,minference,flexprefill,xattention,sample:density=0.2,minference:density=0.2,flexprefill:density=0.2,xattention:density=0.2,bigbird:density=0.2,streaming:density=0.2,oracle-topk:density=0.2" \

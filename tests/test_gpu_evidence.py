@@ -22,12 +22,13 @@ def run_script(tmp_path: Path, parts: str, **caps: str) -> tuple[subprocess.Comp
 
 
 def test_capped_cli_parts_start_their_commands(tmp_path):
-    done, calls = run_script(tmp_path, "qwen_ruler qwen_batch qwen_diagnose", TIMEOUT_qwen_ruler="30")
+    done, calls = run_script(tmp_path, "qwen_ruler qwen_ruler_oracle qwen_batch qwen_diagnose", TIMEOUT_qwen_ruler="30")
     assert "failed to run command" not in done.stderr + done.stdout
     assert "ended with status" not in done.stdout
     out = tmp_path / "out" / "runs"
     sweep = [c for c in calls if c.startswith("-m harness.cli sweep scripts/sweeps/qwen_ruler.yaml")]
     assert sweep and sweep[0].endswith(f"--out {out} --device cuda --no-progress")
+    assert any(c.startswith("-m harness.cli sweep scripts/sweeps/qwen_ruler_oracle.yaml") for c in calls)
     assert len([c for c in calls if c.startswith("-m harness.cli run --model qwen2.5-coder-0.5b")]) == 1
     assert any(c.startswith("-m harness.cli diagnose --model qwen2.5-coder-0.5b") for c in calls)
     assert any(c.startswith("scripts/compare_runs.py") for c in calls)
