@@ -59,7 +59,8 @@ SPARSER = {"flexprefill": {"min_budget": "128", "gamma": "0.6"}, "xattention": {
            "minference": {"vertical_size": "100", "slash_size": "200"}}
 
 
-SOLVES = [("xattention", {"density": "0.5"}), ("minference", {"density": "0.5"})]  # density= solves on the device
+SOLVES = [("xattention", {"density": "0.5"}), ("minference", {"density": "0.5"}),  # density= solves on the device
+          ("flexprefill", {"density": "0.35", "block": "64", "min_budget": "64"})]  # (settings whose layers differ)
 
 
 @pytest.mark.parametrize("name, options", [(name, SPARSER[name]) for name in PEERS] + SOLVES)
