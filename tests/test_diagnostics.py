@@ -31,6 +31,11 @@ METHODS = {
     "sample-slash": ("sample", {"pattern": "column_slash", "alpha_c": "0.7", "alpha_s": "0.7", "r_w": "0.05"}),
     "bigbird": ("bigbird", {"block": "16", "random_blocks": "2", "global_blocks": "1", "window_blocks": "2"}),
     "streaming": ("streaming", {"window": "24", "n_sink": "2"}),
+    # MInference's 64-key bands (attention/bands.py): kept share in closed form, keep masks of the sampled rows' blocks
+    "minference": ("minference", {"vertical_size": "4", "slash_size": "5", "init_columns": "2",
+                                  "local_diagonals": "3", "last_q": "16"}),
+    "minference-density": ("minference", {"density": "0.3", "init_columns": "2", "local_diagonals": "3",
+                                          "last_q": "16"}),
     "oracle-topk": ("oracle-topk", {"density": "0.15"}),
     "h2o": ("h2o", {}),
     "dense": ("dense", {}),
