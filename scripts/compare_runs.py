@@ -3,7 +3,10 @@
     python scripts/compare_runs.py RUN_A RUN_B [--wall-a S --wall-b S] [--out FILE.md]
 
 Reads every shard of each folder (cells.jsonl, cells.rank<R>.jsonl). Prints a short markdown summary: cells in
-each, keys only in one, cells whose status, prediction or score differ, mean score per method, wall times.
+each, keys only in one, cells whose status, prediction or score differ, mean score per method, wall times, and
+the cells' own time (`cell_seconds`: a cell's share of its batch's wall time, model load excluded) with the
+cells per second each run reached on the cells both hold (how `--batch-size` is judged: a batch 1 slice against
+the same cells of a batched sweep).
 Exit code 1 when the cells or scores differ.
 """
 import argparse
@@ -53,6 +56,14 @@ def main(argv=None) -> int:
     if args.wall_a and args.wall_b:
         lines.append(f"- wall time: {args.wall_a:.1f} s vs {args.wall_b:.1f} s "
                      f"(x{args.wall_a / args.wall_b:.2f}; each includes process start and model load)")
+    common = [k for k in sorted(set(a) & set(b))  # the same cells in both: a slice against a whole sweep, say
+              if all(isinstance(run[k].get("cell_seconds"), (int, float)) for run in (a, b))]
+    seconds_a = sum(a[k]["cell_seconds"] for k in common)
+    seconds_b = sum(b[k]["cell_seconds"] for k in common)
+    if common and seconds_a and seconds_b:
+        rate_a, rate_b = len(common) / seconds_a, len(common) / seconds_b
+        lines.append(f"- cell time of the {len(common)} cells both hold (model load excluded): {seconds_a:.1f} s vs "
+                     f"{seconds_b:.1f} s; {rate_a:.2f} vs {rate_b:.2f} cells/s (x{rate_b / rate_a:.2f})")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -7,3 +7,4 @@ fi
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export SAMPLEATTN_MODELS=/root/stash HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+export SAMPLEATTN_PROMPT_CACHE=/root/prompts  # a resumed sweep reads its prompts back (harness/running/prompt_cache.py)

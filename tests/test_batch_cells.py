@@ -132,6 +132,7 @@ def test_smollm_cells_equal_at_batch_2_and_batch_1(tmp_path):
         assert many["status"] == one["status"] == "ok", many.get("error")
         assert (many["prediction"], many["score"]) == (one["prediction"], one["score"]), key
         assert many["batch_size"] == 2 and one["batch_size"] == 1
+        assert many["cell_seconds"] > 0 and one["cell_seconds"] > 0  # cells/s of the two runs (compare_runs)
     assert len({c["prediction"] for c in runs[1].values()}) > 1  # the rows answer differently: the test can fail
     assert main(["run", "--resume", str(folder), "--batch-size", "1", "--no-progress"]) == 0  # nothing left to do
     assert json.loads((folder / "manifest.json").read_text())["spec"]["batch_size"] == 1

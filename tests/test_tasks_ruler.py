@@ -2,7 +2,9 @@
 generator's output in tests/fixtures/ruler/), options, scoring and the missing-package error."""
 import collections
 import importlib.util
+import itertools
 import json
+import random
 import re
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from tasks import ruler as ruler_module
 from tasks import ruler_data
 from tasks.base import TaskError, build_task
-from tasks.ruler import SUBTASKS
+from tasks.ruler import SUBTASKS, largest_fitting
 from tests.fixtures.tokenizer import plain_tokenizer, smollm2_tokenizer
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("long_context_eval") is None,
@@ -224,3 +226,19 @@ def test_missing_package_is_a_one_line_error(tok, monkeypatch):
         assert "\n" not in str(err.value)
     finally:
         ruler_module.official.cache_clear()
+
+
+def test_largest_fitting_finds_the_last_n_that_fits_in_few_probes():
+    """pack's search against a scan on growing token counts (steps of 0-20 tokens a unit, a top below the limit
+    sometimes); a prompt that grows linearly takes a handful of probes, each a whole tokenization."""
+    rng = random.Random(7)
+    for _ in range(300):
+        steps = [rng.choice([0, 1, 1, 2, 3, 7, 20]) for _ in range(rng.randint(2, 3000))]
+        sizes = list(itertools.accumulate(steps, initial=rng.randint(0, 400)))
+        top = rng.choice([len(steps), rng.randint(1, len(steps))])
+        limit = rng.randint(sizes[1], sizes[-1] + 50)
+        expected = max(n for n in range(1, top + 1) if sizes[n] <= limit)
+        assert largest_fitting(lambda n: sizes[n], 1, top, limit) == expected
+    probes = []
+    assert largest_fitting(lambda n: probes.append(n) or 120 + 4 * n // 3, 1, 10**7, 32768) == 24486
+    assert len(probes) <= 8

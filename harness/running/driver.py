@@ -20,6 +20,7 @@ from harness.running import distributed, worker
 from harness.running.estimate import Estimate
 from harness.running.measure import Measure
 from harness.running.plan import Plan, build_methods, validate
+from harness.running.prompt_cache import cached_samples
 from harness.running.settings import Settings, SweepSpec
 from harness.running.store import CELLS_FILE, RunStore, provenance
 
@@ -136,7 +137,8 @@ def samples_for(loaded, task, length: int, plan: Plan) -> list:
         return [{"status": "too_long", "error": f"length {length} > model context {loaded.max_context}"}
                 ] * task.count(spec.samples)
     try:
-        return list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed))
+        return cached_samples(task, loaded.tokenizer, length, spec.samples, spec.seed,
+                              lambda: list(task.samples(loaded.tokenizer, [length], spec.samples, spec.seed)))
     except MemoryError:
         print(f"note: the prompts of length {length} do not fit in memory: their cells are recorded as errors",
               file=sys.stderr)
@@ -227,6 +229,7 @@ def drive(plan: Plan, store: RunStore, measure: Measure, done=frozenset(), progr
                             each = (estimate.start() - started) / len(pending)  # a group's time, shared
                             for (_, cell), result in zip(pending, results):
                                 cell.update(result)
+                                cell["cell_seconds"] = each  # wall time, TTFT timing and decode included
                                 finish(cell, length, estimate.start() - each)
             del loaded
     return counts
