@@ -57,13 +57,18 @@ def sorted_row_thresholds(scores: torch.Tensor, budgets: torch.Tensor) -> torch.
     return ranked.gather(-1, (budgets.expand(scores.shape[:-1]) - 1)[..., None]).squeeze(-1)
 
 
+def row_budgets(positions: torch.Tensor, density: float) -> torch.Tensor:
+    """long [R]: the oracle's keys per query row at absolute `positions`, ceil(density * (pos + 1)) in fp32, >= 1."""
+    return torch.ceil(density * (positions + 1)).long().clamp(min=1)
+
+
 def row_topk_keep(scores: torch.Tensor, positions: torch.Tensor, density: float) -> torch.Tensor:
     """bool like scores [B, H, R, Sk] (causal-masked with -inf): row r keeps its ceil(density * (pos + 1))
     highest scores (at least one), ties at the threshold included. The oracle's threshold, defined once.
 
     On the Triton path each row's threshold comes from a 32-pass bisection on the float bits over its causal keys
     (exact, no sort; keys past pos are -inf and rank last, so they never change a budget <= pos + 1)."""
-    budget = torch.ceil(density * (positions + 1)).long().clamp(min=1)
+    budget = row_budgets(positions, density)
     if triton_enabled(scores.device):
         from attention.kernels.row_threshold import row_thresholds  # imported here: it loads triton
 

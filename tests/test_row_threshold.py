@@ -4,6 +4,7 @@ row_topk_keep's keep mask the same on both backends."""
 import pytest
 import torch
 
+import attention.methods.oracle_topk as oracle_module
 from attention.backend import use_backend
 from attention.kernels import row_threshold
 from attention.kernels.row_threshold import row_thresholds
@@ -80,8 +81,7 @@ def test_sorted_definition_matches_the_row_by_row_one():
     assert torch.equal(sorted_row_thresholds(x, budgets), kth_largest(x, budgets, [40] * 5))
 
 
-@pytest.mark.parametrize("density", [0.3, 0.013, 1.0])
-@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("density,ties", [(0.3, False), (0.3, True), (0.013, True), (1.0, False)])
 def test_row_topk_keep_is_the_same_on_both_backends(density, ties):
     q, k, _ = random_qkv(40, 2, 1, 16, dtype=torch.float32, seed=2)
     if ties:  # keys from three directions: every row's scores fall on three levels
@@ -99,3 +99,43 @@ def test_row_topk_keep_is_the_same_on_both_backends(density, ties):
     assert (kept >= budget).all() and (kept <= pos + 1).all()
     if ties and density < 1:
         assert (kept > budget).any()  # ties at the threshold really kept
+
+
+@pytest.mark.parametrize("on_chip", [True, False])
+@pytest.mark.parametrize("levels", [0, 3])
+def test_finish_kernel_writes_what_the_torch_steps_write(monkeypatch, on_chip, levels):
+    """topk_finish on raw products = (raw * scale), causal -inf, row_topk_keep's mask, masked_fill: bit for bit."""
+    if not on_chip:
+        monkeypatch.setattr(row_threshold, "ON_CHIP_MAX", 32)
+        monkeypatch.setattr(row_threshold, "TILE", 16)
+    rows, width, n_cols, scale = 12, 45, 60, 0.37
+    raw, _, _ = awkward_rows(rows, n_cols, seed=13, levels=levels)
+    positions = torch.arange(width - rows, width)
+    budgets = torch.ceil(0.3 * (positions + 1)).long().clamp(min=1)
+    scaled = (raw * scale).masked_fill(torch.arange(n_cols)[None, :] > positions[:, None], float("-inf"))
+    want_keep = scaled[:, :width] >= kth_largest(scaled, budgets, positions + 1)[:, None]
+    want_keep &= torch.arange(width)[None, :] <= positions[:, None]
+    want = scaled.clone()
+    want[:, :width].masked_fill_(~want_keep, float("-inf"))
+    want[:, width:] = float("-inf")
+    got = raw.clone()
+    keep = row_threshold.topk_finish(got, budgets, positions + 1, width, scale)
+    assert torch.equal(keep, want_keep)
+    assert torch.equal(got, want)
+    assert not got.isnan().any()
+
+
+@pytest.mark.parametrize("q_len,k_len", [(30, 30), (20, 45)])
+def test_oracle_prefill_is_bit_identical_on_both_backends(monkeypatch, q_len, k_len):
+    """The fused Triton chunk against causal_scores + row_topk_keep (a sort), several row chunks per call."""
+    monkeypatch.setattr(oracle_module, "row_chunk", lambda batch, heads, keys: 7)
+    q, k, v = random_qkv(k_len, 2, 1, 16, seed=4)
+    q = torch.cat([q[:, :, -q_len:], q[:, :, :q_len].flip(2)])  # batch 2
+    k, v = torch.cat([k, k.roll(3, 2)]), torch.cat([v, v.roll(5, 2)])
+    method = oracle_module.OracleTopK(oracle_module.OracleTopKConfig(density=0.25))
+    with use_backend("torch"):
+        want, want_keep = method.prefill(q, k, v, 0.3), method.keep_mask(q, k, 0.3)
+    with use_backend("triton"):
+        got, got_keep = method.prefill(q, k, v, 0.3), method.keep_mask(q, k, 0.3)
+    assert torch.equal(got_keep, want_keep) and want_keep.shape == (2, 2, q_len, k_len)
+    assert torch.equal(got, want) and not got.isnan().any()
