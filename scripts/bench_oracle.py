@@ -70,21 +70,25 @@ def timed_ms(fn, repeats: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), result
 
 
-def masks_agree(q, k, scale, density, check_chunks: int) -> dict:
-    """Keep masks of the sort and of the method's path on the same scores, on chunks spread over the prompt."""
+def masks_agree(method, q, k, scale, density, check_chunks: int) -> dict:
+    """Keep masks on chunks spread over the prompt: the sort's on causal_scores against the method's own (the fused
+    kernel's) and against row_topk_keep's (the threshold kernel's) on the same scores; cells that differ."""
     q_len = q.shape[2]
     chunk = min(256, row_chunk(q.shape[0], q.shape[1], q_len))
     starts = list(range(0, q_len, chunk))
-    picked = sorted({starts[round(i * (len(starts) - 1) / max(1, check_chunks - 1))] for i in range(check_chunks)})
-    differ = 0
-    for start in picked:
-        stop = min(start + chunk, q_len)
+    picked = {starts[round(i * (len(starts) - 1) / max(1, check_chunks - 1))] for i in range(check_chunks)}
+    fused_differ = threshold_differ = 0
+    for start, stop, _, keep in method._chunks(q, k, scale):
+        if start not in picked:
+            continue
         q_pos = torch.arange(start, stop, device=q.device)
         scores = causal_scores(q, k, scale, q_pos, rows=slice(start, stop))
         want = sort_keep(scores, q_pos, density)
-        got = row_topk_keep(scores[..., :stop], q_pos, density)
-        differ += int((want[..., :stop] != got).sum()) + int(want[..., stop:].sum())
-    return {"chunks_checked": len(picked), "chunks": len(starts), "mask_cells_differ": differ}
+        assert not want[..., stop:].any()
+        fused_differ += int((want[..., :stop] != keep).sum())
+        threshold_differ += int((want[..., :stop] != row_topk_keep(scores[..., :stop], q_pos, density)).sum())
+    return {"chunks_checked": len(picked), "chunks": len(starts), "mask_cells_differ_fused": fused_differ,
+            "mask_cells_differ_row_topk_keep": threshold_differ}
 
 
 def threshold_only(q, k, scale, density, repeats: int) -> dict:
@@ -115,7 +119,7 @@ def case(length, batch, density, repeats, old_repeats, check_chunks) -> dict:
         old_ms, old_out = timed_ms(lambda: sort_prefill(q, k, v, scale, density), old_repeats)
         row.update(old_ms=round(old_ms, 2), speedup=round(old_ms / new_ms, 2),
                    outputs_identical=bool(torch.equal(old_out, new_out)))
-    row.update(masks_agree(q, k, scale, density, check_chunks))
+    row.update(masks_agree(method, q, k, scale, density, check_chunks))
     row["threshold_last_chunk"] = threshold_only(q, k, scale, density, repeats)
     return row
 
