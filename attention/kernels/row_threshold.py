@@ -30,11 +30,12 @@ def _count_at_least(base, stride_col, length, scale, cand, keys, ON_CHIP: tl.con
         total = tl.sum((keys >= cand).to(tl.int32), axis=0)
     else:
         offs = tl.arange(0, BLOCK)
-        total = 0
+        hits = tl.zeros([BLOCK], tl.int32)
         for start in range(0, length, BLOCK):
             ok = start + offs < length
             x = tl.load(base + (start + offs).to(tl.int64) * stride_col, mask=ok, other=0.0)
-            total += tl.sum((ok & (_order_key(x * scale) >= cand)).to(tl.int32), axis=0)
+            hits += (ok & (_order_key(x * scale) >= cand)).to(tl.int32)
+        total = tl.sum(hits, axis=0)
     return total
 
 
