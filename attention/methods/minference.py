@@ -253,11 +253,13 @@ class MInference(SparseMethod):
                 # lists make the serial walk the solve's cost (v11, 128K: 85 ms at D64)
                 low = 0.25 / max(1, sizes.max_vertical, sizes.max_slash)
                 high = k_len / max(1, sizes.min_size)
-                x = bisect_on_device(share, cfg.density, low, high, steps=16, device=q.device, geometric=True)
+                # 12 halvings of the ~19-22 octaves between them leave x within 0.4%: the counts it scales round to
+                # the same integers as after 16 (equal patterns on random q/k at 4K), for 14 evaluations instead of 18
+                x = bisect_on_device(share, cfg.density, low, high, steps=12, device=q.device, geometric=True)
                 return x, s.column_order, s.slash_order
 
-            # 18 evaluations, ~2,100 small kernels in all: launch-bound, 30-45 ms a layer at 32K-128K (v12); replayed
-            # from one CUDA graph per shape up to GRAPH_MAX_TOKENS
+            # 14 evaluations (18 gave ~2,100 small kernels in all: launch-bound, 30-45 ms a layer at 32K-128K, v12);
+            # replayed from one CUDA graph per shape up to GRAPH_MAX_TOKENS
             # (per layer with a per-head file: its sizes differ per layer, so no graph to share, as for the defaults)
             key = ("minference-solve", tuple(tail.shape), q_len, tuple(k.shape), q.dtype, scale, cfg.density,
                    str(q.device))
