@@ -118,7 +118,8 @@ def case(length, batch, density, repeats, old_repeats, check_chunks) -> dict:
     if old_repeats:
         old_ms, old_out = timed_ms(lambda: sort_prefill(q, k, v, scale, density), old_repeats)
         row.update(old_ms=round(old_ms, 2), speedup=round(old_ms / new_ms, 2),
-                   outputs_identical=bool(torch.equal(old_out, new_out)))
+                   outputs_identical=bool(torch.equal(old_out, new_out)),
+                   outputs_max_diff=float((old_out.float() - new_out.float()).abs().max()))  # bf16 ulps if not equal
     row.update(masks_agree(method, q, k, scale, density, check_chunks))
     row["threshold_last_chunk"] = threshold_only(q, k, scale, density, repeats)
     return row
