@@ -2,7 +2,7 @@
 # Redo the GPU evidence on any CUDA machine, one command, from the repo root:
 #   bash scripts/gpu_evidence.sh [OUT]          (default OUT=results)
 # Parts (EVIDENCE_PARTS, default all): check bench qwen ttft long smollm2 diagnose gemma; issue 27's Qwen accuracy
-# parts qwen_ruler qwen_ruler_oracle qwen_needle qwen_diagnose qwen_batch run only when named (sweep files:
+# parts qwen_ruler qwen_ruler_oracle qwen_needle qwen_needle_oracle qwen_diagnose qwen_batch run only when named (sweep files:
 # scripts/sweeps/qwen_*.yaml; RULER is 12 settings x 13 subtasks x 2 lengths x 10 samples = 3,120 cells at batch 10,
 # ~0.2 s a cell at 16K on an H200, and oracle-topk's 260 more). Each part may be capped with
 # TIMEOUT_<part> seconds (0 = none) so that a time-limited machine still returns the finished parts; a sweep
@@ -22,9 +22,9 @@ set -uo pipefail
 OUT=${1:-results}
 PARTS=${EVIDENCE_PARTS:-"check bench qwen ttft long smollm2 diagnose gemma"}
 for part in $PARTS; do  # every part known before anything is written
-  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma|qwen_ruler|qwen_ruler_oracle|qwen_needle|qwen_diagnose|qwen_batch) ;;
+  case $part in check|bench|qwen|ttft|long|smollm2|diagnose|gemma|qwen_ruler|qwen_ruler_oracle|qwen_needle|qwen_needle_oracle|qwen_diagnose|qwen_batch) ;;
     *) echo "unknown part $part (check bench qwen ttft long smollm2 diagnose gemma qwen_ruler qwen_ruler_oracle" \
-            "qwen_needle qwen_diagnose qwen_batch)"; exit 2 ;;
+            "qwen_needle qwen_needle_oracle qwen_diagnose qwen_batch)"; exit 2 ;;
   esac
 done
 mkdir -p "$OUT/runs" "$OUT/bench"
@@ -57,6 +57,8 @@ for part in $PARTS; do
     qwen_ruler_oracle) capped qwen_ruler_oracle "${cli[@]}" sweep scripts/sweeps/qwen_ruler_oracle.yaml \
         --name qwen-ruler-oracle "${into[@]}" ;;
     qwen_needle) capped qwen_needle "${cli[@]}" sweep scripts/sweeps/qwen_needle.yaml --name qwen-needle "${into[@]}" ;;
+    qwen_needle_oracle) capped qwen_needle_oracle "${cli[@]}" sweep scripts/sweeps/qwen_needle_oracle.yaml \
+        --name qwen-needle-oracle "${into[@]}" ;;
     qwen_diagnose) capped qwen_diagnose "${cli[@]}" diagnose --model qwen2.5-coder-0.5b --task needle:depths=10 \
         --methods "sample,sample:alpha=0.9,minference,flexprefill,xattention,sample:density=0.2,minference:density=0.2,flexprefill:density=0.2,xattention:density=0.2,bigbird:density=0.2,streaming:density=0.2,oracle-topk:density=0.2" \
         --lengths 16k,32k --name qwen-diagnose "${into[@]}" ;;
